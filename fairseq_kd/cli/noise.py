@@ -1,0 +1,193 @@
+"""fairseq-kd-noise: word deletion / substitution / swap over raw or sentencepiece text.
+
+Two modes:
+
+* parallel files: ``--source A --target B --output-source A2 --output-target B2``;
+  ``--side`` says which side(s) get noise, the other is copied verbatim. Misaligned
+  inputs are refused before anything is written; outputs are written atomically.
+* one stream: ``--input FILE`` (default stdin) ``--output FILE`` (default stdout);
+  ``--side source|target`` only names the random stream, so stdin mode reproduces
+  that side of the parallel mode exactly.
+
+A summary of realized rates per side goes to stderr; ``--summary-json FILE`` writes it
+as JSON (and parallel mode also prints it on stdout).
+
+    fairseq-kd-noise --deletion 0.1 --substitution 0.1 --swap 0.1 --swap-window 3 \\
+        --side source --source train.de --target train.en \\
+        --output-source noisy/train.de --output-target noisy/train.en
+    fairseq-kd-noise --deletion 0.2 --side source < train.spm.de > noisy.spm.de
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from fairseq_kd import noise as N
+from fairseq_kd.errors import KDInputError
+
+logger = logging.getLogger("fairseq_kd.cli.noise")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fairseq-kd-noise",
+        description="Inject word deletion, substitution and swap noise; deterministic per line.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("noise")
+    g.add_argument("--deletion", type=float, default=0.0, help="per-word deletion probability")
+    g.add_argument("--substitution", type=float, default=0.0, help="per-word substitution probability")
+    g.add_argument("--swap", type=float, default=0.0, help="per-word probability of a swap within the window")
+    g.add_argument("--swap-window", type=int, default=3, help="max distance a word may move from its position")
+    g.add_argument("--seed", type=int, default=1, help="base seed; line i uses (seed, side, i)")
+    g.add_argument("--unit", choices=N.UNITS, default="auto",
+                   help="what a whitespace token is: a word, a sentencepiece piece (words start at ▁), "
+                        "or subword-nmt BPE (@@ continuations); auto detects")
+    g.add_argument("--vocab", default=None,
+                   help="substitution vocabulary (word[<TAB>count] per line); default: the input side's own unigram counts")
+    g.add_argument("--write-vocab", default=None,
+                   help="write the unigram vocabulary used (per side: PATH.source / PATH.target in parallel mode) "
+                        "so single lines can be regenerated alone with --vocab")
+
+    io_ = p.add_argument_group("input / output")
+    io_.add_argument("--side", choices=N.SIDES, default="source", help="which side gets noise")
+    io_.add_argument("--source", default=None, help="parallel mode: source input file")
+    io_.add_argument("--target", default=None, help="parallel mode: target input file")
+    io_.add_argument("--output-source", default=None, help="parallel mode: source output file")
+    io_.add_argument("--output-target", default=None, help="parallel mode: target output file")
+    io_.add_argument("-i", "--input", default="-", help="stream mode: input file ('-' = stdin)")
+    io_.add_argument("-o", "--output", default="-", help="stream mode: output file ('-' = stdout)")
+
+    rep = p.add_argument_group("reporting")
+    rep.add_argument("--summary-json", default=None, help="write the realized-rate summary as JSON here")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def signature(cfg: N.NoiseConfig, side: str, unit: str, seed: int, vocab: Optional[str]) -> str:
+    """Reproducibility signature in sacrebleu style."""
+    from fairseq_kd import __version__
+
+    return (f"del:{cfg.deletion}|sub:{cfg.substitution}|swap:{cfg.swap}|win:{cfg.swap_window}|side:{side}"
+            f"|unit:{unit}|seed:{seed}|vocab:{'file' if vocab else 'corpus'}|version:{__version__}")
+
+
+def _read_lines(path: str) -> List[str]:
+    if path == "-":
+        return [line.rstrip("\n") for line in sys.stdin]
+    if not os.path.isfile(path):
+        raise KDInputError(f"{path}: no such file; pass an existing text file")
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def _write_atomic(path: str, lines: List[str]) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+    os.replace(tmp, path)
+
+
+def noise_lines(lines: List[str], cfg: N.NoiseConfig, seed: int, side: str, unit: str,
+                sampler: Optional[N.UnigramSampler], quiet: bool = True) -> Tuple[List[str], N.NoiseStats]:
+    """Noise every line (index = line number from 0); returns lines and summed counts."""
+    from tqdm import tqdm
+
+    total = N.NoiseStats()
+    out = []
+    for i, line in enumerate(tqdm(lines, desc=f"noise {side}", disable=quiet, file=sys.stderr)):
+        text, stats = N.noise_line(line, cfg, seed, i, side, unit, sampler)
+        total.add(stats)
+        out.append(text)
+    return out, total
+
+
+def _sampler_for(lines: List[str], unit: str, vocab: Optional[str], cfg: N.NoiseConfig) -> Optional[N.UnigramSampler]:
+    if cfg.substitution <= 0 and vocab is None:
+        return None
+    if vocab:
+        return N.read_vocab(vocab, unit)
+    return N.UnigramSampler.from_corpus(N.split_words(line.split(), unit) for line in lines)
+
+
+def run(args) -> Dict:
+    """Do the work for parsed ``args``; returns the JSON summary."""
+    cfg = N.NoiseConfig(args.deletion, args.substitution, args.swap, args.swap_window)
+    if args.vocab and not os.path.isfile(args.vocab):
+        raise KDInputError(f"{args.vocab}: vocabulary file not found; pass --vocab with an existing file or drop it")
+    parallel = any(x is not None for x in (args.source, args.target, args.output_source, args.output_target))
+
+    if parallel:
+        missing = [n for n, v in (("--source", args.source), ("--target", args.target),
+                                  ("--output-source", args.output_source), ("--output-target", args.output_target))
+                   if v is None]
+        if missing:
+            raise KDInputError(f"parallel mode needs {', '.join(missing)} too (or use --input/--output for one stream)")
+        for inp, out in ((args.source, args.output_source), (args.target, args.output_target)):
+            if os.path.abspath(inp) == os.path.abspath(out):
+                raise KDInputError(f"{out}: output would overwrite its input; choose another output path")
+        src, tgt = _read_lines(args.source), _read_lines(args.target)
+        if len(src) != len(tgt):
+            raise KDInputError(f"misaligned parallel input: {args.source} has {len(src)} lines but "
+                               f"{args.target} has {len(tgt)}; fix the corpus so both sides align by line")
+        inputs = {"source": (src, args.output_source), "target": (tgt, args.output_target)}
+        sides = ["source", "target"] if args.side == "both" else [args.side]
+    else:
+        if args.side == "both":
+            raise KDInputError("--side both needs parallel mode (--source/--target/--output-source/--output-target)")
+        lines = _read_lines(args.input)
+        inputs = {args.side: (lines, args.output)}
+        sides = [args.side]
+
+    summary = {"config": {**cfg.__dict__, "seed": args.seed, "side": args.side}, "sides": {}}
+    results = {}
+    for side, (lines, out_path) in inputs.items():
+        if side not in sides:
+            results[side] = lines  # copied verbatim
+            continue
+        unit = args.unit if args.unit != "auto" else N.detect_unit(lines)
+        sampler = _sampler_for(lines, unit, args.vocab, cfg)
+        if args.write_vocab and sampler is not None:
+            N.write_vocab(sampler, args.write_vocab + (f".{side}" if parallel else ""))
+        noised, stats = noise_lines(lines, cfg, args.seed, side, unit, sampler, quiet=args.quiet)
+        results[side] = noised
+        summary["sides"][side] = {**stats.to_dict(), "unit": unit,
+                                  "signature": signature(cfg, side, unit, args.seed, args.vocab)}
+
+    for side, (lines, out_path) in inputs.items():  # write only after everything succeeded
+        if out_path == "-":
+            sys.stdout.writelines(line + "\n" for line in results[side])
+            sys.stdout.flush()
+        else:
+            _write_atomic(out_path, results[side])
+
+    for side, s in summary["sides"].items():
+        r = s["rates"]
+        print(f"[{side}] lines={s['lines']} words={s['words']} deletion={r['deletion']:.4f} "
+              f"substitution={r['substitution']:.4f} swap={r['swap']:.4f} (displaced {r['displaced']:.4f}) "
+              f"empty_input={s['empty_input_lines']} | {s['signature']}", file=sys.stderr)
+    if args.summary_json:
+        with open(args.summary_json + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(args.summary_json + ".tmp", args.summary_json)
+    if parallel:
+        print(json.dumps(summary))
+    return summary
+
+
+def cli_main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        run(args)
+    except KDInputError as e:
+        print(f"fairseq-kd-noise: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
