@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Shared helpers for data_prep/prepare_*.sh (sourced, not run). Defines:
+#   parse_flags "$@"   ESPnet-style: --foo-bar VALUE sets the variable foo_bar declared above
+#   log / die / usage_error, prep (python -m fairseq_kd.prep), check_settings, binarize
+# shellcheck disable=SC2034
+
+_prep_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PYTHONPATH="${_prep_repo}${PYTHONPATH:+:${PYTHONPATH}}"
+
+log() { echo "[$(basename "$0") $(date -u +%H:%M:%S)] $*" >&2; }
+die() { echo "$(basename "$0"): error: $*" >&2; exit 1; }
+usage_error() { echo "$(basename "$0"): usage error: $*" >&2; echo "run with --help for the options" >&2; exit 2; }
+
+# usage: the script's header comment, then its option block (the variables under "# ---- options").
+usage() {
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  echo "options:"
+  local name rest def
+  awk '/^# ---- options/ { f = 1; next } f && !/^[a-z_]+=/ { exit } f' "$0" | while IFS= read -r line; do
+    name="${line%%=*}"; rest="${line#*=}"
+    def="${rest%%#*}"; def="${def%"${def##*[![:space:]]}"}"
+    printf '  --%-18s %s\n' "${name//_/-}" "${rest#*# } (default: ${def})"
+  done
+}
+
+# The interpreter: $PYTHON, else python3 on PATH, else the repo's .venv (whichever imports fairseq_kd).
+pick_python() {
+  local cand
+  for cand in "${PYTHON:-}" "$(command -v python3 || true)" "${_prep_repo}/.venv/bin/python"; do
+    if [[ -n "${cand}" ]] && "${cand}" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('fairseq_kd') and u.find_spec('fairseq_cli') and u.find_spec('sentencepiece')))" >/dev/null 2>&1; then
+      echo "${cand}"; return 0
+    fi
+  done
+  die "no python with fairseq, sentencepiece and fairseq_kd found: activate the venv (scripts/setup_env.sh) or set PYTHON"
+}
+
+# parse_flags "$@": every --name value (or --name=value) must match a variable declared by the caller.
+parse_flags() {
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -h|--help) usage; exit 0 ;;
+      --*=*) local key="${1%%=*}" val="${1#*=}"; shift ;;
+      --*) [[ $# -ge 2 ]] || usage_error "$1 needs a value"
+           local key="$1" val="$2"; shift 2 ;;
+      *) usage_error "unexpected argument '$1'" ;;
+    esac
+    local name="${key#--}"; name="${name//-/_}"
+    if ! declare -p "${name}" >/dev/null 2>&1 || [[ "${name}" == _* ]]; then
+      usage_error "unknown option ${key}"
+    fi
+    printf -v "${name}" '%s' "${val}"
+  done
+}
+
+prep() { "${python}" -m fairseq_kd.prep "$@"; }
+
+# check_settings DIR "k=v ...": refuse to reuse DIR prepared with different settings.
+check_settings() {
+  local dir="$1" settings="$2" stamp="$1/.prep_settings"
+  if [[ -f "${stamp}" && "$(cat "${stamp}")" != "${settings}" ]]; then
+    die "${dir} was prepared with other settings
+  stored: $(cat "${stamp}")
+  now:    ${settings}
+fix: use a new --out-dir, or delete ${dir} to rebuild it"
+  fi
+}
+
+# save_settings DIR "k=v ...": record the settings once the first outputs exist.
+save_settings() { [[ -f "$1/.prep_settings" ]] || printf '%s' "$2" > "$1/.prep_settings"; }
+
+# binarize SPM_DIR BIN_DIR SRC TGT WORKERS TEST_PREFS: fairseq-preprocess --joined-dictionary into
+# a temp folder that replaces BIN_DIR only when complete.
+binarize() {
+  local spm_dir="$1" bin_dir="$2" src="$3" tgt="$4" workers="$5" testpref="$6"
+  local tmp="${bin_dir}.tmp$$"
+  rm -rf "${tmp}"
+  "${python}" -m fairseq_cli.preprocess --source-lang "${src}" --target-lang "${tgt}" \
+    --trainpref "${spm_dir}/train" --validpref "${spm_dir}/valid" --testpref "${testpref}" \
+    --destdir "${tmp}" --joined-dictionary --workers "${workers}" > "${tmp}.log" 2>&1 \
+    || { cat "${tmp}.log" >&2; rm -rf "${tmp}" "${tmp}.log"; die "fairseq-preprocess failed (log above)"; }
+  mv "${tmp}.log" "${tmp}/preprocess.log"
+  rm -rf "${bin_dir}"
+  mv "${tmp}" "${bin_dir}"
+}
+
+# all_exist FILE...: true when every file exists (a stage's outputs).
+all_exist() { local f; for f in "$@"; do [[ -e "${f}" ]] || return 1; done; }
