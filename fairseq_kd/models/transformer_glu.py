@@ -178,7 +178,7 @@ class GLUInput(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # T x B x C -> T x B x H
         y = F.linear(x, self.weight, self.bias)  # T x B x (H or 2H)
         if self.gated:
-            a, b = y.split(self.hidden, dim=-1)  # T x B x H each
+            a, b = y.split([self.hidden, self.hidden], dim=-1)  # T x B x H each
             h = self.act(a) * b
         else:
             h = self.act(y)

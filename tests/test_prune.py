@@ -1,0 +1,96 @@
+"""Pruning: closed gates removed, gate values folded, same outputs, genuinely fewer parameters."""
+import json
+
+import pytest
+import torch
+
+import fairseq_kd  # noqa: F401
+from fairseq_kd.cli import prune as prune_cli
+from fairseq_kd.models.ladder import build_model, num_params
+from fairseq_kd.models.pruning import prune_state_dict, widths_arg
+
+TINY = ["--encoder-layers", "2", "--decoder-layers", "2"]
+
+
+def _batch(vocab=30, bsz=4, src_len=7, tgt_len=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, vocab, (bsz, src_len), generator=g)
+    prev = torch.randint(4, vocab, (bsz, tgt_len), generator=g)
+    prev[:, 0] = 2
+    return src, torch.full((bsz,), src_len), prev
+
+
+def _close_some_gates(model_state, seed=0):
+    """Force ~40% of units shut (z = 0), ~20% half-open (z = 0.5), leave the rest."""
+    g = torch.Generator().manual_seed(seed)
+    for k, v in model_state.items():
+        if k.endswith("fc1.gate.log_alpha"):
+            r = torch.rand(v.shape, generator=g)
+            v[r < 0.4] = -20.0
+            v[(r >= 0.4) & (r < 0.6)] = 0.0
+
+
+@pytest.mark.parametrize("activation", ["swiglu", "relu"])
+def test_pruned_model_equals_gated_model(activation):
+    torch.manual_seed(0)
+    overrides = TINY + ["--adaptive-capacity", "--ffn-activation", activation, "--share-all-embeddings"]
+    gated = build_model("transformer_glu_tiny", 30, overrides).eval()
+    with torch.no_grad():
+        _close_some_gates(gated.state_dict())  # state_dict tensors alias the parameters
+    new_state, widths, report = prune_state_dict(gated.state_dict(), activation)
+    assert not any("gate" in k for k in new_state)
+    assert all(0 < layer["kept"] < layer["total"] for layer in report)
+    pruned = build_model("transformer_glu_tiny", 30, TINY + [
+        "--ffn-activation", activation, "--share-all-embeddings",
+        "--encoder-ffn-widths", widths_arg(widths["encoder"]), "--decoder-ffn-widths", widths_arg(widths["decoder"])])
+    pruned.load_state_dict(new_state, strict=True)
+    pruned.eval()
+    batch = _batch()
+    with torch.no_grad():
+        lp_gated = gated.get_normalized_probs(gated(*batch), log_probs=True)
+        lp_pruned = pruned.get_normalized_probs(pruned(*batch), log_probs=True)
+    assert (lp_gated - lp_pruned).abs().max() < 1e-4
+    assert num_params(pruned) == gated.active_param_count() < num_params(gated)
+    # the size reduction is what the closed units owned, computed independently
+    unit = (2 if activation == "swiglu" else 1) * 33 + 32
+    closed = sum(layer["total"] - layer["kept"] for layer in report)
+    gates = sum(layer["total"] for layer in report)
+    assert num_params(gated) - num_params(pruned) == closed * unit + gates
+
+
+def test_prune_refuses_ungated_and_missing(tmp_path, capsys):
+    assert prune_cli.cli_main(["-i", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "out.pt")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_end_to_end_word_kd_adaptive_train_prune_generate(tiny_teacher, tmp_path, capsys):
+    """fairseq-train transformer_glu_tiny --adaptive-capacity with word_kd from a teacher, prune, generate."""
+    from tests import helpers
+
+    ckpt = helpers.train(
+        tiny_teacher.data_bin, tmp_path / "student", task="kd_translation", max_epoch=1,
+        arch_args=["--arch", "transformer_glu_tiny", "--adaptive-capacity", "--capacity-penalty", "0.2",
+                   "--share-all-embeddings"],
+        extra=["--criterion", "word_kd", "--kd-alpha", "0.5", "--teacher-path", str(tiny_teacher.checkpoint)])
+    # force part of the gates shut, as a long penalised training would
+    state = torch.load(ckpt, weights_only=True)
+    _close_some_gates(state["model"], seed=3)
+    gated_ckpt = tmp_path / "gated.pt"
+    torch.save(state, gated_ckpt)
+
+    pruned_ckpt = tmp_path / "pruned.pt"
+    assert prune_cli.cli_main(["-i", str(gated_ckpt), "-o", str(pruned_ckpt), "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["params_after"] < report["params_before"]
+    assert report["params_after"] == report["expected_after"]
+    assert report["max_abs_logprob_diff"] < 1e-4
+    assert prune_cli.cli_main(["-i", str(gated_ckpt), "-o", str(pruned_ckpt)]) == 1  # no silent overwrite
+
+    pruned_state = torch.load(pruned_ckpt, weights_only=True)
+    assert not any("gate" in k for k in pruned_state["model"])
+    assert sum(v.numel() for k, v in pruned_state["model"].items() if "fc" in k) < \
+        sum(v.numel() for k, v in state["model"].items() if "fc" in k)
+    hyp_gated = helpers.generate(tiny_teacher.data_bin, gated_ckpt, beam=2)
+    hyp_pruned = helpers.generate(tiny_teacher.data_bin, pruned_ckpt, beam=2)
+    assert len(hyp_gated) == 40 and hyp_gated == hyp_pruned
