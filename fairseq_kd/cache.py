@@ -1,0 +1,250 @@
+"""Offline teacher cache: top-k target distributions of every target token of a split.
+
+Layout of ``DIR`` for a split ``S`` (n sentences, N target tokens incl. EOS, top-k K):
+
+    S.meta.json     format, k, counts, fingerprint (teacher, dictionaries, split), file sizes
+    S.offsets.i64   n + 1 row offsets: sentence i owns rows offsets[i]:offsets[i+1]
+    S.ids.i32       N x K token ids (descending probability)
+    S.probs.f16     N x K teacher probabilities at T = 1 (re-tempered on read)
+    S.gold.f32      N     teacher log-probability of the gold token (for logging its NLL)
+
+Rows are aligned to the dataset's indices (``sample["id"]``), not to batch order.
+Writing happens in ``S.partial/`` with a per-sentence ``done`` map, flushed as it goes,
+so a killed run resumes where it stopped; the files move into place and ``S.meta.json``
+is written (atomically, last) only when every sentence is done. Opening checks the
+fingerprint and the exact file sizes, so a stale or truncated cache is refused.
+"""
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from fairseq_kd.errors import KDInputError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+ARRAYS = {"ids": (np.int32, "i32"), "probs": (np.float16, "f16"), "gold": (np.float32, "f32")}
+
+
+def dictionary_hash(d) -> str:
+    return hashlib.sha256("\n".join(d.symbols).encode("utf-8")).hexdigest()
+
+
+def split_hash(dataset) -> str:
+    """Identifies a binarized split by its sentence count and every source/target length."""
+    h = hashlib.sha256()
+    h.update(str(len(dataset)).encode())
+    h.update(np.asarray(dataset.src_sizes, dtype=np.int64).tobytes())
+    if dataset.tgt_sizes is not None:
+        h.update(np.asarray(dataset.tgt_sizes, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(task, split: str, dataset, teacher_fp: Optional[str]) -> Dict[str, Optional[str]]:
+    return {
+        "teacher": teacher_fp,
+        "source_dictionary": dictionary_hash(task.source_dictionary),
+        "target_dictionary": dictionary_hash(task.target_dictionary),
+        "split": split,
+        "split_data": split_hash(dataset),
+    }
+
+
+def target_offsets(dataset) -> np.ndarray:
+    """Row offsets from the dataset's target lengths (EOS included, as in ``sample['target']``)."""
+    sizes = np.asarray(dataset.tgt_sizes, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def _path(folder: str, split: str, name: str) -> str:
+    ext = ARRAYS[name][1] if name in ARRAYS else {"offsets": "i64", "meta": "json", "done": "u8"}[name]
+    return os.path.join(folder, f"{split}.{name}.{ext}")
+
+
+def _atomic_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _expected_sizes(n_sent: int, n_tok: int, k: int) -> Dict[str, int]:
+    sizes = {"offsets": (n_sent + 1) * 8}
+    for name, (dtype, _) in ARRAYS.items():
+        sizes[name] = n_tok * (k if name != "gold" else 1) * np.dtype(dtype).itemsize
+    return sizes
+
+
+class TeacherCacheWriter:
+    """Fills a split's cache batch by batch; resumable; publishes atomically in ``finish``."""
+
+    def __init__(self, folder: str, split: str, dataset, k: int, fp: Dict):
+        self.folder, self.split, self.k, self.fp = folder, split, k, fp
+        self.partial = os.path.join(folder, f"{split}.partial")
+        self.offsets = target_offsets(dataset)
+        self.n_sent, self.n_tok = len(dataset), int(self.offsets[-1])
+        os.makedirs(self.partial, exist_ok=True)
+        plan = {"format": FORMAT_VERSION, "k": k, "n_sentences": self.n_sent, "n_tokens": self.n_tok, "fingerprint": fp}
+        plan_path = _path(self.partial, split, "meta")
+        if os.path.exists(plan_path):
+            with open(plan_path) as f:
+                if json.load(f) != plan:
+                    logger.warning("cache: %s was started for another teacher/split/k: starting over", self.partial)
+                    shutil.rmtree(self.partial)
+                    os.makedirs(self.partial)
+        resume = os.path.exists(plan_path)
+        mode = "r+" if resume else "w+"
+        self.arrays = {
+            name: np.memmap(_path(self.partial, split, name), dtype=dtype, mode=mode,
+                            shape=(max(self.n_tok, 1), k) if name != "gold" else (max(self.n_tok, 1),))
+            for name, (dtype, _) in ARRAYS.items()
+        }
+        self.done = np.memmap(_path(self.partial, split, "done"), dtype=np.uint8, mode=mode, shape=(max(self.n_sent, 1),))
+        if not resume:
+            self.offsets.tofile(_path(self.partial, split, "offsets"))
+            _atomic_json(plan_path, plan)  # written after the arrays exist: marks a resumable run
+
+    def todo(self) -> np.ndarray:
+        """Dataset indices still to compute."""
+        return np.nonzero(self.done[: self.n_sent] == 0)[0]
+
+    def write(self, sample_ids: Sequence[int], lengths: Sequence[int], ids: torch.Tensor,
+              probs: torch.Tensor, gold: torch.Tensor) -> None:
+        """Store one batch. ids/probs: B x T x K; gold: B x T; lengths: non-pad targets per row."""
+        ids, probs, gold = ids.cpu().numpy(), probs.float().cpu().numpy(), gold.float().cpu().numpy()
+        for b, (i, n) in enumerate(zip(sample_ids, lengths)):
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            if hi - lo != n:
+                raise RuntimeError(f"cache: sentence {i} has {n} target tokens, expected {hi - lo}")
+            self.arrays["ids"][lo:hi] = ids[b, :n]
+            self.arrays["probs"][lo:hi] = probs[b, :n]
+            self.arrays["gold"][lo:hi] = gold[b, :n]
+
+    def mark_done(self, sample_ids: Sequence[int]) -> None:
+        """Flush the arrays first, then the done map: a done sentence is always on disk."""
+        for arr in self.arrays.values():
+            arr.flush()
+        self.done[np.asarray(sample_ids)] = 1
+        self.done.flush()
+
+    def finish(self) -> str:
+        left = len(self.todo())
+        if left:
+            raise RuntimeError(f"cache: {left} sentences of {self.split} are not done yet")
+        for arr in self.arrays.values():
+            arr.flush()
+        del self.arrays, self.done
+        for name in ["offsets", *ARRAYS]:
+            src = _path(self.partial, self.split, name)
+            if self.n_tok == 0 and name in ARRAYS:  # memmap needs >= 1 row; publish empty files
+                open(src, "wb").close()
+            os.replace(src, _path(self.folder, self.split, name))
+        meta = {"format": FORMAT_VERSION, "k": self.k, "n_sentences": self.n_sent, "n_tokens": self.n_tok,
+                "fingerprint": self.fp, "sizes": _expected_sizes(self.n_sent, self.n_tok, self.k)}
+        _atomic_json(_path(self.folder, self.split, "meta"), meta)
+        shutil.rmtree(self.partial)
+        return _path(self.folder, self.split, "meta")
+
+
+@dataclass
+class TeacherCache:
+    """Read-only view of a finished split cache, checked against the task's data."""
+
+    folder: str
+    split: str
+    k: int
+    offsets: np.ndarray
+    ids: np.ndarray
+    probs: np.ndarray
+    gold: np.ndarray
+
+    @staticmethod
+    def exists(folder: str, split: str) -> bool:
+        return os.path.exists(_path(folder, split, "meta"))
+
+    @classmethod
+    def open(cls, folder: str, split: str, dataset, task, teacher_paths: Optional[str] = None) -> "TeacherCache":
+        meta_path = _path(folder, split, "meta")
+        if not os.path.exists(meta_path):
+            partial = os.path.join(folder, f"{split}.partial")
+            hint = " (an unfinished run is in .partial: re-run fairseq-kd-cache to resume it)" if os.path.isdir(partial) else ""
+            raise KDInputError(f"teacher cache {meta_path} not found{hint}")
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise KDInputError(f"teacher cache {meta_path} is corrupt ({err}): delete {folder} and re-run fairseq-kd-cache")
+        if meta.get("format") != FORMAT_VERSION:
+            raise KDInputError(f"teacher cache {meta_path} has format {meta.get('format')}, expected {FORMAT_VERSION}: re-run fairseq-kd-cache")
+        teacher_fp = None
+        if teacher_paths:
+            from fairseq_kd.teacher import split_paths, teacher_fingerprint
+
+            teacher_fp = teacher_fingerprint(split_paths(teacher_paths))
+        want = fingerprint(task, split, dataset, teacher_fp)
+        have = meta["fingerprint"]
+        for key, value in want.items():
+            if key == "teacher" and value is None:
+                continue  # no --teacher-path given: the teacher cannot be checked
+            if have.get(key) != value:
+                raise KDInputError(
+                    f"teacher cache {meta_path} is stale: its {key} fingerprint does not match the current "
+                    f"{'teacher checkpoint(s)' if key == 'teacher' else key.replace('_', ' ')}. Re-run "
+                    f"fairseq-kd-cache for split {split} into {folder} (or point --teacher-cache elsewhere)."
+                )
+        n_sent, n_tok, k = meta["n_sentences"], meta["n_tokens"], meta["k"]
+        for name, size in _expected_sizes(n_sent, n_tok, k).items():
+            path = _path(folder, split, name)
+            actual = os.path.getsize(path) if os.path.exists(path) else None
+            if actual != size:
+                raise KDInputError(f"teacher cache file {path} is {'missing' if actual is None else f'truncated or corrupt ({actual} bytes, expected {size})'}: "
+                                   f"re-run fairseq-kd-cache for split {split}")
+        offsets = np.fromfile(_path(folder, split, "offsets"), dtype=np.int64)
+        if not np.array_equal(offsets, target_offsets(dataset)):
+            raise KDInputError(f"teacher cache {folder} ({split}) is not aligned with the dataset's targets: re-run fairseq-kd-cache")
+
+        def mm(name, shape):
+            dtype = ARRAYS[name][0]
+            return np.memmap(_path(folder, split, name), dtype=dtype, mode="r", shape=shape) if n_tok else np.zeros(shape, dtype)
+
+        logger.info("teacher cache: %s split %s, %d sentences, %d tokens, top-%d", folder, split, n_sent, n_tok, k)
+        return cls(folder, split, k, offsets, mm("ids", (n_tok, k)), mm("probs", (n_tok, k)), mm("gold", (n_tok,)))
+
+    @property
+    def n_sentences(self) -> int:
+        return len(self.offsets) - 1
+
+    def lookup(self, sample, target: torch.Tensor, pad: int, prefix: int = 0):
+        """Top-k ids, probabilities (T=1) and gold log-probs aligned to ``target`` (B x T).
+
+        Returns ids B x T x K (long), probs B x T x K (fp32), gold B x T (fp32); padded
+        positions hold token 0 with probability 1 (their KL is masked by the caller).
+        """
+        sample_ids = sample["id"].tolist()
+        B, T = target.shape
+        full_len = sample["target"].ne(pad).sum(-1).tolist()
+        ids = np.zeros((B, T, self.k), dtype=np.int64)
+        probs = np.zeros((B, T, self.k), dtype=np.float32)
+        probs[..., 0] = 1.0
+        gold = np.zeros((B, T), dtype=np.float32)
+        for b, i in enumerate(sample_ids):
+            if not 0 <= i < self.n_sentences:
+                raise KDInputError(f"teacher cache {self.folder} ({self.split}) has no entry for sentence {i} "
+                                   f"(it holds {self.n_sentences}): re-run fairseq-kd-cache")
+            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+            if hi - lo != full_len[b]:
+                raise KDInputError(f"teacher cache {self.folder} ({self.split}): sentence {i} has {hi - lo} cached "
+                                   f"tokens but the batch has {full_len[b]}: the cache is stale, re-run fairseq-kd-cache")
+            n = hi - lo - prefix
+            ids[b, :n], probs[b, :n], gold[b, :n] = self.ids[lo + prefix:hi], self.probs[lo + prefix:hi], self.gold[lo + prefix:hi]
+        dev = target.device
+        return torch.from_numpy(ids).to(dev), torch.from_numpy(probs).to(dev), torch.from_numpy(gold).to(dev)

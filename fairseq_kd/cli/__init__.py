@@ -1,0 +1,1 @@
+"""Console tools (``fairseq-kd-*``)."""

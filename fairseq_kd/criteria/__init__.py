@@ -1,0 +1,4 @@
+"""fairseq-kd criteria: every module here registers itself with fairseq on import."""
+from fairseq_kd.registry import import_all
+
+import_all(__name__, __file__)

@@ -1,0 +1,37 @@
+"""Pieces every fairseq-kd criterion shares: the capacity penalty hook and metric helpers."""
+import math
+from typing import Dict, List
+
+import torch
+from fairseq import metrics, utils
+
+
+def add_capacity_term(model, loss: torch.Tensor, sample_size, logging_output: Dict) -> torch.Tensor:
+    """Add the model's capacity penalty (adaptive-capacity GLU models) to a summed loss.
+
+    A model opts in by defining ``capacity_loss() -> (penalty, active_params)`` where
+    ``penalty`` is a weighted scalar tensor. The summed loss is later divided by
+    ``sample_size``, so the penalty is scaled by it to keep its weight per token.
+    """
+    fn = getattr(model, "capacity_loss", None)
+    if fn is None:
+        return loss
+    penalty, active_params = fn()
+    logging_output["capacity_penalty"] = float(penalty.detach())
+    logging_output["active_params"] = float(active_params)
+    return loss + penalty.to(loss.dtype) * sample_size
+
+
+def log_capacity_metrics(logging_outputs: List[Dict]) -> None:
+    """Average ``active_params`` / ``capacity_penalty`` over workers, when present."""
+    for key in ("active_params", "capacity_penalty"):
+        vals = [log[key] for log in logging_outputs if key in log]
+        if vals:
+            metrics.log_scalar(key, sum(vals) / len(vals), len(vals), round=3)
+
+
+def log_token_loss(name: str, total, ntokens, round_: int = 3, ppl_name: str = None) -> None:
+    """Log ``total / ntokens`` in base 2 (fairseq's convention), optionally with a ppl."""
+    metrics.log_scalar(name, total / max(ntokens, 1) / math.log(2), ntokens, round=round_)
+    if ppl_name:
+        metrics.log_derived(ppl_name, lambda meters: utils.get_perplexity(meters[name].avg))

@@ -1,0 +1,157 @@
+"""Criterion ``word_kd``: word-level knowledge distillation (Hinton et al.; Kim & Rush 2016).
+
+loss = (1 - alpha) * label-smoothed NLL(gold) + alpha * T^2 * KL(teacher_T || student_T)
+
+summed over non-pad target tokens. The teacher is the task's (online, an ensemble
+averages probabilities) or its offline top-k cache (``--teacher-cache``). With
+``--kd-alpha 0`` no teacher is needed and the loss is exactly fairseq's
+``label_smoothed_cross_entropy``.
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from omegaconf import II
+
+from fairseq_kd import kd_losses
+from fairseq_kd.criteria._common import add_capacity_term, log_capacity_metrics, log_token_loss
+
+KD_SELECTION_CHOICES = ChoiceEnum(["none", "word", "batch", "global"])
+
+
+@dataclass
+class WordKDConfig(FairseqDataclass):
+    kd_alpha: float = field(default=0.5, metadata={"help": "weight of the KD term; 0 = label-smoothed CE only"})
+    kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of teacher and student"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "epsilon for label smoothing of the gold NLL term"})
+    kd_topk: int = field(default=0, metadata={"help": "restrict the teacher to its top-k tokens (renormalised); 0 = all"})
+    kd_selection: KD_SELECTION_CHOICES = field(
+        default="none", metadata={"help": "selective distillation: distil only on the highest-CE tokens of each "
+                                          "sentence (word), batch (batch) or a global queue (global)"}
+    )
+    kd_selection_ratio: float = field(default=0.5, metadata={"help": "fraction of tokens selected for the KD term"})
+    kd_selection_queue_size: int = field(
+        default=30000, metadata={"help": "token CE values kept for --kd-selection global"}
+    )
+    report_accuracy: bool = field(default=False, metadata={"help": "log the student's token accuracy"})
+    ignore_prefix_size: int = field(default=0, metadata={"help": "ignore the first N target tokens"})
+    sentence_avg: bool = II("optimization.sentence_avg")
+
+
+@register_criterion("word_kd", dataclass=WordKDConfig)
+class WordKDCriterion(FairseqCriterion):
+    """Label-smoothed CE on the gold target interpolated with the teacher's KL at temperature T."""
+
+    def __init__(self, task, kd_alpha, kd_temperature, label_smoothing, kd_topk, kd_selection,
+                 kd_selection_ratio, kd_selection_queue_size, report_accuracy, ignore_prefix_size, sentence_avg):
+        super().__init__(task)
+        if not 0.0 <= kd_alpha <= 1.0:
+            raise ValueError(f"--kd-alpha must be in [0, 1], got {kd_alpha}")
+        if kd_temperature <= 0:
+            raise ValueError(f"--kd-temperature must be > 0, got {kd_temperature}")
+        self.alpha, self.temperature, self.eps = kd_alpha, kd_temperature, label_smoothing
+        self.topk, self.selection, self.selection_ratio = kd_topk, str(kd_selection), kd_selection_ratio
+        self.queue = kd_losses.CEQueue(kd_selection_queue_size) if self.selection == "global" else None
+        self.report_accuracy, self.ignore_prefix_size, self.sentence_avg = report_accuracy, ignore_prefix_size, sentence_avg
+        needs_teacher = kd_alpha > 0
+        if needs_teacher and not (getattr(task.cfg, "teacher_path", None) or getattr(task.cfg, "teacher_cache", None)):
+            raise ValueError("word_kd with --kd-alpha > 0 needs --task kd_translation with --teacher-path or --teacher-cache")
+
+    # --- forward ------------------------------------------------------------------
+    def forward(self, model, sample, reduce=True):
+        net_output = model(**sample["net_input"])
+        loss, logging_output = self.compute_loss(model, net_output, sample, reduce=reduce)
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        logging_output.update(ntokens=sample["ntokens"], nsentences=sample["target"].size(0), sample_size=sample_size)
+        if reduce:
+            loss = add_capacity_term(model, loss, sample_size, logging_output)
+        logging_output["loss"] = loss.data.sum() if not reduce else loss.data
+        return loss, sample_size, logging_output
+
+    def _trim(self, x, target):
+        if self.ignore_prefix_size > 0:
+            x, target = x[:, self.ignore_prefix_size:], target[:, self.ignore_prefix_size:]
+        return x, target
+
+    def compute_loss(self, model, net_output, sample, reduce=True):
+        """Returns the (summed or per-token) loss and the logging dict."""
+        target = model.get_targets(sample, net_output)  # B x T
+        logits, target = self._trim(net_output[0], target)  # B x T x V
+        lprobs = model.get_normalized_probs((logits,) + tuple(net_output[1:]), log_probs=True)  # fp32
+        valid = target.ne(self.padding_idx)  # B x T
+        flat_lprobs, flat_target = lprobs.view(-1, lprobs.size(-1)), target.reshape(-1)  # (B*T) x V, (B*T)
+        if self.alpha == 0.0 and reduce:  # fairseq's label_smoothed_cross_entropy, operation for operation
+            loss, nll_sum = label_smoothed_nll_loss(flat_lprobs, flat_target, self.eps, self.padding_idx, reduce=True)
+            return loss, self._accuracy({"nll_loss": nll_sum.data}, lprobs, target, valid)
+        ce_loss, nll = label_smoothed_nll_loss(flat_lprobs, flat_target, self.eps, self.padding_idx, reduce=False)
+        ce_loss, nll = ce_loss.view(-1), nll.view(-1)  # (B*T)
+        logging = self._accuracy({"nll_loss": nll.data.sum()}, lprobs, target, valid)
+        if self.alpha == 0.0:
+            loss = ce_loss
+        else:
+            kd, teacher_nll = self.kd_term(model, sample, logits, target, valid, nll.view_as(target))  # B x T
+            loss = (1.0 - self.alpha) * ce_loss + self.alpha * kd.view(-1)
+            logging["kd_loss"] = kd.data.sum()
+            if teacher_nll is not None:
+                logging["teacher_nll_loss"] = teacher_nll.data.sum()
+        return (loss.sum() if reduce else loss), logging
+
+    def _accuracy(self, logging, lprobs, target, valid):
+        if self.report_accuracy:
+            logging["n_correct"] = (lprobs.argmax(-1).eq(target) & valid).sum().data
+            logging["total"] = valid.sum().data
+        return logging
+
+    def kd_term(self, model, sample, logits, target, valid, nll):
+        """T^2 * KL(teacher_T || student_T) per position (0 at pad / unselected), and the
+        teacher's summed NLL of the gold target."""
+        T = self.temperature
+        student_lp = kd_losses.student_log_probs(logits, T)  # B x T x V
+        cache = self.task.cache_for(sample) if hasattr(self.task, "cache_for") else None
+        if cache is not None:
+            ids, probs, gold_lp = cache.lookup(sample, target, self.padding_idx, self.ignore_prefix_size)
+            kl = kd_losses.kl_sparse(ids, kd_losses.temper_topk_probs(probs, T), student_lp)
+            teacher_nll = -(gold_lp * valid).sum()
+        elif getattr(self.task, "has_teacher", False):
+            teacher = self.task.get_teacher(logits)
+            net_input = self.task.teacher_net_input(sample)
+            if T == 1.0:
+                teacher_lp = teacher_lp1 = teacher.log_probs(net_input)  # B x T x V
+            else:
+                teacher_lp, teacher_lp1 = teacher.log_probs_at(net_input, T, 1.0)
+            teacher_lp, teacher_lp1 = self._trim(teacher_lp, target)[0], self._trim(teacher_lp1, target)[0]
+            teacher_nll = -(teacher_lp1.gather(-1, target.unsqueeze(-1)).squeeze(-1) * valid).sum()
+            if self.topk > 0:
+                ids, lp = kd_losses.topk_renormalized(teacher_lp, self.topk)
+                kl = kd_losses.kl_sparse(ids, lp, student_lp)
+            else:
+                kl = kd_losses.kl_full(teacher_lp, student_lp)
+        else:  # validation split without a cache and no online teacher: no KD term
+            return torch.zeros_like(nll), None
+        selected = kd_losses.selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue)
+        return (T * T) * kl * selected, teacher_nll
+
+    # --- metrics --------------------------------------------------------------------
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        ntokens, sample_size = total("ntokens"), total("sample_size")
+        metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / math.log(2), sample_size, round=3)
+        log_token_loss("nll_loss", total("nll_loss"), ntokens, ppl_name="ppl")
+        if any("kd_loss" in log for log in logging_outputs):
+            log_token_loss("kd_loss", total("kd_loss"), ntokens)
+        if any("teacher_nll_loss" in log for log in logging_outputs):
+            log_token_loss("teacher_nll_loss", total("teacher_nll_loss"), ntokens)
+        if any("n_correct" in log for log in logging_outputs):
+            metrics.log_scalar("accuracy", 100.0 * total("n_correct") / max(total("total"), 1), total("total"), round=2)
+        log_capacity_metrics(logging_outputs)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return False  # active_params is averaged, not summed

@@ -1,0 +1,94 @@
+"""Word-level KD maths as small pure functions (the criterion only wires them together).
+
+Shapes: ``N`` target positions (B*T flattened, or B x T), ``V`` vocabulary, ``K`` top-k.
+Everything is computed in fp32 log space, whatever the model's dtype, so fp16/bf16
+training cannot under/overflow the KL.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def student_log_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """fp32 log softmax(z / T).  # ... x V"""
+    return F.log_softmax(logits.float() / temperature, dim=-1)
+
+
+def kl_full(teacher_lp: torch.Tensor, student_lp: torch.Tensor) -> torch.Tensor:
+    """Per-position KL(p_t || p_s) = sum_v p_t (log p_t - log p_s).  # ... x V -> ...
+
+    Terms where the teacher's probability is exactly 0 contribute 0 (not 0 * inf = nan).
+    """
+    p = teacher_lp.exp()
+    terms = torch.where(p > 0, p * (teacher_lp - student_lp), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def kl_sparse(teacher_ids: torch.Tensor, teacher_lp: torch.Tensor, student_lp: torch.Tensor) -> torch.Tensor:
+    """KL of a teacher supported on ``teacher_ids`` (K per position) to the full student.
+
+    ``teacher_lp`` are log-probabilities over the K ids (summing to 1); ``student_lp``
+    is over the whole vocabulary.  # ids, lp: ... x K; student_lp: ... x V -> ...
+    """
+    s = student_lp.gather(-1, teacher_ids)  # ... x K
+    p = teacher_lp.exp()
+    return torch.where(p > 0, p * (teacher_lp - s), torch.zeros_like(p)).sum(-1)
+
+
+def topk_renormalized(teacher_lp: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Restrict a distribution to its top-k tokens and renormalise.  # ... x V -> (... x K, ... x K)"""
+    values, ids = teacher_lp.topk(k, dim=-1)
+    return ids, values - torch.logsumexp(values, dim=-1, keepdim=True)
+
+
+def temper_topk_probs(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log of top-k probabilities stored at T=1, re-tempered to T and renormalised.
+
+    softmax(z/T) restricted to a set is proportional to p^(1/T) with p = softmax(z),
+    so a cache written at T=1 serves every temperature (exactly, for a single teacher).
+    """
+    lp = probs.float().clamp_min(torch.finfo(torch.float32).tiny).log() / temperature
+    return lp - torch.logsumexp(lp, dim=-1, keepdim=True)
+
+
+def selection_mask(ce: torch.Tensor, valid: torch.Tensor, mode: str, ratio: float,
+                   queue: Optional["CEQueue"] = None) -> torch.Tensor:
+    """Which positions get the KD term (selective distillation, Wang et al. 2021).
+
+    The positions whose student cross-entropy ``ce`` is highest are selected: the top
+    ``ratio`` of each sentence (``word``), of the batch (``batch``), or above the
+    (1 - ratio) quantile of a global queue of recent CE values (``global``).
+    ``ce``/``valid``: B x T. Returns a bool mask B x T (always within ``valid``).
+    """
+    if mode == "none" or ratio >= 1.0:
+        return valid
+    ce = ce.detach().float().masked_fill(~valid, float("-inf"))
+    if mode == "word":
+        lengths = valid.sum(-1, keepdim=True)  # B x 1
+        keep = torch.ceil(lengths.float() * ratio).long()
+        rank = ce.argsort(dim=-1, descending=True).argsort(dim=-1)  # position's rank in its row
+        return (rank < keep) & valid
+    if mode == "batch":
+        flat = ce[valid]
+        keep = max(1, int(torch.ceil(torch.tensor(flat.numel() * ratio)).item()))
+        threshold = flat.topk(min(keep, flat.numel())).values[-1]
+        return (ce >= threshold) & valid
+    if mode == "global":
+        if queue is None:
+            raise ValueError("global selection needs a CEQueue")
+        threshold = queue.push_and_threshold(ce[valid], ratio)
+        return (ce >= threshold) & valid
+    raise ValueError(f"unknown selection mode {mode!r}")
+
+
+class CEQueue:
+    """FIFO of recent token cross-entropies; its (1 - ratio) quantile is the global threshold."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.values = torch.empty(0)
+
+    def push_and_threshold(self, ce: torch.Tensor, ratio: float) -> torch.Tensor:
+        self.values = torch.cat([self.values, ce.detach().float().cpu()])[-self.size:]
+        return torch.quantile(self.values, 1.0 - ratio).to(ce.device)

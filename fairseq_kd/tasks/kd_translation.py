@@ -1,0 +1,167 @@
+"""Task ``kd_translation``: fairseq's ``translation`` plus a teacher, a teacher cache and noise.
+
+The teacher (one checkpoint or a ``:``-joined ensemble) is loaded once when the student
+is built for training, its dictionaries are compared symbol by symbol with the task's
+before any update, and it lives on the task: never in the student's parameters, the
+optimizer or the student's checkpoint. Criteria reach it through ``get_teacher`` (placed
+on the student's device and dtype) and ``teacher_net_input`` (the clean source when the
+student sees on-the-fly noise).
+"""
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.dataclass import ChoiceEnum
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+from omegaconf import II
+
+from fairseq_kd.errors import KDInputError
+
+logger = logging.getLogger(__name__)
+
+NOISE_SIDE_CHOICES = ChoiceEnum(["source", "target", "both"])
+NOISE_TEACHER_INPUT_CHOICES = ChoiceEnum(["clean", "noisy"])
+SEQ_KD_DECODING_CHOICES = ChoiceEnum(["beam", "greedy", "teacher_forcing"])
+
+
+@dataclass
+class KDTranslationConfig(TranslationConfig):
+    # --- teacher ---------------------------------------------------------------
+    teacher_path: Optional[str] = field(
+        default=None, metadata={"help": "teacher checkpoint, or several joined by ':' (an ensemble: probabilities averaged)"}
+    )
+    teacher_data: Optional[str] = field(
+        default=None, metadata={"help": "directory with the teacher's dict.<lang>.txt, when it moved since training"}
+    )
+    teacher_cache: Optional[str] = field(
+        default=None, metadata={"help": "directory written by fairseq-kd-cache: read top-k teacher distributions from it"}
+    )
+    teacher_trust_checkpoint: bool = field(
+        default=False, metadata={"help": "fully unpickle the teacher checkpoint(s) (trusted legacy files only)"}
+    )
+    # --- on-the-fly noise (training split only) ----------------------------------
+    noise_deletion: float = field(default=0.0, metadata={"help": "probability of deleting each word"})
+    noise_substitution: float = field(default=0.0, metadata={"help": "probability of substituting each word"})
+    noise_swap: float = field(default=0.0, metadata={"help": "probability of swapping each word within the window"})
+    noise_swap_window: int = field(default=3, metadata={"help": "a swapped word moves at most this many positions"})
+    noise_side: NOISE_SIDE_CHOICES = field(default="source", metadata={"help": "which side of the pair gets noise"})
+    noise_teacher_input: NOISE_TEACHER_INPUT_CHOICES = field(
+        default="clean", metadata={"help": "whether the teacher reads the clean or the noisy source"}
+    )
+    # --- sequence-level KD (criterion seq_kd / hybrid_kd) ---------------------------
+    seq_kd_decoding: SEQ_KD_DECODING_CHOICES = field(
+        default="beam", metadata={"help": "how the teacher produces targets for seq_kd/hybrid_kd"}
+    )
+    seq_kd_beam: int = field(default=4, metadata={"help": "beam size for --seq-kd-decoding beam"})
+    seq_kd_lenpen: float = field(default=1.0, metadata={"help": "length penalty for teacher beam search"})
+    seq_kd_max_len_a: float = field(default=1.2, metadata={"help": "max target length = a * source length + b"})
+    seq_kd_max_len_b: int = field(default=10, metadata={"help": "max target length = a * source length + b"})
+    # --- globals -----------------------------------------------------------------
+    train_subset: str = II("dataset.train_subset")
+    valid_subset: str = II("dataset.valid_subset")
+    seed: int = II("common.seed")
+
+
+@register_task("kd_translation", dataclass=KDTranslationConfig)
+class KDTranslationTask(TranslationTask):
+    """Translation with a frozen teacher (online or cached) for knowledge distillation."""
+
+    cfg: KDTranslationConfig
+
+    def __init__(self, cfg: KDTranslationConfig, src_dict, tgt_dict):
+        super().__init__(cfg, src_dict, tgt_dict)
+        self._teacher = None
+        self.teacher_caches = {}  # split -> fairseq_kd.cache.TeacherCache
+        self._step_split = None  # split of the batch being processed (train/valid step)
+
+    # --- teacher ---------------------------------------------------------------
+    @property
+    def has_teacher(self) -> bool:
+        return bool(self.cfg.teacher_path)
+
+    def load_teacher(self):
+        """Load the teacher (once) and check its dictionaries against the task's."""
+        if self._teacher is None:
+            if not self.cfg.teacher_path:
+                raise KDInputError("this criterion needs a teacher: pass --teacher-path CKPT (or --teacher-cache DIR)")
+            from fairseq_kd.teacher import load_teacher
+
+            self._teacher = load_teacher(self.cfg.teacher_path, task=self, teacher_data=self.cfg.teacher_data,
+                                         trust=self.cfg.teacher_trust_checkpoint)
+        return self._teacher
+
+    def get_teacher(self, reference):
+        """The teacher on ``reference``'s device and dtype (a student parameter or tensor)."""
+        return self.load_teacher().place_like(reference)
+
+    def teacher_net_input(self, sample):
+        """The teacher's input: the clean source if the student's was noised, else the same."""
+        return sample.get("teacher_net_input") or sample["net_input"]
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        # A model restored for inference (fairseq-generate, a teacher) needs no teacher;
+        # a model built for training checks its teacher before the first update.
+        if not from_checkpoint and self.cfg.teacher_path:
+            self.load_teacher()
+        return model
+
+    # --- data ------------------------------------------------------------------
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        if self.cfg.teacher_cache:
+            self._open_cache(split)
+        if split == self.cfg.train_subset:
+            self.datasets[split] = self.wrap_noise(split, self.datasets[split])
+
+    def _open_cache(self, split):
+        from fairseq_kd.cache import TeacherCache
+
+        if not TeacherCache.exists(self.cfg.teacher_cache, split):
+            if split == self.cfg.train_subset:
+                raise KDInputError(f"--teacher-cache {self.cfg.teacher_cache} has no cache for split '{split}': "
+                                   f"run fairseq-kd-cache --split {split} first")
+            logger.warning("no teacher cache for split %s: its KD term is computed online or skipped", split)
+            return
+        if self.cfg.noise_side != "source" and self.noise_enabled:
+            raise KDInputError("--teacher-cache stores distributions for the clean targets; it cannot be combined "
+                               "with target-side noise (--noise-side target/both): use an online teacher")
+        self.teacher_caches[split] = TeacherCache.open(
+            self.cfg.teacher_cache, split, dataset=self.datasets[split], task=self,
+            teacher_paths=self.cfg.teacher_path)
+
+    def cache_for(self, sample):
+        """The teacher cache covering the current step's split, or None.
+
+        Training batches come from ``--train-subset``; validation batches from the single
+        ``--valid-subset`` (with several valid subsets the cache is not used for validation).
+        """
+        return self.teacher_caches.get(self._step_split) if self._step_split else None
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        self._step_split = self.cfg.train_subset
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        subsets = str(self.cfg.valid_subset).split(",")
+        self._step_split = subsets[0] if len(subsets) == 1 else None
+        return super().valid_step(sample, model, criterion)
+
+    @property
+    def noise_enabled(self) -> bool:
+        return any(p > 0 for p in (self.cfg.noise_deletion, self.cfg.noise_substitution, self.cfg.noise_swap))
+
+    def wrap_noise(self, split, dataset):
+        """Wrap the training dataset with on-the-fly word noise when any rate is > 0."""
+        if not self.noise_enabled:
+            return dataset
+        from fairseq_kd.data.noisy_dataset import wrap_with_noise
+        from fairseq_kd.noise import NoiseConfig
+
+        noise = NoiseConfig(self.cfg.noise_deletion, self.cfg.noise_substitution, self.cfg.noise_swap,
+                            self.cfg.noise_swap_window)
+        logger.info("on-the-fly noise on %s (%s side, teacher reads %s input): %s", split, self.cfg.noise_side,
+                    self.cfg.noise_teacher_input, noise)
+        return wrap_with_noise(dataset, noise, str(self.cfg.noise_side), str(self.cfg.noise_teacher_input),
+                               self.cfg.seed)

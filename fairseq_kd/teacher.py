@@ -1,0 +1,154 @@
+"""Teachers: load one checkpoint or an ensemble, check its dictionaries, score batches frozen.
+
+A teacher is held by the task, never by the student model, so it never enters the
+optimizer or the student's checkpoint. It is put on the student's device and dtype on
+first use and only ever runs under ``torch.inference_mode()``.
+"""
+import hashlib
+import logging
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from fairseq_kd import checkpoint_safety
+from fairseq_kd.errors import KDInputError
+
+logger = logging.getLogger(__name__)
+
+
+def split_paths(paths) -> List[str]:
+    """``"a.pt:b.pt"`` or a list -> list of paths (the fairseq ``--path`` convention)."""
+    if isinstance(paths, str):
+        paths = paths.split(":")
+    return [p for p in paths if p]
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dictionary_file(data: str, lang: str) -> str:
+    """Where fairseq reads a dictionary: ``dict.<lang>.txt`` in the first data dir."""
+    return os.path.join(str(data).split(":")[0], f"dict.{lang}.txt")
+
+
+def check_same_dictionary(teacher_dict, teacher_file: str, task_dict, task_file: str, side: str) -> None:
+    """Symbol-by-symbol comparison; raises naming both files and the first difference."""
+    t_syms, s_syms = list(teacher_dict.symbols), list(task_dict.symbols)
+    if t_syms == s_syms:
+        return
+    first = next((i for i, (a, b) in enumerate(zip(t_syms, s_syms)) if a != b), min(len(t_syms), len(s_syms)))
+    t_sym = t_syms[first] if first < len(t_syms) else "<end of dictionary>"
+    s_sym = s_syms[first] if first < len(s_syms) else "<end of dictionary>"
+    raise KDInputError(
+        f"teacher/student {side} vocabulary mismatch: teacher dictionary {teacher_file} "
+        f"({len(t_syms)} symbols) differs from the task's {task_file} ({len(s_syms)} symbols) "
+        f"first at index {first}: {t_sym!r} (teacher) vs {s_sym!r} (task). Binarize the student data "
+        f"with the teacher's dictionaries (fairseq-preprocess --srcdict/--tgtdict <teacher dicts>)."
+    )
+
+
+class TeacherEnsemble(torch.nn.Module):
+    """Frozen teacher model(s); ``log_probs`` averages the members' probabilities."""
+
+    def __init__(self, models: Sequence[torch.nn.Module], paths: Sequence[str], src_dict, tgt_dict, cfg):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+        self.paths = list(paths)
+        self.src_dict, self.tgt_dict, self.cfg = src_dict, tgt_dict, cfg
+        self.eval()
+        self.requires_grad_(False)
+        self._fingerprint: Optional[str] = None
+
+    def train(self, mode: bool = True):
+        """A teacher stays in eval mode whatever its owner does."""
+        return super().train(False)
+
+    def place_like(self, reference: torch.Tensor) -> "TeacherEnsemble":
+        """Move to ``reference``'s device and floating dtype (once; a no-op afterwards)."""
+        p = next(self.models.parameters())
+        if p.device != reference.device or p.dtype != reference.dtype:
+            logger.info("teacher: moving to %s / %s", reference.device, reference.dtype)
+            self.to(device=reference.device, dtype=reference.dtype)
+        return self
+
+    def fingerprint(self) -> str:
+        """sha256 over the checkpoint files' bytes, in order (identifies the teacher)."""
+        if self._fingerprint is None:
+            self._fingerprint = teacher_fingerprint(self.paths)
+        return self._fingerprint
+
+    def logits(self, net_input: Dict) -> List[torch.Tensor]:
+        """Each member's output logits, B x T x V, computed in inference mode."""
+        with torch.inference_mode():
+            return [m(**net_input)[0] for m in self.models]
+
+    def log_probs(self, net_input: Dict, temperature: float = 1.0) -> torch.Tensor:
+        """fp32 log of the members' averaged softmax(z / T); a normal (autograd-safe) tensor."""
+        return self.log_probs_at(net_input, temperature)[0]
+
+    def log_probs_at(self, net_input: Dict, *temperatures: float) -> List[torch.Tensor]:
+        """``log_probs`` at several temperatures from one forward pass.  # each B x T x V"""
+        with torch.inference_mode():
+            logits = self.logits(net_input)
+            outs = []
+            for t in temperatures:
+                lps = [F.log_softmax(z.float() / t, dim=-1) for z in logits]
+                if len(lps) == 1:
+                    outs.append(lps[0])
+                else:  # log of the mean probability
+                    outs.append(torch.logsumexp(torch.stack(lps, dim=0), dim=0) - math.log(len(lps)))
+        return [o.clone() for o in outs]  # leave inference mode: the loss saves them for backward
+
+
+def teacher_fingerprint(paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def load_teacher(paths, task=None, teacher_data: Optional[str] = None, trust: bool = False) -> TeacherEnsemble:
+    """Load ``paths`` (``a.pt:b.pt`` for an ensemble) and, given ``task``, check its dictionaries.
+
+    ``teacher_data`` overrides the data directory stored in the checkpoint (where its
+    ``dict.*.txt`` live) when the teacher was trained elsewhere.
+    """
+    from fairseq import checkpoint_utils
+
+    paths = split_paths(paths)
+    if not paths:
+        raise KDInputError("--teacher-path is empty: give a checkpoint, or several joined by ':'")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise KDInputError(f"teacher checkpoint not found: {p} (fix --teacher-path)")
+        if trust:
+            checkpoint_safety.trust([p])
+    overrides = {"data": teacher_data} if teacher_data else None
+    try:
+        models, cfg, teacher_task = checkpoint_utils.load_model_ensemble_and_task(paths, arg_overrides=overrides)
+    except FileNotFoundError as err:
+        raise KDInputError(
+            f"could not load the teacher's dictionaries for {paths[0]}: {err}. The teacher's data "
+            f"directory moved: pass --teacher-data DIR holding its dict.<lang>.txt files."
+        ) from None
+    teacher = TeacherEnsemble(models, paths, teacher_task.source_dictionary, teacher_task.target_dictionary, cfg)
+    if task is not None:
+        t_data = teacher_data or cfg.task.data
+        for side, lang, t_dict, s_dict in (
+            ("source", task.cfg.source_lang, teacher.src_dict, task.source_dictionary),
+            ("target", task.cfg.target_lang, teacher.tgt_dict, task.target_dictionary),
+        ):
+            check_same_dictionary(t_dict, dictionary_file(t_data, getattr(cfg.task, f"{side}_lang", lang)),
+                                  s_dict, dictionary_file(task.cfg.data, lang), side)
+    n_params = sum(p.numel() for p in teacher.parameters())
+    logger.info("teacher: %d model(s) from %s, %d parameters each (frozen, eval mode)",
+                len(paths), ":".join(paths), n_params // len(paths))
+    return teacher
