@@ -66,7 +66,7 @@ fix: use a new --out-dir, or delete ${dir} to rebuild it"
 }
 
 # save_settings DIR "k=v ...": record the settings once the first outputs exist.
-save_settings() { [[ -f "$1/.prep_settings" ]] || printf '%s' "$2" > "$1/.prep_settings"; }
+save_settings() { mkdir -p "$1"; [[ -f "$1/.prep_settings" ]] || printf '%s' "$2" > "$1/.prep_settings"; }
 
 # binarize SPM_DIR BIN_DIR SRC TGT WORKERS TEST_PREFS: fairseq-preprocess --joined-dictionary into
 # a temp folder that replaces BIN_DIR only when complete.
@@ -85,3 +85,52 @@ binarize() {
 
 # all_exist FILE...: true when every file exists (a stage's outputs).
 all_exist() { local f; for f in "$@"; do [[ -e "${f}" ]] || return 1; done; }
+
+# spm_encode_binarize: stages 2-4 shared by every corpus. Reads the caller's variables:
+#   out_dir src tgt vocab_size spm_model_type workers stage stop_stage, splits (array: train
+#   valid test [test1 ...]); expects DIR/raw/<split>.<lang>; writes DIR/spm.model, DIR/spm/, DIR/bin/.
+spm_encode_binarize() {
+  local raw="${out_dir}/raw" spm_dir="${out_dir}/spm" bin="${out_dir}/bin" s l
+  local spm_files=() enc_pairs=()
+  for s in "${splits[@]}"; do
+    for l in "${src}" "${tgt}"; do
+      spm_files+=("${spm_dir}/${s}.${l}")
+      enc_pairs+=(--pair "${raw}/${s}.${l}" "${spm_dir}/${s}.${l}")
+    done
+  done
+  if [[ ${stage} -le 2 && 2 -le ${stop_stage} ]]; then
+    if all_exist "${out_dir}/spm.model"; then
+      log "stage 2: skip (${out_dir}/spm.model exists)"
+    else
+      log "stage 2: training a joint sentencepiece model (vocab ${vocab_size}, ${spm_model_type})"
+      prep spm-train --input "${raw}/train.${src}" "${raw}/train.${tgt}" --model-prefix "${out_dir}/spm" \
+        --vocab-size "${vocab_size}" --model-type "${spm_model_type}" --threads "${workers}" >&2
+    fi
+  fi
+  if [[ ${stage} -le 3 && 3 -le ${stop_stage} ]]; then
+    if all_exist "${spm_files[@]}"; then
+      log "stage 3: skip (pieces exist in ${spm_dir})"
+    else
+      log "stage 3: encoding into ${spm_dir}"
+      prep spm-encode --model "${out_dir}/spm.model" "${enc_pairs[@]}" >/dev/null
+    fi
+  fi
+  if [[ ${stage} -le 4 && 4 -le ${stop_stage} ]]; then
+    if all_exist "${bin}/dict.${src}.txt" "${bin}/dict.${tgt}.txt"; then
+      log "stage 4: skip (${bin} exists)"
+    else
+      log "stage 4: fairseq-preprocess --joined-dictionary into ${bin}"
+      local testpref
+      testpref="$(printf "${spm_dir}/%s," "${splits[@]:2}")"
+      binarize "${spm_dir}" "${bin}" "${src}" "${tgt}" "${workers}" "${testpref%,}"
+    fi
+  fi
+}
+
+# commit_dir TMP DEST: move a completed temp folder's files into DEST (created if needed).
+commit_dir() {
+  local tmp="$1" dest="$2" f
+  mkdir -p "${dest}"
+  for f in "${tmp}"/*; do mv -f "${f}" "${dest}/"; done
+  rm -rf "${tmp}"
+}

@@ -60,15 +60,8 @@ settings="data_dir=${data_dir} vocab_size=${vocab_size} spm_model_type=${spm_mod
 check_settings "${out_dir}" "${settings}"
 
 raw="${out_dir}/raw"
-spm_dir="${out_dir}/spm"
-bin="${out_dir}/bin"
-raw_files=(); spm_files=(); enc_pairs=()
-for s in "${splits[@]}"; do
-  for l in "${src}" "${tgt}"; do
-    raw_files+=("${raw}/${s}.${l}"); spm_files+=("${spm_dir}/${s}.${l}")
-    enc_pairs+=(--pair "${raw}/${s}.${l}" "${spm_dir}/${s}.${l}")
-  done
-done
+raw_files=()
+for s in "${splits[@]}"; do raw_files+=("${raw}/${s}.${src}" "${raw}/${s}.${tgt}"); done
 
 # ---- stage 1: clean (train filtered by length/ratio; valid/test only whitespace-normalized) ----
 if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then
@@ -89,35 +82,6 @@ if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then
   save_settings "${out_dir}" "${settings}"
 fi
 
-# ---- stage 2: joint sentencepiece model on both sides of train ----
-if [[ ${stage} -le 2 && 2 -le ${stop_stage} ]]; then
-  if all_exist "${out_dir}/spm.model"; then
-    log "stage 2: skip (${out_dir}/spm.model exists)"
-  else
-    log "stage 2: training sentencepiece (vocab ${vocab_size}, ${spm_model_type})"
-    prep spm-train --input "${raw}/train.${src}" "${raw}/train.${tgt}" --model-prefix "${out_dir}/spm" \
-      --vocab-size "${vocab_size}" --model-type "${spm_model_type}" --threads "${workers}" >&2
-  fi
-fi
-
-# ---- stage 3: encode every split ----
-if [[ ${stage} -le 3 && 3 -le ${stop_stage} ]]; then
-  if all_exist "${spm_files[@]}"; then
-    log "stage 3: skip (pieces exist in ${spm_dir})"
-  else
-    log "stage 3: encoding into ${spm_dir}"
-    prep spm-encode --model "${out_dir}/spm.model" "${enc_pairs[@]}" >/dev/null
-  fi
-fi
-
-# ---- stage 4: binarize with a joined dictionary ----
-if [[ ${stage} -le 4 && 4 -le ${stop_stage} ]]; then
-  if all_exist "${bin}/dict.${src}.txt" "${bin}/dict.${tgt}.txt"; then
-    log "stage 4: skip (${bin} exists)"
-  else
-    log "stage 4: fairseq-preprocess --joined-dictionary into ${bin}"
-    testpref="$(printf "${spm_dir}/%s," "${splits[@]:2}")"
-    binarize "${spm_dir}" "${bin}" "${src}" "${tgt}" "${workers}" "${testpref%,}"
-  fi
-fi
+# ---- stages 2-4: joint sentencepiece, encode every split, binarize (data_prep/common.sh) ----
+spm_encode_binarize
 log "done: ${out_dir}"
