@@ -1,0 +1,110 @@
+"""fairseq-kd-distill: a teacher (or ensemble) translates a split into a distilled corpus.
+
+    fairseq-kd-distill --data data-bin --split train --teacher teacher.pt --output-dir distilled \
+        --decoding beam --beam 5 [--nbest 5 --select sentence_bleu] [--backend ctranslate2]
+
+Writes ``OUT/{split}.{src,tgt}`` (line i = source line i; sentencepiece pieces, plus
+``{split}.detok.*`` with ``--spm-model``), ``OUT/bin/`` (binarized with the teacher's
+dictionaries, for fairseq-train) and ``OUT/summary.json`` (also printed on stdout).
+Interrupted runs resume from ``OUT/shards`` and produce byte-identical files.
+"""
+import argparse
+import json
+import logging
+import sys
+
+from fairseq_kd.errors import KDInputError
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fairseq-kd-distill", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("input")
+    g.add_argument("--data", required=True, help="binarized data dir (fairseq-preprocess with the teacher's dicts)")
+    g.add_argument("--split", default="train", help="split to distil")
+    g.add_argument("--source-lang", "-s", default=None, help="source language (inferred from the files if omitted)")
+    g.add_argument("--target-lang", "-t", default=None, help="target language (inferred from the files if omitted)")
+    g = p.add_argument_group("teacher")
+    g.add_argument("--teacher", "--path", dest="teacher", required=True,
+                   help="teacher checkpoint, or several joined by ':' (ensemble, probabilities averaged)")
+    g.add_argument("--teacher-data", default=None, help="dir of the teacher's dict.*.txt if not --data")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="fully unpickle the teacher checkpoint(s) (trusted legacy files only)")
+    g = p.add_argument_group("decoding")
+    g.add_argument("--decoding", choices=["beam", "greedy", "sampling", "teacher_forcing"], default="beam",
+                   help="beam search, greedy, sampling, or teacher forcing (argmax given the gold prefix)")
+    g.add_argument("--beam", type=int, default=5, help="beam size (number of samples with --decoding sampling)")
+    g.add_argument("--nbest", type=int, default=1, help="hypotheses kept per sentence for --select")
+    g.add_argument("--select", choices=["top", "sentence_bleu", "chrf"], default="top",
+                   help="seq-inter (Kim & Rush 2016): keep the n-best hypothesis closest to the reference")
+    g.add_argument("--lenpen", type=float, default=1.0, help="length penalty")
+    g.add_argument("--max-len-a", type=float, default=1.2, help="max length = a * source length + b")
+    g.add_argument("--max-len-b", type=int, default=10, help="max length = a * source length + b")
+    g.add_argument("--sampling-topk", type=int, default=-1, help="sample from the k most likely tokens")
+    g.add_argument("--sampling-topp", type=float, default=-1.0, help="nucleus sampling mass")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    g.add_argument("--seed", type=int, default=1, help="random seed (sampling; shard k uses seed + k)")
+    g = p.add_argument_group("backend and speed")
+    g.add_argument("--backend", choices=["fairseq", "ctranslate2"], default="fairseq",
+                   help="fairseq SequenceGenerator, or CTranslate2 (converted once, cached next to the checkpoint)")
+    g.add_argument("--ct2-compute-type", default="auto",
+                   help="CTranslate2 compute type; auto = int8 on CPU, float16 on GPU")
+    g.add_argument("--max-tokens", type=int, default=6000, help="max source tokens per batch")
+    g.add_argument("--batch-size", type=int, default=256, help="max sentences per batch")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    g.add_argument("--cpu", action="store_true", help="decode on CPU even if a GPU is present")
+    g.add_argument("--fp16", action="store_true", help="fairseq backend: half precision on GPU")
+    g = p.add_argument_group("output")
+    g.add_argument("--output-dir", "-o", required=True, help="where text, bin/, shards/ and summary.json go")
+    g.add_argument("--spm-model", default=None, help="sentencepiece model: write detokenized text, score on it")
+    g.add_argument("--spm-model-tgt", default=None, help="target-side sentencepiece model if separate")
+    g.add_argument("--copy-splits", default="", help="comma-separated splits (e.g. valid,test) copied into bin/")
+    g.add_argument("--shard-size", type=int, default=2000, help="sentences per resumable shard")
+    g.add_argument("--overwrite", action="store_true", help="discard finished shards and start over")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args):
+    from fairseq_kd.distill.decoding import DecodingConfig
+    from fairseq_kd.distill.run import DistillConfig
+
+    dcfg = DecodingConfig(decoding=args.decoding, beam=args.beam, nbest=args.nbest, lenpen=args.lenpen,
+                          max_len_a=args.max_len_a, max_len_b=args.max_len_b, sampling_topk=args.sampling_topk,
+                          sampling_topp=args.sampling_topp, temperature=args.temperature)
+    if args.select != "top" and dcfg.nbest < 2:
+        raise KDInputError(f"--select {args.select} chooses among n-best hypotheses: pass --nbest N (N >= 2, <= --beam)")
+    return DistillConfig(
+        data=args.data, teacher_path=args.teacher, output_dir=args.output_dir, split=args.split,
+        source_lang=args.source_lang, target_lang=args.target_lang, teacher_data=args.teacher_data,
+        decoding=dcfg, select=args.select, backend=args.backend, ct2_compute_type=args.ct2_compute_type,
+        max_tokens=args.max_tokens, batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
+        spm_model=args.spm_model, spm_model_tgt=args.spm_model_tgt, threads=args.threads, cpu=args.cpu,
+        fp16=args.fp16, copy_splits=[s for s in args.copy_splits.split(",") if s],
+        trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite, progress=not args.no_progress)
+
+
+def main(argv=None) -> dict:
+    import fairseq_kd  # noqa: F401  (checkpoint allowlist, registrations)
+    from fairseq_kd.distill.run import distill
+
+    args = get_parser().parse_args(argv)
+    return distill(config_from_args(args))
+
+
+def cli_main(argv=None) -> None:
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                        level=logging.INFO, stream=sys.stderr)
+    try:
+        summary = main(argv)
+    except KDInputError as err:
+        print(f"fairseq-kd-distill: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:  # bad flag combinations caught by the configs
+        print(f"fairseq-kd-distill: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(summary, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,141 @@
+"""Criterion ``hybrid_kd``: token- and sentence-level KD on teacher-generated targets.
+
+    loss = g * T^2 * KL(teacher_T || student_T) + (1 - g) * label-smoothed CE
+
+both on the teacher's own translation of the batch (as ``seq_kd`` makes it, memoized).
+``g`` is ``--hybrid-weight`` (fixed) or, with ``--hybrid-gate learned``, sigmoid of a
+learnable scalar initialised at logit(--hybrid-weight) and trained with the student
+(arXiv 2404.14827's gate balancing token- and sentence-level losses); it is logged as
+``gate``. The KL maths are ``fairseq_kd.kd_losses``' (as in ``word_kd``). Validation
+batches use the gold targets.
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from omegaconf import II
+
+from fairseq_kd import kd_losses
+from fairseq_kd.criteria._common import add_capacity_term, log_capacity_metrics, log_token_loss
+from fairseq_kd.distill.online import OnlineTargets
+
+HYBRID_GATE_CHOICES = ChoiceEnum(["fixed", "learned"])
+
+
+@dataclass
+class HybridKDConfig(FairseqDataclass):
+    hybrid_weight: float = field(
+        default=0.5, metadata={"help": "weight g of the token-level KD term (initial value when learned)"})
+    hybrid_gate: HYBRID_GATE_CHOICES = field(
+        default="fixed", metadata={"help": "fixed weight, or a learned gate g = sigmoid(w)"})
+    kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of the token-level term"})
+    kd_topk: int = field(default=0, metadata={"help": "restrict the teacher to its top-k tokens; 0 = all"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "epsilon for label smoothing of the CE term"})
+    seq_kd_gold_mix: float = field(
+        default=0.0, metadata={"help": "probability of using the gold target instead of the teacher's"})
+    seq_kd_no_memo: bool = field(
+        default=False, metadata={"help": "do not keep the teacher's targets on disk (re-decode after a restart)"})
+    seq_kd_memo_flush: int = field(
+        default=1000, metadata={"help": "write the memo to disk every N newly decoded sentences"})
+    sentence_avg: bool = II("optimization.sentence_avg")
+    save_dir: str = II("checkpoint.save_dir")
+    seed: int = II("common.seed")
+
+
+def gate_value(weight_logit: torch.Tensor) -> torch.Tensor:
+    """The gate g in (0, 1) from its logit (a scalar)."""
+    return torch.sigmoid(weight_logit.float())
+
+
+def mix(token_loss: torch.Tensor, sentence_loss: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """g * token-level + (1 - g) * sentence-level (summed losses)."""
+    return g * token_loss + (1.0 - g) * sentence_loss
+
+
+@register_criterion("hybrid_kd", dataclass=HybridKDConfig)
+class HybridKDCriterion(FairseqCriterion):
+    """Word-level KL plus sentence-level CE on the teacher's translations, fixed or gated."""
+
+    def __init__(self, task, hybrid_weight, hybrid_gate, kd_temperature, kd_topk, label_smoothing,
+                 seq_kd_gold_mix, seq_kd_no_memo, seq_kd_memo_flush, sentence_avg, save_dir, seed):
+        super().__init__(task)
+        if not getattr(task.cfg, "teacher_path", None):
+            raise ValueError("hybrid_kd needs --task kd_translation with --teacher-path")
+        if not 0.0 < hybrid_weight < 1.0 and str(hybrid_gate) == "learned":
+            raise ValueError(f"--hybrid-weight must be in (0, 1) for a learned gate, got {hybrid_weight}")
+        if not 0.0 <= hybrid_weight <= 1.0:
+            raise ValueError(f"--hybrid-weight must be in [0, 1], got {hybrid_weight}")
+        if kd_temperature <= 0:
+            raise ValueError(f"--kd-temperature must be > 0, got {kd_temperature}")
+        self.T, self.topk, self.eps, self.sentence_avg = kd_temperature, kd_topk, label_smoothing, sentence_avg
+        self.learned = str(hybrid_gate) == "learned"
+        if self.learned:  # trained with the student: fairseq optimizes and checkpoints criterion parameters
+            self.gate_logit = torch.nn.Parameter(torch.tensor(math.log(hybrid_weight / (1.0 - hybrid_weight))))
+        else:
+            self.fixed_weight = float(hybrid_weight)
+        self.online = OnlineTargets(task, save_dir, use_memo=not seq_kd_no_memo, gold_mix=seq_kd_gold_mix,
+                                    seed=seed, flush_every=seq_kd_memo_flush)
+
+    def gate(self, reference: torch.Tensor) -> torch.Tensor:
+        if self.learned:
+            return gate_value(self.gate_logit)
+        return reference.new_tensor(self.fixed_weight, dtype=torch.float32)
+
+    def forward(self, model, sample, reduce=True):
+        logging_output = {}
+        if model.training:
+            sample = self.online.distilled_sample(next(model.parameters()), sample)
+            logging_output["seq_kd_gold"] = sample["seq_kd_gold"]
+        net_output = model(**sample["net_input"])
+        target = sample["target"]  # B x T (the teacher's translation)
+        valid = target.ne(self.padding_idx)  # B x T
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V (fp32)
+        ce, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), self.eps,
+                                          self.padding_idx, reduce=True)
+        kd = self.token_kd(model, sample, net_output[0], valid)  # scalar, summed over tokens
+        g = self.gate(kd)
+        loss = mix(kd, ce, g)
+        sample_size = target.size(0) if self.sentence_avg else sample["ntokens"]
+        logging_output.update(nll_loss=nll.data, kd_loss=kd.data, ce_loss=ce.data, gate=float(g.detach()),
+                              ntokens=sample["ntokens"], nsentences=target.size(0), sample_size=sample_size)
+        loss = add_capacity_term(model, loss, sample_size, logging_output)
+        logging_output["loss"] = loss.data
+        return loss, sample_size, logging_output
+
+    def token_kd(self, model, sample, logits, valid) -> torch.Tensor:
+        """Summed T^2 * KL(teacher_T || student_T) over the non-pad target positions."""
+        teacher = self.task.get_teacher(logits)
+        t_input = dict(self.task.teacher_net_input(sample), prev_output_tokens=sample["net_input"]["prev_output_tokens"])
+        teacher_lp = teacher.log_probs(t_input, self.T)  # B x T x V
+        student_lp = kd_losses.student_log_probs(logits, self.T)  # B x T x V
+        if self.topk > 0:
+            ids, lp = kd_losses.topk_renormalized(teacher_lp, self.topk)
+            kl = kd_losses.kl_sparse(ids, lp, student_lp)  # B x T
+        else:
+            kl = kd_losses.kl_full(teacher_lp, student_lp)  # B x T
+        return (self.T * self.T) * (kl * valid).sum()
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        ntokens, sample_size = total("ntokens"), total("sample_size")
+        metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / math.log(2), sample_size, round=3)
+        log_token_loss("nll_loss", total("nll_loss"), ntokens, ppl_name="ppl")
+        log_token_loss("kd_loss", total("kd_loss"), ntokens)
+        log_token_loss("ce_loss", total("ce_loss"), ntokens)
+        gates = [log["gate"] for log in logging_outputs if "gate" in log]
+        if gates:
+            metrics.log_scalar("gate", sum(gates) / len(gates), len(gates), round=4)
+        if any("seq_kd_gold" in log for log in logging_outputs):
+            metrics.log_scalar("gold_frac", total("seq_kd_gold") / max(total("nsentences"), 1), round=3)
+        log_capacity_metrics(logging_outputs)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return False

@@ -1,0 +1,95 @@
+"""Criterion ``seq_kd``: online sequence-level KD (Kim & Rush 2016).
+
+For each training batch the teacher produces the targets (``--seq-kd-decoding``
+greedy / beam / teacher_forcing, set on the task); the student is trained with
+label-smoothed CE on them. Targets are memoized by sample index under
+``<save-dir>/seq_kd_memo`` (each sentence is decoded once per run, also across
+resumes). ``--seq-kd-gold-mix p`` trains on the gold target instead with probability p.
+Validation batches use the gold targets (a loss comparable across KD methods).
+"""
+import math
+from dataclasses import dataclass, field
+
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+from fairseq.dataclass import FairseqDataclass
+from omegaconf import II
+
+from fairseq_kd.criteria._common import add_capacity_term, log_capacity_metrics, log_token_loss
+from fairseq_kd.distill.online import OnlineTargets
+
+
+@dataclass
+class SeqKDConfig(FairseqDataclass):
+    label_smoothing: float = field(default=0.0, metadata={"help": "epsilon for label smoothing"})
+    seq_kd_gold_mix: float = field(
+        default=0.0, metadata={"help": "probability of training a sentence on its gold target instead"})
+    seq_kd_no_memo: bool = field(
+        default=False, metadata={"help": "do not keep the teacher's targets on disk (re-decode after a restart)"})
+    seq_kd_memo_flush: int = field(
+        default=1000, metadata={"help": "write the memo to disk every N newly decoded sentences"})
+    report_accuracy: bool = field(default=False, metadata={"help": "log the student's token accuracy"})
+    sentence_avg: bool = II("optimization.sentence_avg")
+    save_dir: str = II("checkpoint.save_dir")
+    seed: int = II("common.seed")
+
+
+def ls_ce(model, net_output, target, eps: float, pad: int):
+    """Summed label-smoothed CE and NLL of ``target`` (fairseq's own function).  # scalars"""
+    lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V
+    return label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), eps, pad, reduce=True)
+
+
+@register_criterion("seq_kd", dataclass=SeqKDConfig)
+class SeqKDCriterion(FairseqCriterion):
+    """Label-smoothed CE on the teacher's own translations of the batch."""
+
+    def __init__(self, task, label_smoothing, seq_kd_gold_mix, seq_kd_no_memo, seq_kd_memo_flush,
+                 report_accuracy, sentence_avg, save_dir, seed):
+        super().__init__(task)
+        if not getattr(task.cfg, "teacher_path", None):
+            raise ValueError("seq_kd needs --task kd_translation with --teacher-path (for offline distilled data "
+                             "made by fairseq-kd-distill, train with label_smoothed_cross_entropy instead)")
+        self.eps, self.report_accuracy, self.sentence_avg = label_smoothing, report_accuracy, sentence_avg
+        self.online = OnlineTargets(task, save_dir, use_memo=not seq_kd_no_memo, gold_mix=seq_kd_gold_mix,
+                                    seed=seed, flush_every=seq_kd_memo_flush)
+
+    def forward(self, model, sample, reduce=True):
+        logging_output = {}
+        if model.training:
+            sample = self.online.distilled_sample(next(model.parameters()), sample)
+            logging_output.update(seq_kd_gold=sample["seq_kd_gold"], seq_kd_decoded=self.online.decoded)
+        net_output = model(**sample["net_input"])
+        target = sample["target"]  # B x T
+        loss, nll = ls_ce(model, net_output, target, self.eps, self.padding_idx)
+        sample_size = target.size(0) if self.sentence_avg else sample["ntokens"]
+        logging_output.update(nll_loss=nll.data, ntokens=sample["ntokens"], nsentences=target.size(0),
+                              sample_size=sample_size)
+        if self.report_accuracy:
+            valid = target.ne(self.padding_idx)
+            logging_output["n_correct"] = (net_output[0].argmax(-1).eq(target) & valid).sum().data
+            logging_output["total"] = valid.sum().data
+        loss = add_capacity_term(model, loss, sample_size, logging_output)
+        logging_output["loss"] = loss.data
+        return loss, sample_size, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        ntokens, sample_size = total("ntokens"), total("sample_size")
+        metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / math.log(2), sample_size, round=3)
+        log_token_loss("nll_loss", total("nll_loss"), ntokens, ppl_name="ppl")
+        if any("seq_kd_gold" in log for log in logging_outputs):
+            metrics.log_scalar("gold_frac", total("seq_kd_gold") / max(total("nsentences"), 1), round=3)
+            metrics.log_scalar("teacher_decoded", max(log.get("seq_kd_decoded", 0) for log in logging_outputs),
+                               weight=0, round=0)
+        if any("n_correct" in log for log in logging_outputs):
+            metrics.log_scalar("accuracy", 100.0 * total("n_correct") / max(total("total"), 1), total("total"), round=2)
+        log_capacity_metrics(logging_outputs)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return False
