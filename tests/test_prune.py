@@ -23,11 +23,12 @@ def _batch(vocab=30, bsz=4, src_len=7, tgt_len=6, seed=0):
 def _close_some_gates(model_state, seed=0):
     """Force ~40% of units shut (z = 0), ~20% half-open (z = 0.5), leave the rest."""
     g = torch.Generator().manual_seed(seed)
-    for k, v in model_state.items():
-        if k.endswith("fc1.gate.log_alpha"):
-            r = torch.rand(v.shape, generator=g)
-            v[r < 0.4] = -20.0
-            v[(r >= 0.4) & (r < 0.6)] = 0.0
+    for k, theta in model_state.items():
+        if k.endswith("fc1.gate.theta"):
+            scale = float(model_state[k[:-len("theta")] + "scale"])
+            r = torch.rand(theta.shape, generator=g)
+            theta[r < 0.4] = -20.0 / scale
+            theta[(r >= 0.4) & (r < 0.6)] = 0.0
 
 
 @pytest.mark.parametrize("activation", ["swiglu", "relu"])
@@ -56,6 +57,15 @@ def test_pruned_model_equals_gated_model(activation):
     closed = sum(layer["total"] - layer["kept"] for layer in report)
     gates = sum(layer["total"] for layer in report)
     assert num_params(gated) - num_params(pruned) == closed * unit + gates
+    # gate values were folded into fc2: a half-open unit (z = 0.5) keeps half its column
+    gate = gated.decoder.layers[1].fc1.gate
+    z = gate.eval_values()
+    kept = torch.nonzero(z > 0).flatten()
+    half = [j for j, unit in enumerate(kept.tolist()) if abs(float(z[unit]) - 0.5) < 1e-6]
+    assert half, "the test should have half-open units"
+    w_gated, w_pruned = gated.decoder.layers[1].fc2.weight, pruned.decoder.layers[1].fc2.weight
+    for j in half:
+        assert torch.allclose(w_pruned[:, j], 0.5 * w_gated[:, kept[j]])
 
 
 def test_prune_refuses_ungated_and_missing(tmp_path, capsys):

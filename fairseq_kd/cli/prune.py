@@ -151,7 +151,7 @@ def prune_checkpoint(inp: str, out: str, tolerance: float = 1e-4, verify: bool =
     if arch not in ARCH_MODEL_REGISTRY or not issubclass(ARCH_MODEL_REGISTRY[arch], TransformerGLUModel):
         raise KDInputError(f"{inp}: architecture {arch!r} is not a transformer_glu model; "
                            f"train with --arch transformer_glu* --adaptive-capacity")
-    if not _get(margs, "adaptive_capacity", False) or not any(k.endswith(".fc1.gate.log_alpha") for k in state["model"]):
+    if not _get(margs, "adaptive_capacity", False) or not any(k.endswith(".fc1.gate.theta") for k in state["model"]):
         raise KDInputError(f"{inp}: no capacity gates (trained without --adaptive-capacity): nothing to prune")
 
     activation = str(_get(margs, "ffn_activation", "glu"))

@@ -68,15 +68,34 @@ def budget_penalty(expected_params: torch.Tensor, gated_params: float, weight: f
 
 
 class HardConcreteGate(nn.Module):
-    """One learned gate per FFN hidden unit; ``forward()`` returns ``z`` (H,) in fp32."""
+    """One learned gate per FFN hidden unit; ``forward()`` returns ``z`` (H,) in fp32.
 
-    def __init__(self, n_units: int, init_keep: float = 0.9):
+    ``log_alpha = scale * theta`` with ``theta`` the trained parameter: under Adam-type
+    optimizers (step size ~ lr whatever the gradient's scale) this multiplies the gates'
+    learning rate by ``scale`` without a separate optimizer group, so gates can close within
+    an ordinary training run. ``scale`` is a buffer, so a checkpoint is self-describing.
+    """
+
+    def __init__(self, n_units: int, init_keep: float = 0.9, scale: float = 10.0):
         super().__init__()
+        if scale <= 0:
+            raise ValueError(f"--capacity-gate-lr-scale must be > 0, got {scale}")
         self.n_units = n_units
-        self.log_alpha = nn.Parameter(torch.full((n_units,), init_log_alpha(init_keep)))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.theta = nn.Parameter(torch.full((n_units,), init_log_alpha(init_keep) / scale))
+
+    @property
+    def log_alpha(self) -> torch.Tensor:
+        """fp32 (H,), differentiable in ``theta``."""
+        return self.theta.float() * self.scale.float()
+
+    @torch.no_grad()
+    def set_log_alpha(self, values: torch.Tensor) -> None:
+        """Overwrite the gates' ``log_alpha`` (tests, benchmarks, warm starts)."""
+        self.theta.copy_((values.float() / self.scale.float()).to(self.theta.dtype))
 
     def forward(self) -> torch.Tensor:
-        log_alpha = self.log_alpha.float()
+        log_alpha = self.log_alpha
         if self.training:
             # one noise draw per unit per forward pass (shared by the batch)
             u = torch.rand_like(log_alpha).clamp(1e-6, 1.0 - 1e-6)
@@ -85,12 +104,17 @@ class HardConcreteGate(nn.Module):
 
     def prob_open(self) -> torch.Tensor:
         """Expected open units per position, fp32 (H,)."""
-        return hard_concrete_prob_open(self.log_alpha.float())
+        return hard_concrete_prob_open(self.log_alpha)
 
     def eval_values(self) -> torch.Tensor:
         """Deterministic gate values (H,), fp32, no grad."""
         with torch.no_grad():
-            return hard_concrete_eval(self.log_alpha.float())
+            return hard_concrete_eval(self.log_alpha)
 
     def extra_repr(self) -> str:
         return f"n_units={self.n_units}, beta={HC_BETA:.3f}, gamma={HC_GAMMA}, zeta={HC_ZETA}"
+
+
+def state_log_alpha(state_dict, prefix: str) -> torch.Tensor:
+    """``log_alpha`` (fp32) of the gate stored under ``prefix`` (e.g. "...fc1.gate") in a state dict."""
+    return state_dict[f"{prefix}.theta"].float() * state_dict[f"{prefix}.scale"].float()

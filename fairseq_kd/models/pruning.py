@@ -10,7 +10,9 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from fairseq_kd.models.capacity import hard_concrete_eval
+from fairseq_kd.errors import KDInputError
+
+from fairseq_kd.models.capacity import hard_concrete_eval, state_log_alpha
 from fairseq_kd.models.transformer_glu import is_gated
 
 _FC1 = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.fc1\.weight$")
@@ -36,18 +38,22 @@ def prune_state_dict(state_dict: Dict[str, torch.Tensor], activation: str):
         w1, b1 = state_dict[f"{prefix}.fc1.weight"], state_dict[f"{prefix}.fc1.bias"]
         w2 = state_dict[f"{prefix}.fc2.weight"]  # C x H
         hidden = w2.shape[1]
-        gate_key = f"{prefix}.fc1.gate.log_alpha"
-        if gate_key not in state_dict:
+        gate = f"{prefix}.fc1.gate"
+        if f"{gate}.theta" not in state_dict:
             widths[side].append(hidden)
             report.append({"layer": prefix, "kept": hidden, "total": hidden})
             continue
-        z = hard_concrete_eval(state_dict[gate_key].float())  # H
+        branches = 2 if is_gated(activation) else 1
+        if w1.shape[0] != branches * hidden:
+            raise KDInputError(f"{prefix}.fc1 has {w1.shape[0]} rows, expected {branches} x {hidden} for "
+                               f"--ffn-activation {activation}: checkpoint and its args disagree")
+        z = hard_concrete_eval(state_log_alpha(state_dict, gate))  # H
         keep = torch.nonzero(z > 0, as_tuple=False).flatten()  # K
         rows = torch.cat([keep, keep + hidden]) if is_gated(activation) else keep
         out[f"{prefix}.fc1.weight"] = w1[rows].clone()
         out[f"{prefix}.fc1.bias"] = b1[rows].clone()
         out[f"{prefix}.fc2.weight"] = (w2.float()[:, keep] * z[keep]).to(w2.dtype)  # C x K
-        del out[gate_key]
+        del out[f"{gate}.theta"], out[f"{gate}.scale"]
         widths[side].append(int(keep.numel()))
         report.append({"layer": prefix, "kept": int(keep.numel()), "total": int(hidden)})
     return out, widths, report

@@ -69,6 +69,9 @@ class GLUConfig(FairseqDataclass):
         default=None, metadata={"help": "parameter budget N: penalty = weight * relu(E[active params] - N) / N"})
     capacity_init_keep: float = field(
         default=0.9, metadata={"help": "initial sigmoid(log_alpha) of every gate, in (0, 1)"})
+    capacity_gate_lr_scale: float = field(
+        default=10.0, metadata={"help": "log_alpha = scale * theta: multiplies the gates' learning rate "
+                                        "under Adam so they can close within a normal run"})
     encoder_ffn_widths: Optional[str] = field(
         default=None, metadata={"help": "comma-separated hidden width of each encoder FFN "
                                         "(overrides --encoder-ffn-embed-dim and --glu-match-params)"})
@@ -167,13 +170,13 @@ class GLUInput(nn.Linear):
     """
 
     def __init__(self, in_features: int, hidden: int, activation: str, adaptive: bool = False,
-                 init_keep: float = 0.9):
+                 init_keep: float = 0.9, gate_scale: float = 10.0):
         self.hidden = hidden
         self.activation = activation
         self.gated = is_gated(activation)
         super().__init__(in_features, hidden * (2 if self.gated else 1))
         self.act = _activation(activation)
-        self.gate = HardConcreteGate(hidden, init_keep) if adaptive else None
+        self.gate = HardConcreteGate(hidden, init_keep, gate_scale) if adaptive else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # T x B x C -> T x B x H
         y = F.linear(x, self.weight, self.bias)  # T x B x (H or 2H)
@@ -196,7 +199,8 @@ class GLUInput(nn.Linear):
 
 def _build_glu_fc1(layer, input_dim: int, output_dim: int, q_noise, qn_block_size):
     spec = layer.ffn_spec
-    fc1 = GLUInput(input_dim, output_dim, spec["activation"], spec["adaptive"], spec["init_keep"])
+    fc1 = GLUInput(input_dim, output_dim, spec["activation"], spec["adaptive"], spec["init_keep"],
+                   spec["gate_scale"])
     return quant_noise(fc1, q_noise, qn_block_size)
 
 
@@ -205,6 +209,7 @@ def _ffn_spec(cfg) -> dict:
         "activation": str(getattr(cfg, "ffn_activation", "glu")),
         "adaptive": bool(getattr(cfg, "adaptive_capacity", False)),
         "init_keep": float(getattr(cfg, "capacity_init_keep", 0.9)),
+        "gate_scale": float(getattr(cfg, "capacity_gate_lr_scale", 10.0)),
     }
 
 
@@ -317,7 +322,7 @@ class TransformerGLUModel(TransformerModel):
             for _, fc1 in self.ffn_inputs():
                 total -= fc1.hidden * fc1.unit_params
                 if fc1.gate is not None:
-                    total -= fc1.gate.log_alpha.numel()
+                    total -= fc1.gate.theta.numel()
             self._capacity_fixed_cache = float(total)
         return self._capacity_fixed_cache
 
@@ -357,6 +362,7 @@ def base_architecture(args):
     args.capacity_penalty = getattr(args, "capacity_penalty", 0.1)
     args.capacity_target_params = getattr(args, "capacity_target_params", None)
     args.capacity_init_keep = getattr(args, "capacity_init_keep", 0.9)
+    args.capacity_gate_lr_scale = getattr(args, "capacity_gate_lr_scale", 10.0)
     args.encoder_ffn_widths = getattr(args, "encoder_ffn_widths", None)
     args.decoder_ffn_widths = getattr(args, "decoder_ffn_widths", None)
     # the FFN non-linearity is --ffn-activation; keep fairseq's field consistent for ungated ones
