@@ -1,0 +1,129 @@
+"""fairseq-kd-study: run a grid of KD students (train, decode, score) into results.csv.
+
+    fairseq-kd-study --data exp/m30k/bin --source-lang de --target-lang en \\
+        --test-ref exp/m30k/raw/test.en --teacher exp/teacher/checkpoint_best.pt \\
+        --out-dir exp/study --methods none word seq --noise 0 0.1 0.2 \\
+        --archs transformer_relu_3m --decodings beam greedy --seeds 1 2 3 --max-update 3000
+
+A killed run is resumed by running the same command: finished cells (by their grid
+coordinates) are skipped. Then ``fairseq-kd-report exp/study/results.csv``.
+"""
+import argparse
+import json
+import logging
+import sys
+
+from fairseq_kd.errors import KDInputError
+
+
+def _method_args(items):
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise KDInputError(f"--method-args {item!r}: write METHOD='--flag value ...'")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def get_parser() -> argparse.ArgumentParser:
+    from fairseq_kd import study as S
+
+    p = argparse.ArgumentParser(prog="fairseq-kd-study", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("corpus and teacher")
+    g.add_argument("--data", required=True, help="binarized corpus dir (fairseq-preprocess --joined-dictionary)")
+    g.add_argument("--source-lang", "-s", required=True, help="source language suffix")
+    g.add_argument("--target-lang", "-t", required=True, help="target language suffix")
+    g.add_argument("--test-ref", required=True, help="raw (detokenized) reference of --gen-subset, line-aligned")
+    g.add_argument("--gen-subset", default="test", help="binarized split decoded and scored")
+    g.add_argument("--teacher", default=None, help="teacher checkpoint (needed by word / seq / hybrid)")
+    g.add_argument("--spm-model", default=None, help="sentencepiece model (fairseq-kd-distill's detokenized text)")
+    g.add_argument("--out-dir", required=True, help="results.csv, curves.csv, cells/, distilled/ go here")
+
+    g = p.add_argument_group("grid")
+    g.add_argument("--methods", nargs="+", default=["none"], choices=list(S.METHOD_SPECS),
+                   help="KD methods: none (CE), word (word_kd), seq (CE on fairseq-kd-distill output), "
+                        "seq_online (seq_kd criterion), hybrid (hybrid_kd)")
+    g.add_argument("--noise", nargs="+", type=float, default=[0.0], help="noise levels (rate of each --noise-ops)")
+    g.add_argument("--archs", nargs="+", default=["transformer"], help="student architectures (e.g. ladder names)")
+    g.add_argument("--decodings", nargs="+", default=["beam"], choices=list(S.DECODINGS),
+                   help="how the teacher builds distilled targets (seq / seq_online / hybrid only)")
+    g.add_argument("--lrs", nargs="+", type=float, default=[5e-4], help="peak learning rates")
+    g.add_argument("--seeds", nargs="+", type=int, default=[1], help="training seeds")
+
+    g = p.add_argument_group("noise (on the fly, student source; the teacher reads clean input)")
+    g.add_argument("--noise-ops", nargs="+", default=list(S.NOISE_OPS), choices=list(S.NOISE_OPS),
+                   help="operations that get the noise level as their rate")
+    g.add_argument("--noise-side", default="source", choices=["source", "target", "both"], help="noised side")
+    g.add_argument("--noise-swap-window", type=int, default=3, help="swap window")
+
+    g = p.add_argument_group("training")
+    g.add_argument("--max-update", type=int, default=2000, help="updates per student")
+    g.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch (training and decoding)")
+    g.add_argument("--warmup-updates", type=int, default=400, help="inverse_sqrt warmup")
+    g.add_argument("--validate-interval-updates", type=int, default=500,
+                   help="validation (loss + greedy BLEU for the updates curve) every N updates")
+    g.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing of the gold term")
+    g.add_argument("--train-args", default="", help="extra fairseq-train flags, e.g. '--dropout 0.3'")
+    g.add_argument("--method-args", nargs="*", default=[], metavar="METHOD=FLAGS",
+                   help="extra flags for one method, e.g. word='--kd-alpha 0.7'")
+    g.add_argument("--gpu", action="store_true", help="do not pass --cpu to the tools")
+
+    g = p.add_argument_group("decoding and distillation")
+    g.add_argument("--beam", type=int, default=5, help="beam for test decoding and beam distillation")
+    g.add_argument("--bpe", default="sentencepiece", help="--remove-bpe value ('none' for word-level data)")
+    g.add_argument("--gen-args", default="", help="extra fairseq-generate flags")
+    g.add_argument("--distill-args", default="", help="extra fairseq-kd-distill flags")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--keep-going", action="store_true", help="continue with other cells when one fails")
+    g.add_argument("--dry-run", action="store_true", help="print the cells (JSON) and exit")
+    g.add_argument("--in-process", action="store_true",
+                   help="call fairseq-train / fairseq-generate / fairseq-kd-distill in this process instead of "
+                        "subprocesses (saves their start-up; same logs and results)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    return p
+
+
+def config_from_args(args):
+    from fairseq_kd.study import StudyConfig
+
+    return StudyConfig(
+        data=args.data, out_dir=args.out_dir, test_ref=args.test_ref, source_lang=args.source_lang,
+        target_lang=args.target_lang, teacher=args.teacher, spm_model=args.spm_model, gen_subset=args.gen_subset,
+        methods=args.methods, noise=args.noise, archs=args.archs, decodings=args.decodings, lrs=args.lrs,
+        seeds=args.seeds, noise_ops=args.noise_ops, noise_side=args.noise_side,
+        noise_swap_window=args.noise_swap_window, max_update=args.max_update, max_tokens=args.max_tokens,
+        warmup_updates=args.warmup_updates, validate_interval_updates=args.validate_interval_updates,
+        label_smoothing=args.label_smoothing, train_args=args.train_args,
+        method_args=_method_args(args.method_args), beam=args.beam, bpe=args.bpe, gen_args=args.gen_args,
+        distill_args=args.distill_args, cpu=not args.gpu, keep_going=args.keep_going)
+
+
+def cli_main(argv=None) -> int:
+    from fairseq_kd import study as S
+
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                        level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr)
+    try:
+        cfg = config_from_args(args)
+        if args.dry_run:
+            cfg.validate()
+            print(json.dumps([dict(zip(S.KEY_FIELDS, c.key())) for c in S.build_grid(cfg)], indent=1))
+            return 0
+        runner = S.run_inprocess if args.in_process else S.run_logged
+        summary = S.Study(cfg, runner=runner).run(progress=not args.quiet)
+    except KDInputError as e:
+        print(f"fairseq-kd-study: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"fairseq-kd-study: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=1))
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
