@@ -127,3 +127,29 @@ def make_tiny_teacher(root: Path, transform: str = "copy", max_epoch: int = 25) 
     data_bin = preprocess(raw, Path(root) / "bin")
     ckpt = train(data_bin, Path(root) / "teacher", max_epoch=max_epoch)
     return TinyTeacher(raw=raw, data_bin=data_bin, checkpoint=ckpt)
+
+
+def build_components(data_bin: Path, extra: Sequence[str] = (), arch_args: Sequence[str] = TINY_ARCH_ARGS,
+                     src: str = "src", tgt: str = "tgt", seed: int = 1):
+    """(task, model, criterion) built through fairseq-train's own argument parsing, untrained."""
+    import torch
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    argv = [str(data_bin), "--user-dir", USER_DIR, "--task", "kd_translation", "--source-lang", src,
+            "--target-lang", tgt, *arch_args, "--cpu", "--seed", str(seed), *extra]
+    args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    cfg = convert_namespace_to_omegaconf(args)
+    torch.manual_seed(seed)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    return task, model, criterion
+
+
+def first_batch(task, split: str = "train", n: int = 8):
+    """A collated batch of the first ``n`` sentences of ``split`` (loads the split if needed)."""
+    if split not in task.datasets:
+        task.load_dataset(split)
+    ds = task.dataset(split)
+    return ds.collater([ds[i] for i in range(min(n, len(ds)))])

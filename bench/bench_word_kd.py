@@ -1,0 +1,157 @@
+"""Step time of CE vs word_kd (online teacher) vs word_kd (teacher cache), one process.
+
+The same student architecture, the same batches, the same optimizer; modes are run
+round-robin (R rounds x N steps each) so drift hits all of them alike, and the median
+step time is compared. Also times the teacher's forward alone, since the goal for the
+online mode is ``step(online) <= step(CE) + 1.1 x teacher forward``, and for the cache
+``step(cache) <= 1.05 x step(CE)``.
+
+    python bench/bench_word_kd.py --data exp/multi30k/bin -s de -t en \
+        --teacher exp/main/teacher/checkpoint_best.pt --student-arch transformer_relu_3m
+
+Without ``--teacher`` a teacher of ``--teacher-arch`` is initialised (timing does not
+depend on its weights). Batches come from ``--split`` (default valid, which is cached
+quickly). Without ``--data`` a synthetic corpus is made.
+"""
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def make_teacher(data, src, tgt, arch, out_dir) -> str:
+    """A real fairseq checkpoint of ``arch`` after one update (weights do not affect timing)."""
+    from tests import helpers
+
+    ckpt = helpers.train(Path(data), Path(out_dir), arch_args=["--arch", arch, "--share-all-embeddings"],
+                         extra=["--max-update", "1", "--disable-validation"], src=src, tgt=tgt, max_tokens=2048)
+    return str(ckpt)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="binarized data dir (default: a synthetic corpus)")
+    p.add_argument("-s", "--source-lang", default="src")
+    p.add_argument("-t", "--target-lang", default="tgt")
+    p.add_argument("--split", default="valid", help="split whose batches are used (and cached)")
+    p.add_argument("--teacher", help="teacher checkpoint (default: initialise --teacher-arch)")
+    p.add_argument("--teacher-arch", default="transformer_relu_9m")
+    p.add_argument("--student-arch", default="transformer_relu_3m")
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--topk", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per mode per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import fairseq_kd  # noqa: F401
+    from fairseq_kd.cli import cache as cache_cli
+    from tests import helpers
+
+    work = Path(tempfile.mkdtemp(prefix="bench_word_kd_"))
+    data = args.data
+    if not data:
+        raw = helpers.make_synthetic_corpus(work / "raw", n_train=2000, n_valid=600, n_test=10)
+        data = str(helpers.preprocess(raw, work / "bin"))
+    teacher = args.teacher or make_teacher(data, args.source_lang, args.target_lang, args.teacher_arch, work / "teacher")
+    cache_dir = work / "cache"
+    cache_cli.main(cache_cli.get_parser().parse_args(
+        [data, "-s", args.source_lang, "-t", args.target_lang, "--teacher-path", teacher, "--out-dir", str(cache_dir),
+         "--split", args.split, "--topk", str(args.topk), "--max-tokens", str(args.max_tokens), "--no-progress"]))
+
+    common = ["--arch", args.student_arch, "--share-all-embeddings", "--criterion", "word_kd",
+              "--valid-subset", args.split, "--train-subset", args.split]
+    modes = {
+        "ce": ["--kd-alpha", "0"],
+        "word_kd_online": ["--kd-alpha", "0.5", "--teacher-path", teacher],
+        "word_kd_cache": ["--kd-alpha", "0.5", "--teacher-cache", str(cache_dir), "--teacher-path", teacher],
+    }
+    comps = {}
+    for name, extra in modes.items():
+        task, model, crit = helpers.build_components(data, [*common, *extra], arch_args=[],
+                                                     src=args.source_lang, tgt=args.target_lang, seed=1)
+        task.load_dataset(args.split)
+        task._step_split = args.split
+        comps[name] = (task, model, crit, torch.optim.Adam(model.parameters(), lr=1e-4))
+    # identical initial students
+    ref_state = copy.deepcopy(comps["ce"][1].state_dict())
+    for _, model, _, _ in comps.values():
+        model.load_state_dict(ref_state)
+        model.train()
+
+    task = comps["ce"][0]
+    ds = task.dataset(args.split)
+    itr = task.get_batch_iterator(ds, max_tokens=args.max_tokens, seed=1, ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
+    batches = [b for _, b in zip(range(args.steps), itr)]
+
+    def step(name, sample):
+        task_, model, crit, opt = comps[name]
+        opt.zero_grad()
+        loss, _, _ = crit(model, sample)
+        loss.backward()
+        opt.step()
+
+    teacher_model = comps["word_kd_online"][0].get_teacher(next(comps["word_kd_online"][1].parameters()))
+    times = {name: [] for name in modes}
+    times["teacher_forward"] = []
+    peak = {name: 0.0 for name in times}
+    for name in modes:  # warm-up
+        step(name, batches[0])
+    for r in range(args.rounds):
+        for name in [*modes, "teacher_forward"]:
+            for sample in batches:
+                t = time.perf_counter()
+                if name == "teacher_forward":
+                    teacher_model.log_probs(comps["word_kd_online"][0].teacher_net_input(sample))
+                else:
+                    step(name, sample)
+                times[name].append(time.perf_counter() - t)
+                peak[name] = max(peak[name], rss_mib())
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    ce, tf = med["ce"], med["teacher_forward"]
+    res = {
+        "step_seconds": {k: round(v, 4) for k, v in med.items()},
+        "ratio_to_ce": {k: round(med[k] / ce, 3) for k in modes},
+        "online_budget_ratio": round((ce + 1.1 * tf) / ce, 3),
+        "goals": {
+            "cache <= 1.05x CE": med["word_kd_cache"] / ce <= 1.05,
+            "online <= CE + 1.1x teacher forward": med["word_kd_online"] <= ce + 1.1 * tf,
+        },
+        "peak_rss_mib": {k: round(v, 1) for k, v in peak.items()},
+        "setup": {"data": data, "split": args.split, "batches": len(batches), "max_tokens": args.max_tokens,
+                  "student": args.student_arch, "teacher": args.teacher or args.teacher_arch,
+                  "topk": args.topk, "threads": args.threads, "torch": torch.__version__},
+    }
+    print("| mode | step (s) | ratio to CE |\n|---|---|---|")
+    for k in modes:
+        print(f"| {k} | {med[k]:.4f} | {med[k] / ce:.3f}x |")
+    print(f"| teacher forward alone | {tf:.4f} | {tf / ce:.3f}x |")
+    print(f"\nonline budget (CE + 1.1 x teacher forward) = {(ce + 1.1 * tf) / ce:.3f}x CE")
+    for goal, ok in res["goals"].items():
+        print(f"goal {goal}: {'met' if ok else 'NOT met'}")
+    print("peak RSS (MiB, process, cumulative):", res["peak_rss_mib"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The main job: Multi30k de-en, teacher -> distillation -> students -> BLEU table, on CPU.
+#
+#   bash scripts/main.sh --data-dir ../shared/data/multi30k     # local copy of the corpus
+#   bash scripts/main.sh                                        # downloads Multi30k (needs network)
+#
+# Stages (--stage N --stop-stage M; each step is skipped when its output exists):
+#   0 environment (scripts/setup_env.sh)      1 prepare Multi30k (sentencepiece, binarize)
+#   2 train the teacher                       3 decode + score the teacher on test_2016_flickr
+#   4 students (baseline CE, word-KD, seq-KD from beam-distilled data) through the study runner
+#   5 print the table (also written to WORK_DIR/results.md)
+# A killed run restarts where it stopped: fairseq-train resumes from checkpoint_last.pt and the
+# study runner skips finished cells.
+set -euo pipefail
+
+# ---- options: each variable is also a --kebab-case flag ----
+data_dir="${FAIRSEQ_KD_MULTI30K:-}"  # Multi30k raw files (train/val/test_2016_flickr.{de,en}); empty: download
+work_dir=exp/main                     # everything this job writes
+vocab_size=8000                       # joint sentencepiece vocabulary
+teacher_arch=transformer_relu_9m      # teacher (ladder name, ~9M parameters)
+teacher_updates=1800                  # teacher training updates
+student_arch=transformer_relu_3m      # students (ladder name, ~3M parameters)
+student_updates=1200                  # updates per student
+methods="none word seq"               # KD methods compared (see fairseq-kd-study --methods)
+decoding=beam                         # how the teacher builds the seq-KD data
+max_tokens=4096                       # tokens per batch
+lr=0.001                              # peak learning rate (inverse_sqrt)
+warmup=400                            # warmup updates
+threads=2                             # CPU threads for training and decoding
+stage=0                               # first stage to run
+stop_stage=100                        # last stage to run
+
+usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --*=*) key="${1%%=*}"; val="${1#*=}" ;;
+    --*) [[ $# -ge 2 ]] || { echo "main.sh: $1 needs a value" >&2; exit 2; }; key="$1"; val="$2"; shift ;;
+    *) echo "main.sh: unexpected argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  var="${key#--}"; var="${var//-/_}"
+  declare -p "${var}" >/dev/null 2>&1 || { echo "main.sh: unknown option ${key} (see --help)" >&2; exit 2; }
+  printf -v "${var}" '%s' "${val}"
+  shift
+done
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+log() { echo "[main.sh $(date +%H:%M:%S)] $*" >&2; }
+run_stage() { [[ ${stage} -le $1 && $1 -le ${stop_stage} ]]; }
+export OMP_NUM_THREADS="${threads}" MKL_NUM_THREADS="${threads}"
+mkdir -p "${work_dir}"
+prep="${work_dir}/multi30k"
+teacher_dir="${work_dir}/teacher"
+study_dir="${work_dir}/study"
+t0=$(date +%s)
+
+if run_stage 0; then
+  log "stage 0: environment"
+  bash "${repo}/scripts/setup_env.sh"
+fi
+# shellcheck disable=SC1091
+. "${FAIRSEQ_KD_VENV:-${repo}/.venv}/bin/activate"
+
+if run_stage 1; then
+  log "stage 1: preparing Multi30k into ${prep}"
+  bash "${repo}/data_prep/prepare_multi30k.sh" ${data_dir:+--data-dir "${data_dir}"} \
+    --out-dir "${prep}" --vocab-size "${vocab_size}"
+fi
+
+if run_stage 2; then
+  if [[ -f "${teacher_dir}/checkpoint_best.pt" && -f "${teacher_dir}/.done" ]]; then
+    log "stage 2: teacher exists (${teacher_dir}/checkpoint_best.pt), skipping"
+  else
+    log "stage 2: training the teacher (${teacher_arch}, ${teacher_updates} updates)"
+    fairseq-train "${prep}/bin" --user-dir "${repo}/fairseq_kd" --task translation -s de -t en \
+      --arch "${teacher_arch}" --share-all-embeddings --dropout 0.2 \
+      --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt \
+      --warmup-updates "${warmup}" --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
+      --max-tokens "${max_tokens}" --max-update "${teacher_updates}" --save-dir "${teacher_dir}" \
+      --no-epoch-checkpoints --validate-interval-updates 600 --save-interval-updates 600 \
+      --keep-interval-updates 1 --cpu --num-workers 0 --seed 1 --log-format simple --log-interval 100 \
+      2>&1 | tee -a "${work_dir}/teacher.log" | grep --line-buffered -E "train_inner|valid on|done training" >&2
+    touch "${teacher_dir}/.done"
+  fi
+fi
+
+if run_stage 3; then
+  if [[ -f "${work_dir}/teacher.test.json" ]]; then
+    log "stage 3: teacher already scored, skipping"
+  else
+    log "stage 3: teacher BLEU on test_2016_flickr"
+    bash "${repo}/scripts/decode.sh" --data-bin "${prep}/bin" --checkpoint "${teacher_dir}/checkpoint_best.pt" \
+      --out "${work_dir}/teacher.test.en" --spm-model "${prep}/spm.model" --decoding beam --beam 5
+    fairseq-kd-score -i "${work_dir}/teacher.test.en" -r "${prep}/raw/test.en" -o "${work_dir}/teacher.test.json" >/dev/null
+  fi
+fi
+
+if run_stage 4; then
+  log "stage 4: students (${methods}) of ${student_arch}, ${student_updates} updates each"
+  # shellcheck disable=SC2086
+  bash "${repo}/scripts/run_study.sh" --data "${prep}/bin" -s de -t en --test-ref "${prep}/raw/test.en" \
+    --spm-model "${prep}/spm.model" --teacher "${teacher_dir}/checkpoint_best.pt" --out-dir "${study_dir}" \
+    --methods ${methods} --archs "${student_arch}" --decodings "${decoding}" --lrs "${lr}" --seeds 1 \
+    --max-update "${student_updates}" --warmup-updates "${warmup}" --max-tokens "${max_tokens}" \
+    --validate-interval-updates 600 --train-args "--dropout 0.1 --num-workers 0"
+fi
+
+if run_stage 5; then
+  log "stage 5: results"
+  fairseq-kd-report --results "${study_dir}/results.csv" --out-dir "${work_dir}/report" >/dev/null
+  {
+    echo "## Multi30k de-en, test_2016_flickr (sacrebleu)"
+    echo
+    python - "${work_dir}/teacher.test.json" "${teacher_arch}" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"Teacher `{sys.argv[2]}`: BLEU {s['bleu']['score']:.2f}, chrF {s['chrf']['score']:.2f}  ")
+print(f"`{s['bleu']['signature']}`")
+PY
+    echo
+    cat "${work_dir}/report/table.md"
+  } > "${work_dir}/results.md"
+  cat "${work_dir}/results.md"
+  log "done in $(( $(date +%s) - t0 )) s; table in ${work_dir}/results.md, plots in ${work_dir}/report/"
+fi

@@ -1,0 +1,226 @@
+"""word_kd against independent truths: fairseq's own CE, a self-teacher, hand-computed KL."""
+import copy
+import math
+
+import pytest
+import torch
+
+from fairseq_kd import kd_losses
+from fairseq_kd.criteria.word_kd import WordKDCriterion
+from fairseq_kd.teacher import TeacherEnsemble
+from tests import helpers
+
+
+@pytest.fixture(scope="module")
+def tiny_bin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wkd")
+    raw = helpers.make_synthetic_corpus(root / "raw", n_train=40, n_valid=8, n_test=8)
+    return helpers.preprocess(raw, root / "bin")
+
+
+def make_criterion(task, **kw):
+    cfg = dict(kd_alpha=0.5, kd_temperature=1.0, label_smoothing=0.0, kd_topk=0, kd_selection="none",
+               kd_selection_ratio=0.5, kd_selection_queue_size=1000, report_accuracy=False,
+               ignore_prefix_size=0, sentence_avg=False)
+    cfg.update(kw)
+    return WordKDCriterion(task, **cfg)
+
+
+def attach_teacher(task, models):
+    """Give the task an in-memory teacher (what --teacher-path would load)."""
+    task.cfg.teacher_path = "in-memory"
+    task._teacher = TeacherEnsemble(models, ["in-memory"], task.source_dictionary, task.target_dictionary, None)
+    return task._teacher
+
+
+def grads(model):
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+def test_alpha_zero_is_fairseq_label_smoothed_ce(tiny_bin):
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    task, model, _ = helpers.build_components(tiny_bin)
+    sample = helpers.first_batch(task)
+    ours = make_criterion(task, kd_alpha=0.0, label_smoothing=0.1)
+    ref = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)
+    model.train()
+    results = []
+    for crit in (ours, ref):
+        model.zero_grad()
+        torch.manual_seed(0)
+        loss, size, log = crit(model, sample)
+        loss.backward()
+        results.append((loss.detach(), size, log["nll_loss"], grads(model)))
+    (l1, s1, n1, g1), (l2, s2, n2, g2) = results
+    assert torch.equal(l1, l2) and s1 == s2 and torch.equal(n1, n2)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+@pytest.mark.parametrize("topk", [0, 5])
+def test_self_teacher_gives_zero_kl_and_zero_kd_gradient(tiny_bin, topk):
+    task, model, _ = helpers.build_components(tiny_bin)
+    model.eval()  # no dropout: student and teacher compute the same function
+    attach_teacher(task, [copy.deepcopy(model)])
+    crit = make_criterion(task, kd_alpha=1.0, kd_temperature=2.0, kd_topk=topk)
+    sample = helpers.first_batch(task)
+    model.zero_grad()
+    loss, _, log = crit(model, sample)
+    loss.backward()
+    if topk == 0:
+        assert abs(float(log["kd_loss"])) < 1e-4
+        assert max(g.abs().max().item() for g in grads(model)) < 1e-5
+    else:  # a top-k teacher is not the student: KL > 0, but it is finite and backpropagates
+        assert float(log["kd_loss"]) > 0 and math.isfinite(float(log["kd_loss"]))
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'model' returning fixed logits (B x T x V): lets the test control every number."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits.clone())
+
+    def forward(self, **net_input):
+        return self.logits, {}
+
+    def get_normalized_probs(self, net_output, log_probs):
+        return torch.log_softmax(net_output[0].float(), -1) if log_probs else torch.softmax(net_output[0].float(), -1)
+
+    def get_targets(self, sample, net_output):
+        return sample["target"]
+
+
+def _hand_loss(s_logits, t_logits, target, pad, alpha, T):
+    """Plain-Python reference: (1-a) NLL + a T^2 KL(softmax(t/T) || softmax(s/T)), non-pad only."""
+    def softmax(xs, temp):
+        m = max(x / temp for x in xs)
+        e = [math.exp(x / temp - m) for x in xs]
+        z = sum(e)
+        return [v / z for v in e]
+
+    total_nll = total_kl = 0.0
+    for b in range(len(target)):
+        for t in range(len(target[b])):
+            if target[b][t] == pad:
+                continue
+            q1 = softmax(s_logits[b][t], 1.0)
+            total_nll += -math.log(q1[target[b][t]])
+            p, q = softmax(t_logits[b][t], T), softmax(s_logits[b][t], T)
+            total_kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return (1 - alpha) * total_nll + alpha * T * T * total_kl, total_kl * T * T
+
+
+def test_hand_computed_kl_two_sentences_T2(tiny_bin):
+    task, _, _ = helpers.build_components(tiny_bin)
+    pad = task.target_dictionary.pad()
+    V = 6
+    g = torch.Generator().manual_seed(3)
+    s_logits, t_logits = torch.randn(2, 3, V, generator=g), torch.randn(2, 3, V, generator=g) * 2
+    target = torch.tensor([[4, 5, 2], [3, 2, pad]])  # second sentence is shorter: last position is pad
+    sample = {"net_input": {}, "target": target, "ntokens": 5, "id": torch.tensor([0, 1])}
+    attach_teacher(task, [FixedLogits(t_logits)])
+    crit = make_criterion(task, kd_alpha=0.3, kd_temperature=2.0)
+    loss, size, log = crit(FixedLogits(s_logits), sample)
+    want_loss, want_kd = _hand_loss(s_logits.tolist(), t_logits.tolist(), target.tolist(), pad, 0.3, 2.0)
+    assert size == 5
+    assert float(loss) == pytest.approx(want_loss, rel=1e-5)
+    assert float(log["kd_loss"]) == pytest.approx(want_kd, rel=1e-5)
+
+
+def test_topk_equal_vocab_is_full_kl():
+    g = torch.Generator().manual_seed(0)
+    t_lp = torch.log_softmax(torch.randn(3, 4, 11, generator=g), -1)
+    s_lp = torch.log_softmax(torch.randn(3, 4, 11, generator=g), -1)
+    ids, lp = kd_losses.topk_renormalized(t_lp, 11)
+    torch.testing.assert_close(kd_losses.kl_sparse(ids, lp, s_lp), kd_losses.kl_full(t_lp, s_lp))
+
+
+def test_topk_equal_vocab_through_the_criterion(tiny_bin):
+    task, model, _ = helpers.build_components(tiny_bin)
+    model.eval()
+    teacher_model = copy.deepcopy(model)
+    torch.nn.init.normal_(teacher_model.decoder.embed_tokens.weight)
+    attach_teacher(task, [teacher_model])
+    sample = helpers.first_batch(task)
+    V = len(task.target_dictionary)
+    full = make_criterion(task, kd_temperature=2.0)(model, sample)[2]["kd_loss"]
+    topk = make_criterion(task, kd_temperature=2.0, kd_topk=V)(model, sample)[2]["kd_loss"]
+    assert float(topk) == pytest.approx(float(full), rel=1e-5)
+
+
+@pytest.mark.parametrize("selection", ["none", "word", "batch"])
+def test_reduce_false_sums_to_reduce_true(tiny_bin, selection):
+    task, model, _ = helpers.build_components(tiny_bin)
+    model.eval()
+    teacher_model = copy.deepcopy(model)
+    torch.nn.init.normal_(teacher_model.decoder.embed_tokens.weight)
+    attach_teacher(task, [teacher_model])
+    crit = make_criterion(task, kd_alpha=0.7, kd_temperature=2.0, label_smoothing=0.1, kd_selection=selection)
+    sample = helpers.first_batch(task)
+    summed, _, _ = crit(model, sample, reduce=True)
+    per_token, _, _ = crit(model, sample, reduce=False)
+    assert per_token.dim() == 1 and per_token.numel() == sample["target"].numel()
+    assert float(per_token.sum()) == pytest.approx(float(summed), rel=1e-5)
+
+
+def test_padding_never_contributes(tiny_bin):
+    task, model, _ = helpers.build_components(tiny_bin)
+    model.eval()
+    teacher_model = copy.deepcopy(model)
+    torch.nn.init.normal_(teacher_model.decoder.embed_tokens.weight)
+    attach_teacher(task, [teacher_model])
+    crit = make_criterion(task, kd_alpha=0.5, kd_temperature=2.0, label_smoothing=0.1)
+    ds = (task.load_dataset("train"), task.dataset("train"))[1]
+    lengths = [len(ds[i]["target"]) for i in range(len(ds))]
+    short = min(range(len(ds)), key=lambda i: lengths[i])
+    long_ = max(range(len(ds)), key=lambda i: lengths[i])
+    assert lengths[short] < lengths[long_]
+    alone = crit(model, ds.collater([ds[short]]), reduce=False)[0]
+    padded_batch = ds.collater([ds[short], ds[long_]])
+    row = list(padded_batch["id"]).index(short)
+    T = padded_batch["target"].size(1)
+    together = crit(model, padded_batch, reduce=False)[0].view(-1, T)[row]
+    pad_mask = padded_batch["target"][row].eq(task.target_dictionary.pad())
+    assert pad_mask.any()
+    assert torch.all(together[pad_mask] == 0)
+    torch.testing.assert_close(together[~pad_mask].sum(), alone.sum(), rtol=1e-5, atol=1e-5)
+
+
+def test_selection_masks_pick_highest_ce():
+    ce = torch.tensor([[0.1, 5.0, 0.3, 2.0], [4.0, 0.2, 0.0, 0.0]])
+    valid = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    word = kd_losses.selection_mask(ce, valid, "word", 0.5)
+    assert word.tolist() == [[False, True, False, True], [True, False, False, False]]
+    batch = kd_losses.selection_mask(ce, valid, "batch", 0.5)  # 6 valid tokens -> top 3: 5.0, 4.0, 2.0
+    assert batch.tolist() == [[False, True, False, True], [True, False, False, False]]
+    queue = kd_losses.CEQueue(100)
+    queue.push_and_threshold(torch.full((96,), 10.0), 0.5)  # a history of high CE values
+    glob = kd_losses.selection_mask(ce, valid, "global", 0.5, queue)
+    assert not glob.any()  # nothing in this batch exceeds the global median
+
+
+def test_temper_topk_probs_matches_softmax_at_T():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(5, 9, generator=g)
+    T = 2.5
+    ids, _ = kd_losses.topk_renormalized(torch.log_softmax(z, -1), 4)
+    from_cache = kd_losses.temper_topk_probs(torch.softmax(z, -1).gather(-1, ids), T)
+    direct = kd_losses.topk_renormalized(torch.log_softmax(z / T, -1), 4)[1]
+    torch.testing.assert_close(from_cache, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_averages_probabilities(tiny_bin):
+    task, m1, _ = helpers.build_components(tiny_bin, seed=1)
+    _, m2, _ = helpers.build_components(tiny_bin, seed=2)
+    m1.eval(), m2.eval()
+    sample = helpers.first_batch(task)
+    ens = TeacherEnsemble([m1, m2], ["a", "b"], task.source_dictionary, task.target_dictionary, None)
+    got = ens.log_probs(sample["net_input"], temperature=2.0).exp()
+    with torch.no_grad():
+        p1 = torch.softmax(m1(**sample["net_input"])[0] / 2.0, -1)
+        p2 = torch.softmax(m2(**sample["net_input"])[0] / 2.0, -1)
+    torch.testing.assert_close(got, (p1 + p2) / 2, rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in ens.parameters())
+    ens.train()
+    assert not ens.training and not m1.training
