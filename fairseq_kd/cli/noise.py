@@ -180,6 +180,8 @@ def run(args) -> Dict:
 
 
 def cli_main(argv=None) -> int:
+    # importing fairseq leaves the root logger at DEBUG (fairseq/tasks/frm_text_to_speech.py)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     args = get_parser().parse_args(argv)
     try:
         run(args)

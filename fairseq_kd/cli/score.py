@@ -5,6 +5,7 @@
 """
 import argparse
 import json
+import logging
 import sys
 
 from fairseq_kd import scoring
@@ -31,6 +32,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def cli_main(argv=None) -> int:
+    # importing fairseq leaves the root logger at DEBUG (fairseq/tasks/frm_text_to_speech.py)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     args = get_parser().parse_args(argv)
     cfg = scoring.ScoreConfig(args.tokenize, args.lowercase, args.tok_bleu_tokenize, tuple(args.metrics))
     try:

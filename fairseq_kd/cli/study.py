@@ -106,7 +106,8 @@ def cli_main(argv=None) -> int:
 
     args = get_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-                        level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr)
+                        level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr, force=True)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         cfg = config_from_args(args)
         if args.dry_run:

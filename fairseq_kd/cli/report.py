@@ -1,0 +1,70 @@
+"""fairseq-kd-report: results.csv -> markdown table (mean ± std over seeds) and PNG plots.
+
+    fairseq-kd-report exp/study/results.csv            # table on stdout, files beside it
+    fairseq-kd-report results.csv --out-dir figs --format json
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+from fairseq_kd.errors import KDInputError
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fairseq-kd-report", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("input")
+    g.add_argument("results", help="results.csv written by fairseq-kd-study")
+    g.add_argument("--curves", default=None,
+                   help="validation curves csv (default: curves.csv beside results, if present)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out-dir", default=None, help="where table.md, summary.json and the PNGs go "
+                                                  "(default: the results file's folder)")
+    g.add_argument("--format", choices=("markdown", "json"), default="markdown", help="what goes to stdout")
+    g.add_argument("--no-plots", action="store_true", help="only the table")
+    return p
+
+
+def cli_main(argv=None) -> int:
+    # importing fairseq leaves the root logger at DEBUG (fairseq/tasks/frm_text_to_speech.py)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
+    from fairseq_kd import report as R
+
+    args = get_parser().parse_args(argv)
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
+    try:
+        rows = R.load_csv(args.results)
+        if not rows:
+            raise KDInputError(f"{args.results}: no result rows yet; run fairseq-kd-study first")
+        curves_path = args.curves or os.path.join(os.path.dirname(os.path.abspath(args.results)), "curves.csv")
+        curves = None
+        if os.path.isfile(curves_path):
+            curves = R.load_csv(curves_path, required=("method", "noise", "arch", "decoding", "lr", "seed",
+                                                       "updates", "valid_bleu")) or None
+        elif args.curves:
+            raise KDInputError(f"--curves {args.curves}: no such file")
+        summary = R.summarize(rows)
+        table = R.markdown_table(summary)
+        os.makedirs(out_dir, exist_ok=True)
+        for name, text in (("table.md", table), ("summary.json", json.dumps(summary, indent=1))):
+            tmp = os.path.join(out_dir, name + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, os.path.join(out_dir, name))
+        plots = [] if args.no_plots else R.make_plots(rows, curves, out_dir)
+    except KDInputError as e:
+        print(f"fairseq-kd-report: error: {e}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps({"summary": summary, "plots": plots, "table": os.path.join(out_dir, "table.md")}, indent=1))
+    else:
+        sys.stdout.write(table)
+        for p in plots:
+            print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

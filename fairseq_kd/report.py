@@ -1,0 +1,163 @@
+"""Study results -> a markdown table (mean and std over seeds) and three plots.
+
+Rows of ``results.csv`` (written by ``fairseq_kd.study``) that differ only in ``seed``
+form one group; BLEU and chrF are summarised by their mean and the *sample* standard
+deviation (n - 1 denominator; 0 for a single seed). Plots (matplotlib, Agg backend):
+
+* ``bleu_vs_noise.png``: test BLEU against the noise level, one line per method;
+* ``bleu_vs_params.png``: test BLEU against the student's parameter count (log x);
+* ``bleu_vs_updates.png``: validation BLEU (``curves.csv``, fairseq's ``--eval-bleu``
+  during training) against training updates, one line per method and learning rate;
+  without a curves file, each cell's final (updates, test BLEU) point is used instead.
+
+When a coordinate not on a plot's axes varies (e.g. several archs on the noise plot),
+it is added to the line labels rather than averaged away.
+"""
+import math
+import os
+from collections import OrderedDict
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from fairseq_kd.errors import KDInputError
+
+REQUIRED = ("method", "noise", "arch", "parameters", "decoding", "lr", "seed", "bleu", "chrf")
+GROUP = ("method", "noise", "arch", "parameters", "decoding", "lr")
+METHOD_ORDER = {"none": 0, "word": 1, "seq": 2, "seq_online": 3, "hybrid": 4}
+NUMERIC = {"noise": float, "parameters": int, "lr": float, "seed": int, "bleu": float, "chrf": float,
+           "updates": int, "valid_bleu": float, "train_time": float}
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); std is 0.0 for one value."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def load_csv(path: str, required: Sequence[str] = REQUIRED) -> List[Dict]:
+    """Rows with typed numeric fields; a clear error for missing files/columns/bad numbers."""
+    import csv
+
+    if not os.path.isfile(path):
+        raise KDInputError(f"{path}: no such file; pass the results.csv written by fairseq-kd-study")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise KDInputError(f"{path}: missing column(s) {', '.join(missing)}; expected a fairseq-kd-study "
+                               f"results file with columns {', '.join(required)}")
+        rows = []
+        for n, row in enumerate(reader, 2):
+            for key, typ in NUMERIC.items():
+                if key in row and row[key] not in (None, ""):
+                    try:
+                        row[key] = typ(float(row[key])) if typ is int else typ(row[key])
+                    except ValueError:
+                        raise KDInputError(f"{path}:{n}: {key}={row[key]!r} is not a number") from None
+            rows.append(row)
+    return rows
+
+
+def _sort_key(key: Tuple) -> Tuple:
+    method, noise, arch, params, decoding, lr = key
+    return (METHOD_ORDER.get(method, 99), method, noise, params, arch, decoding, lr)
+
+
+def summarize(rows: Iterable[Dict]) -> List[Dict]:
+    """One entry per group of rows differing only in seed: n, seeds, mean/std BLEU and chrF."""
+    groups: Dict[Tuple, List[Dict]] = OrderedDict()
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in GROUP), []).append(row)
+    out = []
+    for key in sorted(groups, key=_sort_key):
+        members = groups[key]
+        bleu_m, bleu_s = mean_std([r["bleu"] for r in members])
+        chrf_m, chrf_s = mean_std([r["chrf"] for r in members])
+        out.append({**dict(zip(GROUP, key)), "n": len(members), "seeds": sorted(r["seed"] for r in members),
+                    "bleu_mean": bleu_m, "bleu_std": bleu_s, "chrf_mean": chrf_m, "chrf_std": chrf_s})
+    return out
+
+
+def markdown_table(summary: List[Dict]) -> str:
+    """The table: one line per group, BLEU and chrF as mean ± std (n seeds)."""
+    head = "| method | noise | arch | params | decoding | lr | seeds | BLEU | chrF |"
+    lines = [head, "|---|---:|---|---:|---|---:|---:|---:|---:|"]
+    for s in summary:
+        lines.append(f"| {s['method']} | {s['noise']:g} | {s['arch']} | {s['parameters']:,} | {s['decoding']} "
+                     f"| {s['lr']:g} | {s['n']} | {s['bleu_mean']:.2f} ± {s['bleu_std']:.2f} "
+                     f"| {s['chrf_mean']:.2f} ± {s['chrf_std']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _varying(rows: List[Dict], keys: Sequence[str]) -> List[str]:
+    return [k for k in keys if len({r[k] for r in rows}) > 1]
+
+
+def _label(row: Dict, keys: Sequence[str]) -> str:
+    parts = [row["method"]] + [f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                               for k in keys if k != "method"]
+    return " ".join(parts)
+
+
+def series(rows: List[Dict], x: str, y: str, label_keys: Sequence[str]) -> Dict[str, List[Tuple[float, float, float]]]:
+    """label -> sorted [(x, mean y, std y)], averaging rows with the same label and x (the seeds)."""
+    points: Dict[str, Dict[float, List[float]]] = OrderedDict()
+    ordered = sorted(rows, key=lambda r: (METHOD_ORDER.get(r["method"], 99), _label(r, label_keys)))
+    for r in ordered:
+        points.setdefault(_label(r, label_keys), {}).setdefault(r[x], []).append(r[y])
+    return {lab: [(xv, *mean_std(ys)) for xv, ys in sorted(pts.items())] for lab, pts in points.items()}
+
+
+def _plot(path: str, data: Dict[str, List[Tuple[float, float, float]]], xlabel: str, ylabel: str, title: str,
+          logx: bool = False) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, pts in data.items():
+        xs, ms, ss = zip(*pts)
+        ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def make_plots(rows: List[Dict], curves: Optional[List[Dict]], out_dir: str) -> List[str]:
+    """Write the three PNGs into ``out_dir``; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [
+        _plot(os.path.join(out_dir, "bleu_vs_noise.png"),
+              series(rows, "noise", "bleu", _varying(rows, ("arch", "decoding", "lr"))),
+              "noise level (per-word rate)", "test BLEU", "BLEU vs noise"),
+        _plot(os.path.join(out_dir, "bleu_vs_params.png"),
+              series(rows, "parameters", "bleu", _varying(rows, ("noise", "decoding", "lr"))),
+              "student parameters", "test BLEU", "BLEU vs parameters", logx=True),
+    ]
+    if curves:
+        keys = ["lr"] + _varying(curves, ("arch", "noise", "decoding"))
+        data, ylabel = series(curves, "updates", "valid_bleu", keys), "validation BLEU (during training)"
+    else:
+        keys = ["lr"] + _varying(rows, ("arch", "noise", "decoding"))
+        data, ylabel = series(rows, "updates", "bleu", keys), "test BLEU at the end of training"
+    paths.append(_plot(os.path.join(out_dir, "bleu_vs_updates.png"), data, "training updates", ylabel,
+                       "BLEU vs updates"))
+    return paths

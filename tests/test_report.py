@@ -1,0 +1,86 @@
+"""fairseq-kd-report: exact mean/std over seeds, markdown table, three PNG plots."""
+import json
+import math
+
+import pytest
+
+from fairseq_kd import report as R
+from fairseq_kd.cli import report as cli
+
+HEADER = "method,noise,arch,decoding,lr,seed,parameters,bleu,chrf,tok_bleu,signature,train_time,updates,cell\n"
+ROWS = [
+    # none, noise 0: BLEU 30, 32, 34 -> mean 32, sample std 2
+    "none,0,tiny,-,0.0005,1,1000,30,50,29,sig,10,100,a",
+    "none,0,tiny,-,0.0005,2,1000,32,52,31,sig,10,100,b",
+    "none,0,tiny,-,0.0005,3,1000,34,54,33,sig,10,100,c",
+    # word, noise 0.1: BLEU 20, 21 -> mean 20.5, std sqrt(0.5)
+    "word,0.1,tiny,-,0.0005,1,1000,20,40,19,sig,10,100,d",
+    "word,0.1,tiny,-,0.0005,2,1000,21,41,20,sig,10,100,e",
+    # seq with a bigger student, one seed -> std 0
+    "seq,0,big,beam,0.0005,1,5000,36.5,60,35,sig,10,100,f",
+]
+
+
+@pytest.fixture
+def results(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER + "\n".join(ROWS) + "\n")
+    return path
+
+
+def test_mean_std_by_hand():
+    assert R.mean_std([30, 32, 34]) == (32.0, 2.0)
+    m, s = R.mean_std([20, 21])
+    assert m == 20.5 and s == pytest.approx(math.sqrt(0.5))
+    assert R.mean_std([7.0]) == (7.0, 0.0)
+
+
+def test_summary_and_table_exact(results):
+    summary = R.summarize(R.load_csv(str(results)))
+    assert [(s["method"], s["n"]) for s in summary] == [("none", 3), ("word", 2), ("seq", 1)]
+    none, word, seq = summary
+    assert (none["bleu_mean"], none["bleu_std"], none["chrf_mean"], none["chrf_std"]) == (32.0, 2.0, 52.0, 2.0)
+    assert word["bleu_mean"] == 20.5 and word["bleu_std"] == pytest.approx(0.70710678)
+    assert seq["bleu_std"] == 0.0 and seq["seeds"] == [1]
+    table = R.markdown_table(summary)
+    assert "| none | 0 | tiny | 1,000 | - | 0.0005 | 3 | 32.00 ± 2.00 | 52.00 ± 2.00 |" in table
+    assert "| word | 0.1 | tiny | 1,000 | - | 0.0005 | 2 | 20.50 ± 0.71 | 40.50 ± 0.71 |" in table
+    assert "| seq | 0 | big | 5,000 | beam | 0.0005 | 1 | 36.50 ± 0.00 | 60.00 ± 0.00 |" in table
+
+
+def test_series_averages_seeds_and_labels_varying_coordinates(results):
+    rows = R.load_csv(str(results))
+    data = R.series(rows, "noise", "bleu", R._varying(rows, ("arch", "decoding", "lr")))
+    assert data["none arch=tiny decoding=-"] == [(0.0, 32.0, 2.0)]
+    assert list(data) == ["none arch=tiny decoding=-", "word arch=tiny decoding=-", "seq arch=big decoding=beam"]
+
+
+def test_cli_writes_table_summary_and_three_pngs(results, tmp_path, capsys):
+    curves = tmp_path / "curves.csv"
+    curves.write_text("method,noise,arch,decoding,lr,seed,updates,valid_bleu\n"
+                      "none,0,tiny,-,0.0005,1,50,10\nnone,0,tiny,-,0.0005,2,50,12\n"
+                      "none,0,tiny,-,0.0005,1,100,20\nnone,0,tiny,-,0.0005,2,100,22\n")
+    out = tmp_path / "figs"
+    assert cli.cli_main([str(results), "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (out / "table.md").read_text() and "32.00 ± 2.00" in printed
+    assert json.loads((out / "summary.json").read_text())[0]["bleu_mean"] == 32.0
+    for name in ("bleu_vs_noise.png", "bleu_vs_params.png", "bleu_vs_updates.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_updates_plot_falls_back_to_final_points_without_curves(results, tmp_path):
+    rows = R.load_csv(str(results))
+    paths = R.make_plots(rows, None, str(tmp_path / "p"))
+    assert len(paths) == 3 and all(p.endswith(".png") for p in paths)
+
+
+def test_bad_results_file_is_refused(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,noise\nnone,0\n")
+    assert cli.cli_main([str(bad)]) == 2
+    assert "missing column(s) arch" in capsys.readouterr().err
+    assert cli.cli_main([str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv: no such file" in capsys.readouterr().err
