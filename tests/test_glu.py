@@ -249,3 +249,16 @@ def test_bad_activation_is_refused():
 
     with pytest.raises(KDInputError, match="--ffn-activation"):
         _activation("tanh")
+
+
+def test_activation_checkpointing_keeps_gate_noise_and_gradients():
+    """--checkpoint-activations recomputes layers in backward: same sampled gates, same gradients."""
+    grads = []
+    for extra in ([], ["--checkpoint-activations"]):
+        torch.manual_seed(0)
+        model = build_model("transformer_glu_tiny", 20, TINY + ["--adaptive-capacity"] + extra).train()
+        assert hasattr(model.decoder.layers[0], "precheckpoint_forward") == bool(extra)
+        torch.manual_seed(5)
+        _logprobs(model, _batch()).mean().neg().backward()
+        grads.append(torch.cat([fc1.gate.theta.grad for _, fc1 in model.ffn_inputs()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
