@@ -71,20 +71,20 @@ class OnlineTargets:
         self._setup(teacher)
         ids = sample["id"].tolist()
         missing = [j for j, i in enumerate(ids) if i not in self.memo]
-        if missing:
-            rows = torch.tensor(missing, device=sample["id"].device)
+        teacher_input = self.task.teacher_net_input(sample)
+        eos = teacher.tgt_dict.eos()
+        for group in group_by_length(missing, teacher_input["src_lengths"]):
+            rows = torch.tensor(group, device=sample["id"].device)
             sub = {"net_input": select_rows(sample["net_input"], rows)}
             if sample.get("target") is not None:
                 sub["target"] = sample["target"].index_select(0, rows)
-            teacher_input = select_rows(self.task.teacher_net_input(sample), rows)
-            hyps = self.decoder(sub, teacher_input)
-            eos = teacher.tgt_dict.eos()
-            for j, h in zip(missing, hyps):
+            hyps = self.decoder(sub, trim_left_pad(select_rows(teacher_input, rows), teacher.src_dict.pad()))
+            for j, h in zip(group, hyps):
                 tokens = h[0]["tokens"] if h else None
                 if tokens is None or dec.is_empty(tokens, eos):  # empty hypothesis: fall back to gold
                     tokens = strip_pad(sample["target"][j], teacher.tgt_dict.pad()).cpu()
                 self.memo.put(ids[j], tokens.tolist())
-            self.decoded += len(missing)
+            self.decoded += len(group)
         out = [torch.tensor(self.memo.get(i), dtype=torch.long) for i in ids]
         n_gold = 0
         if self.gold_mix > 0 and sample.get("target") is not None:
@@ -108,6 +108,23 @@ class OnlineTargets:
         new["gold_target"] = sample.get("target")
         new["seq_kd_gold"] = n_gold
         return new
+
+
+def group_by_length(rows: List[int], src_lengths: torch.Tensor) -> List[List[int]]:
+    """``rows`` grouped by source length: fairseq's max length (a * src_len + b) is per
+    batch, so equal-length groups decode exactly as ``fairseq-kd-distill`` does."""
+    groups: Dict[int, List[int]] = {}
+    for j in rows:
+        groups.setdefault(int(src_lengths[j]), []).append(j)
+    return [groups[n] for n in sorted(groups)]
+
+
+def trim_left_pad(net_input: Dict, pad: int) -> Dict:
+    """Drop all-pad leading columns of left-padded ``src_tokens`` (a sub-batch of shorter rows)."""
+    src = net_input["src_tokens"]
+    keep = src.ne(pad).any(0).nonzero()
+    start = int(keep[0]) if keep.numel() else 0
+    return dict(net_input, src_tokens=src[:, start:]) if start > 0 else net_input
 
 
 def strip_pad(row: torch.Tensor, pad: int) -> torch.Tensor:

@@ -122,13 +122,18 @@ class SplitData:
         return None if self.tgt_ds is None else self.tgt_ds[i]
 
     def batches(self, ids: range, max_tokens: int, batch_size: int) -> List[List[int]]:
-        """Length-sorted batches of ``ids`` (deterministic: depends only on the data)."""
+        """Length-sorted batches of ``ids``, each of one source length.
+
+        fairseq's max length (a * src_len + b) is taken over a batch, so equal-length
+        batches make every output independent of its batch mates: the same as
+        fairseq-generate with ``--batch-size 1`` and as the online criteria.
+        """
         ids = np.asarray(list(ids))
         order = ids[np.lexsort((ids, self.src_ds.sizes[ids]))]  # by source length, then id
         batches, cur, longest = [], [], 0
         for i in order.tolist():
             n = int(self.src_ds.sizes[i])
-            if cur and (len(cur) + 1 > batch_size or max(longest, n) * (len(cur) + 1) > max_tokens):
+            if cur and (n != longest or len(cur) + 1 > batch_size or n * (len(cur) + 1) > max_tokens):
                 batches.append(cur)
                 cur, longest = [], 0
             cur.append(i)
@@ -259,7 +264,13 @@ def distill(cfg: DistillConfig) -> Dict:
         raise KDInputError(f"--decoding teacher_forcing needs the gold target {cfg.split}.{src}-{tgt}.{tgt} in {cfg.data}")
     if cfg.select != "top" and data.tgt_ds is None:
         raise KDInputError(f"--select {cfg.select} needs the gold target of split '{cfg.split}' in {cfg.data}")
-    teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.teacher_data or cfg.data, trust=cfg.trust_checkpoint)
+    try:  # the teacher's own dictionaries (from its checkpoint's data dir, or --teacher-data)
+        teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.teacher_data, trust=cfg.trust_checkpoint)
+    except KDInputError:
+        if cfg.teacher_data:
+            raise
+        logger.info("teacher's data dir moved: reading its dictionaries from --data %s", cfg.data)
+        teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.data, trust=cfg.trust_checkpoint)
     check_same_dictionary(teacher.src_dict, "the teacher's source dictionary", data.src_dict, data.src_dict_file, "source")
     check_same_dictionary(teacher.tgt_dict, "the teacher's target dictionary", data.tgt_dict, data.tgt_dict_file, "target")
 

@@ -1,0 +1,236 @@
+"""fairseq-kd-distill: alignment, every decoding mode, teacher forcing, resume, seq-inter, errors.
+
+Truths: fairseq-generate's own hypotheses (keyed by sentence id), an argmax computed
+sentence by sentence without batching, sacrebleu's sentence BLEU, and byte equality of
+an interrupted-then-resumed run with an uninterrupted one.
+"""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import helpers
+
+MAXLEN = ["--max-len-a", "1.2", "--max-len-b", "10"]
+
+
+def run_distill(tt, out: Path, *extra, split: str = "test") -> dict:
+    from fairseq_kd.cli import distill
+
+    argv = ["--data", str(tt.data_bin), "--split", split, "--teacher", str(tt.checkpoint), "-o", str(out),
+            "--cpu", "--no-progress", "--shard-size", "16", "--max-tokens", "40", *MAXLEN, *extra]
+    return distill.main(argv)
+
+
+def lines(path: Path):
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def published_files(out: Path):
+    """Every final output (text and binarized), not the work dir or the timing summary."""
+    return sorted(p for p in out.rglob("*") if p.is_file() and "shards" not in p.parts and p.name != "summary.json")
+
+
+# --- unit: pure pieces --------------------------------------------------------------
+@pytest.mark.unit
+def test_select_index_picks_highest_sentence_bleu():
+    import sacrebleu
+
+    from fairseq_kd.distill.select import select_index
+
+    ref = "the cat sat on the mat"
+    hyps = ["a dog ran", "the cat sat on a mat", "the cat sat on the mat today", "the cat"]
+    scores = [sacrebleu.sentence_bleu(h, [ref]).score for h in hyps]
+    assert select_index(hyps, ref, "sentence_bleu") == max(range(4), key=lambda i: scores[i])
+    assert select_index(hyps, ref, "top") == 0
+    assert select_index(["x y", "x y"], "x y", "chrf") == 0  # ties keep the higher-ranked hypothesis
+
+
+@pytest.mark.unit
+def test_choose_falls_back_to_gold_on_empty_or_failed():
+    from fairseq.data import Dictionary
+
+    from fairseq_kd.distill.run import Detokenizer, choose
+
+    d = Dictionary()
+    a, b = d.add_symbol("a"), d.add_symbol("b")
+    eos = d.eos()
+    gold = torch.tensor([a, b, eos])
+    empty = [{"tokens": torch.tensor([eos]), "score": -0.1}]
+    rec = choose(empty, gold, "top", d, Detokenizer(None), eos)
+    assert rec["tgt"] == [a, b, eos] and rec["fallback"] == "empty"
+    rec = choose([], gold, "top", d, Detokenizer(None), eos)
+    assert rec["tgt"] == [a, b, eos] and rec["fallback"] == "failed"
+    rec = choose([{"tokens": torch.tensor([b, eos]), "score": -0.5}], gold, "top", d, Detokenizer(None), eos)
+    assert rec["tgt"] == [b, eos] and rec["fallback"] is None
+
+
+@pytest.mark.unit
+def test_teacher_forcing_targets_by_hand():
+    from fairseq_kd.distill.decoding import teacher_forcing_targets
+
+    pad, eos, V = 1, 2, 6
+    lp = torch.full((1, 4, V), -5.0)
+    lp[0, 0, 4] = -0.1  # position 0 -> 4
+    lp[0, 1, eos] = -0.01  # EOS is best at position 1 but the gold continues: next best is taken
+    lp[0, 1, 5] = -0.2
+    lp[0, 2, 3] = -0.1  # last gold position (EOS) -> forced EOS whatever the argmax
+    gold = torch.tensor([[4, 5, eos, pad]])
+    out = teacher_forcing_targets(lp, gold, pad, eos, special=[0, pad, eos])
+    assert out[0].tolist() == [4, 5, eos]
+
+
+@pytest.mark.unit
+def test_shard_store_refuses_other_settings(tmp_path):
+    from fairseq_kd.distill.shards import ShardStore
+    from fairseq_kd.errors import KDInputError
+
+    ShardStore(str(tmp_path), {"decoding": "greedy"})
+    with pytest.raises(KDInputError, match="--overwrite"):
+        ShardStore(str(tmp_path), {"decoding": "beam5"})
+
+
+# --- integration: the tool on the tiny teacher ---------------------------------------
+@pytest.mark.integration
+@pytest.mark.parametrize("decoding,beam", [("greedy", 1), ("beam", 4)])
+def test_distilled_line_i_is_generates_hypothesis_i(tiny_teacher, tmp_path, decoding, beam):
+    out = tmp_path / decoding
+    summary = run_distill(tiny_teacher, out, "--decoding", decoding, "--beam", str(beam))
+    # fairseq's max length a * src_len + b is per batch: one sentence per batch = per sentence
+    expected = helpers.generate(tiny_teacher.data_bin, tiny_teacher.checkpoint, "test", beam=beam,
+                                extra=MAXLEN + ["--batch-size", "1", "--required-batch-size-multiple", "1"])
+    src = lines(tiny_teacher.raw / "test.src")
+    assert lines(out / "test.src") == src  # source side aligned with the raw corpus
+    assert lines(out / "test.tgt") == expected  # line i = fairseq-generate's hypothesis for id i
+    assert summary["sentences"] == len(src) == 40
+    # the copy teacher: distilled line i is the copy of source i wherever the teacher is right
+    assert sum(h == s for h, s in zip(lines(out / "test.tgt"), src)) == sum(h == s for h, s in zip(expected, src))
+
+
+@pytest.mark.integration
+def test_binarized_output_trains_and_matches_text(tiny_teacher, tmp_path):
+    from fairseq.data import Dictionary, data_utils
+
+    out = tmp_path / "d"
+    run_distill(tiny_teacher, out, "--decoding", "greedy", "--copy-splits", "valid")
+    d = Dictionary.load(str(out / "bin" / "dict.tgt.txt"))
+    ds = data_utils.load_indexed_dataset(str(out / "bin" / "test.src-tgt.tgt"), d, "mmap")
+    assert [d.string(ds[i]) for i in range(len(ds))] == lines(out / "test.tgt")
+    assert (out / "bin" / "dict.tgt.txt").read_bytes() == (tiny_teacher.data_bin / "dict.tgt.txt").read_bytes()
+    assert (out / "bin" / "valid.src-tgt.src.bin").exists()
+
+
+@pytest.mark.integration
+def test_sampling_topk1_is_greedy_and_seeded_sampling_reproduces(tiny_teacher, tmp_path):
+    run_distill(tiny_teacher, tmp_path / "g", "--decoding", "greedy")
+    run_distill(tiny_teacher, tmp_path / "s1", "--decoding", "sampling", "--beam", "1", "--sampling-topk", "1")
+    assert lines(tmp_path / "s1" / "test.tgt") == lines(tmp_path / "g" / "test.tgt")
+    a = run_distill(tiny_teacher, tmp_path / "sa", "--decoding", "sampling", "--beam", "1", "--seed", "3")
+    run_distill(tiny_teacher, tmp_path / "sb", "--decoding", "sampling", "--beam", "1", "--seed", "3")
+    assert (tmp_path / "sa" / "test.tgt").read_bytes() == (tmp_path / "sb" / "test.tgt").read_bytes()
+    assert a["sentences"] == 40
+
+
+@pytest.mark.integration
+def test_teacher_forcing_equals_direct_argmax(tiny_teacher, tmp_path):
+    from fairseq import checkpoint_utils
+    from fairseq.data import Dictionary, data_utils
+
+    import fairseq_kd  # noqa: F401
+
+    out = tmp_path / "tf"
+    run_distill(tiny_teacher, out, "--decoding", "teacher_forcing")
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(tiny_teacher.checkpoint)])
+    model = models[0].eval()
+    d = task.target_dictionary
+    src_ds = data_utils.load_indexed_dataset(str(tiny_teacher.data_bin / "test.src-tgt.src"), d, "mmap")
+    tgt_ds = data_utils.load_indexed_dataset(str(tiny_teacher.data_bin / "test.src-tgt.tgt"), d, "mmap")
+    got = lines(out / "test.tgt")
+    for i in range(len(src_ds)):  # one sentence at a time: no batching, no padding
+        src, gold = src_ds[i].long()[None], tgt_ds[i].long()
+        prev = torch.cat([gold.new_tensor([d.eos()]), gold[:-1]])[None]
+        with torch.no_grad():
+            logits = model(src, torch.tensor([src.size(1)]), prev)[0][0]  # T x V
+        logits[:, [d.pad(), d.bos(), d.eos()]] = float("-inf")
+        expected = logits.argmax(-1)[:-1]  # the last position is the gold EOS
+        assert got[i] == d.string(expected), i
+        assert len(got[i].split()) == gold.numel() - 1  # same length as the reference
+
+
+@pytest.mark.integration
+def test_interrupted_run_resumes_byte_identical(tiny_teacher, tmp_path, monkeypatch):
+    from fairseq_kd.distill import run as run_mod
+
+    full = tmp_path / "full"
+    run_distill(tiny_teacher, full, "--decoding", "beam", "--beam", "2")
+
+    part = tmp_path / "part"
+    real = run_mod.decode_shard
+    calls = {"n": 0}
+
+    def crash_on_third_shard(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "decode_shard", crash_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(tiny_teacher, part, "--decoding", "beam", "--beam", "2")
+    monkeypatch.setattr(run_mod, "decode_shard", real)
+    done = sorted(p.name for p in (part / "shards").glob("shard-*.jsonl"))
+    assert done == ["shard-000000.jsonl", "shard-000001.jsonl"]  # 40 lines / 16: shard 2 was lost
+    assert not (part / "test.tgt").exists()  # nothing published before all shards are done
+    (part / "shards" / "shard-000002.jsonl.tmp.4242").write_text('{"id": 32, "tgt": [4')  # a killed write
+    calls["n"] = 0
+    monkeypatch.setattr(run_mod, "decode_shard", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
+    run_distill(tiny_teacher, part, "--decoding", "beam", "--beam", "2")
+    assert calls["n"] == 1  # only the missing shard was decoded again
+    files_full, files_part = published_files(full), published_files(part)
+    assert [p.relative_to(full) for p in files_full] == [p.relative_to(part) for p in files_part]
+    for a, b in zip(files_full, files_part):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+@pytest.mark.integration
+def test_seq_inter_keeps_the_closest_hypothesis(tiny_teacher, tmp_path):
+    import sacrebleu
+
+    out = tmp_path / "si"
+    summary = run_distill(tiny_teacher, out, "--decoding", "beam", "--beam", "4", "--nbest", "4",
+                          "--select", "sentence_bleu")
+    top = run_distill(tiny_teacher, tmp_path / "top", "--decoding", "beam", "--beam", "4")
+    refs = lines(tiny_teacher.raw / "test.tgt")
+    got = lines(out / "test.tgt")
+    recs = [json.loads(x) for p in sorted((out / "shards").glob("shard-*.jsonl")) for x in p.read_text().splitlines()]
+    for i, rec in enumerate(recs):
+        assert rec["id"] == i
+    # the chosen line scores at least as high as the teacher's top hypothesis, line by line
+    top_lines = lines(tmp_path / "top" / "test.tgt")
+    for g, t, r in zip(got, top_lines, refs):
+        assert sacrebleu.sentence_bleu(g, [r]).score >= sacrebleu.sentence_bleu(t, [r]).score
+    assert summary["bleu"] >= top["bleu"]
+    assert summary["nbest_rank_histogram"].get("0", 0) < 40 or got == top_lines
+
+
+@pytest.mark.integration
+def test_bad_inputs_are_clear_errors(tiny_teacher, tmp_path):
+    from fairseq_kd.errors import KDInputError
+
+    with pytest.raises(KDInputError, match="no binarized"):
+        run_distill(tiny_teacher, tmp_path / "x", split="nosuchsplit")
+    with pytest.raises(KDInputError, match="--nbest"):
+        run_distill(tiny_teacher, tmp_path / "y", "--select", "chrf")
+    # a data dir whose dictionary differs from the teacher's
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in tiny_teacher.data_bin.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    dict_lines = lines(other / "dict.tgt.txt")
+    (other / "dict.tgt.txt").write_text("\n".join(reversed(dict_lines)) + "\n")
+    from fairseq_kd.cli import distill
+
+    with pytest.raises(KDInputError, match="vocabulary mismatch"):
+        distill.main(["--data", str(other), "--split", "test", "--teacher", str(tiny_teacher.checkpoint),
+                      "-o", str(tmp_path / "z"), "--cpu", "--no-progress"])
