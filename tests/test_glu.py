@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import fairseq_kd  # noqa: F401  (registers transformer_glu)
 from fairseq_kd.models import capacity as C
@@ -242,6 +241,13 @@ def test_bf16_forward_runs_with_fp32_gates():
         assert lp.dtype in (torch.bfloat16, torch.float32) and torch.isfinite(lp.float()).all()
     assert (lp.float() - ref).abs().max() < 0.25  # bf16 has ~3 significant digits
     assert model.capacity_loss()[0].dtype == torch.float32
+
+
+def test_bad_gate_settings_are_refused():
+    with pytest.raises(KDInputError, match="--capacity-init-keep"):
+        build_model("transformer_glu_tiny", 20, ["--adaptive-capacity", "--capacity-init-keep", "1.5"])
+    with pytest.raises(KDInputError, match="--capacity-gate-lr-scale"):
+        C.HardConcreteGate(4, 0.9, scale=0.0)
 
 
 def test_bad_activation_is_refused():

@@ -21,6 +21,8 @@ import math
 import torch
 import torch.nn as nn
 
+from fairseq_kd.errors import KDInputError
+
 # Stretch interval and temperature from Louizos et al. (2018).
 HC_BETA = 2.0 / 3.0
 HC_GAMMA = -0.1
@@ -46,7 +48,7 @@ def hard_concrete_prob_open(log_alpha: torch.Tensor) -> torch.Tensor:
 def init_log_alpha(keep_prob: float) -> float:
     """``log_alpha`` whose eval gate opens with ``sigmoid(log_alpha) = keep_prob``."""
     if not 0.0 < keep_prob < 1.0:
-        raise ValueError(f"--capacity-init-keep must be in (0, 1), got {keep_prob}")
+        raise KDInputError(f"--capacity-init-keep must be in (0, 1), got {keep_prob}: pass e.g. 0.9")
     return math.log(keep_prob) - math.log1p(-keep_prob)
 
 
@@ -79,7 +81,7 @@ class HardConcreteGate(nn.Module):
     def __init__(self, n_units: int, init_keep: float = 0.9, scale: float = 10.0):
         super().__init__()
         if scale <= 0:
-            raise ValueError(f"--capacity-gate-lr-scale must be > 0, got {scale}")
+            raise KDInputError(f"--capacity-gate-lr-scale must be > 0, got {scale}: pass e.g. 10")
         self.n_units = n_units
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.theta = nn.Parameter(torch.full((n_units,), init_log_alpha(init_keep) / scale))
