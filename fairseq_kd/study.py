@@ -234,7 +234,10 @@ def train_command(cfg: StudyConfig, cell: Cell, data: str, save_dir: str) -> Lis
            "--save-interval-updates", str(cfg.validate_interval_updates),
            "--validate-interval", "1000000", "--save-interval", "1000000",
            "--eval-bleu", "--eval-bleu-args", json.dumps({"beam": 1}), "--eval-bleu-detok", "space",
-           "--num-workers", "0"]
+           "--num-workers", "0",
+           # fairseq 0.12 drops the last batch when its size is not a multiple of this
+           # (default 8; facebookresearch/fairseq#5036): keep every sentence
+           "--required-batch-size-multiple", "1"]
     if cfg.bpe != "none":
         cmd += ["--eval-bleu-remove-bpe", cfg.bpe]
     if spec["criterion"] in ("label_smoothed_cross_entropy", "word_kd", "hybrid_kd"):
@@ -253,7 +256,8 @@ def train_command(cfg: StudyConfig, cell: Cell, data: str, save_dir: str) -> Lis
 def generate_command(cfg: StudyConfig, data: str, checkpoint: str) -> List[str]:
     cmd = [find_tool("fairseq-generate"), data, "--user-dir", _user_dir(), "--path", checkpoint,
            "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang, "--gen-subset", cfg.gen_subset,
-           "--beam", str(cfg.beam), "--max-tokens", str(cfg.max_tokens), "--num-workers", "0"]
+           "--beam", str(cfg.beam), "--max-tokens", str(cfg.max_tokens), "--num-workers", "0",
+           "--required-batch-size-multiple", "1"]  # else up to 7 test sentences vanish (fairseq#5036)
     if cfg.bpe != "none":
         cmd += ["--remove-bpe", cfg.bpe]
     if cfg.cpu:

@@ -1,0 +1,197 @@
+"""fairseq-kd-study: grid, parsing, preflight errors, atomic results, resume (fake and real runs)."""
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+
+from fairseq_kd import study as S
+from fairseq_kd.errors import KDInputError
+from tests import helpers
+
+TINY_TRAIN_ARGS = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32 "
+                   "--encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 "
+                   "--decoder-attention-heads 2 --share-all-embeddings --dropout 0")
+
+TRAIN_LOG = """2026-01-01 | INFO | fairseq_cli.train | num. shared model params: 21,888 (num. trained: 21,888)
+2026-01-01 | INFO | train_inner | epoch 001:     10 / 3 loss=5.1, num_updates=10
+2026-01-01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 5.9 | nll_loss 5.9 | ppl 60 | bleu 1.5 | wps 0 | wpb 209 | bsz 40 | num_updates 10
+2026-01-01 | INFO | train | epoch 001 | loss 6.3 | num_updates 12 | lr 0.0015
+2026-01-01 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 4.6 | bleu 7.25 | wps 0 | num_updates 20 | best_loss 4.6
+2026-01-01 | INFO | train | epoch 002 | loss 5.6 | num_updates 20 | lr 0.003
+"""
+
+
+def test_parse_train_log_and_generate():
+    info = S.parse_train_log(TRAIN_LOG)
+    assert info == {"parameters": 21888, "updates": 20, "curve": [(10, 1.5), (20, 7.25)]}
+    gen = "S-1\tb\nH-1\t-0.1\thyp one\nH-0\t-0.2\thyp zero\nD-0\t-0.2\tx\nH-2\t-0.3\t\n"
+    assert S.parse_generate(gen) == ["hyp zero", "hyp one", ""]
+    with pytest.raises(KDInputError, match="gaps"):
+        S.parse_generate("H-0\t0\ta\nH-2\t0\tc\n")
+
+
+def test_grid_decoding_only_for_distilled_methods_and_stable_keys():
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t",
+                        methods=["none", "word", "seq"], noise=[0, 0.1], archs=["a", "b"],
+                        decodings=["beam", "greedy"], lrs=[5e-4], seeds=[1, 2])
+    cells = S.build_grid(cfg)
+    assert len(cells) == (1 + 1 + 2) * 2 * 2 * 2
+    assert {c.decoding for c in cells if c.method != "seq"} == {S.NO_DECODING}
+    assert len({c.key() for c in cells}) == len(cells) and len({c.slug() for c in cells}) == len(cells)
+    cell = S.Cell("seq", 0.1, "a", "beam", 5e-4, 2)
+    row = dict(zip(S.KEY_FIELDS, cell.key()))
+    row.update(noise="0.10", lr="0.00050", seed="2.0")  # numbers written differently still match
+    assert S.row_key(row) == cell.key() == ("seq", "0.1", "a", "beam", "0.0005", "2")
+
+
+def test_train_command_per_method():
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
+                        noise_ops=["deletion", "swap"], method_args={"word": "--kd-alpha 0.7"})
+    cmd = S.train_command(cfg, S.Cell("word", 0.2, "transformer_relu_3m", S.NO_DECODING, 1e-3, 3), "d", "save")
+    text = " ".join(cmd)
+    assert "--criterion word_kd" in text and "--teacher-path t.pt" in text and "--kd-alpha 0.7" in text
+    assert "--noise-deletion 0.2" in text and "--noise-swap 0.2" in text and "--noise-substitution" not in text
+    assert "--arch transformer_relu_3m" in text and "--seed 3" in text and "--lr 0.001" in text
+    clean = " ".join(S.train_command(cfg, S.Cell("none", 0.0, "a", S.NO_DECODING, 1e-3, 1), "d", "s"))
+    assert "--noise-" not in clean and "--teacher-path" not in clean and "label_smoothed_cross_entropy" in clean
+    hybrid = " ".join(S.train_command(cfg, S.Cell("hybrid", 0.0, "a", "greedy", 1e-3, 1), "d", "s"))
+    assert "--criterion hybrid_kd" in hybrid and "--seq-kd-decoding greedy" in hybrid
+
+
+def test_missing_tool_and_criterion_are_clear_errors(monkeypatch):
+    with pytest.raises(KDInputError, match="fairseq-kd-no-such-tool"):
+        S.find_tool("fairseq-kd-no-such-tool")
+    monkeypatch.setitem(S.METHOD_SPECS, "ghost", {"criterion": "ghost_kd", "data": "corpus", "teacher": False,
+                                                  "decoding": False})
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t", methods=["ghost"])
+    with pytest.raises(KDInputError, match="criterion 'ghost_kd'.*not registered"):
+        S.check_criteria(cfg)
+
+
+@pytest.fixture
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study_corpus")
+    raw = helpers.make_synthetic_corpus(root / "raw", n_train=200, n_valid=20, n_test=30)
+    return raw, helpers.preprocess(raw, root / "bin")
+
+
+def fake_runner(log):
+    """Writes what the real tools would (a train log, a checkpoint, shuffled H- lines = the reference)."""
+    def run(cmd, log_path, trusted=()):
+        tool = os.path.basename(cmd[0])
+        log.append(tool)
+        if tool == "fairseq-train":
+            save = Path(cmd[cmd.index("--save-dir") + 1])
+            save.mkdir(parents=True, exist_ok=True)
+            (save / "checkpoint_last.pt").write_bytes(b"x")
+            Path(log_path).write_text(TRAIN_LOG)
+        elif tool == "fairseq-generate":
+            ref = Path(run.ref).read_text().splitlines()
+            Path(log_path).write_text("".join(f"H-{i}\t-0.5\t{ref[i]}\n" for i in reversed(range(len(ref)))))
+    return run
+
+
+def make_cfg(corpus, out, **kw):
+    raw, data = corpus
+    base = dict(data=str(data), out_dir=str(out), test_ref=str(raw / "test.tgt"), source_lang="src",
+                target_lang="tgt", methods=["none"], noise=[0.0, 0.3], archs=["transformer"], lrs=[0.005],
+                seeds=[1], max_update=20, warmup_updates=5, validate_interval_updates=10, max_tokens=1000,
+                beam=1, bpe="none", train_args=TINY_TRAIN_ARGS)
+    base.update(kw)
+    return S.StudyConfig(**base)
+
+
+def test_resume_skips_finished_cells_and_steps(corpus, tmp_path):
+    cfg = make_cfg(corpus, tmp_path / "study")
+    launched = []
+    runner = fake_runner(launched)
+    runner.ref = cfg.test_ref
+    summary = S.Study(cfg, runner=runner).run(progress=False)
+    assert summary["ran"] == 2 and summary["skipped"] == 0 and launched == ["fairseq-train", "fairseq-generate"] * 2
+    rows = list(csv.DictReader(open(summary["results"])))
+    assert [r["noise"] for r in rows] == ["0", "0.3"] and all(r["bleu"] == "100.0" for r in rows)
+    assert rows[0]["parameters"] == "21888" and rows[0]["updates"] == "20"
+    curves = list(csv.DictReader(open(summary["curves"])))
+    assert [(c["noise"], c["updates"], c["valid_bleu"]) for c in curves] == [
+        ("0", "10", "1.5"), ("0", "20", "7.25"), ("0.3", "10", "1.5"), ("0.3", "20", "7.25")]
+
+    launched.clear()  # second run: nothing to do
+    again = S.Study(cfg, runner=runner).run(progress=False)
+    assert again["skipped"] == 2 and again["ran"] == 0 and launched == []
+
+    # a run killed after training the second cell: its row is missing, its train.json is there
+    with open(summary["results"]) as f:
+        lines = f.readlines()
+    Path(summary["results"]).write_text("".join(lines[:-1]))
+    (Path(cfg.out_dir) / "cells" / rows[1]["cell"] / "hyp.txt").unlink()
+    launched.clear()
+    resumed = S.Study(cfg, runner=runner).run(progress=False)
+    assert resumed["skipped"] == 1 and launched == ["fairseq-generate"]
+    assert Path(summary["results"]).read_text() == "".join(lines)
+    assert len(list(csv.DictReader(open(summary["curves"])))) == 4  # curve rows replaced, not duplicated
+
+    # a bigger grid on the same out dir runs only the new cells
+    launched.clear()
+    bigger = make_cfg(corpus, tmp_path / "study", seeds=[1, 2])
+    assert S.Study(bigger, runner=runner).run(progress=False)["ran"] == 2 and len(launched) == 4
+    # changed non-grid settings are refused rather than mixed into the same table
+    with pytest.raises(KDInputError, match="max_update"):
+        S.Study(make_cfg(corpus, tmp_path / "study", max_update=99), runner=runner).run(progress=False)
+
+
+def test_bad_inputs_are_refused_before_any_work(corpus, tmp_path):
+    with pytest.raises(KDInputError, match="test-ref"):
+        S.Study(make_cfg(corpus, tmp_path / "o", test_ref=str(tmp_path / "missing.txt"))).run(progress=False)
+    with pytest.raises(KDInputError, match="need a teacher"):
+        S.Study(make_cfg(corpus, tmp_path / "o", methods=["word"])).run(progress=False)
+    with pytest.raises(KDInputError, match="dict.xx.txt"):
+        S.Study(make_cfg(corpus, tmp_path / "o", source_lang="xx")).run(progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def tiny_param_count(vocab: int, d: int = 32, f: int = 64) -> int:
+    """Closed form for the tiny transformer (1+1 layers, shared embeddings, sinusoidal positions)."""
+    ffn = d * f + f + f * d + d
+    enc = 4 * d * d + 4 * d + 2 * 2 * d + ffn
+    dec = 8 * d * d + 8 * d + 3 * 2 * d + ffn
+    return vocab * d + enc + dec
+
+
+@pytest.mark.integration
+def test_real_two_cell_grid_trains_decodes_scores_and_resumes(corpus, tmp_path, capsys):
+    """Real fairseq-train / fairseq-generate (in-process) on a 2-cell grid, then a no-op resume."""
+    raw, data = corpus
+    cfg = make_cfg(corpus, tmp_path / "study")
+    study = S.Study(cfg, runner=S.run_inprocess)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is fastest, and robust to a busy machine
+    try:
+        summary = study.run(progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["ran"] == 2 and not summary["failed"]
+    rows = list(csv.DictReader(open(summary["results"])))
+    vocab = 4 + len((data / "dict.src.txt").read_text().splitlines())
+    refs = (raw / "test.tgt").read_text().splitlines()
+    for row in rows:
+        assert int(row["parameters"]) == tiny_param_count(vocab)
+        assert int(row["updates"]) == 20
+        hyps = (Path(cfg.out_dir) / "cells" / row["cell"] / "hyp.txt").read_text().splitlines()
+        assert len(hyps) == len(refs)
+        assert float(row["bleu"]) == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+        assert float(row["chrf"]) == round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2)
+    curves = list(csv.DictReader(open(summary["curves"])))
+    assert sorted({int(c["updates"]) for c in curves}) == [10, 20]
+    train_log = (Path(cfg.out_dir) / "cells" / rows[1]["cell"] / "train.log").read_text()
+    assert "--noise-deletion 0.3" in train_log and "on-the-fly noise" in train_log
+    again = S.Study(cfg, runner=S.run_inprocess)
+    assert again.run(progress=False)["skipped"] == 2 and again.launched == []
+
+    from fairseq_kd.cli import report
+
+    assert report.cli_main([summary["results"], "--out-dir", str(tmp_path / "rep")]) == 0
+    assert len(list((tmp_path / "rep").glob("*.png"))) == 3
