@@ -230,15 +230,20 @@ def test_criterion_hook_adds_penalty_per_token():
     assert log["active_params"] == pytest.approx(active)
 
 
-def test_bf16_forward_runs_with_fp32_gates():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_forward_runs_with_fp32_gates(dtype):
+    """What fairseq's --bf16/--fp16 do to the model (model.to(dtype)); gates stay fp32 maths."""
     torch.manual_seed(0)
     model = build_model("transformer_glu_tiny", 20, TINY + ["--adaptive-capacity", "--ffn-activation", "swiglu"])
     ref = _logprobs(model.eval(), _batch())
-    model = model.to(torch.bfloat16)
+    model = model.to(dtype)
     for mode in ("train", "eval"):
         getattr(model, mode)()
         lp = _logprobs(model, _batch())
-        assert lp.dtype in (torch.bfloat16, torch.float32) and torch.isfinite(lp.float()).all()
+        assert lp.dtype in (dtype, torch.float32) and torch.isfinite(lp.float()).all()
+        lp.float().sum().backward()  # gradients flow through the cast gates
+        assert all(torch.isfinite(fc1.gate.theta.grad.float()).all() for _, fc1 in model.ffn_inputs())
+        model.zero_grad()
     assert (lp.float() - ref).abs().max() < 0.25  # bf16 has ~3 significant digits
     assert model.capacity_loss()[0].dtype == torch.float32
 
