@@ -1,0 +1,49 @@
+"""scripts/run_study.sh: usage errors exit 2; a one-cell grid end to end, then a no-op rerun."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import helpers
+from tests.test_study import TINY_TRAIN_ARGS
+
+SCRIPT = helpers.REPO / "scripts" / "run_study.sh"
+
+
+def run(args, **kw):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, **kw)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--bogus", "1"], "unknown option --bogus"),
+    (["--test-ref", "x"], "--data is required"),
+    (["--data", "d", "--test-ref", "r", "--stage", "one"], "stages are integers"),
+    (["--data"], "needs a value"),
+])
+def test_usage_errors_exit_2(args, needle):
+    proc = run(args)
+    assert proc.returncode == 2 and needle in proc.stderr
+
+
+@pytest.mark.integration
+def test_one_cell_study_and_report_then_rerun_is_a_no_op(tmp_path):
+    raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=160, n_valid=16, n_test=20)
+    data = helpers.preprocess(raw, tmp_path / "bin")
+    out = tmp_path / "study"
+    args = ["--data", str(data), "--src", "src", "--tgt", "tgt", "--test-ref", str(raw / "test.tgt"),
+            "--out-dir", str(out), "--methods", "none", "--noise", "0.1", "--lrs", "0.005", "--max-update", "10",
+            "--warmup-updates", "4", "--validate-interval-updates", "5", "--max-tokens", "1000", "--beam", "1",
+            "--bpe", "none", "--train-args", TINY_TRAIN_ARGS, "--in-process", "true"]
+    first = run(args, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "| none | 0.1 | transformer |" in first.stdout  # the table is printed
+    assert len((out / "results.csv").read_text().splitlines()) == 2
+    assert sorted(p.name for p in (out / "report").glob("*.png")) == [
+        "bleu_vs_noise.png", "bleu_vs_params.png", "bleu_vs_updates.png"]
+    second = run(args, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert '"skipped": 1' in second.stdout and "stage 2:" in second.stderr and "skipped" in second.stderr
+    assert second.stdout.endswith(first.stdout.split("}\n")[-1])  # same table
