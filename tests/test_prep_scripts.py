@@ -142,3 +142,62 @@ def test_usage_errors_exit_2(tmp_path):
     for script in ("data_prep/prepare_multi30k.sh", "data_prep/prepare_iwslt14.sh", "scripts/decode.sh"):
         proc = run_script(script, "--no-such-flag", "1", check=False)
         assert proc.returncode == 2 and "unknown option --no-such-flag" in proc.stderr
+
+
+def write_sgm(path: Path, docs, kind):
+    out = [f'<{kind} setid="newstest2014" srclang="any">']
+    for docid, segs in docs:
+        out.append(f'<doc sysid="ref" docid="{docid}" genre="news" origlang="de">')
+        out += [f'<seg id="{i + 1}">{s}</seg>' for i, s in enumerate(segs)]
+        out.append("</doc>")
+    path.write_text("\n".join(out + [f"</{kind}>"]) + "\n", encoding="utf-8")
+
+
+def write_wmt_miniature(root: Path, with_valid: bool):
+    rng = random.Random(5)
+    corpora = []
+    for name, n in (("europarl", 30), ("commoncrawl", 20)):
+        pairs = [(sentence(rng, k), sentence(rng, k).upper()) for k in (rng.randint(1, 6) for _ in range(n))]
+        pairs[3] = ("ein", "A B C D")  # ratio 4 > 1.5: dropped by cleaning
+        (root / f"{name}.de").write_text("".join(p[0] + "\n" for p in pairs), encoding="utf-8")
+        (root / f"{name}.en").write_text("".join(p[1] + "\n" for p in pairs), encoding="utf-8")
+        corpora.append((root / name, [p for i, p in enumerate(pairs) if i != 3]))
+    docs_de = [("d1", ["Satz eins & zwei.", "Satz drei."]), ("d2", ["Satz vier."])]
+    docs_en = [("d1", ["Sentence one & two.", "Sentence three."]), ("d2", ["Sentence four."])]
+    write_sgm(root / "newstest2014-deen-src.de.sgm", docs_de, "srcset")
+    write_sgm(root / "newstest2014-deen-ref.en.sgm", docs_en, "refset")
+    if with_valid:
+        (root / "newstest2013.de").write_text("Gültig eins.\nGültig zwei.\n", encoding="utf-8")
+        (root / "newstest2013.en").write_text("Valid one.\nValid two.\n", encoding="utf-8")
+    return corpora
+
+
+@pytest.mark.integration
+def test_wmt14_miniature_train_valid_test(tmp_path):
+    corpora = write_wmt_miniature(tmp_path, with_valid=True)
+    out = tmp_path / "wmt"
+    run_script("data_prep/prepare_wmt14.sh", "--out-dir", out, "--train-corpora", ",".join(str(c[0]) for c in corpora),
+               "--test-dir", tmp_path, "--valid-dir", tmp_path, "--stop-stage", 1)
+    read = lambda p: p.read_text(encoding="utf-8").splitlines()  # noqa: E731
+    expected_train = corpora[0][1] + corpora[1][1]
+    assert list(zip(read(out / "raw/train.de"), read(out / "raw/train.en"))) == expected_train
+    assert read(out / "raw/valid.en") == ["Valid one.", "Valid two."]
+    assert read(out / "raw/test.de") == ["Satz eins & zwei.", "Satz drei.", "Satz vier."]
+    assert read(out / "raw/test.en") == ["Sentence one & two.", "Sentence three.", "Sentence four."]
+
+
+@pytest.mark.integration
+def test_wmt14_without_newstest2013_carves_or_refuses(tmp_path):
+    corpora = write_wmt_miniature(tmp_path, with_valid=False)
+    args = ["--train-corpora", ",".join(str(c[0]) for c in corpora), "--test-dir", tmp_path,
+            "--valid-dir", tmp_path / "nowhere", "--stop-stage", 1]
+    proc = run_script("data_prep/prepare_wmt14.sh", "--out-dir", tmp_path / "a", "--valid-fallback", "error",
+                      *args, check=False)
+    assert proc.returncode == 1 and "newstest2013 not found" in proc.stderr
+    assert files_under(tmp_path / "a") == []
+    proc = run_script("data_prep/prepare_wmt14.sh", "--out-dir", tmp_path / "b", "--carve-valid", 12, *args)
+    assert "WARNING: newstest2013 not found" in proc.stderr
+    train = (tmp_path / "b/raw/train.de").read_text().splitlines()
+    valid = (tmp_path / "b/raw/valid.de").read_text().splitlines()
+    every = 48 // 12
+    assert len(train) + len(valid) == 48 and len(valid) == 48 // every == 12

@@ -73,6 +73,21 @@ def _cmd_iwslt_train(a):
     return {"sentences": len(src), "cleaned": len(s), "train": len(tr[0]), "valid": len(va[0])}
 
 
+def _cmd_split_every(a):
+    """Carve valid = every N-th pair (N from --every, or chosen to give about --n-valid pairs)."""
+    from fairseq_kd.prep.iwslt import valid_split_mask
+    from fairseq_kd.prep.textio import check_aligned, read_lines, write_parallel_atomic
+    (n,) = check_aligned([(a.src, a.tgt)])
+    every = a.every or max(2, n // max(1, a.n_valid))
+    s, t, mask = read_lines(a.src), read_lines(a.tgt), valid_split_mask(n, every)
+    o, sl, tl = a.out_dir, a.src_lang, a.tgt_lang
+    write_parallel_atomic([f"{o}/valid.{sl}", f"{o}/valid.{tl}"],
+                          [[x for x, m in zip(s, mask) if m], [x for x, m in zip(t, mask) if m]])
+    write_parallel_atomic([f"{o}/train.{sl}", f"{o}/train.{tl}"],
+                          [[x for x, m in zip(s, mask) if not m], [x for x, m in zip(t, mask) if not m]])
+    return {"every": every, "valid": sum(mask), "train": n - sum(mask)}
+
+
 def _write_test(a, srcs, tgts, kind):
     from fairseq_kd.prep.textio import normalize, write_parallel_atomic
     s = [normalize(x) for x in srcs]
@@ -109,12 +124,26 @@ def _cmd_download(a):
 
 
 def _cmd_hyps(a):
-    from fairseq_kd.prep.hyps import parse_hypotheses, restore_order
+    from fairseq_kd.prep.hyps import parse_hypotheses, remove_sentencepiece, restore_order
     from fairseq_kd.prep.spm import decode_lines, load
     from fairseq_kd.prep.textio import count_lines, read_lines, write_lines_atomic
-    n = a.n if a.n is not None else count_lines(a.source)
+    if a.n is not None:
+        n = a.n
+    elif a.source:
+        n = count_lines(a.source)
+    else:  # the binarized source side the decoder read
+        from fairseq.data import data_utils
+        ds = data_utils.load_indexed_dataset(a.bin_prefix, None)
+        if ds is None:
+            raise KDInputError(f"{a.bin_prefix}.bin/.idx: binarized dataset not found")
+        n = len(ds)
     hyps = restore_order(parse_hypotheses(read_lines(a.gen)), n, a.gen)
-    out = decode_lines(load(a.spm_model), hyps) if a.spm_model else hyps
+    if a.spm_model:
+        out = decode_lines(load(a.spm_model), hyps)
+    elif a.no_spm:
+        out = hyps
+    else:
+        out = [remove_sentencepiece(h) for h in hyps]
     write_lines_atomic(a.out, out)
     if a.out_pieces:
         write_lines_atomic(a.out_pieces, hyps)
@@ -184,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--out-tgt", required=True)
         c.set_defaults(fn=fn)
 
+    c = sub.add_parser("split-every", help="split aligned pairs: valid = every N-th pair, train = the rest")
+    c.add_argument("--src", required=True)
+    c.add_argument("--tgt", required=True)
+    c.add_argument("--every", type=int, default=0, help="N (0: chosen from --n-valid)")
+    c.add_argument("--n-valid", type=int, default=1000, help="about this many valid pairs when --every is 0")
+    c.add_argument("--src-lang", required=True)
+    c.add_argument("--tgt-lang", required=True)
+    c.add_argument("--out-dir", required=True, help="writes train.* and valid.* here")
+    c.set_defaults(fn=_cmd_split_every)
+
     c = sub.add_parser("sgm", help="WMT SGML src/ref -> aligned text")
     c.add_argument("--src", required=True)
     c.add_argument("--ref", required=True)
@@ -202,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--gen", required=True, help="fairseq-generate stdout")
     c.add_argument("--source", help="the decoded source file (its line count is the expected number)")
     c.add_argument("--n", type=int, default=None, help="expected number of sentences (instead of --source)")
-    c.add_argument("--spm-model", default=None, help="remove sentencepiece with this model")
+    c.add_argument("--bin-prefix", default=None, help="binarized source prefix (e.g. bin/test.de-en.de) giving the count")
+    c.add_argument("--spm-model", default=None, help="remove sentencepiece with this model (else by the ▁ rule)")
+    c.add_argument("--no-spm", action="store_true", help="keep the hypotheses as they are")
     c.add_argument("--out", required=True)
     c.add_argument("--out-pieces", default=None, help="also write the ordered piece-level hypotheses")
     c.set_defaults(fn=_cmd_hyps)
@@ -211,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.cmd == "hyps" and args.n is None and not args.source:
-        build_parser().error("hyps: give --source or --n")
+    if args.cmd == "hyps" and args.n is None and not args.source and not args.bin_prefix:
+        build_parser().error("hyps: give --source, --bin-prefix or --n")
     try:
         result = args.fn(args)
     except KDInputError as e:

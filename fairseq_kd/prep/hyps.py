@@ -19,6 +19,11 @@ def parse_hypotheses(lines: Sequence[str]) -> Dict[int, str]:
     return hyps
 
 
+def remove_sentencepiece(line: str) -> str:
+    """Pieces -> text without a model (fairseq's rule): drop spaces, ``▁`` becomes a space."""
+    return line.replace(" ", "").replace("\u2581", " ").strip()
+
+
 def restore_order(hyps: Dict[int, str], n: int, source="fairseq-generate output") -> List[str]:
     """Hypotheses for ids ``0..n-1``; refuses missing or extra ids."""
     missing = [i for i in range(n) if i not in hyps]
