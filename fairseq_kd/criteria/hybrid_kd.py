@@ -90,6 +90,8 @@ class HybridKDCriterion(FairseqCriterion):
         if model.training:
             sample = self.online.distilled_sample(next(model.parameters()), sample)
             logging_output["seq_kd_gold"] = sample["seq_kd_gold"]
+        else:  # validation runs before fairseq saves a checkpoint: persist the memo now
+            self.online.flush()
         net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T (the teacher's translation)
         valid = target.ne(self.padding_idx)  # B x T

@@ -60,6 +60,8 @@ class SeqKDCriterion(FairseqCriterion):
         if model.training:
             sample = self.online.distilled_sample(next(model.parameters()), sample)
             logging_output.update(seq_kd_gold=sample["seq_kd_gold"], seq_kd_decoded=self.online.decoded)
+        else:  # validation runs before fairseq saves a checkpoint: persist the memo now
+            self.online.flush()
         net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T
         loss, nll = ls_ce(model, net_output, target, self.eps, self.padding_idx)

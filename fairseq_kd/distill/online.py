@@ -95,6 +95,11 @@ class OnlineTargets:
             n_gold = int(use_gold.sum())
         return out, n_gold
 
+    def flush(self) -> None:
+        """Write the memo's pending targets to disk."""
+        if self.memo is not None:
+            self.memo.flush()
+
     def distilled_sample(self, model_param: torch.Tensor, sample: Dict) -> Dict:
         """A shallow copy of ``sample`` with teacher targets and matching ``prev_output_tokens``."""
         targets, n_gold = self.targets(model_param, sample)

@@ -1,0 +1,132 @@
+"""Online ``seq_kd``: memo on disk, same targets as fairseq-kd-distill, same training as offline data.
+
+The decisive test trains two students for one epoch: (A) ``seq_kd`` with the online
+teacher on a corpus whose gold targets are the distilled targets *reversed* (same
+lengths, so fairseq forms the same batches, but different tokens), and (B) plain CE on
+fairseq-kd-distill's offline data. They end with the same weights only if ``seq_kd``
+really trains on exactly the offline targets.
+"""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import helpers
+from tests.test_distill import MAXLEN, lines, run_distill
+
+
+def memo_targets(save_dir: Path) -> dict:
+    from fairseq_kd.distill.memo import TargetMemo
+
+    folders = list((save_dir / "seq_kd_memo").iterdir())
+    assert len(folders) == 1, folders
+    return TargetMemo(str(folders[0])).targets
+
+
+def seq_kd_args(tt, decoding="greedy", *extra):
+    return ["--task", "kd_translation", "--teacher-path", str(tt.checkpoint), "--criterion", "seq_kd",
+            "--seq-kd-decoding", decoding, "--seq-kd-max-len-a", "1.2", "--seq-kd-max-len-b", "10",
+            "--seq-kd-memo-flush", "256", *extra]
+
+
+# --- unit ---------------------------------------------------------------------------
+@pytest.mark.unit
+def test_memo_roundtrip_atomic_segments(tmp_path):
+    from fairseq_kd.distill.memo import TargetMemo
+
+    m = TargetMemo(str(tmp_path), flush_every=2)
+    m.put(5, [4, 5, 2])
+    assert not list(tmp_path.glob("seg-*.json"))  # buffered
+    m.put(1, [6, 2])  # reaches flush_every: one segment
+    m.put(9, [7, 2])
+    assert len(list(tmp_path.glob("seg-*.json"))) == 1
+    (tmp_path / "seg-r0-000077.json.tmp.1").write_text('{"3": [4')  # a write killed midway
+    m.flush()
+    again = TargetMemo(str(tmp_path))
+    assert again.targets == {5: [4, 5, 2], 1: [6, 2], 9: [7, 2]}
+
+
+@pytest.mark.unit
+def test_group_by_length_and_trim_left_pad():
+    from fairseq_kd.distill.online import group_by_length, trim_left_pad
+
+    assert group_by_length([0, 1, 2, 3], torch.tensor([3, 5, 3, 4])) == [[0, 2], [3], [1]]
+    src = torch.tensor([[1, 1, 7, 2], [1, 1, 8, 2]])
+    assert trim_left_pad({"src_tokens": src}, pad=1)["src_tokens"].tolist() == [[7, 2], [8, 2]]
+
+
+# --- integration ----------------------------------------------------------------------
+@pytest.mark.integration
+def test_memo_targets_equal_offline_distillation_and_survive_resume(tiny_teacher, tmp_path, monkeypatch):
+    from fairseq.data import Dictionary, data_utils
+
+    from fairseq_kd.distill import decoding
+
+    save = tmp_path / "student"
+    helpers.train(tiny_teacher.data_bin, save, extra=seq_kd_args(tiny_teacher), max_epoch=1)
+    memo = memo_targets(save)
+    run_distill(tiny_teacher, tmp_path / "off", "--decoding", "greedy", split="train")
+    d = Dictionary.load(str(tmp_path / "off" / "bin" / "dict.tgt.txt"))
+    off = data_utils.load_indexed_dataset(str(tmp_path / "off" / "bin" / "train.src-tgt.tgt"), d, "mmap")
+    assert sorted(memo) == list(range(len(off))) == list(range(600))  # every sentence decoded once
+    mismatched = [i for i in range(len(off)) if memo[i] != off[i].tolist()]
+    assert mismatched == []
+
+    # resume for a second epoch: every target comes from the memo, the teacher decodes nothing
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the teacher decoded a sentence that is in the memo")
+
+    monkeypatch.setattr(decoding.TeacherDecoder, "__call__", no_decoding)
+    helpers.train(tiny_teacher.data_bin, save, extra=seq_kd_args(tiny_teacher), max_epoch=2)
+    assert memo_targets(save) == memo
+
+
+@pytest.mark.integration
+def test_seq_kd_trains_exactly_like_offline_distilled_data(tiny_teacher, tmp_path):
+    from fairseq import checkpoint_utils
+
+    off = tmp_path / "off"
+    run_distill(tiny_teacher, off, "--decoding", "greedy", "--copy-splits", "valid", split="train")
+    # corpus G: same sources, gold = distilled target reversed (same lengths, other tokens)
+    raw = tmp_path / "raw"
+    src, tgt = lines(off / "train.src"), lines(off / "train.tgt")
+    helpers.write_parallel(raw, "train", [(s, " ".join(reversed(t.split()))) for s, t in zip(src, tgt)])
+    helpers.write_parallel(raw, "valid", list(zip(lines(tiny_teacher.raw / "valid.src"),
+                                                  lines(tiny_teacher.raw / "valid.tgt"))))
+    gold_bin = helpers.preprocess(raw, tmp_path / "gold_bin", splits=("train", "valid"),
+                                  extra=["--srcdict", str(tiny_teacher.data_bin / "dict.src.txt")])
+    assert any(" ".join(reversed(t.split())) != t for t in tgt)  # the two corpora really differ
+
+    a = helpers.train(gold_bin, tmp_path / "A", extra=seq_kd_args(tiny_teacher), max_epoch=1)
+    b = helpers.train(off / "bin", tmp_path / "B", extra=["--criterion", "label_smoothed_cross_entropy"],
+                      max_epoch=1)
+    state_a = checkpoint_utils.load_checkpoint_to_cpu(str(a))
+    state_b = checkpoint_utils.load_checkpoint_to_cpu(str(b))
+    assert state_a["optimizer_history"][-1]["num_updates"] == state_b["optimizer_history"][-1]["num_updates"] > 0
+    for name, pa in state_a["model"].items():
+        torch.testing.assert_close(pa, state_b["model"][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.integration
+def test_gold_mix_one_gives_gold_and_teacher_forcing_online_matches_offline(tiny_teacher, tmp_path):
+    from fairseq.data import Dictionary, data_utils
+
+    task, model, crit = helpers.build_components(
+        tiny_teacher.data_bin, extra=seq_kd_args(tiny_teacher, "teacher_forcing", "--save-dir", str(tmp_path / "s")))
+    batch = helpers.first_batch(task, "train", n=16)
+    targets, _ = crit.online.targets(next(model.parameters()), batch)
+    run_distill(tiny_teacher, tmp_path / "off", "--decoding", "teacher_forcing", split="train")
+    d = Dictionary.load(str(tiny_teacher.data_bin / "dict.tgt.txt"))
+    off = data_utils.load_indexed_dataset(str(tmp_path / "off" / "bin" / "train.src-tgt.tgt"), d, "mmap")
+    for i, t in zip(batch["id"].tolist(), targets):
+        assert t.tolist() == off[i].tolist(), i
+
+    task, model, crit = helpers.build_components(
+        tiny_teacher.data_bin, extra=seq_kd_args(tiny_teacher, "greedy", "--seq-kd-gold-mix", "1.0",
+                                                 "--save-dir", str(tmp_path / "g")))
+    model.train()
+    new = crit.online.distilled_sample(next(model.parameters()), batch)
+    assert torch.equal(new["target"], batch["target"])
+    assert torch.equal(new["net_input"]["prev_output_tokens"], batch["net_input"]["prev_output_tokens"])
+    assert new["seq_kd_gold"] == 16
