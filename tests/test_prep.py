@@ -175,3 +175,24 @@ def test_spm_joint_roundtrip(tmp_path):
     assert len(pieces) == 3 and pieces[2] == "" and all("\u2581" in p for p in pieces[:2])
     assert kd_spm.decode_lines(sp, pieces) == ["Katze läuft schnell", "house cat", ""]
     assert [hyps.remove_sentencepiece(p) for p in pieces] == ["Katze läuft schnell", "house cat", ""]
+
+
+# ---- downloads ----
+
+def test_download_failure_is_clear_and_leaves_nothing(tmp_path):
+    from fairseq_kd.prep import download
+    out = tmp_path / "orig" / "train.de"
+    with pytest.raises(KDInputError, match="could not download http://127.0.0.1:9/train.de.gz .*--data-dir"):
+        download.fetch("http://127.0.0.1:9/train.de.gz", out, gunzip=True, timeout=5)
+    assert not out.exists() and list((tmp_path / "orig").iterdir()) == []
+
+
+def test_untar_extracts_archive(tmp_path):
+    import tarfile
+    from fairseq_kd.prep import download
+    (tmp_path / "de-en").mkdir()
+    (tmp_path / "de-en" / "train.tags.de-en.de").write_text("Hallo\n")
+    with tarfile.open(tmp_path / "a.tgz", "w:gz") as tar:
+        tar.add(tmp_path / "de-en", arcname="de-en")
+    download.untar(tmp_path / "a.tgz", tmp_path / "out")
+    assert (tmp_path / "out" / "de-en" / "train.tags.de-en.de").read_text() == "Hallo\n"
