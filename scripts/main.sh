@@ -17,15 +17,18 @@ set -euo pipefail
 data_dir="${FAIRSEQ_KD_MULTI30K:-}"  # Multi30k raw files (train/val/test_2016_flickr.{de,en}); empty: download
 work_dir=exp/main                     # everything this job writes
 vocab_size=8000                       # joint sentencepiece vocabulary
-teacher_arch=transformer_relu_9m      # teacher (ladder name, ~9M parameters)
-teacher_updates=1800                  # teacher training updates
-student_arch=transformer_relu_3m      # students (ladder name, ~3M parameters)
-student_updates=1200                  # updates per student
+teacher_arch=transformer_relu_3m      # teacher (ladder name: 2.6M parameters with the 8k vocabulary)
+teacher_updates=700                   # teacher training updates (~9 min on 2 cores)
+student_arch=transformer_relu_3m      # students: this ladder arch, shrunk by student_args
+student_updates=400                   # updates per student (~2.5 min each)
+student_args="--encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"  # shrink the student below the teacher
+student_validate_interval=200         # validation BLEU every N updates (the BLEU-vs-updates curve)
+distill_backend=ctranslate2           # fairseq-kd-distill backend for the seq-KD data (int8 on CPU)
 methods="none word seq"               # KD methods compared (see fairseq-kd-study --methods)
 decoding=beam                         # how the teacher builds the seq-KD data
-max_tokens=4096                       # tokens per batch
-lr=0.001                              # peak learning rate (inverse_sqrt)
-warmup=400                            # warmup updates
+max_tokens=2048                       # tokens per batch
+lr=0.002                              # peak learning rate (inverse_sqrt)
+warmup=200                            # warmup updates
 threads=2                             # CPU threads for training and decoding
 stage=0                               # first stage to run
 stop_stage=100                        # last stage to run
@@ -77,7 +80,7 @@ if run_stage 2; then
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt \
       --warmup-updates "${warmup}" --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
       --max-tokens "${max_tokens}" --max-update "${teacher_updates}" --save-dir "${teacher_dir}" \
-      --no-epoch-checkpoints --validate-interval-updates 600 --save-interval-updates 600 \
+      --no-epoch-checkpoints --validate-interval-updates 350 --save-interval-updates 350 \
       --keep-interval-updates 1 --cpu --num-workers 0 --seed 1 --log-format simple --log-interval 100 \
       2>&1 | tee -a "${work_dir}/teacher.log" | grep --line-buffered -E "train_inner|valid on|done training" >&2
     touch "${teacher_dir}/.done"
@@ -98,16 +101,18 @@ fi
 if run_stage 4; then
   log "stage 4: students (${methods}) of ${student_arch}, ${student_updates} updates each"
   # shellcheck disable=SC2086
-  bash "${repo}/scripts/run_study.sh" --data "${prep}/bin" -s de -t en --test-ref "${prep}/raw/test.en" \
+  fairseq-kd-study --data "${prep}/bin" -s de -t en --test-ref "${prep}/raw/test.en" \
     --spm-model "${prep}/spm.model" --teacher "${teacher_dir}/checkpoint_best.pt" --out-dir "${study_dir}" \
     --methods ${methods} --archs "${student_arch}" --decodings "${decoding}" --lrs "${lr}" --seeds 1 \
     --max-update "${student_updates}" --warmup-updates "${warmup}" --max-tokens "${max_tokens}" \
-    --validate-interval-updates 600 --train-args "--dropout 0.1 --num-workers 0"
+    --validate-interval-updates "${student_validate_interval}" --beam 5 --in-process \
+    --train-args "--share-all-embeddings --dropout 0.1 --num-workers 0 ${student_args}" \
+    --distill-args "--backend ${distill_backend} --beam 4 --threads ${threads}"
 fi
 
 if run_stage 5; then
   log "stage 5: results"
-  fairseq-kd-report --results "${study_dir}/results.csv" --out-dir "${work_dir}/report" >/dev/null
+  fairseq-kd-report "${study_dir}/results.csv" --out-dir "${work_dir}/report" >/dev/null
   {
     echo "## Multi30k de-en, test_2016_flickr (sacrebleu)"
     echo

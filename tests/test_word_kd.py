@@ -33,6 +33,13 @@ def attach_teacher(task, models):
     return task._teacher
 
 
+def perturbed_copy(model):
+    """A teacher that differs from the student (re-drawn shared embeddings)."""
+    teacher_model = copy.deepcopy(model)
+    torch.nn.init.normal_(teacher_model.decoder.embed_tokens.weight)
+    return teacher_model
+
+
 def grads(model):
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
 
@@ -139,9 +146,7 @@ def test_topk_equal_vocab_is_full_kl():
 def test_topk_equal_vocab_through_the_criterion(tiny_bin):
     task, model, _ = helpers.build_components(tiny_bin)
     model.eval()
-    teacher_model = copy.deepcopy(model)
-    torch.nn.init.normal_(teacher_model.decoder.embed_tokens.weight)
-    attach_teacher(task, [teacher_model])
+    attach_teacher(task, [perturbed_copy(model)])
     sample = helpers.first_batch(task)
     V = len(task.target_dictionary)
     full = make_criterion(task, kd_temperature=2.0)(model, sample)[2]["kd_loss"]
@@ -153,9 +158,7 @@ def test_topk_equal_vocab_through_the_criterion(tiny_bin):
 def test_reduce_false_sums_to_reduce_true(tiny_bin, selection):
     task, model, _ = helpers.build_components(tiny_bin)
     model.eval()
-    teacher_model = copy.deepcopy(model)
-    torch.nn.init.normal_(teacher_model.decoder.embed_tokens.weight)
-    attach_teacher(task, [teacher_model])
+    attach_teacher(task, [perturbed_copy(model)])
     crit = make_criterion(task, kd_alpha=0.7, kd_temperature=2.0, label_smoothing=0.1, kd_selection=selection)
     sample = helpers.first_batch(task)
     summed, _, _ = crit(model, sample, reduce=True)
@@ -167,9 +170,7 @@ def test_reduce_false_sums_to_reduce_true(tiny_bin, selection):
 def test_padding_never_contributes(tiny_bin):
     task, model, _ = helpers.build_components(tiny_bin)
     model.eval()
-    teacher_model = copy.deepcopy(model)
-    torch.nn.init.normal_(teacher_model.decoder.embed_tokens.weight)
-    attach_teacher(task, [teacher_model])
+    attach_teacher(task, [perturbed_copy(model)])
     crit = make_criterion(task, kd_alpha=0.5, kd_temperature=2.0, label_smoothing=0.1)
     ds = (task.load_dataset("train"), task.dataset("train"))[1]
     lengths = [len(ds[i]["target"]) for i in range(len(ds))]
@@ -224,3 +225,19 @@ def test_ensemble_averages_probabilities(tiny_bin):
     assert not any(p.requires_grad for p in ens.parameters())
     ens.train()
     assert not ens.training and not m1.training
+
+
+def test_bf16_student_and_teacher_loss_is_fp32_and_close(tiny_bin):
+    """Under half precision the KD maths still runs in fp32 (the teacher follows the student's dtype)."""
+    task, model, _ = helpers.build_components(tiny_bin)
+    model.eval()
+    teacher = attach_teacher(task, [perturbed_copy(model)])
+    crit = make_criterion(task, kd_alpha=0.5, kd_temperature=2.0)
+    sample = helpers.first_batch(task)
+    ref, _, ref_log = crit(model, sample)
+    model.to(torch.bfloat16)
+    loss, _, log = crit(model, sample)
+    assert next(teacher.parameters()).dtype == torch.bfloat16  # placed like the student
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert float(loss) == pytest.approx(float(ref), rel=0.05)
+    assert float(log["kd_loss"]) == pytest.approx(float(ref_log["kd_loss"]), rel=0.1)

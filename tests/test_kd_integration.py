@@ -1,0 +1,214 @@
+"""In-process teacher -> word_kd student (online and cached) -> generate -> sacrebleu; bad input."""
+import json
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import sacrebleu
+import torch
+
+from fairseq_kd import checkpoint_safety
+from fairseq_kd.cli import cache as cache_cli
+from fairseq_kd.errors import KDInputError
+from tests import helpers
+
+pytestmark = pytest.mark.integration
+
+
+def run_cache(data_bin, teacher, out_dir, *extra):
+    args = cache_cli.get_parser().parse_args(
+        [str(data_bin), "--teacher-path", str(teacher), "--out-dir", str(out_dir), "--topk", "4",
+         "--no-progress", *extra])
+    return cache_cli.main(args)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tiny_teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache")
+    run_cache(tiny_teacher.data_bin, tiny_teacher.checkpoint, out, "--split", "train", "--split", "valid")
+    return out
+
+
+def test_word_kd_student_online_teacher_generates_and_scores(tiny_teacher, tmp_path):
+    ckpt = helpers.train(tiny_teacher.data_bin, tmp_path / "student", task="kd_translation", max_epoch=3,
+                         extra=["--teacher-path", str(tiny_teacher.checkpoint), "--criterion", "word_kd",
+                                "--kd-alpha", "0.5", "--kd-temperature", "2"])
+    state = checkpoint_safety.load_checkpoint(str(ckpt))
+    assert not any("teacher" in k for k in state["model"])  # the teacher never enters the student's checkpoint
+    n_student = sum(v.numel() for v in state["model"].values())
+    n_teacher = sum(v.numel() for v in checkpoint_safety.load_checkpoint(str(tiny_teacher.checkpoint))["model"].values())
+    assert n_student == n_teacher  # same arch: the optimizer state covers the student only
+    hyps = helpers.generate(tiny_teacher.data_bin, ckpt)
+    refs = (tiny_teacher.raw / "test.tgt").read_text().splitlines()
+    assert len(hyps) == len(refs)
+    bleu = sacrebleu.corpus_bleu(hyps, [refs])
+    assert 0.0 <= bleu.score <= 100.0
+
+
+def test_teacher_bleu_is_high(tiny_teacher):
+    hyps = helpers.generate(tiny_teacher.data_bin, tiny_teacher.checkpoint)
+    refs = (tiny_teacher.raw / "test.tgt").read_text().splitlines()
+    exact = sum(h == r for h, r in zip(hyps, refs))
+    assert exact >= len(refs) // 2  # the copy task is mostly solved
+    assert sacrebleu.corpus_bleu(hyps, [refs]).score > 25.0
+
+
+def test_word_kd_from_cache_trains_and_resumes(tiny_teacher, cache_dir, tmp_path):
+    extra = ["--teacher-cache", str(cache_dir), "--teacher-path", str(tiny_teacher.checkpoint),
+             "--criterion", "word_kd", "--kd-alpha", "0.5"]
+    save = tmp_path / "student"
+    helpers.train(tiny_teacher.data_bin, save, task="kd_translation", max_epoch=1, extra=extra)
+    first = checkpoint_safety.load_checkpoint(str(save / "checkpoint_last.pt"))
+    helpers.train(tiny_teacher.data_bin, save, task="kd_translation", max_epoch=2, extra=extra)  # resumes
+    second = checkpoint_safety.load_checkpoint(str(save / "checkpoint_last.pt"))
+    assert second["optimizer_history"][-1]["num_updates"] == 2 * first["optimizer_history"][-1]["num_updates"]
+    assert len(helpers.generate(tiny_teacher.data_bin, save / "checkpoint_last.pt")) == 40
+
+
+def test_cached_and_online_topk_give_the_same_loss(tiny_teacher, cache_dir):
+    for T in (1.0, 2.0):
+        losses = []
+        for cache_args in ([], ["--teacher-cache", str(cache_dir)]):
+            task, model, crit = helpers.build_components(
+                tiny_teacher.data_bin, ["--teacher-path", str(tiny_teacher.checkpoint), "--criterion", "word_kd",
+                                        "--kd-alpha", "1.0", "--kd-topk", "4", "--kd-temperature", str(T), *cache_args])
+            task.load_dataset("train")
+            task._step_split = "train"
+            model.eval()
+            sample = helpers.first_batch(task, n=16)
+            _, _, log = crit(model, sample)
+            losses.append((float(log["kd_loss"]), float(log["teacher_nll_loss"])))
+        (online, t_online), (cached, t_cached) = losses
+        assert cached == pytest.approx(online, rel=2e-3, abs=1e-3)
+        assert t_cached == pytest.approx(t_online, rel=1e-4)
+
+
+def test_cache_resumes_and_refuses_stale_or_truncated(tiny_teacher, tmp_path):
+    out = tmp_path / "c"
+    run_cache(tiny_teacher.data_bin, tiny_teacher.checkpoint, out, "--split", "valid", "--flush-every", "1",
+              "--max-tokens", "60")
+    complete = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    shutil.rmtree(out)  # a second run from scratch writes the same bytes (deterministic)
+    run_cache(tiny_teacher.data_bin, tiny_teacher.checkpoint, out, "--split", "valid", "--flush-every", "1",
+              "--max-tokens", "60")
+    for f in os.listdir(out):
+        assert (out / f).read_bytes() == complete[f]
+    # a finished cache is validated and skipped
+    assert run_cache(tiny_teacher.data_bin, tiny_teacher.checkpoint, out, "--split", "valid")[0]["status"] == "exists"
+
+    task, _, _ = helpers.build_components(tiny_teacher.data_bin)
+    task.load_dataset("valid")
+    from fairseq_kd.cache import TeacherCache
+
+    # stale: another teacher checkpoint (different bytes)
+    other = tmp_path / "other.pt"
+    state = torch.load(tiny_teacher.checkpoint)
+    state["extra_state"] = {"note": "another teacher"}
+    torch.save(state, other)
+    with pytest.raises(KDInputError, match="stale: its teacher fingerprint"):
+        TeacherCache.open(str(out), "valid", task.dataset("valid"), task, teacher_paths=str(other))
+    # truncated file
+    with open(out / "valid.probs.f16", "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(KDInputError, match="truncated"):
+        TeacherCache.open(str(out), "valid", task.dataset("valid"), task)
+    # missing index
+    good = tmp_path / "good"
+    run_cache(tiny_teacher.data_bin, tiny_teacher.checkpoint, good, "--split", "valid")
+    cache = TeacherCache.open(str(good), "valid", task.dataset("valid"), task)
+    sample = helpers.first_batch(task, "valid", n=2)
+    sample["id"] = torch.tensor([int(sample["id"][0]), 10_000])  # row 0 real, row 1 out of range
+    with pytest.raises(KDInputError, match="no entry for sentence 10000"):
+        cache.lookup(sample, sample["target"], task.target_dictionary.pad())
+
+
+def test_cache_partial_run_resumes_to_identical_files(tiny_teacher, tmp_path):
+    """Kill-and-resume: undo half of a finished partial state, re-run, compare bytes."""
+    from fairseq_kd.cache import TeacherCacheWriter
+
+    full = tmp_path / "full"
+    run_cache(tiny_teacher.data_bin, tiny_teacher.checkpoint, full, "--split", "train")
+    resumed = tmp_path / "resumed"
+    task = cache_cli.build_task(cache_cli.get_parser().parse_args(
+        [str(tiny_teacher.data_bin), "--teacher-path", str(tiny_teacher.checkpoint), "--out-dir", str(resumed)]))
+    task.load_dataset("train")
+    teacher = task.load_teacher()
+    from fairseq_kd.cache import fingerprint
+
+    ds = task.dataset("train")
+    writer = TeacherCacheWriter(str(resumed), "train", ds, 4, fingerprint(task, "train", ds, teacher.fingerprint()))
+    first_half = list(range(0, len(ds), 2))  # compute every other sentence, then "die"
+    for i in first_half[:50]:
+        s = ds.collater([ds[i]])
+        lp = teacher.log_probs(s["net_input"])
+        v, ids = lp.topk(4, -1)
+        writer.write([i], [s["target"].numel()], ids.int(), v.exp().half(), lp.gather(-1, s["target"].unsqueeze(-1)).squeeze(-1))
+    writer.mark_done(first_half[:50])
+    del writer
+    summary = run_cache(tiny_teacher.data_bin, tiny_teacher.checkpoint, resumed, "--split", "train")
+    assert summary[0]["sentences"] == len(ds) - 50
+    # Same entries as an uninterrupted run. Sentences computed alone vs in padded batches
+    # differ in the last float bits, so near-tied top-k ids may swap: compare values.
+    assert (resumed / "train.offsets.i64").read_bytes() == (full / "train.offsets.i64").read_bytes()
+    load = lambda d, n, t: np.fromfile(d / f"train.{n}", dtype=t)  # noqa: E731
+    np.testing.assert_allclose(load(resumed, "probs.f16", np.float16).astype(np.float32),
+                               load(full, "probs.f16", np.float16).astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(load(resumed, "gold.f32", np.float32), load(full, "gold.f32", np.float32), atol=1e-4)
+    same_ids = load(resumed, "ids.i32", np.int32) == load(full, "ids.i32", np.int32)
+    assert same_ids.mean() > 0.99
+
+
+def test_teacher_dictionary_mismatch_names_both_files(tiny_teacher, tmp_path):
+    other_raw = tmp_path / "raw"
+    helpers.write_parallel(other_raw, "train", [("w1 w2 zz", "w1 w2 zz")] * 5)
+    helpers.write_parallel(other_raw, "valid", [("w1", "w1")])
+    other_bin = helpers.preprocess(other_raw, tmp_path / "bin", splits=("train", "valid"))
+    with pytest.raises(KDInputError) as err:
+        helpers.build_components(other_bin, ["--teacher-path", str(tiny_teacher.checkpoint)])
+    msg = str(err.value)
+    assert str(tiny_teacher.data_bin / "dict.src.txt") in msg and str(other_bin / "dict.src.txt") in msg
+    assert "first at index" in msg
+
+
+def test_missing_teacher_checkpoint_is_a_clear_error(tiny_teacher, tmp_path):
+    with pytest.raises(KDInputError, match="teacher checkpoint not found: .*nope.pt"):
+        helpers.build_components(tiny_teacher.data_bin, ["--teacher-path", str(tmp_path / "nope.pt")])
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoint_with_foreign_pickle_is_refused_then_trusted_explicitly(tiny_teacher, tmp_path):
+    state = torch.load(tiny_teacher.checkpoint)
+    state["extra_state"]["payload"] = np.random.RandomState(0)  # a type fairseq never stores
+    bad = tmp_path / "legacy.pt"
+    torch.save(state, bad)
+    with pytest.raises(KDInputError, match=r"refusing to load checkpoint .*legacy.pt.*RandomState.*--trust-checkpoint"):
+        checkpoint_safety.load_checkpoint(str(bad))
+    loaded = checkpoint_safety.load_checkpoint(str(bad), trust_file=True)  # explicit opt-in for this file only
+    assert "payload" in loaded["extra_state"]
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "x": Evil()}, evil)
+    with pytest.raises(KDInputError, match="posix.system|os.system|refusing"):
+        checkpoint_safety.load_checkpoint(str(evil))
+
+
+def test_fairseq_checkpoint_loads_without_trust(tiny_teacher):
+    assert "extra_state" in checkpoint_safety.load_checkpoint(str(tiny_teacher.checkpoint))
+    with pytest.raises(pickle.UnpicklingError):  # torch's default really is weights_only
+        _raw_weights_only(tiny_teacher.checkpoint)
+
+
+def _raw_weights_only(path):
+    """torch.load without fairseq-kd's allowlist refuses a fairseq checkpoint (why the allowlist exists)."""
+    with torch.serialization.safe_globals([]):
+        saved = list(torch.serialization.get_safe_globals())
+        torch.serialization.clear_safe_globals()
+        try:
+            return torch.load(path)
+        finally:
+            torch.serialization.add_safe_globals(saved)
