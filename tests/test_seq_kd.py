@@ -16,6 +16,27 @@ from tests import helpers
 from tests.test_distill import MAXLEN, lines, run_distill
 
 
+N_SMALL = 120  # training sentences of the small corpus (keeps each training run to a few updates)
+
+
+@pytest.fixture(scope="module")
+def small(tiny_teacher, tmp_path_factory):
+    """A 120-sentence train split (+ valid) binarized with the teacher's dictionary."""
+    root = tmp_path_factory.mktemp("seq_kd_small")
+    raw = root / "raw"
+    for split, n in (("train", N_SMALL), ("valid", 40)):
+        pairs = list(zip(lines(tiny_teacher.raw / f"{split}.src"), lines(tiny_teacher.raw / f"{split}.tgt")))[:n]
+        helpers.write_parallel(raw, split, pairs)
+    data_bin = helpers.preprocess(raw, root / "bin", splits=("train", "valid"),
+                                  extra=["--srcdict", str(tiny_teacher.data_bin / "dict.src.txt")])
+    return helpers.TinyTeacher(raw=raw, data_bin=data_bin, checkpoint=tiny_teacher.checkpoint)
+
+
+def train_small(data_bin, save, extra, max_epoch=1):
+    return helpers.train(data_bin, save, extra=list(extra), max_epoch=max_epoch,
+                         max_tokens=300)
+
+
 def memo_targets(save_dir: Path) -> dict:
     from fairseq_kd.distill.memo import TargetMemo
 
@@ -58,18 +79,18 @@ def test_group_by_length_and_trim_left_pad():
 
 # --- integration ----------------------------------------------------------------------
 @pytest.mark.integration
-def test_memo_targets_equal_offline_distillation_and_survive_resume(tiny_teacher, tmp_path, monkeypatch):
+def test_memo_targets_equal_offline_distillation_and_survive_resume(small, tmp_path, monkeypatch):
     from fairseq.data import Dictionary, data_utils
 
     from fairseq_kd.distill import decoding
 
     save = tmp_path / "student"
-    helpers.train(tiny_teacher.data_bin, save, extra=seq_kd_args(tiny_teacher), max_epoch=1)
+    train_small(small.data_bin, save, seq_kd_args(small), max_epoch=1)
     memo = memo_targets(save)
-    run_distill(tiny_teacher, tmp_path / "off", "--decoding", "greedy", split="train")
+    run_distill(small, tmp_path / "off", "--decoding", "greedy", split="train")
     d = Dictionary.load(str(tmp_path / "off" / "bin" / "dict.tgt.txt"))
     off = data_utils.load_indexed_dataset(str(tmp_path / "off" / "bin" / "train.src-tgt.tgt"), d, "mmap")
-    assert sorted(memo) == list(range(len(off))) == list(range(600))  # every sentence decoded once
+    assert sorted(memo) == list(range(len(off))) == list(range(N_SMALL))  # every sentence decoded once
     mismatched = [i for i in range(len(off)) if memo[i] != off[i].tolist()]
     assert mismatched == []
 
@@ -78,38 +99,37 @@ def test_memo_targets_equal_offline_distillation_and_survive_resume(tiny_teacher
         raise AssertionError("the teacher decoded a sentence that is in the memo")
 
     monkeypatch.setattr(decoding.TeacherDecoder, "__call__", no_decoding)
-    helpers.train(tiny_teacher.data_bin, save, extra=seq_kd_args(tiny_teacher), max_epoch=2)
+    train_small(small.data_bin, save, seq_kd_args(small), max_epoch=2)
     assert memo_targets(save) == memo
 
 
 @pytest.mark.integration
-def test_seq_kd_trains_exactly_like_offline_distilled_data(tiny_teacher, tmp_path):
+def test_seq_kd_trains_exactly_like_offline_distilled_data(small, tmp_path):
     from fairseq import checkpoint_utils
 
     off = tmp_path / "off"
-    run_distill(tiny_teacher, off, "--decoding", "greedy", "--copy-splits", "valid", split="train")
+    run_distill(small, off, "--decoding", "greedy", "--copy-splits", "valid", split="train")
     # corpus G: same sources, gold = distilled target reversed (same lengths, other tokens)
     raw = tmp_path / "raw"
     src, tgt = lines(off / "train.src"), lines(off / "train.tgt")
     helpers.write_parallel(raw, "train", [(s, " ".join(reversed(t.split()))) for s, t in zip(src, tgt)])
-    helpers.write_parallel(raw, "valid", list(zip(lines(tiny_teacher.raw / "valid.src"),
-                                                  lines(tiny_teacher.raw / "valid.tgt"))))
+    helpers.write_parallel(raw, "valid", list(zip(lines(small.raw / "valid.src"), lines(small.raw / "valid.tgt"))))
     gold_bin = helpers.preprocess(raw, tmp_path / "gold_bin", splits=("train", "valid"),
-                                  extra=["--srcdict", str(tiny_teacher.data_bin / "dict.src.txt")])
+                                  extra=["--srcdict", str(small.data_bin / "dict.src.txt")])
     assert any(" ".join(reversed(t.split())) != t for t in tgt)  # the two corpora really differ
 
-    a = helpers.train(gold_bin, tmp_path / "A", extra=seq_kd_args(tiny_teacher), max_epoch=1)
-    b = helpers.train(off / "bin", tmp_path / "B", extra=["--criterion", "label_smoothed_cross_entropy"],
-                      max_epoch=1)
+    a = train_small(gold_bin, tmp_path / "A", seq_kd_args(small))
+    b = train_small(off / "bin", tmp_path / "B", ["--criterion", "label_smoothed_cross_entropy"])
     state_a = checkpoint_utils.load_checkpoint_to_cpu(str(a))
     state_b = checkpoint_utils.load_checkpoint_to_cpu(str(b))
-    assert state_a["optimizer_history"][-1]["num_updates"] == state_b["optimizer_history"][-1]["num_updates"] > 0
+    assert state_a["optimizer_history"][-1]["num_updates"] == state_b["optimizer_history"][-1]["num_updates"] >= 3
     for name, pa in state_a["model"].items():
         torch.testing.assert_close(pa, state_b["model"][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.integration
-def test_gold_mix_one_gives_gold_and_teacher_forcing_online_matches_offline(tiny_teacher, tmp_path):
+def test_gold_mix_one_gives_gold_and_teacher_forcing_online_matches_offline(small, tmp_path):
+    tiny_teacher = small
     from fairseq.data import Dictionary, data_utils
 
     task, model, crit = helpers.build_components(
