@@ -1,0 +1,50 @@
+"""CTranslate2 backend: reproduces the fairseq backend's greedy output (float32), converts once,
+refuses what it cannot convert with an error naming --backend fairseq."""
+import os
+
+import pytest
+import torch
+
+from tests.test_distill import lines, run_distill
+
+ct2 = pytest.importorskip("ctranslate2")
+
+
+@pytest.mark.integration
+def test_ct2_greedy_equals_fairseq_greedy_and_converts_once(tiny_teacher, tmp_path):
+    from fairseq_kd.distill.ct2 import cache_dir_for
+    from fairseq_kd.teacher import teacher_fingerprint
+
+    run_distill(tiny_teacher, tmp_path / "fs", "--decoding", "greedy")
+    run_distill(tiny_teacher, tmp_path / "ct2", "--decoding", "greedy", "--backend", "ctranslate2",
+                "--ct2-compute-type", "float32", "--threads", "2")
+    assert lines(tmp_path / "ct2" / "test.tgt") == lines(tmp_path / "fs" / "test.tgt")
+    cache = cache_dir_for(str(tiny_teacher.checkpoint), teacher_fingerprint([str(tiny_teacher.checkpoint)]))
+    model_bin = f"{cache}/model.bin"
+    mtime = os.path.getmtime(model_bin)
+    summary = run_distill(tiny_teacher, tmp_path / "int8", "--decoding", "greedy", "--backend", "ctranslate2",
+                          "--threads", "2")  # auto = int8 on CPU, from the same cached conversion
+    assert os.path.getmtime(model_bin) == mtime
+    assert summary["sentences"] == 40 and summary["bleu"] is not None
+
+
+@pytest.mark.integration
+def test_unconvertible_architecture_names_fairseq_backend(tiny_teacher, tmp_path):
+    import fairseq_kd  # noqa: F401  (installs the allowlist: weights_only loading works)
+    from fairseq_kd.errors import KDInputError
+
+    state = torch.load(str(tiny_teacher.checkpoint), map_location="cpu", weights_only=True)
+    state["cfg"]["model"].arch = "lstm"  # a model family CTranslate2's converter does not support
+    (tmp_path / "t").mkdir()
+    bad = tmp_path / "t" / "lstm_teacher.pt"
+    torch.save(state, bad)
+    from fairseq_kd.distill.ct2 import convert
+
+    with pytest.raises(KDInputError, match="--backend fairseq"):
+        convert(str(bad), str(tiny_teacher.data_bin), "src", "tgt", "0" * 64)
+    ensemble = f"{tiny_teacher.checkpoint}:{tiny_teacher.checkpoint}"
+    from fairseq_kd.cli import distill
+
+    with pytest.raises(KDInputError, match="--backend fairseq"):
+        distill.main(["--data", str(tiny_teacher.data_bin), "--split", "test", "--teacher", ensemble,
+                      "-o", str(tmp_path / "e"), "--cpu", "--no-progress", "--backend", "ctranslate2"])
