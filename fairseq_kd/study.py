@@ -396,6 +396,9 @@ def run_inprocess(cmd: List[str], log_path: str, trusted: Sequence[str] = ()) ->
     if trusted:
         os.environ["FAIRSEQ_KD_TRUSTED_CHECKPOINTS"] = ":".join([p for p in (old_env or "").split(":") if p]
                                                                  + list(trusted))
+    quieted = [(h, h.level) for h in root.handlers]
+    for h, level in quieted:  # the tool's INFO lines go to the log file only
+        h.setLevel(max(level, logging.WARNING))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
@@ -425,6 +428,8 @@ def run_inprocess(cmd: List[str], log_path: str, trusted: Sequence[str] = ()) ->
     finally:
         root.removeHandler(handler)
         handler.close()
+        for h, level in quieted:
+            h.setLevel(level)
         root.setLevel(old_level)
         if trusted:
             if old_env is None:

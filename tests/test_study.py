@@ -195,3 +195,31 @@ def test_real_two_cell_grid_trains_decodes_scores_and_resumes(corpus, tmp_path, 
 
     assert report.cli_main([summary["results"], "--out-dir", str(tmp_path / "rep")]) == 0
     assert len(list((tmp_path / "rep").glob("*.png"))) == 3
+
+
+@pytest.mark.integration
+def test_kd_methods_through_their_tools(tiny_teacher, tmp_path):
+    """word (word_kd + teacher) and seq (fairseq-kd-distill data, built once per decoding)."""
+    cfg = S.StudyConfig(data=str(tiny_teacher.data_bin), out_dir=str(tmp_path / "kd"),
+                        test_ref=str(tiny_teacher.raw / "test.tgt"), source_lang="src", target_lang="tgt",
+                        teacher=str(tiny_teacher.checkpoint), methods=["word", "seq"], noise=[0.1],
+                        decodings=["greedy"], lrs=[0.005], seeds=[1, 2], max_update=10, warmup_updates=4,
+                        validate_interval_updates=5, max_tokens=1000, beam=1, bpe="none",
+                        train_args=TINY_TRAIN_ARGS)
+    study = S.Study(cfg, runner=S.run_inprocess)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = study.run(progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["ran"] == 4 and study.launched.count("fairseq-kd-distill") == 1
+    rows = list(csv.DictReader(open(summary["results"])))
+    assert sorted((r["method"], r["decoding"], r["seed"]) for r in rows) == [
+        ("seq", "greedy", "1"), ("seq", "greedy", "2"), ("word", "-", "1"), ("word", "-", "2")]
+    distilled = Path(cfg.out_dir) / "distilled" / "greedy"
+    assert (distilled / "train.tgt").exists() and (distilled / "bin" / "dict.tgt.txt").exists()
+    seq_log = (Path(cfg.out_dir) / "cells" / rows[-1]["cell"] / "train.log").read_text()
+    assert str(distilled / "bin") in seq_log
+    word_log = (Path(cfg.out_dir) / "cells" / rows[0]["cell"] / "train.log").read_text()
+    assert "--criterion word_kd" in word_log and "--teacher-path" in word_log
