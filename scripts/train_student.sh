@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Train a student end to end from a trained teacher, with the KD method of your choice.
+#   scripts/train_student.sh --kd seq    --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_seq
+#   scripts/train_student.sh --kd hybrid --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_hybrid
+# --kd none: CE on gold; word: word_kd (online teacher); seq: CE on fairseq-kd-distill's
+# offline corpus (stage 1 runs scripts/distill.sh); hybrid: hybrid_kd (teacher targets
+# online, memoized under the save dir; learned gate). Stages: 1 distil (seq only),
+# 2 train, 3 evaluate on the test split (sacrebleu). Steps whose outputs exist are skipped.
+set -euo pipefail
+
+# --- variables (each can be given as --name value) -----------------------------------
+stage=1                  # first stage to run
+stop_stage=3             # last stage to run
+kd=seq                   # none | word | seq | hybrid
+teacher=""               # teacher checkpoint (not needed for --kd none)
+data_bin=""              # binarized data with the teacher's dictionaries
+exp_dir=""               # experiment dir: distilled/, checkpoints/, test.log
+decoding=beam            # teacher decoding for seq (offline) and hybrid (online: beam|greedy|teacher_forcing)
+beam=5                   # beam size of the teacher
+backend=fairseq          # seq only: fairseq | ctranslate2 decoding of the distilled corpus
+arch=transformer         # student architecture
+arch_args="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings --dropout 0.3"
+max_epoch=30             # training epochs
+max_tokens=4096          # tokens per batch
+lr=5e-4                  # peak learning rate (inverse_sqrt, 4000 warmup updates)
+kd_alpha=0.5             # word: weight of the KD term
+hybrid_gate=learned      # hybrid: fixed | learned
+hybrid_weight=0.5        # hybrid: (initial) weight of the token-level term
+gen_beam=5               # beam for the final test decoding
+spm_model=""             # sentencepiece model for detokenized BLEU (optional)
+cpu=true                 # train on CPU (set false on a GPU machine)
+extra=""                 # extra flags for fairseq-train
+
+usage() { echo "usage: $0 --kd none|word|seq|hybrid --data-bin DIR --exp-dir DIR [--teacher CKPT] [--stage N --stop-stage N] ..." >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+  name="${1#--}"; name="${name//-/_}"
+  [[ "$1" == --* && $# -ge 2 ]] || usage
+  declare -p "${name}" >/dev/null 2>&1 || { echo "$0: unknown option $1" >&2; usage; }
+  printf -v "${name}" '%s' "$2"; shift 2
+done
+[[ -n "${data_bin}" && -n "${exp_dir}" ]] || usage
+case "${kd}" in none|word|seq|hybrid) ;; *) echo "$0: --kd must be none, word, seq or hybrid" >&2; exit 2 ;; esac
+[[ "${kd}" == none || -n "${teacher}" ]] || { echo "$0: --kd ${kd} needs --teacher" >&2; exit 2; }
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+user_dir="$(cd "${here}/.." && pwd)/fairseq_kd"
+train_data="${data_bin}"
+cpu_flag=()
+[[ "${cpu}" == true ]] && cpu_flag=(--cpu)
+mkdir -p "${exp_dir}"
+
+if [[ ${stage} -le 1 && ${stop_stage} -ge 1 && "${kd}" == seq ]]; then
+  echo "stage 1: offline distilled corpus"
+  "${here}/distill.sh" --teacher "${teacher}" --data-bin "${data_bin}" --out-dir "${exp_dir}/distilled" \
+    --decoding "${decoding}" --beam "${beam}" --backend "${backend}" --spm-model "${spm_model}"
+fi
+[[ "${kd}" == seq ]] && train_data="${exp_dir}/distilled/bin"
+
+if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
+  if [[ -f "${exp_dir}/checkpoints/checkpoint_last.pt" && -f "${exp_dir}/train.done" ]]; then
+    echo "stage 2: ${exp_dir} already trained, skipping"
+  else
+    echo "stage 2: training the student (--kd ${kd}) on ${train_data}"
+    case "${kd}" in
+      none|seq) kd_args=(--task translation --criterion label_smoothed_cross_entropy --label-smoothing 0.1) ;;
+      word) kd_args=(--task kd_translation --teacher-path "${teacher}" --criterion word_kd --kd-alpha "${kd_alpha}" --label-smoothing 0.1) ;;
+      hybrid) kd_args=(--task kd_translation --teacher-path "${teacher}" --criterion hybrid_kd
+                       --hybrid-gate "${hybrid_gate}" --hybrid-weight "${hybrid_weight}" --label-smoothing 0.1
+                       --seq-kd-decoding "${decoding}" --seq-kd-beam "${beam}") ;;
+    esac
+    # shellcheck disable=SC2086
+    fairseq-train "${train_data}" --user-dir "${user_dir}" "${kd_args[@]}" --arch "${arch}" ${arch_args} \
+      --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt --warmup-updates 4000 \
+      --max-tokens "${max_tokens}" --max-epoch "${max_epoch}" --save-dir "${exp_dir}/checkpoints" \
+      --no-epoch-checkpoints --log-format simple --log-interval 100 "${cpu_flag[@]}" ${extra} \
+      2>&1 | tee -a "${exp_dir}/train.log"
+    touch "${exp_dir}/train.done"
+  fi
+fi
+
+if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
+  if [[ -f "${exp_dir}/test.log" ]]; then
+    echo "stage 3: ${exp_dir}/test.log exists, skipping"
+  else
+    echo "stage 3: test BLEU"
+    post=()
+    [[ -n "${spm_model}" ]] && post=(--post-process sentencepiece)
+    fairseq-generate "${data_bin}" --user-dir "${user_dir}" --path "${exp_dir}/checkpoints/checkpoint_best.pt" \
+      --gen-subset test --beam "${gen_beam}" --max-tokens 8000 --scoring sacrebleu "${post[@]}" "${cpu_flag[@]}" \
+      > "${exp_dir}/test.log.tmp"
+    mv "${exp_dir}/test.log.tmp" "${exp_dir}/test.log"
+  fi
+  tail -n 1 "${exp_dir}/test.log"
+fi
