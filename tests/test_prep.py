@@ -196,3 +196,16 @@ def test_untar_extracts_archive(tmp_path):
         tar.add(tmp_path / "de-en", arcname="de-en")
     download.untar(tmp_path / "a.tgz", tmp_path / "out")
     assert (tmp_path / "out" / "de-en" / "train.tags.de-en.de").read_text() == "Hallo\n"
+
+
+def test_binarized_size_reads_fairseq_index(tmp_path):
+    from fairseq.data import data_utils, indexed_dataset
+    import torch
+    prefix = tmp_path / "test.de-en.de"
+    builder = indexed_dataset.make_builder(f"{prefix}.bin", impl="mmap", vocab_size=100)
+    for n in (3, 1, 4, 1, 5):
+        builder.add_item(torch.arange(n, dtype=torch.int32))
+    builder.finalize(f"{prefix}.idx")
+    assert hyps.binarized_size(prefix) == 5 == len(data_utils.load_indexed_dataset(str(prefix), None))
+    with pytest.raises(KDInputError, match="not found"):
+        hyps.binarized_size(tmp_path / "nope")

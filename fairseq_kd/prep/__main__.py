@@ -12,8 +12,10 @@ from fairseq_kd.errors import KDInputError
 
 
 def _cmd_check_aligned(a):
-    counts = __import__("fairseq_kd.prep.textio", fromlist=["x"]).check_aligned(list(zip(a.files[::2], a.files[1::2])))
-    return {"aligned": True, "lines": counts}
+    from fairseq_kd.prep.textio import check_aligned
+    if len(a.files) % 2:
+        raise KDInputError("check-aligned: give files in SRC TGT pairs")
+    return {"aligned": True, "lines": check_aligned(list(zip(a.files[::2], a.files[1::2])))}
 
 
 def _cmd_clean(a):
@@ -44,9 +46,12 @@ def _cmd_spm_encode(a):
 
 def _cmd_spm_decode(a):
     from fairseq_kd.prep.spm import decode_lines, load
-    from fairseq_kd.prep.textio import write_lines_atomic
-    lines = sys.stdin.read().splitlines() if a.input == "-" else \
-        __import__("fairseq_kd.prep.textio", fromlist=["x"]).read_lines(a.input)
+    from fairseq_kd.prep.textio import read_lines, write_lines_atomic
+    if a.input == "-":  # split on \n only, like read_lines
+        text = sys.stdin.read()
+        lines = text[:-1].split("\n") if text.endswith("\n") else text.split("\n") if text else []
+    else:
+        lines = read_lines(a.input)
     out = decode_lines(load(a.model), lines)
     if a.output == "-":
         sys.stdout.write("".join(x + "\n" for x in out))
@@ -132,11 +137,8 @@ def _cmd_hyps(a):
     elif a.source:
         n = count_lines(a.source)
     else:  # the binarized source side the decoder read
-        from fairseq.data import data_utils
-        ds = data_utils.load_indexed_dataset(a.bin_prefix, None)
-        if ds is None:
-            raise KDInputError(f"{a.bin_prefix}.bin/.idx: binarized dataset not found")
-        n = len(ds)
+        from fairseq_kd.prep.hyps import binarized_size
+        n = binarized_size(a.bin_prefix)
     hyps = restore_order(parse_hypotheses(read_lines(a.gen)), n, a.gen)
     if a.spm_model:
         out = decode_lines(load(a.spm_model), hyps)
