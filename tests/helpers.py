@@ -100,7 +100,9 @@ def generate(data_bin: Path, checkpoint: Path, split: str = "test", extra: Seque
 
     argv = [str(data_bin), "--user-dir", USER_DIR, "--path", str(checkpoint),
             "--gen-subset", split, "--beam", str(beam), "--source-lang", src, "--target-lang", tgt,
-            "--max-tokens", "2000", "--cpu", "--num-workers", "0", *extra]
+            "--max-tokens", "2000", "--cpu", "--num-workers", "0",
+            "--required-batch-size-multiple", "1",  # else fairseq drops a last partial batch (fairseq#5036)
+            *extra]
     parser = options.get_generation_parser()
     args = options.parse_args_and_arch(parser, argv)
     out = io.StringIO()
