@@ -99,10 +99,15 @@ def test_kd_translation_trains_with_noise_and_clean_teacher(tiny_teacher, tmp_pa
     """Real fairseq training: word_kd reads the teacher through teacher_net_input."""
     from tests import helpers
 
-    ckpt = helpers.train(tiny_teacher.data_bin, tmp_path / "student", task="kd_translation", max_epoch=2,
-                         extra=["--criterion", "word_kd", "--teacher-path", str(tiny_teacher.checkpoint),
-                                "--noise-deletion", "0.2", "--noise-substitution", "0.1", "--noise-swap", "0.2",
-                                "--noise-side", "source", "--noise-teacher-input", "clean"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is fastest, and robust to a busy machine
+    try:
+        ckpt = helpers.train(tiny_teacher.data_bin, tmp_path / "student", task="kd_translation", max_epoch=2,
+                             extra=["--criterion", "word_kd", "--teacher-path", str(tiny_teacher.checkpoint),
+                                    "--noise-deletion", "0.2", "--noise-substitution", "0.1", "--noise-swap", "0.2",
+                                    "--noise-side", "source", "--noise-teacher-input", "clean"])
+    finally:
+        torch.set_num_threads(threads)
     assert ckpt.exists()
     from fairseq import checkpoint_utils, tasks
 
