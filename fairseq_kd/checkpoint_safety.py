@@ -3,7 +3,7 @@
 torch >= 2.6 refuses to unpickle anything but tensors and plain containers unless the
 type is allowlisted. A fairseq checkpoint additionally stores an ``argparse.Namespace``
 (legacy args / args-style model configs inside ``cfg``) and, in its training metrics,
-NumPy scalars. We allowlist exactly those types (``SAFE_GLOBALS``) with
+NumPy scalars and (with ``--eval-bleu``) NumPy arrays. We allowlist exactly those types (``SAFE_GLOBALS``) with
 ``torch.serialization.add_safe_globals``, so fairseq's own loaders (train, resume,
 generate, interactive) work unchanged, and every other global is still refused.
 
@@ -45,7 +45,8 @@ def _numpy_scalar_types() -> List:
         from numpy.core import multiarray
     except ImportError:  # pragma: no cover
         from numpy._core import multiarray
-    return [multiarray.scalar, np.dtype, *dtype_classes]
+    # arrays: fairseq's --eval-bleu keeps NumPy count arrays in the saved metric state
+    return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
 
 
 #: Every non-tensor type a fairseq 0.12 checkpoint (model, optimizer, metrics) stores.

@@ -353,22 +353,14 @@ def write_json_atomic(path: str, obj) -> None:
 
 # ---------------------------------------------------------------- running
 
-Runner = Callable[..., None]  # (cmd, log_path, trusted=())
+Runner = Callable[..., None]  # (cmd, log_path)
 
 
-def run_logged(cmd: List[str], log_path: str, trusted: Sequence[str] = ()) -> None:
+def run_logged(cmd: List[str], log_path: str) -> None:
     """Run ``cmd``, appending its stdout+stderr to ``log_path``; raise naming the log on failure.
 
-    ``trusted``: checkpoints this study wrote itself, listed in
-    ``FAIRSEQ_KD_TRUSTED_CHECKPOINTS`` for the child (fairseq's ``--eval-bleu`` stores
-    NumPy arrays in the checkpoint's metric state, which the weights-only allowlist
-    refuses). Nothing else is trusted.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if trusted:
-        from fairseq_kd.checkpoint_safety import TRUST_ENV
-
-        env[TRUST_ENV] = ":".join([p for p in env.get(TRUST_ENV, "").split(":") if p] + list(trusted))
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n$ {shlex.join(cmd)}\n")
         log.flush()
@@ -379,7 +371,7 @@ def run_logged(cmd: List[str], log_path: str, trusted: Sequence[str] = ()) -> No
         raise RuntimeError(f"{os.path.basename(cmd[0])} failed (exit {proc.returncode}); log: {log_path}\n{tail}")
 
 
-def run_inprocess(cmd: List[str], log_path: str, trusted: Sequence[str] = ()) -> None:
+def run_inprocess(cmd: List[str], log_path: str) -> None:
     """Same as ``run_logged`` but calls the tool's Python entry point in this process.
 
     Saves the interpreter start-up and imports of every subprocess (seconds per call on
@@ -392,10 +384,7 @@ def run_inprocess(cmd: List[str], log_path: str, trusted: Sequence[str] = ()) ->
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))
     root = logging.getLogger()
-    old_level, old_env = root.level, os.environ.get("FAIRSEQ_KD_TRUSTED_CHECKPOINTS")
-    if trusted:
-        os.environ["FAIRSEQ_KD_TRUSTED_CHECKPOINTS"] = ":".join([p for p in (old_env or "").split(":") if p]
-                                                                 + list(trusted))
+    old_level = root.level
     quieted = [(h, h.level) for h in root.handlers]
     for h, level in quieted:  # the tool's INFO lines go to the log file only
         h.setLevel(max(level, logging.WARNING))
@@ -431,11 +420,6 @@ def run_inprocess(cmd: List[str], log_path: str, trusted: Sequence[str] = ()) ->
         for h, level in quieted:
             h.setLevel(level)
         root.setLevel(old_level)
-        if trusted:
-            if old_env is None:
-                os.environ.pop("FAIRSEQ_KD_TRUSTED_CHECKPOINTS", None)
-            else:
-                os.environ["FAIRSEQ_KD_TRUSTED_CHECKPOINTS"] = old_env
 
 
 class Study:
@@ -490,11 +474,6 @@ class Study:
         return {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": len(todo) - len(failed),
                 "failed": failed, "results": self.results, "curves": self.curves}
 
-    @staticmethod
-    def own_checkpoints(cdir: Path) -> List[str]:
-        """The checkpoints fairseq-train writes for this cell (and may resume from)."""
-        return [str(cdir / "checkpoints" / name) for name in ("checkpoint_last.pt", "checkpoint_best.pt")]
-
     def distilled_data(self, decoding: str) -> str:
         """Build (once) the distilled corpus for ``decoding``; returns its binarized dir."""
         out = self.out / "distilled" / decoding
@@ -519,8 +498,7 @@ class Study:
             log = cdir / "train.log"
             t0 = time.time()
             self.launched.append("fairseq-train")
-            self.runner(train_command(cfg, cell, data, str(cdir / "checkpoints")), str(log),
-                        trusted=self.own_checkpoints(cdir))
+            self.runner(train_command(cfg, cell, data, str(cdir / "checkpoints")), str(log))
             info = parse_train_log(log.read_text(encoding="utf-8", errors="replace"))
             info["train_time"] = round(time.time() - t0, 2)
             if info["parameters"] is None:
@@ -534,7 +512,7 @@ class Study:
         if not hyp_path.exists():
             log = cdir / "generate.log"
             self.launched.append("fairseq-generate")
-            self.runner(generate_command(cfg, cfg.data, str(ckpt)), str(log), trusted=self.own_checkpoints(cdir))
+            self.runner(generate_command(cfg, cfg.data, str(ckpt)), str(log))
             hyps = parse_generate(log.read_text(encoding="utf-8", errors="replace"))
             tmp = f"{hyp_path}.tmp"
             with open(tmp, "w", encoding="utf-8") as f:

@@ -197,8 +197,15 @@ def test_checkpoint_with_foreign_pickle_is_refused_then_trusted_explicitly(tiny_
         checkpoint_safety.load_checkpoint(str(evil))
 
 
-def test_fairseq_checkpoint_loads_without_trust(tiny_teacher):
+def test_fairseq_checkpoint_loads_without_trust(tiny_teacher, tmp_path):
     assert "extra_state" in checkpoint_safety.load_checkpoint(str(tiny_teacher.checkpoint))
+    # --eval-bleu stores NumPy count arrays (and scalars) in the saved metric state
+    state = torch.load(tiny_teacher.checkpoint)
+    state["extra_state"]["eval_bleu_counts"] = [np.array([3, 2, 1, 0], dtype=np.int64), np.float64(1.5)]
+    path = tmp_path / "eval_bleu.pt"
+    torch.save(state, path)
+    loaded = checkpoint_safety.load_checkpoint(str(path))
+    assert loaded["extra_state"]["eval_bleu_counts"][0].tolist() == [3, 2, 1, 0]
     with pytest.raises(pickle.UnpicklingError):  # torch's default really is weights_only
         _raw_weights_only(tiny_teacher.checkpoint)
 

@@ -81,7 +81,7 @@ def corpus(tmp_path_factory):
 
 def fake_runner(log):
     """Writes what the real tools would (a train log, a checkpoint, shuffled H- lines = the reference)."""
-    def run(cmd, log_path, trusted=()):
+    def run(cmd, log_path):
         tool = os.path.basename(cmd[0])
         log.append(tool)
         if tool == "fairseq-train":
