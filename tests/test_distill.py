@@ -234,3 +234,34 @@ def test_bad_inputs_are_clear_errors(tiny_teacher, tmp_path):
     with pytest.raises(KDInputError, match="vocabulary mismatch"):
         distill.main(["--data", str(other), "--split", "test", "--teacher", str(tiny_teacher.checkpoint),
                       "-o", str(tmp_path / "z"), "--cpu", "--no-progress"])
+
+
+@pytest.mark.integration
+def test_sigkill_then_rerun_is_byte_identical(tiny_teacher, tmp_path):
+    """A real SIGKILL of the tool mid-run, then a re-run: same files as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--decoding", "greedy", "--shard-size", "40", "--max-tokens", "30"]
+    run_distill(tiny_teacher, tmp_path / "full", *args, split="train")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fairseq_kd.cli.distill", "--data", str(tiny_teacher.data_bin), "--split", "train",
+           "--teacher", str(tiny_teacher.checkpoint), "-o", str(out), "--cpu", "--no-progress", *MAXLEN, *args]
+    proc = subprocess.Popen(cmd, cwd=str(helpers.REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list((out / "shards").glob("shard-000002.jsonl")):
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if killed:
+        assert not (out / "train.tgt").exists()
+    run_distill(tiny_teacher, out, *args, split="train")
+    full, part = published_files(tmp_path / "full"), published_files(out)
+    assert [p.relative_to(tmp_path / "full") for p in full] == [p.relative_to(out) for p in part]
+    for a, b in zip(full, part):
+        assert a.read_bytes() == b.read_bytes(), a.name
