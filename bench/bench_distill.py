@@ -87,6 +87,7 @@ def main():
     import fairseq_kd  # noqa: F401
     from fairseq_kd.cli import distill
     from fairseq_kd.distill.run import infer_langs
+    from fairseq_kd.errors import KDInputError
 
     torch.set_num_threads(a.threads)
     work = Path(a.work_dir)
@@ -119,8 +120,12 @@ def main():
         out = work / ("out_" + ("ct2" if extra else "fairseq"))
         shutil.rmtree(out, ignore_errors=True)
         if extra:  # convert once before timing (the conversion is cached next to the checkpoint)
-            distill.main(["--data", str(data), "--split", a.split, "--teacher", a.teacher, "-o", str(work / "warm"),
-                          "--cpu", "--no-progress", "--overwrite", "--decoding", "greedy", *extra])
+            try:
+                distill.main(["--data", str(data), "--split", a.split, "--teacher", a.teacher, "-o", str(work / "warm"),
+                             "--cpu", "--no-progress", "--overwrite", "--decoding", "greedy", *extra])
+            except KDInputError as err:  # e.g. fairseq-kd's own architectures: not convertible
+                print(f"{name}: skipped: {err}")
+                continue
         t0 = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):
             s = distill.main(["--data", str(data), "--split", a.split, "--teacher", a.teacher, "-o", str(out),
