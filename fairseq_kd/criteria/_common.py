@@ -35,3 +35,33 @@ def log_token_loss(name: str, total, ntokens, round_: int = 3, ppl_name: str = N
     metrics.log_scalar(name, total / max(ntokens, 1) / math.log(2), ntokens, round=round_)
     if ppl_name:
         metrics.log_derived(ppl_name, lambda meters: utils.get_perplexity(meters[name].avg))
+
+
+def reduce_kd_metrics(logging_outputs: List[Dict], token_losses=()):
+    """The metrics every fairseq-kd criterion logs; returns the ``total(key)`` summer.
+
+    ``loss`` per sample_size, ``nll_loss``/``ppl`` per token (base 2, as fairseq), each of
+    ``token_losses`` present in the logs per token, accuracy when reported, capacity metrics.
+    """
+    def total(key):
+        return sum(log.get(key, 0) for log in logging_outputs)
+
+    ntokens, sample_size = total("ntokens"), total("sample_size")
+    metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / math.log(2), sample_size, round=3)
+    log_token_loss("nll_loss", total("nll_loss"), ntokens, ppl_name="ppl")
+    for key in token_losses:
+        if any(key in log for log in logging_outputs):
+            log_token_loss(key, total(key), ntokens)
+    if any("n_correct" in log for log in logging_outputs):
+        metrics.log_scalar("accuracy", 100.0 * total("n_correct") / max(total("total"), 1), total("total"), round=2)
+    log_capacity_metrics(logging_outputs)
+    return total
+
+
+def log_seq_kd_metrics(logging_outputs: List[Dict], total) -> None:
+    """Share of sentences trained on the gold target, and sentences the teacher decoded so far."""
+    if any("seq_kd_gold" in log for log in logging_outputs):
+        metrics.log_scalar("gold_frac", total("seq_kd_gold") / max(total("nsentences"), 1), round=3)
+        if any("seq_kd_decoded" in log for log in logging_outputs):
+            metrics.log_scalar("teacher_decoded", max(log.get("seq_kd_decoded", 0) for log in logging_outputs),
+                               weight=0, round=0)

@@ -20,7 +20,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
 from fairseq_kd import kd_losses
-from fairseq_kd.criteria._common import add_capacity_term, log_capacity_metrics, log_token_loss
+from fairseq_kd.criteria._common import add_capacity_term, log_seq_kd_metrics, reduce_kd_metrics
 from fairseq_kd.distill.online import OnlineTargets
 
 HYBRID_GATE_CHOICES = ChoiceEnum(["fixed", "learned"])
@@ -123,20 +123,11 @@ class HybridKDCriterion(FairseqCriterion):
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
-        def total(key):
-            return sum(log.get(key, 0) for log in logging_outputs)
-
-        ntokens, sample_size = total("ntokens"), total("sample_size")
-        metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / math.log(2), sample_size, round=3)
-        log_token_loss("nll_loss", total("nll_loss"), ntokens, ppl_name="ppl")
-        log_token_loss("kd_loss", total("kd_loss"), ntokens)
-        log_token_loss("ce_loss", total("ce_loss"), ntokens)
+        total = reduce_kd_metrics(logging_outputs, token_losses=("kd_loss", "ce_loss"))
         gates = [log["gate"] for log in logging_outputs if "gate" in log]
         if gates:
             metrics.log_scalar("gate", sum(gates) / len(gates), len(gates), round=4)
-        if any("seq_kd_gold" in log for log in logging_outputs):
-            metrics.log_scalar("gold_frac", total("seq_kd_gold") / max(total("nsentences"), 1), round=3)
-        log_capacity_metrics(logging_outputs)
+        log_seq_kd_metrics(logging_outputs, total)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -7,16 +7,14 @@ label-smoothed CE on them. Targets are memoized by sample index under
 resumes). ``--seq-kd-gold-mix p`` trains on the gold target instead with probability p.
 Validation batches use the gold targets (a loss comparable across KD methods).
 """
-import math
 from dataclasses import dataclass, field
 
-from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from fairseq_kd.criteria._common import add_capacity_term, log_capacity_metrics, log_token_loss
+from fairseq_kd.criteria._common import add_capacity_term, log_seq_kd_metrics, reduce_kd_metrics
 from fairseq_kd.distill.online import OnlineTargets
 
 
@@ -78,19 +76,7 @@ class SeqKDCriterion(FairseqCriterion):
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
-        def total(key):
-            return sum(log.get(key, 0) for log in logging_outputs)
-
-        ntokens, sample_size = total("ntokens"), total("sample_size")
-        metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / math.log(2), sample_size, round=3)
-        log_token_loss("nll_loss", total("nll_loss"), ntokens, ppl_name="ppl")
-        if any("seq_kd_gold" in log for log in logging_outputs):
-            metrics.log_scalar("gold_frac", total("seq_kd_gold") / max(total("nsentences"), 1), round=3)
-            metrics.log_scalar("teacher_decoded", max(log.get("seq_kd_decoded", 0) for log in logging_outputs),
-                               weight=0, round=0)
-        if any("n_correct" in log for log in logging_outputs):
-            metrics.log_scalar("accuracy", 100.0 * total("n_correct") / max(total("total"), 1), total("total"), round=2)
-        log_capacity_metrics(logging_outputs)
+        log_seq_kd_metrics(logging_outputs, reduce_kd_metrics(logging_outputs))
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -7,18 +7,16 @@ averages probabilities) or its offline top-k cache (``--teacher-cache``). With
 ``--kd-alpha 0`` no teacher is needed and the loss is exactly fairseq's
 ``label_smoothed_cross_entropy``.
 """
-import math
 from dataclasses import dataclass, field
 
 import torch
-from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
 from fairseq_kd import kd_losses
-from fairseq_kd.criteria._common import add_capacity_term, log_capacity_metrics, log_token_loss
+from fairseq_kd.criteria._common import add_capacity_term, reduce_kd_metrics
 
 KD_SELECTION_CHOICES = ChoiceEnum(["none", "word", "batch", "global"])
 
@@ -138,19 +136,7 @@ class WordKDCriterion(FairseqCriterion):
     # --- metrics --------------------------------------------------------------------
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
-        def total(key):
-            return sum(log.get(key, 0) for log in logging_outputs)
-
-        ntokens, sample_size = total("ntokens"), total("sample_size")
-        metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / math.log(2), sample_size, round=3)
-        log_token_loss("nll_loss", total("nll_loss"), ntokens, ppl_name="ppl")
-        if any("kd_loss" in log for log in logging_outputs):
-            log_token_loss("kd_loss", total("kd_loss"), ntokens)
-        if any("teacher_nll_loss" in log for log in logging_outputs):
-            log_token_loss("teacher_nll_loss", total("teacher_nll_loss"), ntokens)
-        if any("n_correct" in log for log in logging_outputs):
-            metrics.log_scalar("accuracy", 100.0 * total("n_correct") / max(total("total"), 1), total("total"), round=2)
-        log_capacity_metrics(logging_outputs)
+        reduce_kd_metrics(logging_outputs, token_losses=("kd_loss", "teacher_nll_loss"))
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
