@@ -94,6 +94,10 @@ binarize() {
 # all_exist FILE...: true when every file exists (a stage's outputs).
 all_exist() { local f; for f in "$@"; do [[ -e "${f}" ]] || return 1; done; }
 
+# raw_files_for DIR: sets the global array raw_files to DIR/<split>.<src> DIR/<split>.<tgt>
+# for every split in the caller's splits array.
+raw_files_for() { local s; raw_files=(); for s in "${splits[@]}"; do raw_files+=("$1/${s}.${src}" "$1/${s}.${tgt}"); done; }
+
 # spm_encode_binarize: stages 2-4 shared by every corpus. Reads the caller's variables:
 #   out_dir src tgt vocab_size spm_model_type workers stage stop_stage, splits (array: train
 #   valid test [test1 ...]); expects DIR/raw/<split>.<lang>; writes DIR/spm.model, DIR/spm/, DIR/bin/.

@@ -53,8 +53,7 @@ settings="data_dir=${data_dir} test_dir=${test_dir} vocab_size=${vocab_size} spm
 check_settings "${out_dir}" "${settings}"
 
 raw="${out_dir}/raw"
-raw_files=()
-for s in "${splits[@]}"; do raw_files+=("${raw}/${s}.${src}" "${raw}/${s}.${tgt}"); done
+raw_files_for "${raw}"
 
 # ---- stage 1: extract train/valid from train.tags and test from the XML (into a temp folder) ----
 if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then

@@ -60,8 +60,7 @@ settings="data_dir=${data_dir} vocab_size=${vocab_size} spm_model_type=${spm_mod
 check_settings "${out_dir}" "${settings}"
 
 raw="${out_dir}/raw"
-raw_files=()
-for s in "${splits[@]}"; do raw_files+=("${raw}/${s}.${src}" "${raw}/${s}.${tgt}"); done
+raw_files_for "${raw}"
 
 # ---- stage 1: clean (train filtered by length/ratio; valid/test only whitespace-normalized) ----
 if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then

@@ -64,8 +64,7 @@ settings="train_corpora=${train_corpora} test_dir=${test_dir} valid_dir=${valid_
 check_settings "${out_dir}" "${settings}"
 
 raw="${out_dir}/raw"
-raw_files=()
-for s in "${splits[@]}"; do raw_files+=("${raw}/${s}.${src}" "${raw}/${s}.${tgt}"); done
+raw_files_for "${raw}"
 
 # ---- stage 1: test from SGML, cleaned train, valid (newstest2013 or carved), in a temp folder ----
 if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then
