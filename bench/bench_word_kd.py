@@ -56,6 +56,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--profile", action="store_true",
+                   help="also print a torch.profiler table (top ops by CPU time) of each mode's steps")
     args = p.parse_args()
 
     import torch
@@ -125,6 +127,16 @@ def main():
                 times[name].append(time.perf_counter() - t)
                 peak[name] = max(peak[name], rss_mib())
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for name in modes:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for sample in batches:
+                    step(name, sample)
+            print(f"\n### profile: {name} ({len(batches)} steps)")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
     med = {name: statistics.median(v) for name, v in times.items()}
     ce, tf = med["ce"], med["teacher_forward"]

@@ -15,14 +15,24 @@ def student_log_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.T
     return F.log_softmax(logits.float() / temperature, dim=-1)
 
 
-def kl_full(teacher_lp: torch.Tensor, student_lp: torch.Tensor) -> torch.Tensor:
-    """Per-position KL(p_t || p_s) = sum_v p_t (log p_t - log p_s).  # ... x V -> ...
+def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-position dot product over the vocabulary, without a ... x V temporary.  # ... x V -> ..."""
+    return torch.einsum("...v,...v->...", a, b)
 
-    Terms where the teacher's probability is exactly 0 contribute 0 (not 0 * inf = nan).
+
+def kl_full(teacher_lp: torch.Tensor, student_lp: torch.Tensor) -> torch.Tensor:
+    """Per-position KL(p_t || p_s) = sum_v p_t log p_t - sum_v p_t log p_s.  # ... x V -> ...
+
+    Two dot products instead of elementwise terms: the student's gradient is just -p_t,
+    and nothing V-wide but p_t is saved for backward. Terms where the teacher's
+    probability is exactly 0 contribute 0 (not 0 * -inf = nan).
     """
     p = teacher_lp.exp()
-    terms = torch.where(p > 0, p * (teacher_lp - student_lp), torch.zeros_like(p))
-    return terms.sum(-1)
+    kl = rowdot(p, teacher_lp) - rowdot(p, student_lp)
+    if not bool(torch.isfinite(kl).all()):  # a -inf log-prob where p_t = 0: drop those terms
+        zero = torch.zeros((), dtype=p.dtype, device=p.device)
+        kl = rowdot(p, torch.where(p > 0, teacher_lp, zero)) - rowdot(p, torch.where(p > 0, student_lp, zero))
+    return kl
 
 
 def kl_sparse(teacher_ids: torch.Tensor, teacher_lp: torch.Tensor, student_lp: torch.Tensor) -> torch.Tensor:

@@ -130,6 +130,12 @@ class StudyConfig:
     method_args: Dict[str, str] = field(default_factory=dict)  # method -> extra flags
     # decoding / scoring
     beam: int = 5
+    # output length limit a * source length + b for test decoding, validation BLEU and
+    # distillation alike (the defaults of scripts/decode.sh and fairseq-kd-distill): an
+    # undertrained student that loops would otherwise emit 200 tokens and its BLEU would
+    # measure the loop, not the translations
+    max_len_a: float = 1.2
+    max_len_b: int = 10
     bpe: str = "sentencepiece"  # --remove-bpe for fairseq-generate and --eval-bleu ("none" for word-level)
     gen_args: str = ""
     distill_args: str = ""  # extra fairseq-kd-distill flags
@@ -233,7 +239,8 @@ def train_command(cfg: StudyConfig, cell: Cell, data: str, save_dir: str) -> Lis
            "--validate-interval-updates", str(cfg.validate_interval_updates),
            "--save-interval-updates", str(cfg.validate_interval_updates),
            "--validate-interval", "1000000", "--save-interval", "1000000",
-           "--eval-bleu", "--eval-bleu-args", json.dumps({"beam": 1}), "--eval-bleu-detok", "space",
+           "--eval-bleu", "--eval-bleu-args",
+           json.dumps({"beam": 1, "max_len_a": cfg.max_len_a, "max_len_b": cfg.max_len_b}), "--eval-bleu-detok", "space",
            "--num-workers", "0",
            # fairseq 0.12 drops the last batch when its size is not a multiple of this
            # (default 8; facebookresearch/fairseq#5036): keep every sentence
@@ -257,6 +264,7 @@ def generate_command(cfg: StudyConfig, data: str, checkpoint: str) -> List[str]:
     cmd = [find_tool("fairseq-generate"), data, "--user-dir", _user_dir(), "--path", checkpoint,
            "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang, "--gen-subset", cfg.gen_subset,
            "--beam", str(cfg.beam), "--max-tokens", str(cfg.max_tokens), "--num-workers", "0",
+           "--max-len-a", fmt_num(cfg.max_len_a), "--max-len-b", str(cfg.max_len_b),
            "--required-batch-size-multiple", "1"]  # else up to 7 test sentences vanish (fairseq#5036)
     if cfg.bpe != "none":
         cmd += ["--remove-bpe", cfg.bpe]
@@ -269,6 +277,7 @@ def distill_command(cfg: StudyConfig, decoding: str, out: str) -> List[str]:
     cmd = [find_tool("fairseq-kd-distill"), "--data", cfg.data, "--split", "train", "--teacher", cfg.teacher,
            "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang, "--decoding", decoding,
            "--beam", str(cfg.beam) if decoding == "beam" else "1", "--output-dir", out, "--no-progress",
+           "--max-len-a", fmt_num(cfg.max_len_a), "--max-len-b", str(cfg.max_len_b),
            "--copy-splits", ",".join(sorted({"valid", cfg.gen_subset}))]
     if cfg.spm_model:
         cmd += ["--spm-model", cfg.spm_model]

@@ -2,7 +2,9 @@
 
 A teacher is held by the task, never by the student model, so it never enters the
 optimizer or the student's checkpoint. It is put on the student's device and dtype on
-first use and only ever runs under ``torch.inference_mode()``.
+first use and only ever runs under ``torch.no_grad()`` (not inference mode: its outputs are
+saved for the student's backward, which inference tensors cannot be, and cloning them out
+costs a full B x T x V copy per step).
 """
 import hashlib
 import logging
@@ -86,8 +88,8 @@ class TeacherEnsemble(torch.nn.Module):
         return self._fingerprint
 
     def logits(self, net_input: Dict) -> List[torch.Tensor]:
-        """Each member's output logits, B x T x V, computed in inference mode."""
-        with torch.inference_mode():
+        """Each member's output logits, B x T x V, computed without autograd."""
+        with torch.no_grad():
             return [m(**net_input)[0] for m in self.models]
 
     def log_probs(self, net_input: Dict, temperature: float = 1.0) -> torch.Tensor:
@@ -96,7 +98,7 @@ class TeacherEnsemble(torch.nn.Module):
 
     def log_probs_at(self, net_input: Dict, *temperatures: float) -> List[torch.Tensor]:
         """``log_probs`` at several temperatures from one forward pass.  # each B x T x V"""
-        with torch.inference_mode():
+        with torch.no_grad():
             logits = self.logits(net_input)
             outs = []
             for t in temperatures:
@@ -105,7 +107,7 @@ class TeacherEnsemble(torch.nn.Module):
                     outs.append(lps[0])
                 else:  # log of the mean probability
                     outs.append(torch.logsumexp(torch.stack(lps, dim=0), dim=0) - math.log(len(lps)))
-        return [o.clone() for o in outs]  # leave inference mode: the loss saves them for backward
+        return outs
 
 
 def teacher_fingerprint(paths: Sequence[str]) -> str:

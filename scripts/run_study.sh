@@ -33,6 +33,8 @@ max_tokens=4096         # tokens per batch
 warmup_updates=400      # inverse_sqrt warmup
 validate_interval_updates=500  # validation BLEU (for the updates curve) every N updates
 beam=5                  # test decoding beam (and beam distillation)
+max_len_a=1.2           # output length limit a * source length + b (test, validation BLEU, distillation)
+max_len_b=10            # see max_len_a
 bpe=sentencepiece       # --remove-bpe ("none" for word-level corpora)
 train_args=""           # extra fairseq-train flags, e.g. "--dropout 0.3 --share-all-embeddings"
 in_process=false        # true: run the tools inside one Python process (faster start-up)
@@ -44,7 +46,7 @@ usage() {
   sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
   echo "options: --data --src --tgt --test-ref --gen-subset --teacher --spm-model --out-dir --methods --noise" >&2
   echo "  --archs --decodings --lrs --seeds --noise-ops --max-update --max-tokens --warmup-updates" >&2
-  echo "  --validate-interval-updates --beam --bpe --train-args --in-process --stage --stop-stage" >&2
+  echo "  --validate-interval-updates --beam --max-len-a --max-len-b --bpe --train-args --in-process --stage --stop-stage" >&2
   exit 2
 }
 
@@ -56,7 +58,7 @@ while [[ $# -gt 0 ]]; do
       [[ $# -ge 2 ]] || { echo "run_study.sh: $1 needs a value" >&2; exit 2; }
       case "${name}" in
         data|src|tgt|test_ref|gen_subset|teacher|spm_model|out_dir|methods|noise|archs|decodings|lrs|seeds|\
-        noise_ops|max_update|max_tokens|warmup_updates|validate_interval_updates|beam|bpe|train_args|in_process|\
+        noise_ops|max_update|max_tokens|warmup_updates|validate_interval_updates|beam|max_len_a|max_len_b|bpe|train_args|in_process|\
         stage|stop_stage) printf -v "${name}" '%s' "$2" ;;
         *) echo "run_study.sh: unknown option $1" >&2; usage ;;
       esac
@@ -85,7 +87,7 @@ if [[ "${stage}" -le 1 && "${stop_stage}" -ge 1 ]]; then
     --out-dir "${out_dir}" --methods ${methods} --noise ${noise} --archs ${archs} --decodings ${decodings} \
     --lrs ${lrs} --seeds ${seeds} --noise-ops ${noise_ops} --max-update "${max_update}" \
     --max-tokens "${max_tokens}" --warmup-updates "${warmup_updates}" \
-    --validate-interval-updates "${validate_interval_updates}" --beam "${beam}" --bpe "${bpe}" \
+    --validate-interval-updates "${validate_interval_updates}" --beam "${beam}" --max-len-a "${max_len_a}" --max-len-b "${max_len_b}" --bpe "${bpe}" \
     --train-args "${train_args}" "${opts[@]}"
 fi
 

@@ -62,6 +62,21 @@ def test_train_command_per_method():
     assert "--criterion hybrid_kd" in hybrid and "--seq-kd-decoding greedy" in hybrid
 
 
+def test_one_output_length_limit_for_test_validation_and_distillation():
+    """A looping student must not emit 200 tokens at test time while the teacher's decode
+    (scripts/decode.sh) and the distilled data are capped at 1.2 x source + 10."""
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
+                        max_len_a=1.5, max_len_b=7)
+    gen = S.generate_command(cfg, "d", "ckpt.pt")
+    assert gen[gen.index("--max-len-a") + 1] == "1.5" and gen[gen.index("--max-len-b") + 1] == "7"
+    dist = S.distill_command(cfg, "beam", "out")
+    assert dist[dist.index("--max-len-a") + 1] == "1.5" and dist[dist.index("--max-len-b") + 1] == "7"
+    train = S.train_command(cfg, S.Cell("none", 0.0, "a", S.NO_DECODING, 1e-3, 1), "d", "s")
+    assert json.loads(train[train.index("--eval-bleu-args") + 1]) == {"beam": 1, "max_len_a": 1.5, "max_len_b": 7}
+    defaults = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en")
+    assert (defaults.max_len_a, defaults.max_len_b) == (1.2, 10)  # = scripts/decode.sh's defaults
+
+
 def test_missing_tool_and_criterion_are_clear_errors(monkeypatch):
     with pytest.raises(KDInputError, match="fairseq-kd-no-such-tool"):
         S.find_tool("fairseq-kd-no-such-tool")

@@ -72,6 +72,10 @@ def get_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("decoding and distillation")
     g.add_argument("--beam", type=int, default=5, help="beam for test decoding and beam distillation")
+    g.add_argument("--max-len-a", type=float, default=1.2,
+                   help="output length limit a * source length + b for test decoding, validation BLEU and "
+                        "distillation (as scripts/decode.sh)")
+    g.add_argument("--max-len-b", type=int, default=10, help="see --max-len-a")
     g.add_argument("--bpe", default="sentencepiece", help="--remove-bpe value ('none' for word-level data)")
     g.add_argument("--gen-args", default="", help="extra fairseq-generate flags")
     g.add_argument("--distill-args", default="", help="extra fairseq-kd-distill flags")
@@ -97,7 +101,7 @@ def config_from_args(args):
         noise_swap_window=args.noise_swap_window, max_update=args.max_update, max_tokens=args.max_tokens,
         warmup_updates=args.warmup_updates, validate_interval_updates=args.validate_interval_updates,
         label_smoothing=args.label_smoothing, train_args=args.train_args,
-        method_args=_method_args(args.method_args), beam=args.beam, bpe=args.bpe, gen_args=args.gen_args,
+        method_args=_method_args(args.method_args), beam=args.beam, max_len_a=args.max_len_a, max_len_b=args.max_len_b, bpe=args.bpe, gen_args=args.gen_args,
         distill_args=args.distill_args, cpu=not args.gpu, keep_going=args.keep_going)
 
 

@@ -91,7 +91,7 @@ class WordKDCriterion(FairseqCriterion):
         if self.alpha == 0.0:
             loss = ce_loss
         else:
-            kd, teacher_nll = self.kd_term(model, sample, logits, target, valid, nll.view_as(target))  # B x T
+            kd, teacher_nll = self.kd_term(model, sample, logits, lprobs, target, valid, nll.view_as(target))  # B x T
             loss = (1.0 - self.alpha) * ce_loss + self.alpha * kd.view(-1)
             logging["kd_loss"] = kd.data.sum()
             if teacher_nll is not None:
@@ -104,11 +104,12 @@ class WordKDCriterion(FairseqCriterion):
             logging["total"] = valid.sum().data
         return logging
 
-    def kd_term(self, model, sample, logits, target, valid, nll):
+    def kd_term(self, model, sample, logits, lprobs, target, valid, nll):
         """T^2 * KL(teacher_T || student_T) per position (0 at pad / unselected), and the
-        teacher's summed NLL of the gold target."""
+        teacher's summed NLL of the gold target. At T = 1 the student's log-probs of the
+        CE term are reused (one log-softmax and its backward less per step)."""
         T = self.temperature
-        student_lp = kd_losses.student_log_probs(logits, T)  # B x T x V
+        student_lp = lprobs if T == 1.0 else kd_losses.student_log_probs(logits, T)  # B x T x V
         cache = self.task.cache_for(sample) if hasattr(self.task, "cache_for") else None
         if cache is not None:
             ids, probs, gold_lp = cache.lookup(sample, target, self.padding_idx, self.ignore_prefix_size)
