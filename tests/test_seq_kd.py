@@ -69,10 +69,9 @@ def test_memo_roundtrip_atomic_segments(tmp_path):
 
 
 @pytest.mark.unit
-def test_group_by_length_and_trim_left_pad():
-    from fairseq_kd.distill.online import group_by_length, trim_left_pad
+def test_trim_left_pad():
+    from fairseq_kd.distill.online import trim_left_pad
 
-    assert group_by_length([0, 1, 2, 3], torch.tensor([3, 5, 3, 4])) == [[0, 2], [3], [1]]
     src = torch.tensor([[1, 1, 7, 2], [1, 1, 8, 2]])
     assert trim_left_pad({"src_tokens": src}, pad=1)["src_tokens"].tolist() == [[7, 2], [8, 2]]
 

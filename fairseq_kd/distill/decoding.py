@@ -87,6 +87,33 @@ class TeacherDecoder:
         self.models, self.tgt_dict, self.cfg = list(models), tgt_dict, cfg
         self.generator = None if cfg.decoding == "teacher_forcing" else build_generator(self.models, tgt_dict, cfg)
         self.special = sorted({tgt_dict.pad(), tgt_dict.bos(), tgt_dict.eos()})
+        self.pad = tgt_dict.pad()
+        self.redecoded = 0  # sentences decoded a second time, alone (see ``overrun_rows``)
+
+    def own_max_len(self, src_len: int) -> int:
+        """The length limit fairseq applies to a sentence decoded alone (``src_len`` incl. EOS)."""
+        return min(int(self.cfg.max_len_a * src_len + self.cfg.max_len_b), self.generator.max_len - 1)
+
+    def overrun_rows(self, net_input: Dict, hypos: List[List[Dict]]) -> List[int]:
+        """Rows whose search ran past the limit they would have had alone.
+
+        fairseq's limit is a * (padded source width) + b for the whole batch, so in a
+        batch of mixed lengths a short sentence may search longer than alone. Up to its
+        own limit m the search is the same, and it stopped before m exactly when all of
+        its (beam-size) finished hypotheses have at most m tokens; the others are redone
+        alone, which makes every output independent of its batch mates.
+        """
+        src = net_input["src_tokens"]  # B x S, left-padded
+        lengths = src.ne(self.pad).sum(1).tolist()
+        if min(lengths) == src.size(1):  # no padding: every row has the batch's limit
+            return []
+        rows = []
+        for j, (n, sent) in enumerate(zip(lengths, hypos)):
+            m = self.own_max_len(n)
+            if any(h["tokens"].numel() > m for h in sent):
+                rows.append(j)
+        self.redecoded += len(rows)
+        return rows
 
     @torch.inference_mode()
     def __call__(self, sample: Dict, net_input: Optional[Dict] = None) -> List[List[Dict]]:
@@ -98,6 +125,8 @@ class TeacherDecoder:
         if self.cfg.decoding == "teacher_forcing":
             return self._teacher_forcing(sample, net_input)
         hypos = self.generator.generate(self.models, {"net_input": net_input})
+        for j in self.overrun_rows(net_input, hypos):  # decoded past their own length limit: redo alone
+            hypos[j] = self.generator.generate(self.models, {"net_input": single_row(net_input, j, self.pad)})[0]
         out = []
         for sent in hypos:
             out.append([{"tokens": h["tokens"].cpu(), "score": float(h["score"])} for h in sent[: self.cfg.nbest]])
@@ -117,6 +146,14 @@ class TeacherDecoder:
         for i, t in enumerate(targets):
             out.append([{"tokens": t, "score": float(scores[i, : t.numel()].mean())}])
         return out
+
+
+def single_row(net_input: Dict, j: int, pad: int) -> Dict:
+    """Row ``j`` of a (left-padded) fairseq ``net_input`` as a batch of one, padding removed."""
+    out = {k: (v[j: j + 1] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in net_input.items()}
+    src = out["src_tokens"]
+    out["src_tokens"] = src[src.ne(pad)].view(1, -1)
+    return out
 
 
 def averaged_log_probs(models, net_input: Dict) -> torch.Tensor:

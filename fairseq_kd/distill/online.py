@@ -73,18 +73,18 @@ class OnlineTargets:
         missing = [j for j, i in enumerate(ids) if i not in self.memo]
         teacher_input = self.task.teacher_net_input(sample)
         eos = teacher.tgt_dict.eos()
-        for group in group_by_length(missing, teacher_input["src_lengths"]):
-            rows = torch.tensor(group, device=sample["id"].device)
+        if missing:  # one call for the whole batch: TeacherDecoder's outputs do not depend on batching
+            rows = torch.tensor(missing, device=sample["id"].device)
             sub = {"net_input": select_rows(sample["net_input"], rows)}
             if sample.get("target") is not None:
                 sub["target"] = sample["target"].index_select(0, rows)
             hyps = self.decoder(sub, trim_left_pad(select_rows(teacher_input, rows), teacher.src_dict.pad()))
-            for j, h in zip(group, hyps):
+            for j, h in zip(missing, hyps):
                 tokens = h[0]["tokens"] if h else None
                 if tokens is None or dec.is_empty(tokens, eos):  # empty hypothesis: fall back to gold
                     tokens = strip_pad(sample["target"][j], teacher.tgt_dict.pad()).cpu()
                 self.memo.put(ids[j], tokens.tolist())
-            self.decoded += len(group)
+            self.decoded += len(missing)
         out = [torch.tensor(self.memo.get(i), dtype=torch.long) for i in ids]
         n_gold = 0
         if self.gold_mix > 0 and sample.get("target") is not None:
@@ -113,15 +113,6 @@ class OnlineTargets:
         new["gold_target"] = sample.get("target")
         new["seq_kd_gold"] = n_gold
         return new
-
-
-def group_by_length(rows: List[int], src_lengths: torch.Tensor) -> List[List[int]]:
-    """``rows`` grouped by source length: fairseq's max length (a * src_len + b) is per
-    batch, so equal-length groups decode exactly as ``fairseq-kd-distill`` does."""
-    groups: Dict[int, List[int]] = {}
-    for j in rows:
-        groups.setdefault(int(src_lengths[j]), []).append(j)
-    return [groups[n] for n in sorted(groups)]
 
 
 def trim_left_pad(net_input: Dict, pad: int) -> Dict:

@@ -121,23 +121,26 @@ class SplitData:
     def gold(self, i: int) -> Optional[torch.Tensor]:
         return None if self.tgt_ds is None else self.tgt_ds[i]
 
-    def batches(self, ids: range, max_tokens: int, batch_size: int) -> List[List[int]]:
-        """Length-sorted batches of ``ids``, each of one source length.
+    def batches(self, ids: range, max_tokens: int, batch_size: int, same_length: bool = True) -> List[List[int]]:
+        """Length-sorted batches of ``ids`` (padded size <= ``max_tokens``), as fairseq-generate makes them.
 
-        fairseq's max length (a * src_len + b) is taken over a batch, so equal-length
-        batches make every output independent of its batch mates: the same as
-        fairseq-generate with ``--batch-size 1`` and as the online criteria.
+        ``same_length``: each batch holds a single source length. fairseq's max length
+        (a * src_len + b) is taken over a batch, so equal-length batches make every output
+        independent of its batch mates; the fairseq backend does not need this (its decoder
+        redoes the rare sentence that searched past its own limit), CTranslate2 does.
         """
         ids = np.asarray(list(ids))
         order = ids[np.lexsort((ids, self.src_ds.sizes[ids]))]  # by source length, then id
         batches, cur, longest = [], [], 0
         for i in order.tolist():
             n = int(self.src_ds.sizes[i])
-            if cur and (n != longest or len(cur) + 1 > batch_size or n * (len(cur) + 1) > max_tokens):
+            new_longest = max(longest, n)
+            if cur and ((same_length and n != longest) or len(cur) + 1 > batch_size
+                        or new_longest * (len(cur) + 1) > max_tokens):
                 batches.append(cur)
-                cur, longest = [], 0
+                cur, new_longest = [], n
             cur.append(i)
-            longest = max(longest, n)
+            longest = new_longest
         if cur:
             batches.append(cur)
         return batches
@@ -148,6 +151,7 @@ class FairseqBackend:
     """Decode with fairseq's SequenceGenerator on the teacher (ensemble)."""
 
     name = "fairseq"
+    same_length_batches = False  # TeacherDecoder.overrun_rows keeps outputs batch-independent
 
     def __init__(self, teacher, data: SplitData, cfg: DistillConfig):
         self.data, self.cfg = data, cfg
@@ -205,7 +209,8 @@ def decode_shard(backend, data: SplitData, ids: range, cfg: DistillConfig, detok
     """Records ``{id: {"tgt": ids, "fallback": ..., "rank": ..., "score": ...}}`` for one shard."""
     eos = data.tgt_dict.eos()
     records = {}
-    for batch in data.batches(ids, cfg.max_tokens, cfg.batch_size):
+    same_length = getattr(backend, "same_length_batches", True)
+    for batch in data.batches(ids, cfg.max_tokens, cfg.batch_size, same_length=same_length):
         try:
             hyps = backend.decode(batch)
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: retry one by one
@@ -249,6 +254,7 @@ def meta_of(cfg: DistillConfig, data: SplitData, teacher_fp: str) -> Dict:
         "langs": f"{data.src}-{data.tgt}", "decoding": cfg.decoding.signature(), "select": cfg.select,
         "backend": cfg.backend + (f":{cfg.ct2_compute_type}" if cfg.backend == "ctranslate2" else ""),
         "shard_size": cfg.shard_size, "max_tokens": cfg.max_tokens, "batch_size": cfg.batch_size, "seed": cfg.seed,
+        "batching": "mixed" if cfg.backend == "fairseq" else "same_length",
     }
 
 
@@ -304,6 +310,10 @@ def distill(cfg: DistillConfig) -> Dict:
         atomic_write_text(timing_file, json.dumps(timing, sort_keys=True))
     if progress is not None:
         progress.close()
+    redecoded = getattr(getattr(backend, "decoder", None), "redecoded", 0)
+    if redecoded:
+        logger.info("%d sentences searched past their own length limit in a mixed-length batch and were "
+                    "decoded again alone", redecoded)
     return publish(cfg, data, store, ranges, timing, detok_src, detok_tgt)
 
 
