@@ -269,32 +269,44 @@ def test_sigkill_then_rerun_is_byte_identical(tiny_teacher, tmp_path):
 
 @pytest.mark.integration
 def test_mixed_length_batch_decodes_each_sentence_as_alone(tiny_teacher):
-    """An untrained model loops until the length limit, so in a mixed-length batch every
-    short sentence searches past the limit it has alone (a * own length + b). The decoder
-    must notice and redo exactly those; the raw generator on the batch must not match
-    (the control that shows the check has something to catch)."""
+    """A model that never chooses EOS loops until the length limit, so in a mixed-length
+    batch every short sentence searches past the limit it has alone (a * own length + b).
+    The decoder must notice and redo those (whole n-best lists equal to decoding alone);
+    the raw generator on the batch must not match (the control: the check has something
+    to catch)."""
     from fairseq_kd.distill import decoding as dec
 
     task, model, _ = helpers.build_components(tiny_teacher.data_bin, seed=3)
     model.eval()
+    eos, output_layer = task.target_dictionary.eos(), model.decoder.output_layer
+
+    def never_eos(features):  # a model that loops: EOS only when the length limit forces it
+        logits = output_layer(features)
+        logits[..., eos] -= 1e4
+        return logits
+
+    model.decoder.output_layer = never_eos
     task.load_dataset("test")
     ds = task.dataset("test")
     order = sorted(range(len(ds)), key=lambda i: int(ds.src_sizes[i]))
     ids = order[:4] + order[-4:]  # shortest and longest sources in one batch
     assert int(ds.src_sizes[ids[0]]) < int(ds.src_sizes[ids[-1]])
     sample = ds.collater([ds[i] for i in ids])
-    cfg = dec.DecodingConfig(decoding="beam", beam=3, max_len_a=1.2, max_len_b=4)
+    cfg = dec.DecodingConfig(decoding="beam", beam=3, nbest=3, max_len_a=1.2, max_len_b=4)
     decoder = dec.TeacherDecoder([model], task.target_dictionary, cfg)
+
+    def tokens(hyps):  # the whole n-best list of one sentence
+        return [h["tokens"].tolist() for h in hyps]
 
     def alone(i):
         one = ds.collater([ds[i]])
-        return decoder.generator.generate([model], {"net_input": one["net_input"]})[0][0]["tokens"].tolist()
+        return tokens(decoder.generator.generate([model], {"net_input": one["net_input"]})[0])
 
     got = decoder(sample)
-    expected = {int(i): alone(int(i)) for i in sample["id"]}
+    expected = [alone(i) for i in sample["id"].tolist()]
     assert decoder.redecoded > 0
-    assert [h[0]["tokens"].tolist() for h in got] == [expected[int(i)] for i in sample["id"]]
+    assert [tokens(h) for h in got] == expected
     raw = decoder.generator.generate([model], {"net_input": sample["net_input"]})
-    assert [h[0]["tokens"].tolist() for h in raw] != [expected[int(i)] for i in sample["id"]]
+    assert [tokens(h) for h in raw] != expected
     for row, i in enumerate(sample["id"].tolist()):  # redone rows respect their own limit
         assert len(got[row][0]["tokens"]) <= decoder.own_max_len(int(ds.src_sizes[i])) + 1

@@ -149,3 +149,20 @@ def test_gold_mix_one_gives_gold_and_teacher_forcing_online_matches_offline(smal
     assert torch.equal(new["target"], batch["target"])
     assert torch.equal(new["net_input"]["prev_output_tokens"], batch["net_input"]["prev_output_tokens"])
     assert new["seq_kd_gold"] == 16
+
+
+@pytest.mark.integration
+def test_online_sampling_top1_equals_greedy(small, tmp_path):
+    """--seq-kd-decoding sampling reaches the decoder with its top-k: top-1 sampling of one
+    sample is greedy search, sentence for sentence (a batch of mixed source lengths)."""
+    targets = {}
+    for name, extra in (("greedy", seq_kd_args(small, "greedy")),
+                        ("sampling", seq_kd_args(small, "sampling", "--seq-kd-sampling-topk", "1",
+                                                 "--seq-kd-beam", "1"))):
+        task, model, crit = helpers.build_components(small.data_bin, extra=[*extra, "--save-dir", str(tmp_path / name)])
+        assert crit.online.cfg.decoding == name
+        batch = helpers.first_batch(task, "train", n=16)
+        assert batch["net_input"]["src_lengths"].unique().numel() > 1
+        targets[name] = [t.tolist() for t in crit.online.targets(next(model.parameters()), batch)[0]]
+    assert crit.online.cfg.sampling_topk == 1
+    assert targets["sampling"] == targets["greedy"]

@@ -99,9 +99,10 @@ class TeacherDecoder:
 
         fairseq's limit is a * (padded source width) + b for the whole batch, so in a
         batch of mixed lengths a short sentence may search longer than alone. Up to its
-        own limit m the search is the same, and it stopped before m exactly when all of
-        its (beam-size) finished hypotheses have at most m tokens; the others are redone
-        alone, which makes every output independent of its batch mates.
+        own limit m the search is the same, so the outputs can only differ when the search
+        reached step m, which shows as a finished hypothesis of more than m tokens (EOS
+        included). Those rows are redone alone (conservatively: some would have come out
+        the same), which makes every output independent of its batch mates.
         """
         src = net_input["src_tokens"]  # B x S, left-padded
         lengths = src.ne(self.pad).sum(1).tolist()

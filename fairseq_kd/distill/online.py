@@ -22,6 +22,8 @@ def decoding_config_from_task(task_cfg) -> dec.DecodingConfig:
     return dec.DecodingConfig(
         decoding=str(getattr(task_cfg, "seq_kd_decoding", "beam")), beam=int(getattr(task_cfg, "seq_kd_beam", 4)),
         nbest=1, lenpen=float(getattr(task_cfg, "seq_kd_lenpen", 1.0)),
+        sampling_topk=int(getattr(task_cfg, "seq_kd_sampling_topk", -1)),
+        sampling_topp=float(getattr(task_cfg, "seq_kd_sampling_topp", -1.0)),
         max_len_a=float(getattr(task_cfg, "seq_kd_max_len_a", 1.2)),
         max_len_b=int(getattr(task_cfg, "seq_kd_max_len_b", 10)))
 

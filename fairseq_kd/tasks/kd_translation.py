@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 NOISE_SIDE_CHOICES = ChoiceEnum(["source", "target", "both"])
 NOISE_TEACHER_INPUT_CHOICES = ChoiceEnum(["clean", "noisy"])
-SEQ_KD_DECODING_CHOICES = ChoiceEnum(["beam", "greedy", "teacher_forcing"])
+SEQ_KD_DECODING_CHOICES = ChoiceEnum(["beam", "greedy", "sampling", "teacher_forcing"])
 
 
 @dataclass
@@ -55,6 +55,10 @@ class KDTranslationConfig(TranslationConfig):
     )
     seq_kd_beam: int = field(default=4, metadata={"help": "beam size for --seq-kd-decoding beam"})
     seq_kd_lenpen: float = field(default=1.0, metadata={"help": "length penalty for teacher beam search"})
+    seq_kd_sampling_topk: int = field(
+        default=-1, metadata={"help": "--seq-kd-decoding sampling: sample from the k most likely tokens (-1: all)"})
+    seq_kd_sampling_topp: float = field(
+        default=-1.0, metadata={"help": "--seq-kd-decoding sampling: nucleus probability mass (-1: off)"})
     seq_kd_max_len_a: float = field(default=1.2, metadata={"help": "max target length = a * source length + b"})
     seq_kd_max_len_b: int = field(default=10, metadata={"help": "max target length = a * source length + b"})
     # --- globals -----------------------------------------------------------------
