@@ -222,7 +222,10 @@ def test_ensemble_averages_probabilities(tiny_bin):
         p1 = torch.softmax(m1(**sample["net_input"])[0] / 2.0, -1)
         p2 = torch.softmax(m2(**sample["net_input"])[0] / 2.0, -1)
     torch.testing.assert_close(got, (p1 + p2) / 2, rtol=1e-5, atol=1e-6)
-    assert not any(p.requires_grad for p in ens.parameters())
+    assert got.grad_fn is None and not got.requires_grad  # no graph into the teacher
+    student_lp = torch.log_softmax(torch.zeros_like(got, requires_grad=True), -1)
+    kd_losses.kl_full(got.log(), student_lp).sum().backward()
+    assert all(p.grad is None for p in ens.parameters())  # frozen: the KD loss never reaches it
     ens.train()
     assert not ens.training and not m1.training
 

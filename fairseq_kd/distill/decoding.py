@@ -47,18 +47,74 @@ class DecodingConfig:
         return "-".join(parts)
 
 
-def build_generator(models, tgt_dict, cfg: DecodingConfig):
-    """fairseq's ``SequenceGenerator`` over the teacher model(s) for ``cfg``."""
+def base_search(tgt_dict, cfg: DecodingConfig):
+    """fairseq's search strategy for ``cfg`` (what SequenceGenerator would pick)."""
     from fairseq import search
+
+    if cfg.decoding == "sampling":
+        return search.Sampling(tgt_dict, cfg.sampling_topk, cfg.sampling_topp)
+    return search.BeamSearch(tgt_dict)
+
+
+def build_generator(models, tgt_dict, cfg: DecodingConfig, strategy=None):
+    """fairseq's ``SequenceGenerator`` over the teacher model(s) for ``cfg``."""
     from fairseq.sequence_generator import SequenceGenerator
 
-    strategy = None
-    if cfg.decoding == "sampling":
-        strategy = search.Sampling(tgt_dict, cfg.sampling_topk, cfg.sampling_topp)
     return SequenceGenerator(
         list(models), tgt_dict, beam_size=cfg.beam, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
-        min_len=cfg.min_len, len_penalty=cfg.lenpen, temperature=cfg.temperature, search_strategy=strategy,
+        min_len=cfg.min_len, len_penalty=cfg.lenpen, temperature=cfg.temperature,
+        search_strategy=strategy if strategy is not None else base_search(tgt_dict, cfg),
     )
+
+
+def _search_base_class():
+    from fairseq import search
+
+    return search.Search
+
+
+class SentenceMaxLen(_search_base_class()):
+    """A fairseq search strategy that gives every sentence its own length limit.
+
+    fairseq's limit is a * (padded source width) + b for the whole batch, so in a batch of
+    mixed lengths a short sentence could search longer than alone. Before delegating to
+    the wrapped strategy, this forces EOS (every other token -inf) for the rows whose own
+    limit ``limits[i]`` is reached, exactly as SequenceGenerator does at its batch limit,
+    so each output is the one the sentence gets alone (``original_batch_idxs`` maps the
+    shrinking batch back to the rows ``limits`` is indexed by).
+    """
+
+    def __init__(self, base, tgt_dict):
+        super().__init__(tgt_dict)
+        self.base = base
+        self.supports_constraints, self.stop_on_max_len = base.supports_constraints, base.stop_on_max_len
+        self.limits: Optional[torch.Tensor] = None  # one per row of the batch being decoded
+
+    @property
+    def needs_src_lengths(self):
+        return getattr(self.base, "needs_src_lengths", False)
+
+    def set_src_lengths(self, src_lengths):
+        self.base.set_src_lengths(src_lengths)
+
+    def init_constraints(self, batch_constraints, beam_size: int):
+        self.base.init_constraints(batch_constraints, beam_size)
+
+    def prune_sentences(self, batch_idxs):
+        self.base.prune_sentences(batch_idxs)
+
+    def update_constraints(self, active_hypos):
+        self.base.update_constraints(active_hypos)
+
+    def step(self, step, lprobs, scores, prev_output_tokens=None, original_batch_idxs=None):
+        """``lprobs``: bsz x beam x V."""
+        if self.limits is not None and original_batch_idxs is not None:
+            done = self.limits.to(original_batch_idxs.device)[original_batch_idxs] <= step  # bsz
+            if bool(done.any()):
+                lprobs = lprobs.clone()
+                lprobs[done, :, : self.eos] = float("-inf")
+                lprobs[done, :, self.eos + 1:] = float("-inf")
+        return self.base.step(step, lprobs, scores, prev_output_tokens, original_batch_idxs)
 
 
 def teacher_forcing_targets(log_probs: torch.Tensor, gold: torch.Tensor, pad: int, eos: int,
@@ -85,36 +141,14 @@ class TeacherDecoder:
 
     def __init__(self, models, tgt_dict, cfg: DecodingConfig):
         self.models, self.tgt_dict, self.cfg = list(models), tgt_dict, cfg
-        self.generator = None if cfg.decoding == "teacher_forcing" else build_generator(self.models, tgt_dict, cfg)
+        self.search = None if cfg.decoding == "teacher_forcing" else SentenceMaxLen(base_search(tgt_dict, cfg), tgt_dict)
+        self.generator = None if self.search is None else build_generator(self.models, tgt_dict, cfg, self.search)
         self.special = sorted({tgt_dict.pad(), tgt_dict.bos(), tgt_dict.eos()})
         self.pad = tgt_dict.pad()
-        self.redecoded = 0  # sentences decoded a second time, alone (see ``overrun_rows``)
 
     def own_max_len(self, src_len: int) -> int:
         """The length limit fairseq applies to a sentence decoded alone (``src_len`` incl. EOS)."""
         return min(int(self.cfg.max_len_a * src_len + self.cfg.max_len_b), self.generator.max_len - 1)
-
-    def overrun_rows(self, net_input: Dict, hypos: List[List[Dict]]) -> List[int]:
-        """Rows whose search ran past the limit they would have had alone.
-
-        fairseq's limit is a * (padded source width) + b for the whole batch, so in a
-        batch of mixed lengths a short sentence may search longer than alone. Up to its
-        own limit m the search is the same, so the outputs can only differ when the search
-        reached step m, which shows as a finished hypothesis of more than m tokens (EOS
-        included). Those rows are redone alone (conservatively: some would have come out
-        the same), which makes every output independent of its batch mates.
-        """
-        src = net_input["src_tokens"]  # B x S, left-padded
-        lengths = src.ne(self.pad).sum(1).tolist()
-        if min(lengths) == src.size(1):  # no padding: every row has the batch's limit
-            return []
-        rows = []
-        for j, (n, sent) in enumerate(zip(lengths, hypos)):
-            m = self.own_max_len(n)
-            if any(h["tokens"].numel() > m for h in sent):
-                rows.append(j)
-        self.redecoded += len(rows)
-        return rows
 
     @torch.inference_mode()
     def __call__(self, sample: Dict, net_input: Optional[Dict] = None) -> List[List[Dict]]:
@@ -125,9 +159,12 @@ class TeacherDecoder:
         net_input = net_input or sample["net_input"]
         if self.cfg.decoding == "teacher_forcing":
             return self._teacher_forcing(sample, net_input)
-        hypos = self.generator.generate(self.models, {"net_input": net_input})
-        for j in self.overrun_rows(net_input, hypos):  # decoded past their own length limit: redo alone
-            hypos[j] = self.generator.generate(self.models, {"net_input": single_row(net_input, j, self.pad)})[0]
+        lengths = net_input["src_tokens"].ne(self.pad).sum(1).tolist()  # incl. EOS
+        self.search.limits = torch.tensor([self.own_max_len(n) for n in lengths])
+        try:
+            hypos = self.generator.generate(self.models, {"net_input": net_input})
+        finally:
+            self.search.limits = None
         out = []
         for sent in hypos:
             out.append([{"tokens": h["tokens"].cpu(), "score": float(h["score"])} for h in sent[: self.cfg.nbest]])
@@ -147,14 +184,6 @@ class TeacherDecoder:
         for i, t in enumerate(targets):
             out.append([{"tokens": t, "score": float(scores[i, : t.numel()].mean())}])
         return out
-
-
-def single_row(net_input: Dict, j: int, pad: int) -> Dict:
-    """Row ``j`` of a (left-padded) fairseq ``net_input`` as a batch of one, padding removed."""
-    out = {k: (v[j: j + 1] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in net_input.items()}
-    src = out["src_tokens"]
-    out["src_tokens"] = src[src.ne(pad)].view(1, -1)
-    return out
 
 
 def averaged_log_probs(models, net_input: Dict) -> torch.Tensor:

@@ -126,8 +126,8 @@ class SplitData:
 
         ``same_length``: each batch holds a single source length. fairseq's max length
         (a * src_len + b) is taken over a batch, so equal-length batches make every output
-        independent of its batch mates; the fairseq backend does not need this (its decoder
-        redoes the rare sentence that searched past its own limit), CTranslate2 does.
+        independent of its batch mates; the fairseq backend does not need this (its search
+        gives every sentence its own limit, ``decoding.SentenceMaxLen``), CTranslate2 does.
         """
         ids = np.asarray(list(ids))
         order = ids[np.lexsort((ids, self.src_ds.sizes[ids]))]  # by source length, then id
@@ -151,7 +151,7 @@ class FairseqBackend:
     """Decode with fairseq's SequenceGenerator on the teacher (ensemble)."""
 
     name = "fairseq"
-    same_length_batches = False  # TeacherDecoder.overrun_rows keeps outputs batch-independent
+    same_length_batches = False  # TeacherDecoder gives every sentence its own length limit
 
     def __init__(self, teacher, data: SplitData, cfg: DistillConfig):
         self.data, self.cfg = data, cfg
@@ -310,10 +310,6 @@ def distill(cfg: DistillConfig) -> Dict:
         atomic_write_text(timing_file, json.dumps(timing, sort_keys=True))
     if progress is not None:
         progress.close()
-    redecoded = getattr(getattr(backend, "decoder", None), "redecoded", 0)
-    if redecoded:
-        logger.info("%d sentences searched past their own length limit in a mixed-length batch and were "
-                    "decoded again alone", redecoded)
     return publish(cfg, data, store, ranges, timing, detok_src, detok_tgt)
 
 
