@@ -26,13 +26,10 @@ spm_model=""             # sentencepiece model (detokenized text, BLEU on text);
 copy_splits=valid,test   # other splits copied into OUT/bin so it is ready for fairseq-train
 extra=""                 # extra flags for fairseq-kd-distill
 
+# shellcheck source=data_prep/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags
 usage() { echo "usage: $0 --teacher CKPT --data-bin DIR --out-dir DIR [--decoding beam|greedy|sampling|teacher_forcing] [--stage N --stop-stage N] ..." >&2; exit 2; }
-while [[ $# -gt 0 ]]; do
-  name="${1#--}"; name="${name//-/_}"
-  [[ "$1" == --* && $# -ge 2 ]] || usage
-  declare -p "${name}" >/dev/null 2>&1 || { echo "$0: unknown option $1" >&2; usage; }
-  printf -v "${name}" '%s' "$2"; shift 2
-done
+parse_flags "$@"
 [[ -n "${teacher}" && -n "${data_bin}" && -n "${out_dir}" ]] || usage
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then

@@ -35,19 +35,10 @@ threads=2                             # CPU threads for training and decoding
 stage=0                               # first stage to run
 stop_stage=100                        # last stage to run
 
+# shellcheck source=data_prep/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --*=*) key="${1%%=*}"; val="${1#*=}" ;;
-    --*) [[ $# -ge 2 ]] || { echo "main.sh: $1 needs a value" >&2; exit 2; }; key="$1"; val="$2"; shift ;;
-    *) echo "main.sh: unexpected argument '$1' (see --help)" >&2; exit 2 ;;
-  esac
-  var="${key#--}"; var="${var//-/_}"
-  declare -p "${var}" >/dev/null 2>&1 || { echo "main.sh: unknown option ${key} (see --help)" >&2; exit 2; }
-  printf -v "${var}" '%s' "${val}"
-  shift
-done
+parse_flags "$@"
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { echo "[main.sh $(date +%H:%M:%S)] $*" >&2; }

@@ -31,13 +31,10 @@ spm_model=""             # sentencepiece model for detokenized BLEU (optional)
 cpu=true                 # train on CPU (set false on a GPU machine)
 extra=""                 # extra flags for fairseq-train
 
+# shellcheck source=data_prep/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags
 usage() { echo "usage: $0 --kd none|word|seq|hybrid --data-bin DIR --exp-dir DIR [--teacher CKPT] [--stage N --stop-stage N] ..." >&2; exit 2; }
-while [[ $# -gt 0 ]]; do
-  name="${1#--}"; name="${name//-/_}"
-  [[ "$1" == --* && $# -ge 2 ]] || usage
-  declare -p "${name}" >/dev/null 2>&1 || { echo "$0: unknown option $1" >&2; usage; }
-  printf -v "${name}" '%s' "$2"; shift 2
-done
+parse_flags "$@"
 [[ -n "${data_bin}" && -n "${exp_dir}" ]] || usage
 case "${kd}" in none|word|seq|hybrid) ;; *) echo "$0: --kd must be none, word, seq or hybrid" >&2; exit 2 ;; esac
 [[ "${kd}" == none || -n "${teacher}" ]] || { echo "$0: --kd ${kd} needs --teacher" >&2; exit 2; }

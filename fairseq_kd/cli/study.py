@@ -101,7 +101,8 @@ def config_from_args(args):
         noise_swap_window=args.noise_swap_window, max_update=args.max_update, max_tokens=args.max_tokens,
         warmup_updates=args.warmup_updates, validate_interval_updates=args.validate_interval_updates,
         label_smoothing=args.label_smoothing, train_args=args.train_args,
-        method_args=_method_args(args.method_args), beam=args.beam, max_len_a=args.max_len_a, max_len_b=args.max_len_b, bpe=args.bpe, gen_args=args.gen_args,
+        method_args=_method_args(args.method_args), beam=args.beam, max_len_a=args.max_len_a,
+        max_len_b=args.max_len_b, bpe=args.bpe, gen_args=args.gen_args,
         distill_args=args.distill_args, cpu=not args.gpu, keep_going=args.keep_going)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
+from fairseq import search
 
 DECODING_CHOICES = ("beam", "greedy", "sampling", "teacher_forcing")
 
@@ -49,8 +50,6 @@ class DecodingConfig:
 
 def base_search(tgt_dict, cfg: DecodingConfig):
     """fairseq's search strategy for ``cfg`` (what SequenceGenerator would pick)."""
-    from fairseq import search
-
     if cfg.decoding == "sampling":
         return search.Sampling(tgt_dict, cfg.sampling_topk, cfg.sampling_topp)
     return search.BeamSearch(tgt_dict)
@@ -67,13 +66,7 @@ def build_generator(models, tgt_dict, cfg: DecodingConfig, strategy=None):
     )
 
 
-def _search_base_class():
-    from fairseq import search
-
-    return search.Search
-
-
-class SentenceMaxLen(_search_base_class()):
+class SentenceMaxLen(search.Search):
     """A fairseq search strategy that gives every sentence its own length limit.
 
     fairseq's limit is a * (padded source width) + b for the whole batch, so in a batch of

@@ -133,14 +133,12 @@ class SplitData:
         order = ids[np.lexsort((ids, self.src_ds.sizes[ids]))]  # by source length, then id
         batches, cur, longest = [], [], 0
         for i in order.tolist():
-            n = int(self.src_ds.sizes[i])
-            new_longest = max(longest, n)
-            if cur and ((same_length and n != longest) or len(cur) + 1 > batch_size
-                        or new_longest * (len(cur) + 1) > max_tokens):
+            n = int(self.src_ds.sizes[i])  # the longest so far: ids are sorted by length
+            if cur and ((same_length and n != longest) or len(cur) + 1 > batch_size or n * (len(cur) + 1) > max_tokens):
                 batches.append(cur)
-                cur, new_longest = [], n
+                cur = []
             cur.append(i)
-            longest = new_longest
+            longest = n
         if cur:
             batches.append(cur)
         return batches
@@ -151,7 +149,6 @@ class FairseqBackend:
     """Decode with fairseq's SequenceGenerator on the teacher (ensemble)."""
 
     name = "fairseq"
-    same_length_batches = False  # TeacherDecoder gives every sentence its own length limit
 
     def __init__(self, teacher, data: SplitData, cfg: DistillConfig):
         self.data, self.cfg = data, cfg
@@ -169,6 +166,12 @@ class FairseqBackend:
         sample = utils.move_to_cuda(sample, device=self.device) if self.device.type == "cuda" else sample
         hyps = self.decoder(sample)
         return {int(i): h for i, h in zip(sample["id"].tolist(), hyps)}
+
+
+def same_length_batches(backend: str) -> bool:
+    """CTranslate2 has one max length per batch, so it gets batches of one source length; the
+    fairseq backend's search gives every sentence its own limit (``decoding.SentenceMaxLen``)."""
+    return backend != "fairseq"
 
 
 def build_backend(teacher, data: SplitData, cfg: DistillConfig):
@@ -209,8 +212,7 @@ def decode_shard(backend, data: SplitData, ids: range, cfg: DistillConfig, detok
     """Records ``{id: {"tgt": ids, "fallback": ..., "rank": ..., "score": ...}}`` for one shard."""
     eos = data.tgt_dict.eos()
     records = {}
-    same_length = getattr(backend, "same_length_batches", True)
-    for batch in data.batches(ids, cfg.max_tokens, cfg.batch_size, same_length=same_length):
+    for batch in data.batches(ids, cfg.max_tokens, cfg.batch_size, same_length=same_length_batches(cfg.backend)):
         try:
             hyps = backend.decode(batch)
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: retry one by one
@@ -254,7 +256,7 @@ def meta_of(cfg: DistillConfig, data: SplitData, teacher_fp: str) -> Dict:
         "langs": f"{data.src}-{data.tgt}", "decoding": cfg.decoding.signature(), "select": cfg.select,
         "backend": cfg.backend + (f":{cfg.ct2_compute_type}" if cfg.backend == "ctranslate2" else ""),
         "shard_size": cfg.shard_size, "max_tokens": cfg.max_tokens, "batch_size": cfg.batch_size, "seed": cfg.seed,
-        "batching": "mixed" if cfg.backend == "fairseq" else "same_length",
+        "batching": "same_length" if same_length_batches(cfg.backend) else "mixed",
     }
 
 

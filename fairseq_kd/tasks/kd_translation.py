@@ -16,13 +16,14 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
+from fairseq_kd.distill.decoding import DECODING_CHOICES
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger(__name__)
 
 NOISE_SIDE_CHOICES = ChoiceEnum(["source", "target", "both"])
 NOISE_TEACHER_INPUT_CHOICES = ChoiceEnum(["clean", "noisy"])
-SEQ_KD_DECODING_CHOICES = ChoiceEnum(["beam", "greedy", "sampling", "teacher_forcing"])
+SEQ_KD_DECODING_CHOICES = ChoiceEnum(list(DECODING_CHOICES))
 
 
 @dataclass
