@@ -76,7 +76,7 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
 
 
 class CT2Backend:
-    """Decode a ``SplitData`` with a CTranslate2 Translator (interface of ``run.FairseqBackend``)."""
+    """Decode a ``SplitData`` with a CTranslate2 Translator (interface of ``fairseq_backend.FairseqBackend``)."""
 
     name = "ctranslate2"
 

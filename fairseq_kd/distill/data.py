@@ -1,0 +1,119 @@
+"""The data side of ``fairseq-kd-distill``: a binarized split with its dictionaries,
+length-sorted batches, and pieces <-> text (sentencepiece)."""
+import os
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from fairseq_kd.errors import KDInputError
+
+
+def infer_langs(data: str, split: str, src: Optional[str], tgt: Optional[str]):
+    """Language pair from ``{split}.{src}-{tgt}.{src}.idx`` when not given."""
+    if src and tgt:
+        return src, tgt
+    for fname in sorted(os.listdir(data)):
+        parts = fname.split(".")
+        if fname.startswith(split + ".") and fname.endswith(".idx") and len(parts) == 4 and "-" in parts[1]:
+            a, b = parts[1].split("-", 1)
+            if parts[2] == a:
+                return src or a, tgt or b
+    raise KDInputError(f"no binarized split '{split}' in {data} (expected {split}.SRC-TGT.SRC.idx): run "
+                       f"fairseq-preprocess with the teacher's dictionaries, or pass --source-lang/--target-lang")
+
+
+def split_prefix(data: str, split: str, src: str, tgt: str, lang: str) -> Optional[str]:
+    from fairseq.data import indexed_dataset
+
+    for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+        prefix = os.path.join(data, f"{split}.{pair}.{lang}")
+        if indexed_dataset.dataset_exists(prefix, impl="mmap"):
+            return prefix
+    return None
+
+
+class SplitData:
+    """The binarized split (source, optional gold target) and its dictionaries."""
+
+    def __init__(self, data: str, split: str, src: str, tgt: str):
+        from fairseq.data import Dictionary, LanguagePairDataset, data_utils
+
+        self.data, self.split, self.src, self.tgt = data, split, src, tgt
+        self.src_dict_file = os.path.join(data, f"dict.{src}.txt")
+        self.tgt_dict_file = os.path.join(data, f"dict.{tgt}.txt")
+        for f in (self.src_dict_file, self.tgt_dict_file):
+            if not os.path.isfile(f):
+                raise KDInputError(f"dictionary {f} not found: --data must be a fairseq-preprocess output dir")
+        self.src_dict, self.tgt_dict = Dictionary.load(self.src_dict_file), Dictionary.load(self.tgt_dict_file)
+        self.src_prefix = split_prefix(data, split, src, tgt, src)
+        if self.src_prefix is None:
+            raise KDInputError(f"no binarized source for split '{split}' ({src}-{tgt}) in {data}: "
+                               f"check --data/--split/--source-lang")
+        self.tgt_prefix = split_prefix(data, split, src, tgt, tgt)
+        self.src_ds = data_utils.load_indexed_dataset(self.src_prefix, self.src_dict, "mmap")
+        self.tgt_ds = data_utils.load_indexed_dataset(self.tgt_prefix, self.tgt_dict, "mmap") if self.tgt_prefix else None
+        if self.tgt_ds is not None and len(self.tgt_ds) != len(self.src_ds):
+            raise KDInputError(f"{self.src_prefix} has {len(self.src_ds)} sentences but {self.tgt_prefix} has "
+                               f"{len(self.tgt_ds)}: re-binarize the split")
+        self.pairs = LanguagePairDataset(
+            self.src_ds, self.src_ds.sizes, self.src_dict, self.tgt_ds,
+            None if self.tgt_ds is None else self.tgt_ds.sizes, self.tgt_dict, left_pad_source=True,
+            left_pad_target=False, shuffle=False)
+
+    def __len__(self):
+        return len(self.src_ds)
+
+    def fingerprint(self) -> str:
+        from fairseq_kd.teacher import file_sha256
+
+        files = [self.src_prefix + ".bin", self.src_prefix + ".idx"]
+        if self.tgt_prefix:
+            files += [self.tgt_prefix + ".bin", self.tgt_prefix + ".idx"]
+        return ":".join(file_sha256(f)[:16] for f in files)
+
+    def gold(self, i: int) -> Optional[torch.Tensor]:
+        return None if self.tgt_ds is None else self.tgt_ds[i]
+
+    def batches(self, ids: range, max_tokens: int, batch_size: int, same_length: bool = True) -> List[List[int]]:
+        """Length-sorted batches of ``ids`` (padded size <= ``max_tokens``), as fairseq-generate makes them.
+
+        ``same_length``: each batch holds a single source length. fairseq's max length
+        (a * src_len + b) is taken over a batch, so equal-length batches make every output
+        independent of its batch mates; the fairseq backend does not need this (its search
+        gives every sentence its own limit, ``decoding.SentenceMaxLen``), CTranslate2 does.
+        """
+        ids = np.asarray(list(ids))
+        order = ids[np.lexsort((ids, self.src_ds.sizes[ids]))]  # by source length, then id
+        batches, cur, longest = [], [], 0
+        for i in order.tolist():
+            n = int(self.src_ds.sizes[i])  # the longest so far: ids are sorted by length
+            if cur and ((same_length and n != longest) or len(cur) + 1 > batch_size or n * (len(cur) + 1) > max_tokens):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+            longest = n
+        if cur:
+            batches.append(cur)
+        return batches
+
+
+class Detokenizer:
+    """Pieces -> text with sentencepiece (identity without a model)."""
+
+    def __init__(self, model: Optional[str]):
+        self.sp = None
+        if model:
+            import sentencepiece as spm
+
+            if not os.path.isfile(model):
+                raise KDInputError(f"sentencepiece model not found: {model} (fix --spm-model)")
+            self.sp = spm.SentencePieceProcessor(model_file=model)
+
+    def __call__(self, pieces: str) -> str:
+        return pieces if self.sp is None else self.sp.decode(pieces.split())
+
+
+def to_pieces(dictionary, tokens) -> str:
+    """Ids (EOS/pad stripped) -> space-joined dictionary symbols."""
+    return dictionary.string(torch.as_tensor(tokens))

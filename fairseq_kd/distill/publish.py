@@ -1,0 +1,109 @@
+"""Publishing a finished distillation: alignment checks, then text, binarized data and the
+summary, each written atomically (``fairseq-kd-distill``'s last step)."""
+import json
+import os
+import shutil
+from dataclasses import asdict
+from typing import Dict
+
+import torch
+
+from fairseq_kd.distill.data import SplitData, split_prefix, to_pieces
+from fairseq_kd.distill.shards import ShardStore, atomic_write_lines, atomic_write_text
+from fairseq_kd.errors import KDInputError
+
+
+def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, detok_tgt) -> Dict:
+    """Check alignment, then write text, binarized data and the summary (each atomically)."""
+    import sacrebleu
+    from fairseq.data import indexed_dataset
+
+    records = [r for k, ids in enumerate(ranges) for r in store.read(k, ids)]
+    if [r["id"] for r in records] != list(range(len(data))):
+        raise RuntimeError(f"alignment check failed: {len(records)} records for {len(data)} source lines")
+    src, tgt, split = data.src, data.tgt, cfg.split
+    out = cfg.output_dir
+    src_pieces = [to_pieces(data.src_dict, data.src_ds[i]) for i in range(len(data))]
+    tgt_pieces = [to_pieces(data.tgt_dict, r["tgt"]) for r in records]
+    n_src = atomic_write_lines(os.path.join(out, f"{split}.{src}"), src_pieces)
+    n_tgt = atomic_write_lines(os.path.join(out, f"{split}.{tgt}"), tgt_pieces)
+    hyp_text = [detok_tgt(p) for p in tgt_pieces]
+    if detok_tgt.sp is not None:
+        atomic_write_lines(os.path.join(out, f"{split}.detok.{src}"), (detok_src(p) for p in src_pieces))
+        atomic_write_lines(os.path.join(out, f"{split}.detok.{tgt}"), hyp_text)
+    if not (n_src == n_tgt == len(data)):
+        raise RuntimeError(f"alignment check failed: wrote {n_src} source / {n_tgt} target lines for {len(data)}")
+
+    # binarized copy with the teacher's dictionaries, ready for fairseq-train
+    bin_dir = os.path.join(out, "bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    for lang, d in ((src, data.src_dict), (tgt, data.tgt_dict)):
+        tmp = os.path.join(bin_dir, f"dict.{lang}.txt.tmp")
+        d.save(tmp)
+        os.replace(tmp, os.path.join(bin_dir, f"dict.{lang}.txt"))
+    for lang, d, items in ((src, data.src_dict, (data.src_ds[i] for i in range(len(data)))),
+                           (tgt, data.tgt_dict, (torch.tensor(r["tgt"]) for r in records))):
+        prefix = os.path.join(bin_dir, f"{split}.{src}-{tgt}.{lang}")
+        builder = indexed_dataset.make_builder(prefix + ".bin.tmp", impl="mmap", vocab_size=len(d))
+        for t in items:
+            builder.add_item(t.long())
+        builder.finalize(prefix + ".idx.tmp")
+        os.replace(prefix + ".bin.tmp", prefix + ".bin")
+        os.replace(prefix + ".idx.tmp", prefix + ".idx")
+    check = indexed_dataset.MMapIndexedDataset(os.path.join(bin_dir, f"{split}.{src}-{tgt}.{tgt}"))
+    if len(check) != len(data):
+        raise RuntimeError(f"alignment check failed: binarized target has {len(check)} lines for {len(data)}")
+    for other in cfg.copy_splits:
+        for lang in (src, tgt):
+            p = split_prefix(cfg.data, other, src, tgt, lang)
+            if p is None:
+                raise KDInputError(f"--copy-splits {other}: no binarized {other} split ({src}-{tgt}) in {cfg.data}")
+            for ext in (".bin", ".idx"):
+                dst = os.path.join(bin_dir, f"{other}.{src}-{tgt}.{lang}{ext}")
+                shutil.copyfile(p + ext, dst + ".tmp")
+                os.replace(dst + ".tmp", dst)
+
+    # summary
+    seconds = sum(timing.get(str(k), 0.0) for k in range(len(ranges)))
+    n_tokens = sum(len(r["tgt"]) - 1 for r in records)
+    summary = {
+        "split": split, "sentences": len(data), "tokens": n_tokens,
+        "decode_seconds": round(seconds, 3),
+        "sent_per_s": round(len(data) / seconds, 2) if seconds > 0 else None,
+        "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else None,
+        "empty_hypotheses": sum(r["fallback"] == "empty" for r in records),
+        "failed_hypotheses": sum(r["fallback"] == "failed" for r in records),
+        "fallback_to_gold": sum(r["fallback"] is not None and data.tgt_ds is not None for r in records),
+        "nbest_rank_histogram": _histogram(r["rank"] for r in records),
+        "backend": cfg.backend, "decoding": asdict(cfg.decoding), "select": cfg.select,
+        "text_level": "detokenized" if detok_tgt.sp is not None else "pieces",
+        "outputs": {"text": [f"{split}.{src}", f"{split}.{tgt}"], "bin": "bin"},
+    }
+    if data.tgt_ds is not None:
+        refs = [detok_tgt(to_pieces(data.tgt_dict, data.gold(i))) for i in range(len(data))]
+        bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+        summary["bleu"] = round(bleu.corpus_score(hyp_text, [refs]).score, 2)
+        summary["chrf"] = round(chrf.corpus_score(hyp_text, [refs]).score, 2)
+        summary["bleu_signature"] = str(bleu.get_signature())
+    summary["signature"] = signature(cfg, store.meta)
+    atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    return summary
+
+
+def _histogram(ranks) -> Dict[str, int]:
+    h: Dict[str, int] = {}
+    for r in ranks:
+        h[str(r)] = h.get(str(r), 0) + 1
+    return dict(sorted(h.items()))
+
+
+def signature(cfg, meta: Dict) -> str:
+    """sacrebleu-style reproducibility signature of the run."""
+    import fairseq
+
+    import fairseq_kd
+
+    keys = ("decoding", "select", "backend", "shard_size", "seed")
+    parts = [f"{k}:{meta[k]}" for k in keys] + [f"teacher:{meta['teacher'][:12]}",
+                                               f"fairseq_kd:{fairseq_kd.__version__}", f"fairseq:{fairseq.__version__}"]
+    return "|".join(parts)
