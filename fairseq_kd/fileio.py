@@ -1,0 +1,246 @@
+"""The one home for shared file I/O: atomic writes, line-exact reading, ``H-`` line parsing.
+
+* **Atomic writes.** Every file a tool publishes is written to a temporary file in the
+  same directory, flushed and fsync'd, then ``os.replace``-d over its final name: a
+  reader (or a re-run after ``kill -9``) sees the old file or the new one, never half
+  of one. ``atomic_write_many`` writes several files so that all temporaries are
+  complete before the first replace (parallel corpora stay aligned).
+* **Lines.** Text is split on ``\\n`` only: a lone ``\\r``, U+2028 or a form feed inside
+  a sentence stays inside its line (``str.splitlines`` and text-mode universal newlines
+  would break it and shift every following line). Input must be UTF-8; anything else
+  is refused with a ``KDInputError`` naming the file and the fix.
+* **fairseq-generate output.** ``H-<id>\\t<score>\\t<text>`` lines -> hypotheses by id.
+"""
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
+
+from fairseq_kd.errors import KDInputError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+UTF8_FIX = "re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8)"
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _tmp_for(path: str) -> str:
+    """A fresh temporary file next to ``path`` (same filesystem, so os.replace is atomic)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def _fsync_dir(folder: str) -> None:
+    """Persist a rename (best effort: not every filesystem allows opening a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-8", newline: Optional[str] = "\n"):
+    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears complete on success, untouched on error.
+
+    ``mode`` is ``"w"`` (text) or ``"wb"`` (bytes)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', not {mode!r}")
+    path = os.fspath(path)
+    tmp = _tmp_for(path)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": newline}
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8, newlines as given)."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_json(path: PathLike, obj, indent: Optional[int] = 1, sort_keys: bool = True) -> None:
+    """Write ``obj`` as JSON (with a final newline) atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def _write_lines(f, lines: Iterable[str], path: str) -> int:
+    n = 0
+    for line in lines:
+        if "\n" in line:
+            raise ValueError(f"line {n} written to {path} contains a newline")  # a bug, not user input
+        f.write(line)
+        f.write("\n")
+        n += 1
+    return n
+
+
+def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> int:
+    """Write one ``\\n``-terminated line per item atomically; returns the number of lines."""
+    with atomic_open(path, "w") as f:
+        return _write_lines(f, lines, os.fspath(path))
+
+
+def atomic_write_many(files: Dict[PathLike, Sequence[str]]) -> None:
+    """Write several line files; every temporary is complete before the first replace."""
+    tmps = []
+    try:
+        for path, lines in files.items():
+            path = os.fspath(path)
+            tmp = _tmp_for(path)
+            tmps.append((tmp, path))
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                _write_lines(f, lines, path)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in tmps:
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in tmps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+# ---------------------------------------------------------------- reading lines
+
+
+def split_lines(text: str) -> List[str]:
+    """``text`` split on ``\\n`` only; a final newline does not start an empty line."""
+    if not text:
+        return []
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return lines
+
+
+def decode_utf8(data: bytes, name: str) -> str:
+    """``data`` as UTF-8, or a KDInputError naming ``name``, the byte offset and the fix."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise KDInputError(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start}); {UTF8_FIX}") from None
+
+
+def read_text(path: PathLike, what: str = "file") -> str:
+    """Whole UTF-8 file; ``-`` reads stdin. Missing file / bad encoding -> KDInputError."""
+    path = os.fspath(path)
+    if path == "-":
+        return decode_utf8(sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode(),
+                           "<stdin>")
+    if not os.path.isfile(path):
+        raise KDInputError(f"{path}: {what} not found; pass an existing file")
+    with open(path, "rb") as f:
+        return decode_utf8(f.read(), path)
+
+
+def read_lines(path: PathLike, what: str = "file") -> List[str]:
+    """Lines of a UTF-8 file (``-`` = stdin) split on ``\\n`` only, without the newline."""
+    return split_lines(read_text(path, what))
+
+
+def iter_lines(path: PathLike, what: str = "file") -> Iterator[str]:
+    """Streaming ``read_lines`` for large files (same splitting and errors)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise KDInputError(f"{path}: {what} not found; pass an existing file")
+    with open(path, "rb") as f:
+        offset = 0
+        for raw in f:  # binary iteration splits on b"\n" only
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise KDInputError(f"{path}: not valid UTF-8 ({e.reason} at byte {offset + e.start}); "
+                                   f"{UTF8_FIX}") from None
+            offset += len(raw)
+            yield line[:-1] if line.endswith("\n") else line
+
+
+def count_lines(path: PathLike) -> int:
+    """Number of lines as ``read_lines`` sees them (a last line without newline counts)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise KDInputError(f"{path}: file not found; check the path")
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
+
+
+# ---------------------------------------------------------------- fairseq-generate output
+
+
+def parse_hypotheses(lines: Union[str, Iterable[str]], source: str = "fairseq-generate output") -> Dict[int, str]:
+    """First (best) ``H-<id>\\t<score>\\t<text>`` hypothesis per sentence id.
+
+    ``lines`` is the output text or its lines. A malformed ``H-`` line is refused with a
+    KDInputError naming ``source`` (a truncated or interleaved log)."""
+    if isinstance(lines, str):
+        lines = split_lines(lines)
+    hyps: Dict[int, str] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.startswith("H-"):
+            continue
+        fields = line.rstrip("\r").split("\t", 2)
+        try:
+            idx = int(fields[0][2:])
+            float(fields[1])
+        except (ValueError, IndexError):
+            raise KDInputError(f"{source}: line {n} is not a fairseq-generate hypothesis line "
+                               f"(H-<id><TAB><score><TAB><text>): {line[:80]!r}; re-run the decoding "
+                               f"(was the log truncated or written by two processes?)") from None
+        hyps.setdefault(idx, fields[2] if len(fields) > 2 else "")
+    return hyps
+
+
+def hypotheses_in_order(lines: Union[str, Iterable[str]], n: Optional[int] = None,
+                        source: str = "fairseq-generate output") -> List[str]:
+    """Hypotheses for ids ``0..n-1`` (``n`` defaults to the number found); gaps are refused."""
+    hyps = parse_hypotheses(lines, source)
+    if n is None:
+        n = len(hyps)
+    missing = [i for i in range(n) if i not in hyps]
+    extra = sorted(i for i in hyps if not 0 <= i < n)
+    if missing or extra:
+        raise KDInputError(f"{source}: expected hypotheses for ids 0..{n - 1} but {len(missing)} are missing "
+                           f"(e.g. {missing[:5]}) and {len(extra)} are out of range (e.g. {extra[:5]}); was "
+                           f"decoding interrupted, filtered (--max-len, --skip-invalid-size-inputs-valid-test) "
+                           f"or run on another subset?")
+    return [hyps[i] for i in range(n)]
+
