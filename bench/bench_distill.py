@@ -58,11 +58,9 @@ def fairseq_generate(data_bin, ckpt, split, src, tgt, a):
     with contextlib.redirect_stderr(io.StringIO()):
         fs_generate._main(convert_namespace_to_omegaconf(args), output_file=out)
     wall = time.perf_counter() - t0
-    hyps = {}
-    for line in out.getvalue().splitlines():
-        if line.startswith("H-"):
-            idx, _s, text = (line.split("\t", 2) + [""])[:3]
-            hyps[int(idx[2:])] = text
+    from fairseq_kd.fileio import parse_hypotheses
+
+    hyps = parse_hypotheses(out.getvalue())
     return [hyps.get(i, "") for i in range(max(hyps) + 1)], wall
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.fileio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +69,6 @@ def _path(folder: str, split: str, name: str) -> str:
     return os.path.join(folder, f"{split}.{name}.{ext}")
 
 
-def _atomic_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _expected_sizes(n_sent: int, n_tok: int, k: int) -> Dict[str, int]:
     sizes = {"offsets": (n_sent + 1) * 8}
     for name, (dtype, _) in ARRAYS.items():
@@ -111,7 +103,7 @@ class TeacherCacheWriter:
         self.done = np.memmap(_path(self.partial, split, "done"), dtype=np.uint8, mode=mode, shape=(max(self.n_sent, 1),))
         if not resume:
             self.offsets.tofile(_path(self.partial, split, "offsets"))
-            _atomic_json(plan_path, plan)  # written after the arrays exist: marks a resumable run
+            atomic_write_json(plan_path, plan)  # written after the arrays exist: marks a resumable run
 
     def todo(self) -> np.ndarray:
         """Dataset indices still to compute."""
@@ -150,7 +142,7 @@ class TeacherCacheWriter:
             os.replace(src, _path(self.folder, self.split, name))
         meta = {"format": FORMAT_VERSION, "k": self.k, "n_sentences": self.n_sent, "n_tokens": self.n_tok,
                 "fingerprint": self.fp, "sizes": _expected_sizes(self.n_sent, self.n_tok, self.k)}
-        _atomic_json(_path(self.folder, self.split, "meta"), meta)
+        atomic_write_json(_path(self.folder, self.split, "meta"), meta)
         shutil.rmtree(self.partial)
         return _path(self.folder, self.split, "meta")
 

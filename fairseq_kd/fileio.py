@@ -163,7 +163,7 @@ def read_text(path: PathLike, what: str = "file") -> str:
         return decode_utf8(sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode(),
                            "<stdin>")
     if not os.path.isfile(path):
-        raise KDInputError(f"{path}: {what} not found; pass an existing file")
+        raise KDInputError(f"{path}: no such file ({what} not found); pass an existing file")
     with open(path, "rb") as f:
         return decode_utf8(f.read(), path)
 
@@ -177,7 +177,7 @@ def iter_lines(path: PathLike, what: str = "file") -> Iterator[str]:
     """Streaming ``read_lines`` for large files (same splitting and errors)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise KDInputError(f"{path}: {what} not found; pass an existing file")
+        raise KDInputError(f"{path}: no such file ({what} not found); pass an existing file")
     with open(path, "rb") as f:
         offset = 0
         for raw in f:  # binary iteration splits on b"\n" only
@@ -229,10 +229,9 @@ def parse_hypotheses(lines: Union[str, Iterable[str]], source: str = "fairseq-ge
     return hyps
 
 
-def hypotheses_in_order(lines: Union[str, Iterable[str]], n: Optional[int] = None,
-                        source: str = "fairseq-generate output") -> List[str]:
+def order_hypotheses(hyps: Dict[int, str], n: Optional[int] = None,
+                     source: str = "fairseq-generate output") -> List[str]:
     """Hypotheses for ids ``0..n-1`` (``n`` defaults to the number found); gaps are refused."""
-    hyps = parse_hypotheses(lines, source)
     if n is None:
         n = len(hyps)
     missing = [i for i in range(n) if i not in hyps]
@@ -244,3 +243,8 @@ def hypotheses_in_order(lines: Union[str, Iterable[str]], n: Optional[int] = Non
                            f"or run on another subset?")
     return [hyps[i] for i in range(n)]
 
+
+def hypotheses_in_order(lines: Union[str, Iterable[str]], n: Optional[int] = None,
+                        source: str = "fairseq-generate output") -> List[str]:
+    """``H-`` lines -> hypotheses for ids ``0..n-1`` in input order."""
+    return order_hypotheses(parse_hypotheses(lines, source), n, source)

@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
+from fairseq_kd import fileio
 from fairseq_kd.errors import KDInputError
 
 WORD_START = "\u2581"  # sentencepiece's word-boundary marker "▁"
@@ -264,33 +265,31 @@ def read_vocab(path: str, unit: str) -> UnigramSampler:
     for single-unit words.
     """
     counts: Dict[Word, float] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, raw in enumerate(f, 1):
-            line = raw.rstrip("\n")
-            if not line.strip():
-                continue
-            if "\t" in line:
-                text, count = line.rsplit("\t", 1)
-            else:
-                parts = line.split()
-                text, count = (parts[0], parts[1]) if len(parts) == 2 and _is_number(parts[1]) else (line, "1")
-            if not _is_number(count):
-                raise KDInputError(f"{path}:{n}: count {count!r} is not a number; write 'word<TAB>count' per line")
-            words = split_words(text.split(), unit)
-            if len(words) != 1:
-                raise KDInputError(f"{path}:{n}: {text!r} is {len(words)} words for unit={unit}; write one word per line")
-            counts[words[0]] = counts.get(words[0], 0.0) + float(count)
+    for n, line in enumerate(fileio.read_lines(path, "vocabulary file"), 1):
+        if not line.strip():
+            continue
+        if "\t" in line:
+            text, count = line.rsplit("\t", 1)
+        else:
+            parts = line.split()
+            text, count = (parts[0], parts[1]) if len(parts) == 2 and _is_number(parts[1]) else (line, "1")
+        if not _is_number(count):
+            raise KDInputError(f"{path}:{n}: count {count!r} is not a number; write 'word<TAB>count' per line")
+        words = split_words(text.split(), unit)
+        if len(words) != 1:
+            raise KDInputError(f"{path}:{n}: {text!r} is {len(words)} words for unit={unit}; write one word per line")
+        counts[words[0]] = counts.get(words[0], 0.0) + float(count)
     return UnigramSampler(counts)
 
 
 def write_vocab(sampler: UnigramSampler, path: str) -> None:
     """Write counts in the format ``read_vocab`` reads (to regenerate single lines later)."""
-    prev = 0.0
-    with open(path, "w", encoding="utf-8") as f:
-        for w, c in zip(sampler.words, sampler.cum):
-            count = c - prev
-            prev = c
-            f.write(f"{' '.join(map(str, w))}\t{int(count) if count == int(count) else count}\n")
+    lines, prev = [], 0.0
+    for w, c in zip(sampler.words, sampler.cum):
+        count = c - prev
+        prev = c
+        lines.append(f"{' '.join(map(str, w))}\t{int(count) if count == int(count) else count}")
+    fileio.atomic_write_lines(path, lines)
 
 
 def _is_number(s: str) -> bool:

@@ -9,10 +9,10 @@
   text it is a stricter, punctuation-glued number. ``tok_bleu_tokenize`` may name any
   sacrebleu tokenizer instead (e.g. ``13a`` on pre-tokenized text).
 """
-import os
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
+from fairseq_kd import fileio
 from fairseq_kd.errors import KDInputError
 
 METRICS = ("bleu", "chrf", "tok_bleu")
@@ -29,11 +29,8 @@ class ScoreConfig:
 
 
 def read_lines(path: str) -> List[str]:
-    """Lines of a UTF-8 file without their newline."""
-    if not os.path.isfile(path):
-        raise KDInputError(f"{path}: no such file; pass an existing hypothesis/reference file")
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    """Lines of a UTF-8 file without their newline (split on ``\\n`` only)."""
+    return fileio.read_lines(path, "hypothesis/reference file")
 
 
 def check_aligned(hyps: Sequence[str], refs: Sequence[Sequence[str]], hyp_name: str,

@@ -73,7 +73,7 @@ def test_non_utf8_and_missing_are_refused(tmp_path):
     for fn in (fileio.read_lines, lambda x: list(fileio.iter_lines(x))):
         with pytest.raises(KDInputError, match=r"latin\.de: not valid UTF-8 .*at byte 6.*iconv"):
             fn(p)
-    with pytest.raises(KDInputError, match="nope: file not found"):
+    with pytest.raises(KDInputError, match="nope: no such file"):
         fileio.read_lines(tmp_path / "nope")
 
 

@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from fairseq_kd import noise as N
+from fairseq_kd import fileio, noise as N
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger("fairseq_kd.cli.noise")
@@ -74,24 +74,6 @@ def signature(cfg: N.NoiseConfig, side: str, unit: str, seed: int, vocab: Option
             f"|unit:{unit}|seed:{seed}|vocab:{'file' if vocab else 'corpus'}|version:{__version__}")
 
 
-def _read_lines(path: str) -> List[str]:
-    if path == "-":
-        return [line.rstrip("\n") for line in sys.stdin]
-    if not os.path.isfile(path):
-        raise KDInputError(f"{path}: no such file; pass an existing text file")
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
-
-def _write_atomic(path: str, lines: List[str]) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)
-
-
 def noise_lines(lines: List[str], cfg: N.NoiseConfig, seed: int, side: str, unit: str,
                 sampler: Optional[N.UnigramSampler], quiet: bool = True) -> Tuple[List[str], N.NoiseStats]:
     """Noise every line (index = line number from 0); returns lines and summed counts."""
@@ -130,7 +112,7 @@ def run(args) -> Dict:
         for inp, out in ((args.source, args.output_source), (args.target, args.output_target)):
             if os.path.abspath(inp) == os.path.abspath(out):
                 raise KDInputError(f"{out}: output would overwrite its input; choose another output path")
-        src, tgt = _read_lines(args.source), _read_lines(args.target)
+        src, tgt = fileio.read_lines(args.source), fileio.read_lines(args.target)
         if len(src) != len(tgt):
             raise KDInputError(f"misaligned parallel input: {args.source} has {len(src)} lines but "
                                f"{args.target} has {len(tgt)}; fix the corpus so both sides align by line")
@@ -139,7 +121,7 @@ def run(args) -> Dict:
     else:
         if args.side == "both":
             raise KDInputError("--side both needs parallel mode (--source/--target/--output-source/--output-target)")
-        lines = _read_lines(args.input)
+        lines = fileio.read_lines(args.input)
         inputs = {args.side: (lines, args.output)}
         sides = [args.side]
 
@@ -163,7 +145,7 @@ def run(args) -> Dict:
             sys.stdout.writelines(line + "\n" for line in results[side])
             sys.stdout.flush()
         else:
-            _write_atomic(out_path, results[side])
+            fileio.atomic_write_lines(out_path, results[side])
 
     for side, s in summary["sides"].items():
         r = s["rates"]
@@ -171,9 +153,7 @@ def run(args) -> Dict:
               f"substitution={r['substitution']:.4f} swap={r['swap']:.4f} (displaced {r['displaced']:.4f}) "
               f"empty_input={s['empty_input_lines']} | {s['signature']}", file=sys.stderr)
     if args.summary_json:
-        with open(args.summary_json + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(args.summary_json + ".tmp", args.summary_json)
+        fileio.atomic_write_json(args.summary_json, summary, indent=2, sort_keys=False)
     if parallel:
         print(json.dumps(summary))
     return summary

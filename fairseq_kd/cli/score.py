@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from fairseq_kd import scoring
+from fairseq_kd import fileio, scoring
 from fairseq_kd.errors import KDInputError
 
 
@@ -38,7 +38,7 @@ def cli_main(argv=None) -> int:
     cfg = scoring.ScoreConfig(args.tokenize, args.lowercase, args.tok_bleu_tokenize, tuple(args.metrics))
     try:
         if args.input == "-":
-            hyps = [line.rstrip("\n") for line in sys.stdin]
+            hyps = fileio.read_lines("-")
             refs = [scoring.read_lines(p) for p in args.refs]
             scoring.check_aligned(hyps, refs, "<stdin>", args.refs)
             result = {**scoring.score_lines(hyps, refs, cfg), "hyp": "<stdin>", "refs": list(args.refs)}
@@ -53,11 +53,7 @@ def cli_main(argv=None) -> int:
         for name in cfg.metrics:
             print(f"{name}: {result[name]['verbose']} | {result[name]['signature']}")
     if args.output:
-        with open(args.output + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-        import os
-
-        os.replace(args.output + ".tmp", args.output)
+        fileio.atomic_write_json(args.output, result, sort_keys=False)
     return 0
 
 

@@ -14,6 +14,8 @@ import logging
 import os
 from typing import Dict, List, Optional
 
+from fairseq_kd.fileio import atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 
@@ -63,11 +65,6 @@ class TargetMemo:
             if not os.path.exists(path):
                 break
             self._segments += 1
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({str(k): v for k, v in sorted(self.pending.items())}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write_json(path, {str(k): v for k, v in sorted(self.pending.items())}, indent=None)
         self._segments += 1
         self.pending = {}

@@ -12,35 +12,10 @@ the settings, a resumed run's final files are byte-identical to an uninterrupted
 """
 import json
 import os
-from typing import Dict, Iterable, List
+from typing import Dict, List
 
 from fairseq_kd.errors import KDInputError
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (all or nothing)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_lines(path: str, lines: Iterable[str]) -> int:
-    """Write one line per item atomically; returns the number of lines."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for line in lines:
-            if "\n" in line:
-                raise ValueError(f"line {n} of {path} contains a newline")
-            f.write(line + "\n")
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return n
+from fairseq_kd.fileio import atomic_write_lines, atomic_write_text  # noqa: F401  (used by publish/run)
 
 
 def shard_ranges(n: int, shard_size: int) -> List[range]:

@@ -1,11 +1,11 @@
 """Fetch a public corpus file (optionally gunzip/untar) atomically, with a clear offline error."""
 import gzip
-import os
 import shutil
 import tarfile
 import urllib.request
 from pathlib import Path
 
+from fairseq_kd import fileio
 from fairseq_kd.errors import KDInputError
 
 
@@ -15,17 +15,12 @@ def fetch(url: str, out, gunzip: bool = False, timeout: float = 60.0) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.download{os.getpid()}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, fileio.atomic_open(out, "wb") as f:
             shutil.copyfileobj(gzip.GzipFile(fileobj=resp) if gunzip else resp, f, 1 << 20)
-        os.replace(tmp, out)
     except OSError as e:  # URLError, timeouts, DNS failures, bad gzip are all OSErrors
         raise KDInputError(f"could not download {url} ({e}); this machine may be offline: "
                            f"download it elsewhere and pass the local folder with --data-dir") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 

@@ -5,36 +5,14 @@ the 0-based index of the input sentence, so sorting by id restores the input ord
 """
 import struct
 from pathlib import Path
-from typing import Dict, List, Sequence
 
 from fairseq_kd.errors import KDInputError
-
-
-def parse_hypotheses(lines: Sequence[str]) -> Dict[int, str]:
-    """First (best) ``H-`` hypothesis per sentence id."""
-    hyps: Dict[int, str] = {}
-    for line in lines:
-        if line.startswith("H-"):
-            head, _score, *text = line.split("\t", 2)
-            idx = int(head[2:])
-            hyps.setdefault(idx, text[0] if text else "")
-    return hyps
+from fairseq_kd.fileio import order_hypotheses as restore_order, parse_hypotheses  # noqa: F401  (prep hyps)
 
 
 def remove_sentencepiece(line: str) -> str:
     """Pieces -> text without a model (fairseq's rule): drop spaces, ``▁`` becomes a space."""
     return line.replace(" ", "").replace("\u2581", " ").strip()
-
-
-def restore_order(hyps: Dict[int, str], n: int, source="fairseq-generate output") -> List[str]:
-    """Hypotheses for ids ``0..n-1``; refuses missing or extra ids."""
-    missing = [i for i in range(n) if i not in hyps]
-    extra = [i for i in hyps if not 0 <= i < n]
-    if missing or extra:
-        raise KDInputError(f"{source}: expected hypotheses for ids 0..{n - 1} but "
-                           f"{len(missing)} are missing (e.g. {missing[:5]}) and {len(extra)} are "
-                           f"out of range; was decoding interrupted or run on another subset?")
-    return [hyps[i] for i in range(n)]
 
 
 def binarized_size(prefix) -> int:
