@@ -196,9 +196,19 @@ def test_selection_masks_pick_highest_ce():
     batch = kd_losses.selection_mask(ce, valid, "batch", 0.5)  # 6 valid tokens -> top 3: 5.0, 4.0, 2.0
     assert batch.tolist() == [[False, True, False, True], [True, False, False, False]]
     queue = kd_losses.CEQueue(100)
-    queue.push_and_threshold(torch.full((96,), 10.0), 0.5)  # a history of high CE values
-    glob = kd_losses.selection_mask(ce, valid, "global", 0.5, queue)
+    first = kd_losses.selection_mask(ce, valid, "global", 0.5, queue)  # empty queue: the batch's own quantile
+    assert first.tolist() == batch.tolist()
+    assert queue.values.numel() == 0 and queue.threshold(0.5) is None  # this update's values wait for its end
+    queue.end_update()
+    assert sorted(queue.values.tolist()) == sorted(ce[valid].tolist())
+    queue.add(torch.full((96,), 10.0))  # a history of high CE values
+    queue.end_update()
+    glob = kd_losses.selection_mask(ce, valid, "global", 0.5, queue, feed=False)
     assert not glob.any()  # nothing in this batch exceeds the global median
+    assert queue.pending == []  # feed=False (validation) leaves the queue alone
+    restored = kd_losses.CEQueue(100)
+    restored.load_state_dict(queue.state_dict())
+    assert restored.values.numel() == 100 and torch.equal(restored.values, queue.values)  # FIFO kept the last 100
 
 
 def test_temper_topk_probs_matches_softmax_at_T():

@@ -17,17 +17,25 @@ def add_capacity_term(model, loss: torch.Tensor, sample_size, logging_output: Di
     if fn is None:
         return loss
     penalty, active_params = fn()
+    # summable logging (fairseq sums logging outputs over micro-batches and workers):
+    # values plus a count, averaged in log_capacity_metrics
     logging_output["capacity_penalty"] = float(penalty.detach())
     logging_output["active_params"] = float(active_params)
+    logging_output["capacity_logs"] = 1
     return loss + penalty.to(loss.dtype) * sample_size
 
 
+def log_averaged(logging_outputs: List[Dict], keys, count_key: str, round_: int = 3) -> None:
+    """Log ``sum(key) / sum(count_key)``: averages that survive fairseq summing the logs."""
+    n = sum(log.get(count_key, 0) for log in logging_outputs)
+    if n:
+        for key in keys:
+            metrics.log_scalar(key, sum(log.get(key, 0) for log in logging_outputs) / n, n, round=round_)
+
+
 def log_capacity_metrics(logging_outputs: List[Dict]) -> None:
-    """Average ``active_params`` / ``capacity_penalty`` over workers, when present."""
-    for key in ("active_params", "capacity_penalty"):
-        vals = [log[key] for log in logging_outputs if key in log]
-        if vals:
-            metrics.log_scalar(key, sum(vals) / len(vals), len(vals), round=3)
+    """Average ``active_params`` / ``capacity_penalty`` over micro-batches and workers, when present."""
+    log_averaged(logging_outputs, ("active_params", "capacity_penalty"), "capacity_logs")
 
 
 def log_token_loss(name: str, total, ntokens, round_: int = 3, ppl_name: str = None) -> None:
@@ -59,9 +67,8 @@ def reduce_kd_metrics(logging_outputs: List[Dict], token_losses=()):
 
 
 def log_seq_kd_metrics(logging_outputs: List[Dict], total) -> None:
-    """Share of sentences trained on the gold target, and sentences the teacher decoded so far."""
+    """Share of sentences trained on the gold target, and sentences the teacher decoded (summed)."""
     if any("seq_kd_gold" in log for log in logging_outputs):
         metrics.log_scalar("gold_frac", total("seq_kd_gold") / max(total("nsentences"), 1), round=3)
-        if any("seq_kd_decoded" in log for log in logging_outputs):
-            metrics.log_scalar("teacher_decoded", max(log.get("seq_kd_decoded", 0) for log in logging_outputs),
-                               weight=0, round=0)
+        if any("seq_kd_decoded" in log for log in logging_outputs):  # decoded in these steps, all workers
+            metrics.log_scalar_sum("teacher_decoded", total("seq_kd_decoded"), round=0)

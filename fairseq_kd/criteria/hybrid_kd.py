@@ -13,14 +13,13 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
 from fairseq_kd import kd_losses
-from fairseq_kd.criteria._common import add_capacity_term, log_seq_kd_metrics, reduce_kd_metrics
+from fairseq_kd.criteria._common import add_capacity_term, log_averaged, log_seq_kd_metrics, reduce_kd_metrics
 from fairseq_kd.distill.online import OnlineTargets
 
 HYBRID_GATE_CHOICES = ChoiceEnum(["fixed", "learned"])
@@ -47,8 +46,8 @@ class HybridKDConfig(FairseqDataclass):
 
 
 def gate_value(weight_logit: torch.Tensor) -> torch.Tensor:
-    """The gate g in (0, 1) from its logit (a scalar)."""
-    return torch.sigmoid(weight_logit.float())
+    """The gate g in (0, 1) from its logit (one value), as a 0-dim tensor."""
+    return torch.sigmoid(weight_logit.float()).reshape(())
 
 
 def mix(token_loss: torch.Tensor, sentence_loss: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -74,11 +73,18 @@ class HybridKDCriterion(FairseqCriterion):
         self.T, self.topk, self.eps, self.sentence_avg = kd_temperature, kd_topk, label_smoothing, sentence_avg
         self.learned = str(hybrid_gate) == "learned"
         if self.learned:  # trained with the student: fairseq optimizes and checkpoints criterion parameters
-            self.gate_logit = torch.nn.Parameter(torch.tensor(math.log(hybrid_weight / (1.0 - hybrid_weight))))
+            # shape (1,), not a 0-dim tensor: fairseq's legacy_ddp wrapper cannot all-reduce 0-dim gradients
+            self.gate_logit = torch.nn.Parameter(torch.tensor([math.log(hybrid_weight / (1.0 - hybrid_weight))]))
         else:
             self.fixed_weight = float(hybrid_weight)
         self.online = OnlineTargets(task, save_dir, use_memo=not seq_kd_no_memo, gold_mix=seq_kd_gold_mix,
                                     seed=seed, flush_every=seq_kd_memo_flush)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "gate_logit"  # checkpoints of earlier releases stored a 0-dim gate
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def gate(self, reference: torch.Tensor) -> torch.Tensor:
         if self.learned:
@@ -88,8 +94,9 @@ class HybridKDCriterion(FairseqCriterion):
     def forward(self, model, sample, reduce=True):
         logging_output = {}
         if model.training:
+            before = self.online.decoded
             sample = self.online.distilled_sample(next(model.parameters()), sample)
-            logging_output["seq_kd_gold"] = sample["seq_kd_gold"]
+            logging_output.update(seq_kd_gold=sample["seq_kd_gold"], seq_kd_decoded=self.online.decoded - before)
         else:  # validation runs before fairseq saves a checkpoint: persist the memo now
             self.online.flush()
         net_output = model(**sample["net_input"])
@@ -102,7 +109,7 @@ class HybridKDCriterion(FairseqCriterion):
         g = self.gate(kd)
         loss = mix(kd, ce, g)
         sample_size = target.size(0) if self.sentence_avg else sample["ntokens"]
-        logging_output.update(nll_loss=nll.data, kd_loss=kd.data, ce_loss=ce.data, gate=float(g.detach()),
+        logging_output.update(nll_loss=nll.data, kd_loss=kd.data, ce_loss=ce.data, gate=float(g.detach()), gate_logs=1,
                               ntokens=sample["ntokens"], nsentences=target.size(0), sample_size=sample_size)
         loss = add_capacity_term(model, loss, sample_size, logging_output)
         logging_output["loss"] = loss.data
@@ -124,11 +131,9 @@ class HybridKDCriterion(FairseqCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         total = reduce_kd_metrics(logging_outputs, token_losses=("kd_loss", "ce_loss"))
-        gates = [log["gate"] for log in logging_outputs if "gate" in log]
-        if gates:
-            metrics.log_scalar("gate", sum(gates) / len(gates), len(gates), round=4)
+        log_averaged(logging_outputs, ("gate",), "gate_logs", round_=4)
         log_seq_kd_metrics(logging_outputs, total)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
-        return False
+        return True  # every value is a sum (or a sum and its count); fairseq all-reduces them

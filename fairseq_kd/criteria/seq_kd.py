@@ -56,8 +56,9 @@ class SeqKDCriterion(FairseqCriterion):
     def forward(self, model, sample, reduce=True):
         logging_output = {}
         if model.training:
+            before = self.online.decoded
             sample = self.online.distilled_sample(next(model.parameters()), sample)
-            logging_output.update(seq_kd_gold=sample["seq_kd_gold"], seq_kd_decoded=self.online.decoded)
+            logging_output.update(seq_kd_gold=sample["seq_kd_gold"], seq_kd_decoded=self.online.decoded - before)
         else:  # validation runs before fairseq saves a checkpoint: persist the memo now
             self.online.flush()
         net_output = model(**sample["net_input"])
@@ -80,4 +81,4 @@ class SeqKDCriterion(FairseqCriterion):
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
-        return False
+        return True  # every value is a sum (or a sum and its count); fairseq all-reduces them

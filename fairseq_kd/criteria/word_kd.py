@@ -54,6 +54,9 @@ class WordKDCriterion(FairseqCriterion):
         self.alpha, self.temperature, self.eps = kd_alpha, kd_temperature, label_smoothing
         self.topk, self.selection, self.selection_ratio = kd_topk, str(kd_selection), kd_selection_ratio
         self.queue = kd_losses.CEQueue(kd_selection_queue_size) if self.selection == "global" else None
+        if self.queue is not None and hasattr(task, "register_state"):  # shared by workers, checkpointed
+            task.register_update_hook(self.queue.end_update)
+            task.register_state("kd_selection_queue", self.queue)
         self.report_accuracy, self.ignore_prefix_size, self.sentence_avg = report_accuracy, ignore_prefix_size, sentence_avg
         needs_teacher = kd_alpha > 0
         if needs_teacher and not (getattr(task.cfg, "teacher_path", None) or getattr(task.cfg, "teacher_cache", None)):
@@ -131,7 +134,8 @@ class WordKDCriterion(FairseqCriterion):
                 kl = kd_losses.kl_full(teacher_lp, student_lp)
         else:  # validation split without a cache and no online teacher: no KD term
             return torch.zeros_like(nll), None
-        selected = kd_losses.selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue)
+        feed = model.training and getattr(self.task, "feeding_stats", True)  # training batches only
+        selected = kd_losses.selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue, feed)
         return (T * T) * kl * selected, teacher_nll
 
     # --- metrics --------------------------------------------------------------------
@@ -141,4 +145,4 @@ class WordKDCriterion(FairseqCriterion):
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
-        return False  # active_params is averaged, not summed
+        return True  # every value is a sum (or a sum and its count); fairseq all-reduces them

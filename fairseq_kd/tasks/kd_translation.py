@@ -8,6 +8,7 @@ on the student's device and dtype) and ``teacher_net_input`` (the clean source w
 student sees on-the-fly noise).
 """
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -63,6 +64,9 @@ class KDTranslationConfig(TranslationConfig):
     seq_kd_max_len_a: float = field(default=1.2, metadata={"help": "max target length = a * source length + b"})
     seq_kd_max_len_b: int = field(default=10, metadata={"help": "max target length = a * source length + b"})
     # --- globals -----------------------------------------------------------------
+    save_dir: str = II("checkpoint.save_dir")
+    restore_file: str = II("checkpoint.restore_file")
+    checkpoint_suffix: str = II("checkpoint.checkpoint_suffix")
     train_subset: str = II("dataset.train_subset")
     valid_subset: str = II("dataset.valid_subset")
     seed: int = II("common.seed")
@@ -79,6 +83,10 @@ class KDTranslationTask(TranslationTask):
         self._teacher = None
         self.teacher_caches = {}  # split -> fairseq_kd.cache.TeacherCache
         self._step_split = None  # split of the batch being processed (train/valid step)
+        self.feeding_stats = False  # True while a real (non-dummy) training batch runs
+        self._update_hooks = []  # called once per optimizer step on every worker
+        self._stateful = {}  # name -> object with state_dict/load_state_dict, kept in the checkpoint
+        self._restored = None  # task_state read back from the checkpoint training resumed from
 
     # --- teacher ---------------------------------------------------------------
     @property
@@ -146,7 +154,62 @@ class KDTranslationTask(TranslationTask):
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         self._step_split = self.cfg.train_subset
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        self.feeding_stats = not ignore_grad  # fairseq's dummy batches (ignore_grad) feed no statistics
+        try:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        finally:
+            self.feeding_stats = False
+
+    def optimizer_step(self, optimizer, model, update_num):
+        for hook in self._update_hooks:  # e.g. the global selection queue all-gathers this update's values
+            hook()
+        super().optimizer_step(optimizer, model, update_num)
+
+    # --- criterion state in the checkpoint ------------------------------------------
+    def register_update_hook(self, fn) -> None:
+        """``fn()`` runs once per update on every worker (before the optimizer step)."""
+        self._update_hooks.append(fn)
+
+    def register_state(self, name: str, obj) -> None:
+        """Keep ``obj.state_dict()`` in the checkpoint's task state; restored on resume."""
+        self._stateful[name] = obj
+        state = self._restored_state().get(name)
+        if state is not None:
+            obj.load_state_dict(state)
+            logger.info("restored %s from the checkpoint", name)
+
+    def state_dict(self):
+        state = dict(super().state_dict())
+        state.update({name: obj.state_dict() for name, obj in self._stateful.items()})
+        return state
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        for name in [k for k in state_dict if k in self._stateful]:
+            self._stateful[name].load_state_dict(state_dict.pop(name))
+        super().load_state_dict(state_dict)
+
+    def _restored_state(self):
+        """The task state of the checkpoint fairseq-train resumes from (its own path rule).
+
+        fairseq's trainer restores model, optimizer and criterion parameters but not the
+        task state, so the task reads it back itself (memory-mapped, tensors only).
+        """
+        if self._restored is None:
+            self._restored = {}
+            restore = str(getattr(self.cfg, "restore_file", None) or "")
+            save_dir = getattr(self.cfg, "save_dir", None)
+            suffix = str(getattr(self.cfg, "checkpoint_suffix", "") or "")
+            if restore == "checkpoint_last.pt" and save_dir:
+                path = os.path.join(str(save_dir), f"checkpoint_last{suffix}.pt")
+            else:
+                path = restore.replace(".pt", suffix + ".pt") if restore else ""
+            if path and os.path.isfile(path):
+                import torch
+
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                self._restored = dict(state.get("task_state") or {})
+        return self._restored
 
     def valid_step(self, sample, model, criterion):
         subsets = str(self.cfg.valid_subset).split(",")
