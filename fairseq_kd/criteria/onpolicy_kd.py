@@ -1,0 +1,139 @@
+"""Criterion ``onpolicy_kd``: distillation on the student's own outputs (ImitKD, Lin et al. 2020;
+GKD, Agarwal et al. 2024).
+
+Per training batch, with probability lambda (``--onpolicy-lambda``, optionally on the
+``exp`` schedule of ``fairseq_kd.onpolicy``), the student first translates the batch
+(greedy or sampled at ``--onpolicy-temperature``; no gradient through the sampling) and its
+outputs replace the gold target as the decoder input; otherwise the gold target is used.
+The teacher (or ensemble; on the clean source when the student's is noised) scores the same
+prefixes, and the loss is the chosen divergence (``fairseq_kd.divergences``) at every
+non-pad position:
+
+    loss = sum_t T^2 * D(p_teacher_T(. | x, y_<t), p_student_T(. | x, y_<t))
+
+With lambda = 0 this is ``word_kd`` with ``--kd-alpha 1`` on gold prefixes. Validation
+batches always use gold prefixes. Logged: ``kd_loss``, the student's ``nll_loss`` of its
+decoder target, ``onpolicy_frac`` (share of on-policy batches), ``onpolicy_lambda`` and
+``onpolicy_len`` (tokens per sampled sentence); every value is a sum, so per-worker logs
+reduce correctly under fairseq's distributed training.
+"""
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from omegaconf import II
+
+from fairseq_kd import divergences, kd_losses, onpolicy
+from fairseq_kd.criteria._common import add_capacity_term, reduce_kd_metrics
+
+DIVERGENCE_CHOICES = ChoiceEnum(list(divergences.DIVERGENCES))
+TAIL_CHOICES = ChoiceEnum(list(divergences.TAILS))
+
+
+@dataclass
+class OnPolicyKDConfig(FairseqDataclass):
+    onpolicy_lambda: float = field(default=0.5, metadata={
+        "help": "probability that a training batch uses the student's own outputs as decoder input"})
+    onpolicy_schedule: ChoiceEnum(["constant", "exp"]) = field(default="constant", metadata={
+        "help": "constant lambda, or exp: lambda * (1 - decay^update) (gold share decays exponentially, ImitKD)"})
+    onpolicy_decay: float = field(default=0.999, metadata={"help": "per-update decay r of the exp schedule"})
+    onpolicy_sampling: ChoiceEnum(["sample", "greedy"]) = field(default="sample", metadata={
+        "help": "how the student produces its outputs"})
+    onpolicy_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the student"})
+    onpolicy_max_len_a: float = field(default=1.2, metadata={"help": "max output length = a * source length + b"})
+    onpolicy_max_len_b: int = field(default=10, metadata={"help": "max output length = a * source length + b"})
+    kd_divergence: DIVERGENCE_CHOICES = field(default="forward_kl", metadata={
+        "help": "forward_kl KL(teacher||student), reverse_kl KL(student||teacher) or jsd (generalized JSD)"})
+    kd_jsd_beta: float = field(default=0.5, metadata={
+        "help": "beta of jsd, in (0, 1): m = beta p_teacher + (1 - beta) p_student"})
+    kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of teacher and student"})
+    kd_topk: int = field(default=0, metadata={"help": "compare on the teacher's top-k tokens plus a tail; 0 = all"})
+    kd_topk_tail: TAIL_CHOICES = field(default="renormalize", metadata={
+        "help": "top-k teacher tail: renormalize (teacher on its top-k, as word_kd) or keep (its true tail mass)"})
+    sentence_avg: bool = II("optimization.sentence_avg")
+
+
+@register_criterion("onpolicy_kd", dataclass=OnPolicyKDConfig)
+class OnPolicyKDCriterion(FairseqCriterion):
+    """Teacher-student divergence on the student's own (or, with prob. 1 - lambda, gold) prefixes."""
+
+    def __init__(self, task, cfg: OnPolicyKDConfig):
+        super().__init__(task)
+        if not getattr(task.cfg, "teacher_path", None):
+            raise ValueError("onpolicy_kd needs --task kd_translation with --teacher-path (an online teacher: "
+                             "a cache cannot score the student's own prefixes)")
+        if not 0.0 <= cfg.onpolicy_lambda <= 1.0:
+            raise ValueError(f"--onpolicy-lambda must be in [0, 1], got {cfg.onpolicy_lambda}")
+        if not 0.0 < cfg.onpolicy_decay < 1.0 and str(cfg.onpolicy_schedule) == "exp":
+            raise ValueError(f"--onpolicy-decay must be in (0, 1), got {cfg.onpolicy_decay}")
+        if cfg.kd_temperature <= 0 or cfg.onpolicy_temperature <= 0:
+            raise ValueError("--kd-temperature and --onpolicy-temperature must be > 0")
+        self.kind, self.tail = str(cfg.kd_divergence), str(cfg.kd_topk_tail)
+        if self.kind == "jsd":
+            divergences.check_beta(cfg.kd_jsd_beta)
+        if self.kind == "reverse_kl" and self.tail == "renormalize" and cfg.kd_topk > 0:
+            raise ValueError("--kd-divergence reverse_kl with --kd-topk needs --kd-topk-tail keep")
+        self.cfg = cfg
+        self.T = float(cfg.kd_temperature)
+        self.trained_batches = 0  # fallback update counter when fairseq's meter is absent
+
+    def current_lambda(self) -> float:
+        meter = metrics.get_meter("default", "num_updates")  # the trainer logs it after every update
+        updates = int(meter.val) if meter is not None and getattr(meter, "val", None) is not None else self.trained_batches
+        return onpolicy.schedule_lambda(self.cfg.onpolicy_lambda, str(self.cfg.onpolicy_schedule),
+                                        self.cfg.onpolicy_decay, updates)
+
+    def forward(self, model, sample, reduce=True):
+        pad, logging_output = self.padding_idx, {}
+        if model.training:
+            lam = self.current_lambda()
+            self.trained_batches += 1
+            on = lam > 0 and bool(torch.rand(()) < lam)  # fairseq seeds torch per update: reproducible
+            if on:
+                tokens = onpolicy.sample_outputs(
+                    model, sample["net_input"], self.task.target_dictionary.eos(), pad,
+                    temperature=self.cfg.onpolicy_temperature, greedy=str(self.cfg.onpolicy_sampling) == "greedy",
+                    max_len_a=self.cfg.onpolicy_max_len_a, max_len_b=self.cfg.onpolicy_max_len_b)
+                sample = onpolicy.onpolicy_sample(sample, tokens, pad)
+            logging_output.update(onpolicy=int(on), onpolicy_batches=1, onpolicy_lambda=lam,
+                                  onpolicy_sentences=sample["target"].size(0) if on else 0,
+                                  onpolicy_tokens=sample["ntokens"] if on else 0)
+        net_output = model(**sample["net_input"])
+        target = sample["target"]  # B x T
+        valid = target.ne(pad)  # B x T
+        kd = self.kd_term(net_output[0], sample, valid)  # B x T
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V (fp32)
+        nll = -(lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1) * valid).sum()
+        loss = kd.sum()
+        sample_size = target.size(0) if self.cfg.sentence_avg else sample["ntokens"]
+        logging_output.update(kd_loss=loss.data, nll_loss=nll.data, ntokens=sample["ntokens"],
+                              nsentences=target.size(0), sample_size=sample_size)
+        loss = add_capacity_term(model, loss, sample_size, logging_output)
+        logging_output["loss"] = loss.data
+        return loss, sample_size, logging_output
+
+    def kd_term(self, logits, sample, valid):
+        """T^2 * D(teacher_T, student_T) per position on the sample's decoder input.  # B x T"""
+        teacher = self.task.get_teacher(logits)
+        t_input = dict(self.task.teacher_net_input(sample), prev_output_tokens=sample["net_input"]["prev_output_tokens"])
+        teacher_lp = teacher.log_probs(t_input, self.T)  # B x T x V
+        student_lp = kd_losses.student_log_probs(logits, self.T)  # B x T x V
+        return divergences.token_divergence(teacher_lp, student_lp, self.kind, self.T, valid, self.cfg.kd_topk,
+                                            self.tail, self.cfg.kd_jsd_beta)
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        total = reduce_kd_metrics(logging_outputs, token_losses=("kd_loss",))
+        batches = total("onpolicy_batches")
+        if batches:
+            metrics.log_scalar("onpolicy_frac", total("onpolicy") / batches, batches, round=3)
+            metrics.log_scalar("onpolicy_lambda", total("onpolicy_lambda") / batches, batches, round=4)
+            if total("onpolicy_sentences"):
+                metrics.log_scalar("onpolicy_len", total("onpolicy_tokens") / total("onpolicy_sentences"),
+                                   total("onpolicy_sentences"), round=2)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return False  # active_params (adaptive-capacity students) is averaged, not summed

@@ -1,0 +1,129 @@
+"""onpolicy_kd against independent truths: word_kd at lambda = 0, the student's own greedy
+argmax, a from-scratch teacher/student scoring of the same prefixes, a self-teacher."""
+import copy
+
+import pytest
+import torch
+from fairseq import metrics
+
+from fairseq_kd import divergences, onpolicy
+from fairseq_kd.criteria.onpolicy_kd import OnPolicyKDConfig, OnPolicyKDCriterion
+from tests import helpers
+from tests.test_word_kd import attach_teacher, grads, make_criterion, perturbed_copy
+
+
+@pytest.fixture(scope="module")
+def tiny_bin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onpolicy")
+    raw = helpers.make_synthetic_corpus(root / "raw", n_train=40, n_valid=8, n_test=8)
+    return helpers.preprocess(raw, root / "bin")
+
+
+def make_onpolicy(task, **kw):
+    cfg = OnPolicyKDConfig(**{"sentence_avg": False, **kw})
+    return OnPolicyKDCriterion(task, cfg)
+
+
+def setup(tiny_bin, teacher="perturbed"):
+    task, model, _ = helpers.build_components(tiny_bin)
+    model.train()
+    t = perturbed_copy(model) if teacher == "perturbed" else copy.deepcopy(model)
+    attach_teacher(task, [t])
+    return task, model, helpers.first_batch(task, n=8)
+
+
+def test_schedule_by_hand():
+    assert onpolicy.schedule_lambda(0.7, "constant", 0.9, 50) == 0.7
+    assert onpolicy.schedule_lambda(0.8, "exp", 0.9, 0) == 0.0
+    assert onpolicy.schedule_lambda(0.8, "exp", 0.9, 2) == pytest.approx(0.8 * (1 - 0.81))
+    with pytest.raises(ValueError, match="onpolicy-schedule"):
+        onpolicy.schedule_lambda(0.5, "linear", 0.9, 1)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_lambda_zero_equals_word_kd_alpha_one_on_gold(tiny_bin, T):
+    task, model, batch = setup(tiny_bin)
+    results = []
+    for crit in (make_onpolicy(task, onpolicy_lambda=0.0, kd_temperature=T),
+                 make_criterion(task, kd_alpha=1.0, kd_temperature=T)):
+        model.zero_grad()
+        torch.manual_seed(0)  # same dropout masks
+        loss, size, log = crit(model, batch)
+        loss.backward()
+        results.append((loss.detach(), size, log["kd_loss"], grads(model)))
+    (l1, s1, k1, g1), (l2, s2, k2, g2) = results
+    assert float(l1) > 0.1
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(k1, k2, rtol=1e-5, atol=1e-5)
+    assert s1 == s2
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", divergences.DIVERGENCES)
+def test_greedy_onpolicy_batch_is_the_students_argmax_and_loss_rescored(tiny_bin, kind):
+    task, model, batch = setup(tiny_bin)
+    crit = make_onpolicy(task, onpolicy_lambda=1.0, onpolicy_sampling="greedy", kd_divergence=kind, kd_jsd_beta=0.3)
+    pad, eos = task.target_dictionary.pad(), task.target_dictionary.eos()
+    torch.manual_seed(0)
+    loss, size, log = crit(model, batch)
+    assert log["onpolicy"] == 1 and log["onpolicy_sentences"] == 8
+    # the student's own greedy outputs, rebuilt here from the criterion's sampler
+    tokens = onpolicy.sample_outputs(model, batch["net_input"], eos, pad, greedy=True)
+    new = onpolicy.onpolicy_sample(batch, tokens, pad)
+    assert size == new["ntokens"] == int(new["target"].ne(pad).sum())
+    assert model.training  # sampling restored the training mode
+    target, valid = new["target"], new["target"].ne(pad)
+    assert bool(target.eq(eos).sum(-1).eq(1).all())  # every row has exactly one EOS
+    with torch.no_grad():
+        out = model(**new["net_input"])[0]
+        t_out = task._teacher.models[0](**new["net_input"])[0]  # the teacher reads the same prefixes
+    # teacher forcing on its own greedy output: argmax reproduces each token (except a forced final EOS)
+    src_len = batch["net_input"]["src_tokens"].ne(pad).sum(-1)
+    max_len = (src_len.float() * 1.2 + 10).long()
+    not_forced = valid & (torch.arange(target.size(1)).unsqueeze(0) + 1 < max_len.unsqueeze(1))
+    assert bool((out.argmax(-1).eq(target) | ~not_forced).all())
+    # the loss, recomputed from scratch on those prefixes (the tiny arch has no dropout)
+    want = divergences.divergence(torch.log_softmax(t_out.float(), -1), torch.log_softmax(out.float(), -1), kind, 0.3)
+    torch.testing.assert_close(loss.detach(), (want * valid).sum(), rtol=1e-5, atol=1e-5)
+
+
+def test_self_teacher_zero_loss_and_gradient_on_sampled_prefixes(tiny_bin):
+    task, model, batch = setup(tiny_bin, teacher="self")
+    for kind in divergences.DIVERGENCES:
+        crit = make_onpolicy(task, onpolicy_lambda=1.0, onpolicy_temperature=1.5, kd_divergence=kind)
+        model.zero_grad()
+        torch.manual_seed(1)
+        loss, _, log = crit(model, batch)
+        loss.backward()
+        assert log["onpolicy"] == 1
+        assert abs(float(loss)) < 1e-4
+        assert max(g.abs().max().item() for g in grads(model)) < 1e-5
+
+
+def test_logging_outputs_reduce_like_their_sum(tiny_bin):
+    task, model, batch = setup(tiny_bin)
+    crit = make_onpolicy(task, onpolicy_lambda=1.0, onpolicy_sampling="greedy")
+    logs = []
+    for lam in (1.0, 0.0):
+        crit.cfg.onpolicy_lambda = lam
+        logs.append(crit(model, batch)[2])
+    summed = {k: sum(log[k] for log in logs) for k in logs[0]}
+    values = []
+    for group in (logs, [summed]):
+        with metrics.aggregate(new_root=True) as agg:
+            OnPolicyKDCriterion.reduce_metrics(group)
+            values.append(agg.get_smoothed_values())
+    assert values[0]["onpolicy_frac"] == values[1]["onpolicy_frac"] == 0.5
+    for key in ("loss", "nll_loss", "kd_loss", "onpolicy_lambda", "onpolicy_len"):
+        assert values[0][key] == pytest.approx(values[1][key]), key
+
+
+def test_bad_options(tiny_bin):
+    task, _, _ = setup(tiny_bin)
+    with pytest.raises(ValueError, match="kd-jsd-beta"):
+        make_onpolicy(task, kd_divergence="jsd", kd_jsd_beta=1.0)
+    with pytest.raises(ValueError, match="kd-topk-tail keep"):
+        make_onpolicy(task, kd_divergence="reverse_kl", kd_topk=4)
+    with pytest.raises(ValueError, match="onpolicy-lambda"):
+        make_onpolicy(task, onpolicy_lambda=1.5)
