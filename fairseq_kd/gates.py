@@ -53,10 +53,11 @@ class LearnedGate(torch.nn.Module):
         super().__init__()
         if not 0.0 < weight < 1.0:
             raise ValueError(f"--hybrid-weight must be in (0, 1) for a learned gate, got {weight}")
-        self.gate_logit = torch.nn.Parameter(torch.tensor(logit(weight)))
+        # shape (1,): fairseq's legacy_ddp wrapper cannot all-reduce 0-dim gradients
+        self.gate_logit = torch.nn.Parameter(torch.tensor([logit(weight)]))
 
     def forward(self, token_loss, sentence_loss, n_tokens):
-        g = torch.sigmoid(self.gate_logit.float())
+        g = torch.sigmoid(self.gate_logit.float()).reshape(())
         loss = g * token_loss + (1.0 - g) * sentence_loss
         gv = float(g.detach())
         return loss, {"gate": gv, "w_tok": gv, "w_sent": 1.0 - gv}

@@ -1,6 +1,7 @@
 """onpolicy_kd against independent truths: word_kd at lambda = 0, the student's own greedy
 argmax, a from-scratch teacher/student scoring of the same prefixes, a self-teacher."""
 import copy
+import logging
 
 import pytest
 import torch
@@ -102,6 +103,7 @@ def test_self_teacher_zero_loss_and_gradient_on_sampled_prefixes(tiny_bin):
 
 
 def test_logging_outputs_reduce_like_their_sum(tiny_bin):
+    assert OnPolicyKDCriterion.logging_outputs_can_be_summed()
     task, model, batch = setup(tiny_bin)
     crit = make_onpolicy(task, onpolicy_lambda=1.0, onpolicy_sampling="greedy")
     logs = []
@@ -114,7 +116,7 @@ def test_logging_outputs_reduce_like_their_sum(tiny_bin):
         with metrics.aggregate(new_root=True) as agg:
             OnPolicyKDCriterion.reduce_metrics(group)
             values.append(agg.get_smoothed_values())
-    assert values[0]["onpolicy_frac"] == values[1]["onpolicy_frac"] == 0.5
+    assert values[0]["onpolicy"] == values[1]["onpolicy"] == 0.5
     for key in ("loss", "nll_loss", "kd_loss", "onpolicy_lambda", "onpolicy_len"):
         assert values[0][key] == pytest.approx(values[1][key]), key
 
@@ -127,3 +129,28 @@ def test_bad_options(tiny_bin):
         make_onpolicy(task, kd_divergence="reverse_kl", kd_topk=4)
     with pytest.raises(ValueError, match="onpolicy-lambda"):
         make_onpolicy(task, onpolicy_lambda=1.5)
+
+
+@pytest.mark.integration
+def test_fairseq_train_with_ensemble_teacher_and_noise_then_generate(tiny_teacher, tmp_path, caplog):
+    """fairseq-train runs onpolicy_kd (ensemble teacher, source noise, exp schedule, sampled outputs)
+    and fairseq-generate loads the student with nothing extra."""
+    ckpt = str(tiny_teacher.checkpoint)
+    caplog.set_level(logging.INFO)
+    with metrics.aggregate(new_root=True):
+        student = helpers.train(
+            tiny_teacher.data_bin, tmp_path / "student", task="kd_translation", max_epoch=1, max_tokens=300,
+            extra=["--teacher-path", f"{ckpt}:{ckpt}", "--criterion", "onpolicy_kd", "--onpolicy-lambda", "0.8",
+                   "--onpolicy-schedule", "exp", "--onpolicy-decay", "0.5", "--kd-divergence", "jsd",
+                   "--kd-temperature", "2", "--noise-deletion", "0.2", "--max-update", "6"])
+    state = torch.load(student, map_location="cpu", weights_only=False)
+    assert state["optimizer_history"][-1]["num_updates"] == 6
+    # epoch stats: lambda followed the schedule 0.8 (1 - 0.5^u) over updates 0..5, some batches were on-policy
+    stats = next(r.getMessage() for r in caplog.records
+                 if r.getMessage().startswith("epoch 001 |") and "onpolicy_lambda" in r.getMessage())
+    fields = dict(kv.strip().split(" ", 1) for kv in stats.split("|")[1:] if kv.strip().count(" ") == 1)
+    want = sum(onpolicy.schedule_lambda(0.8, "exp", 0.5, u) for u in range(6)) / 6
+    assert float(fields["onpolicy_lambda"]) == pytest.approx(want, abs=1e-3)
+    assert 0 < float(fields["onpolicy"]) < 1
+    hyps = helpers.generate(tiny_teacher.data_bin, student)
+    assert len(hyps) == 40

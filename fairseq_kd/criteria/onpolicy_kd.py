@@ -13,7 +13,7 @@ non-pad position:
 
 With lambda = 0 this is ``word_kd`` with ``--kd-alpha 1`` on gold prefixes. Validation
 batches always use gold prefixes. Logged: ``kd_loss``, the student's ``nll_loss`` of its
-decoder target, ``onpolicy_frac`` (share of on-policy batches), ``onpolicy_lambda`` and
+decoder target, ``onpolicy`` (share of on-policy batches), ``onpolicy_lambda`` and
 ``onpolicy_len`` (tokens per sampled sentence); every value is a sum, so per-worker logs
 reduce correctly under fairseq's distributed training.
 """
@@ -26,7 +26,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
 from fairseq_kd import divergences, kd_losses, onpolicy
-from fairseq_kd.criteria._common import add_capacity_term, reduce_kd_metrics
+from fairseq_kd.criteria._common import add_capacity_term, log_averaged, reduce_kd_metrics
 
 DIVERGENCE_CHOICES = ChoiceEnum(list(divergences.DIVERGENCES))
 TAIL_CHOICES = ChoiceEnum(list(divergences.TAILS))
@@ -126,14 +126,11 @@ class OnPolicyKDCriterion(FairseqCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         total = reduce_kd_metrics(logging_outputs, token_losses=("kd_loss",))
-        batches = total("onpolicy_batches")
-        if batches:
-            metrics.log_scalar("onpolicy_frac", total("onpolicy") / batches, batches, round=3)
-            metrics.log_scalar("onpolicy_lambda", total("onpolicy_lambda") / batches, batches, round=4)
-            if total("onpolicy_sentences"):
-                metrics.log_scalar("onpolicy_len", total("onpolicy_tokens") / total("onpolicy_sentences"),
-                                   total("onpolicy_sentences"), round=2)
+        log_averaged(logging_outputs, ("onpolicy", "onpolicy_lambda"), "onpolicy_batches", round_=4)
+        if total("onpolicy_sentences"):
+            metrics.log_scalar("onpolicy_len", total("onpolicy_tokens") / total("onpolicy_sentences"),
+                               total("onpolicy_sentences"), round=2)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
-        return False  # active_params (adaptive-capacity students) is averaged, not summed
+        return True  # every value is a sum (or a sum and its count); fairseq all-reduces them
