@@ -91,6 +91,16 @@ binarize() {
   mv "${tmp}" "${bin_dir}"
 }
 
+# guard_outputs INPUT_FILE...: refuse (exit 2) before anything is written when a pipeline output
+# (DIR/raw, spm*, bin, the settings stamp) is, contains or lies inside an input file, under any
+# spelling (symlinks, .., relative paths): fairseq_kd.guard via `prep guard`.
+guard_outputs() {
+  local args=() p
+  for p in "$@"; do [[ -n "${p}" ]] && args+=(--input "${p}"); done
+  for p in raw spm spm.model spm.vocab bin .prep_settings; do args+=(--output "${out_dir}/${p}"); done
+  prep guard --tool "$(basename "$0")" "${args[@]}"
+}
+
 # all_exist FILE...: true when every file exists (a stage's outputs).
 all_exist() { local f; for f in "$@"; do [[ -e "${f}" ]] || return 1; done; }
 

@@ -18,6 +18,7 @@ import os
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from fairseq_kd import fileio
 from fairseq_kd.errors import KDInputError
 
 REQUIRED = ("method", "noise", "arch", "parameters", "decoding", "lr", "seed", "bleu", "chrf")
@@ -25,6 +26,10 @@ GROUP = ("method", "noise", "arch", "parameters", "decoding", "lr")
 METHOD_ORDER = {"none": 0, "word": 1, "seq": 2, "seq_online": 3, "hybrid": 4}
 NUMERIC = {"noise": float, "parameters": int, "lr": float, "seed": int, "bleu": float, "chrf": float,
            "updates": int, "valid_bleu": float, "train_time": float}
+
+
+# every file fairseq-kd-report writes into its --out-dir (the output-path guard checks them)
+OUTPUT_FILES = ("table.md", "summary.json", "bleu_vs_noise.png", "bleu_vs_params.png", "bleu_vs_updates.png")
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -134,10 +139,9 @@ def _plot(path: str, data: Dict[str, List[Tuple[float, float, float]]], xlabel: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with fileio.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -49,6 +49,11 @@ IFS=: read -r -a ckpts <<< "${checkpoint}"
 for c in "${ckpts[@]}"; do [[ -f "${c}" ]] || die "checkpoint ${c} not found"; done
 if [[ -z "${spm_model}" && -f "${data_bin}/../spm.model" ]]; then spm_model="${data_bin}/../spm.model"; fi
 python="$(pick_python)"
+# refuse (exit 2) an --out that is, contains or lies inside an input, under any spelling
+guard_args=(--input "${data_bin}" --input "${input}")
+for c in "${ckpts[@]}"; do guard_args+=(--input "${c}"); done
+[[ "${spm_model}" == none ]] || guard_args+=(--input "${spm_model}")
+prep guard --tool decode.sh "${guard_args[@]}" --output "${out}" --output "${out}.pieces" --output "${out}.log"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/decode.XXXXXX")"
 trap 'rm -rf "${work}"' EXIT

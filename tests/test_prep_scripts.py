@@ -118,7 +118,7 @@ def test_iwslt14_misaligned_train_tags_leaves_nothing(tmp_path):
     write_test_xml(orig)
     out = tmp_path / "iwslt"
     proc = run_script("data_prep/prepare_iwslt14.sh", "--data-dir", orig, "--out-dir", out, check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "train.tags.de-en.de has 100 sentences" in proc.stderr and "has 99" in proc.stderr
     assert files_under(out) == []
 
@@ -132,7 +132,7 @@ def test_multi30k_misaligned_input_refused_before_writing(tmp_path):
         (data / f"{name}.en").write_text("a dog\n" * n_en)
     out = tmp_path / "out"
     proc = run_script("data_prep/prepare_multi30k.sh", "--data-dir", data, "--out-dir", out, check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert f"{data}/val.de has 3 lines but {data}/val.en has 2" in proc.stderr
     assert files_under(out) == []
 

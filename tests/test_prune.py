@@ -69,7 +69,7 @@ def test_pruned_model_equals_gated_model(activation):
 
 
 def test_prune_refuses_ungated_and_missing(tmp_path, capsys):
-    assert prune_cli.cli_main(["-i", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "out.pt")]) == 1
+    assert prune_cli.cli_main(["-i", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "out.pt")]) == 2
     assert "not found" in capsys.readouterr().err
 
 
@@ -100,7 +100,7 @@ def test_end_to_end_word_kd_adaptive_train_prune_generate(tiny_teacher, tmp_path
     assert report["params_before"] - report["params_after"] >= closed * (2 * 33 + 32)
     assert report["params_after"] == report["expected_after"]
     assert report["max_abs_logprob_diff"] < 1e-4
-    assert prune_cli.cli_main(["-i", str(ckpt), "-o", str(pruned_ckpt)]) == 1  # no silent overwrite
+    assert prune_cli.cli_main(["-i", str(ckpt), "-o", str(pruned_ckpt)]) == 2  # no silent overwrite
 
     pruned_state = torch.load(pruned_ckpt, weights_only=True)
     assert not any("gate" in k for k in pruned_state["model"])

@@ -106,12 +106,16 @@ def _to_device(sample, device):
 
 def main(args) -> list:
     import fairseq_kd  # noqa: F401  (allowlist + registration)
+    from fairseq_kd import guard
 
-    task = build_task(args)
-    teacher = task.load_teacher()
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    teacher.place_like(torch.empty(0, device=args.device, dtype=dtype))
-    return [cache_split(task, teacher, split, args) for split in (args.split or ["train"])]
+    guard.check_paths({"data": args.data.split(":"), "--teacher-path": args.teacher_path.split(":"),
+                       "--teacher-data": args.teacher_data}, {"--out-dir": args.out_dir}, "fairseq-kd-cache")
+    with guard.DirLock(args.out_dir, "fairseq-kd-cache"):  # one writer per cache directory
+        task = build_task(args)
+        teacher = task.load_teacher()
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+        teacher.place_like(torch.empty(0, device=args.device, dtype=dtype))
+        return [cache_split(task, teacher, split, args) for split in (args.split or ["train"])]
 
 
 def cli_main(argv=None):
@@ -123,7 +127,7 @@ def cli_main(argv=None):
         summary = main(args)
     except KDInputError as err:
         print(f"fairseq-kd-cache: error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
     print(json.dumps(summary, indent=2))
 
 

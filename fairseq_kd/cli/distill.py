@@ -88,8 +88,15 @@ def main(argv=None) -> dict:
     import fairseq_kd  # noqa: F401  (checkpoint allowlist, registrations)
     from fairseq_kd.distill.run import distill
 
+    from fairseq_kd import guard
+
     args = get_parser().parse_args(argv)
-    return distill(config_from_args(args))
+    cfg = config_from_args(args)
+    guard.check_paths({"--data": args.data, "--teacher": args.teacher.split(":"), "--teacher-data": args.teacher_data,
+                       "--spm-model": args.spm_model, "--spm-model-tgt": args.spm_model_tgt},
+                      {"--output-dir": args.output_dir}, "fairseq-kd-distill")
+    with guard.DirLock(args.output_dir, "fairseq-kd-distill"):  # one run per output directory
+        return distill(cfg)
 
 
 def cli_main(argv=None) -> None:

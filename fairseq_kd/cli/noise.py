@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from fairseq_kd import fileio, noise as N
+from fairseq_kd import fileio, guard, noise as N
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger("fairseq_kd.cli.noise")
@@ -102,6 +102,13 @@ def run(args) -> Dict:
     if args.vocab and not os.path.isfile(args.vocab):
         raise KDInputError(f"{args.vocab}: vocabulary file not found; pass --vocab with an existing file or drop it")
     parallel = any(x is not None for x in (args.source, args.target, args.output_source, args.output_target))
+    vocab_out = None
+    if args.write_vocab:
+        vocab_out = [args.write_vocab + ".source", args.write_vocab + ".target"] if parallel else args.write_vocab
+    guard.check_paths(
+        {"--source": args.source, "--target": args.target, "--input": args.input, "--vocab": args.vocab},
+        {"--output-source": args.output_source, "--output-target": args.output_target, "--output": args.output,
+         "--summary-json": args.summary_json, "--write-vocab": vocab_out}, "fairseq-kd-noise")
 
     if parallel:
         missing = [n for n, v in (("--source", args.source), ("--target", args.target),
@@ -109,9 +116,6 @@ def run(args) -> Dict:
                    if v is None]
         if missing:
             raise KDInputError(f"parallel mode needs {', '.join(missing)} too (or use --input/--output for one stream)")
-        for inp, out in ((args.source, args.output_source), (args.target, args.output_target)):
-            if os.path.abspath(inp) == os.path.abspath(out):
-                raise KDInputError(f"{out}: output would overwrite its input; choose another output path")
         src, tgt = fileio.read_lines(args.source), fileio.read_lines(args.target)
         if len(src) != len(tgt):
             raise KDInputError(f"misaligned parallel input: {args.source} has {len(src)} lines but "

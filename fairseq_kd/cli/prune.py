@@ -24,6 +24,7 @@ from typing import Dict, Tuple
 
 import torch
 
+from fairseq_kd import guard
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger("fairseq_kd.cli.prune")
@@ -139,12 +140,11 @@ def prune_checkpoint(inp: str, out: str, tolerance: float = 1e-4, verify: bool =
     from fairseq_kd.models.pruning import prune_state_dict, widths_arg
     from fairseq_kd.models.transformer_glu import TransformerGLUModel
 
+    guard.check_paths({"--input": inp}, {"--output": out}, "fairseq-kd-prune")
     if not os.path.isfile(inp):
         raise KDInputError(f"checkpoint not found: {inp} (pass the adaptive-capacity checkpoint with -i)")
     if os.path.exists(out) and not force:
         raise KDInputError(f"{out} exists: choose another -o or pass --force to overwrite it")
-    if os.path.realpath(inp) == os.path.realpath(out):
-        raise KDInputError(f"-o {out} is the input checkpoint: write the pruned model to a new file")
     state = load_checkpoint(inp, trust_file=trust)
     margs = _model_args(state)
     arch = _get(margs, "arch") or _get(margs, "_name")
@@ -219,7 +219,7 @@ def cli_main(argv=None) -> int:
                                   seed=args.verify_seed, trust=args.trust_checkpoint, force=args.force)
     except KDInputError as err:
         print(f"fairseq-kd-prune: error: {err}", file=sys.stderr)
-        return 1
+        return 2
     report["seconds"] = round(time.time() - start, 3)
     if not args.quiet:
         print(summary(report), file=sys.stderr)

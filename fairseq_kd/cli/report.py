@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from fairseq_kd import fileio, guard
 from fairseq_kd.errors import KDInputError
 
 
@@ -35,6 +36,8 @@ def cli_main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
     try:
+        guard.check_paths({"results": args.results, "--curves": args.curves},
+                          {"--out-dir": [os.path.join(out_dir, n) for n in R.OUTPUT_FILES]}, "fairseq-kd-report")
         rows = R.load_csv(args.results)
         if not rows:
             raise KDInputError(f"{args.results}: no result rows yet; run fairseq-kd-study first")
@@ -49,10 +52,7 @@ def cli_main(argv=None) -> int:
         table = R.markdown_table(summary)
         os.makedirs(out_dir, exist_ok=True)
         for name, text in (("table.md", table), ("summary.json", json.dumps(summary, indent=1))):
-            tmp = os.path.join(out_dir, name + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, os.path.join(out_dir, name))
+            fileio.atomic_write_text(os.path.join(out_dir, name), text)
         plots = [] if args.no_plots else R.make_plots(rows, curves, out_dir)
     except KDInputError as e:
         print(f"fairseq-kd-report: error: {e}", file=sys.stderr)

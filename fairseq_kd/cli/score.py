@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from fairseq_kd import fileio, scoring
+from fairseq_kd import fileio, guard, scoring
 from fairseq_kd.errors import KDInputError
 
 
@@ -37,6 +37,7 @@ def cli_main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     cfg = scoring.ScoreConfig(args.tokenize, args.lowercase, args.tok_bleu_tokenize, tuple(args.metrics))
     try:
+        guard.check_paths({"--input": args.input, "--refs": args.refs}, {"--output": args.output}, "fairseq-kd-score")
         if args.input == "-":
             hyps = fileio.read_lines("-")
             refs = [scoring.read_lines(p) for p in args.refs]

@@ -1,7 +1,8 @@
 """``python -m fairseq_kd.prep <command>``: the steps the data_prep/*.sh pipelines call.
 
 Every command reads/writes plain UTF-8 text, writes atomically, prints a JSON summary on
-stdout and exits 1 with a one-line ``error:`` message naming the file on bad input.
+stdout and exits 2 with a one-line ``error:`` message naming the file on bad input (also when an
+output would overwrite an input: ``fairseq_kd.guard``).
 """
 import argparse
 import json
@@ -47,11 +48,7 @@ def _cmd_spm_encode(a):
 def _cmd_spm_decode(a):
     from fairseq_kd.prep.spm import decode_lines, load
     from fairseq_kd.prep.textio import read_lines, write_lines_atomic
-    if a.input == "-":  # split on \n only, like read_lines
-        text = sys.stdin.read()
-        lines = text[:-1].split("\n") if text.endswith("\n") else text.split("\n") if text else []
-    else:
-        lines = read_lines(a.input)
+    lines = read_lines(a.input)  # "-" = stdin, split on \n only
     out = decode_lines(load(a.model), lines)
     if a.output == "-":
         sys.stdout.write("".join(x + "\n" for x in out))
@@ -152,6 +149,44 @@ def _cmd_hyps(a):
     return {"hypotheses": len(out), "out": a.out}
 
 
+def _cmd_guard(a):
+    """Refuse outputs that are, contain or lie inside an input (for the bash pipelines)."""
+    from fairseq_kd.guard import check_paths
+    check_paths({"--input": a.input or []}, {"--output": a.output or []}, a.tool)
+    return None
+
+
+def _cols(rows, idx):
+    return [r[i] for r in rows or [] for i in idx]
+
+
+def _train_valid(folder, sl, tl):
+    return [f"{folder}/{s}.{lang}" for s in ("train", "valid") for lang in (sl, tl)]
+
+
+def _paths(a):
+    """(inputs, outputs) of a subcommand for the output-path guard; None when it writes nothing."""
+    if a.cmd == "clean":
+        rows = (a.pair or []) + (a.eval_pair or [])
+        return {"--pair/--eval-pair": _cols(rows, (0, 1))}, {"--pair/--eval-pair": _cols(rows, (2, 3))}
+    if a.cmd == "spm-train":
+        return {"--input": a.input}, {"--model-prefix": [f"{a.model_prefix}.model", f"{a.model_prefix}.vocab"]}
+    if a.cmd == "spm-encode":
+        return {"--pair": _cols(a.pair, (0,)), "--model": a.model}, {"--pair": _cols(a.pair, (1,))}
+    if a.cmd == "spm-decode":
+        return {"--input": a.input, "--model": a.model}, {"--output": a.output}
+    if a.cmd in ("iwslt-train", "split-every"):
+        return {"--src": a.src, "--tgt": a.tgt}, {"--out-dir": _train_valid(a.out_dir, a.src_lang, a.tgt_lang)}
+    if a.cmd in ("xml", "sgm"):
+        ins = {"files": a.files} if a.cmd == "xml" else {"--src": a.src, "--ref": a.ref}
+        return ins, {"--out-src": a.out_src, "--out-tgt": a.out_tgt}
+    if a.cmd == "hyps":
+        bins = [a.bin_prefix + ".bin", a.bin_prefix + ".idx"] if a.bin_prefix else None
+        return ({"--gen": a.gen, "--source": a.source, "--spm-model": a.spm_model, "--bin-prefix": bins},
+                {"--out": a.out, "--out-pieces": a.out_pieces})
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fairseq_kd.prep", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -249,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--out-pieces", default=None, help="also write the ordered piece-level hypotheses")
     c.set_defaults(fn=_cmd_hyps)
+
+    c = sub.add_parser("guard", help="refuse outputs that are, contain or lie inside an input (exit 2)")
+    c.add_argument("--tool", default="", help="tool name for the message")
+    c.add_argument("--input", action="append", help="an input path (repeatable)")
+    c.add_argument("--output", action="append", help="an output path (repeatable)")
+    c.set_defaults(fn=_cmd_guard)
     return p
 
 
@@ -257,10 +298,14 @@ def main(argv=None) -> int:
     if args.cmd == "hyps" and args.n is None and not args.source and not args.bin_prefix:
         build_parser().error("hyps: give --source, --bin-prefix or --n")
     try:
+        io_paths = _paths(args)
+        if io_paths is not None:
+            from fairseq_kd.guard import check_paths
+            check_paths(*io_paths, f"python -m fairseq_kd.prep {args.cmd}")
         result = args.fn(args)
     except KDInputError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     if result is not None:
         print(json.dumps(result, ensure_ascii=False))
     return 0
