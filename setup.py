@@ -33,6 +33,7 @@ setup(
             "fairseq-kd-prune = fairseq_kd.cli.prune:cli_main",
             "fairseq-kd-study = fairseq_kd.cli.study:cli_main",
             "fairseq-kd-ladder = fairseq_kd.cli.ladder:cli_main",
+            "fairseq-kd-export = fairseq_kd.cli.export:cli_main",
         ]
     },
 )
