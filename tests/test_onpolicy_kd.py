@@ -41,12 +41,12 @@ def test_schedule_by_hand():
         onpolicy.schedule_lambda(0.5, "linear", 0.9, 1)
 
 
-@pytest.mark.parametrize("T", [1.0, 2.0])
-def test_lambda_zero_equals_word_kd_alpha_one_on_gold(tiny_bin, T):
+@pytest.mark.parametrize("T,alpha,eps", [(1.0, 1.0, 0.0), (2.0, 1.0, 0.0), (2.0, 0.5, 0.1)])
+def test_lambda_zero_equals_word_kd_on_gold(tiny_bin, T, alpha, eps):
     task, model, batch = setup(tiny_bin)
     results = []
-    for crit in (make_onpolicy(task, onpolicy_lambda=0.0, kd_temperature=T),
-                 make_criterion(task, kd_alpha=1.0, kd_temperature=T)):
+    for crit in (make_onpolicy(task, onpolicy_lambda=0.0, kd_temperature=T, kd_alpha=alpha, label_smoothing=eps),
+                 make_criterion(task, kd_alpha=alpha, kd_temperature=T, label_smoothing=eps)):
         model.zero_grad()
         torch.manual_seed(0)  # same dropout masks
         loss, size, log = crit(model, batch)

@@ -11,8 +11,11 @@ non-pad position:
 
     loss = sum_t T^2 * D(p_teacher_T(. | x, y_<t), p_student_T(. | x, y_<t))
 
-With lambda = 0 this is ``word_kd`` with ``--kd-alpha 1`` on gold prefixes. Validation
-batches always use gold prefixes. Logged: ``kd_loss``, the student's ``nll_loss`` of its
+On gold batches ``--kd-alpha`` alpha < 1 mixes in the gold cross-entropy exactly as
+``word_kd`` does, ``(1 - alpha) * label-smoothed NLL + alpha * D`` (on-policy batches
+have no gold continuation: D alone). With lambda = 0 this is ``word_kd`` with the same
+alpha (alpha = 1 by default: the divergence alone). Validation batches always use gold
+prefixes. Logged: ``kd_loss``, the student's ``nll_loss`` of its
 decoder target, ``onpolicy`` (share of on-policy batches), ``onpolicy_lambda`` and
 ``onpolicy_len`` (tokens per sampled sentence); every value is a sum, so per-worker logs
 reduce correctly under fairseq's distributed training.
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
@@ -48,6 +52,9 @@ class OnPolicyKDConfig(FairseqDataclass):
         "help": "forward_kl KL(teacher||student), reverse_kl KL(student||teacher) or jsd (generalized JSD)"})
     kd_jsd_beta: float = field(default=0.5, metadata={
         "help": "beta of jsd, in (0, 1): m = beta p_teacher + (1 - beta) p_student"})
+    kd_alpha: float = field(default=1.0, metadata={
+        "help": "gold batches: (1 - alpha) * label-smoothed CE + alpha * divergence; on-policy batches: divergence"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "epsilon of the gold CE term (alpha < 1)"})
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of teacher and student"})
     kd_topk: int = field(default=0, metadata={"help": "compare on the teacher's top-k tokens plus a tail; 0 = all"})
     kd_topk_tail: TAIL_CHOICES = field(default="renormalize", metadata={
@@ -68,6 +75,8 @@ class OnPolicyKDCriterion(FairseqCriterion):
             raise ValueError(f"--onpolicy-lambda must be in [0, 1], got {cfg.onpolicy_lambda}")
         if not 0.0 < cfg.onpolicy_decay < 1.0 and str(cfg.onpolicy_schedule) == "exp":
             raise ValueError(f"--onpolicy-decay must be in (0, 1), got {cfg.onpolicy_decay}")
+        if not 0.0 <= cfg.kd_alpha <= 1.0:
+            raise ValueError(f"--kd-alpha must be in [0, 1], got {cfg.kd_alpha}")
         if cfg.kd_temperature <= 0 or cfg.onpolicy_temperature <= 0:
             raise ValueError("--kd-temperature and --onpolicy-temperature must be > 0")
         self.kind, self.tail = str(cfg.kd_divergence), str(cfg.kd_topk_tail)
@@ -86,7 +95,7 @@ class OnPolicyKDCriterion(FairseqCriterion):
                                         self.cfg.onpolicy_decay, updates)
 
     def forward(self, model, sample, reduce=True):
-        pad, logging_output = self.padding_idx, {}
+        pad, logging_output, on = self.padding_idx, {}, False
         if model.training:
             lam = self.current_lambda()
             self.trained_batches += 1
@@ -103,12 +112,14 @@ class OnPolicyKDCriterion(FairseqCriterion):
         net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T
         valid = target.ne(pad)  # B x T
-        kd = self.kd_term(net_output[0], sample, valid)  # B x T
+        kd = self.kd_term(net_output[0], sample, valid).sum()
         lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V (fp32)
-        nll = -(lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1) * valid).sum()
-        loss = kd.sum()
+        ce, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1),
+                                          self.cfg.label_smoothing, pad, reduce=True)
+        alpha = 1.0 if on else self.cfg.kd_alpha
+        loss = kd if alpha == 1.0 else (1.0 - alpha) * ce + alpha * kd
         sample_size = target.size(0) if self.cfg.sentence_avg else sample["ntokens"]
-        logging_output.update(kd_loss=loss.data, nll_loss=nll.data, ntokens=sample["ntokens"],
+        logging_output.update(kd_loss=kd.data, nll_loss=nll.data, ntokens=sample["ntokens"],
                               nsentences=target.size(0), sample_size=sample_size)
         loss = add_capacity_term(model, loss, sample_size, logging_output)
         logging_output["loss"] = loss.data
