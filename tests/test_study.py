@@ -17,20 +17,22 @@ TINY_TRAIN_ARGS = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32
                    "--decoder-attention-heads 2 --share-all-embeddings --dropout 0")
 
 TRAIN_LOG = """2026-01-01 | INFO | fairseq_cli.train | num. shared model params: 21,888 (num. trained: 21,888)
-2026-01-01 | INFO | train_inner | epoch 001:     10 / 3 loss=5.1, num_updates=10
-2026-01-01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 5.9 | nll_loss 5.9 | ppl 60 | bleu 1.5 | wps 0 | wpb 209 | bsz 40 | num_updates 10
-2026-01-01 | INFO | train | epoch 001 | loss 6.3 | num_updates 12 | lr 0.0015
-2026-01-01 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 4.6 | bleu 7.25 | wps 0 | num_updates 20 | best_loss 4.6
-2026-01-01 | INFO | train | epoch 002 | loss 5.6 | num_updates 20 | lr 0.003
+2026-01-01 | INFO | train_inner | {"epoch": 1, "update": 0.333, "loss": "5.1", "num_updates": "10", "lr": "0.001"}
+2026-01-01 | INFO | valid | {"epoch": 1, "valid_loss": "5.9", "valid_nll_loss": "5.9", "valid_bleu": "1.5", "valid_num_updates": "10"}
+2026-01-01 | INFO | train | {"epoch": 1, "train_loss": "6.3", "train_num_updates": "12", "train_lr": "0.0015"}
+2026-01-01 | INFO | valid | {"epoch": 2, "valid_loss": "4.6", "valid_bleu": "7.25", "valid_num_updates": "20", "valid_best_loss": "4.6"}
+2026-01-01 | INFO | train_inner | {"epoch": 2, "update": 1.6, "loss": "4.9", "num_updates": "20", "lr": "0.003"}
+2026-01-01 | INFO | train_inner | {"epoch": 2, "update": 1.6, "loss": "4.9", "num_upd
 """
 
 
 def test_parse_train_log_and_generate():
-    info = S.parse_train_log(TRAIN_LOG)
-    assert info == {"parameters": 21888, "updates": 20, "curve": [(10, 1.5), (20, 7.25)]}
+    info = S.parse_train_log(TRAIN_LOG)  # fairseq's --log-format json records; a truncated last line is skipped
+    assert info == {"parameters": 21888, "updates": 20, "losses": [[10, 5.1], [20, 4.9]],
+                    "curve": [[10, {"valid_loss": 5.9, "valid_bleu": 1.5}], [20, {"valid_loss": 4.6, "valid_bleu": 7.25}]]}
     gen = "S-1\tb\nH-1\t-0.1\thyp one\nH-0\t-0.2\thyp zero\nD-0\t-0.2\tx\nH-2\t-0.3\t\n"
     assert S.parse_generate(gen) == ["hyp zero", "hyp one", ""]
-    with pytest.raises(KDInputError, match="gaps"):
+    with pytest.raises(KDInputError, match="missing"):
         S.parse_generate("H-0\t0\ta\nH-2\t0\tc\n")
 
 
@@ -45,7 +47,22 @@ def test_grid_decoding_only_for_distilled_methods_and_stable_keys():
     cell = S.Cell("seq", 0.1, "a", "beam", 5e-4, 2)
     row = dict(zip(S.KEY_FIELDS, cell.key()))
     row.update(noise="0.10", lr="0.00050", seed="2.0")  # numbers written differently still match
-    assert S.row_key(row) == cell.key() == ("seq", "0.1", "a", "beam", "0.0005", "2")
+    assert S.row_key(row) == cell.key() == ("seq", "0.1", "a", "beam", "0.0005", "2", "-")
+    del row["teacher"]  # a results.csv written before the teacher axis existed
+    assert S.row_key(row) == cell.key()
+
+
+def test_teachers_axis_repeats_kd_cells_not_the_baseline():
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t",
+                        methods=["none", "word", "seq"], teachers=["big/checkpoint_best.pt", "small/checkpoint_best.pt"],
+                        decodings=["beam"])
+    cells = S.build_grid(cfg)
+    assert [(c.method, c.key()[-1]) for c in cells] == [
+        ("none", "-"), ("word", "big/checkpoint_best.pt"), ("word", "small/checkpoint_best.pt"),
+        ("seq", "big/checkpoint_best.pt"), ("seq", "small/checkpoint_best.pt")]
+    word_small = " ".join(S.train_command(cfg, cells[2], "d", "s"))
+    assert "--teacher-path small/checkpoint_best.pt" in word_small
+    assert "--teacher small/checkpoint_best.pt" in " ".join(S.distill_command(cfg, "beam", "o", cells[4].teacher))
 
 
 def test_train_command_per_method():
@@ -106,6 +123,7 @@ def fake_runner(log):
             Path(log_path).write_text(TRAIN_LOG)
         elif tool == "fairseq-generate":
             ref = Path(run.ref).read_text().splitlines()
+            assert cmd[cmd.index("--beam") + 1] == "1"
             Path(log_path).write_text("".join(f"H-{i}\t-0.5\t{ref[i]}\n" for i in reversed(range(len(ref)))))
     return run
 
@@ -142,7 +160,7 @@ def test_resume_skips_finished_cells_and_steps(corpus, tmp_path):
     with open(summary["results"]) as f:
         lines = f.readlines()
     Path(summary["results"]).write_text("".join(lines[:-1]))
-    (Path(cfg.out_dir) / "cells" / rows[1]["cell"] / "hyp.txt").unlink()
+    (Path(cfg.out_dir) / rows[1]["hyp"]).unlink()
     launched.clear()
     resumed = S.Study(cfg, runner=runner).run(progress=False)
     assert resumed["skipped"] == 1 and launched == ["fairseq-generate"]
@@ -195,7 +213,7 @@ def test_real_two_cell_grid_trains_decodes_scores_and_resumes(corpus, tmp_path, 
     for row in rows:
         assert int(row["parameters"]) == tiny_param_count(vocab)
         assert int(row["updates"]) == 20
-        hyps = (Path(cfg.out_dir) / "cells" / row["cell"] / "hyp.txt").read_text().splitlines()
+        hyps = (Path(cfg.out_dir) / row["hyp"]).read_text().splitlines()
         assert len(hyps) == len(refs)
         assert float(row["bleu"]) == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
         assert float(row["chrf"]) == round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2)

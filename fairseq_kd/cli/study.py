@@ -38,6 +38,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--test-ref", required=True, help="raw (detokenized) reference of --gen-subset, line-aligned")
     g.add_argument("--gen-subset", default="test", help="binarized split decoded and scored")
     g.add_argument("--teacher", default=None, help="teacher checkpoint (needed by word / seq / hybrid)")
+    g.add_argument("--teachers", nargs="+", default=[],
+                   help="several teacher checkpoints as a grid axis (each KD cell once per teacher; e.g. a large "
+                        "teacher and one of the student's size)")
     g.add_argument("--spm-model", default=None, help="sentencepiece model (fairseq-kd-distill's detokenized text)")
     g.add_argument("--out-dir", required=True, help="results.csv, curves.csv, cells/, distilled/ go here")
 
@@ -68,10 +71,23 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-args", default="", help="extra fairseq-train flags, e.g. '--dropout 0.3'")
     g.add_argument("--method-args", nargs="*", default=[], metavar="METHOD=FLAGS",
                    help="extra flags for one method, e.g. word='--kd-alpha 0.7'")
-    g.add_argument("--gpu", action="store_true", help="do not pass --cpu to the tools")
+
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default="auto", choices=list(S.DEVICES),
+                   help="where training, decoding and distillation run (auto: cuda when torch sees a GPU)")
+    g.add_argument("--gpu", action="store_true", help="same as --device cuda (older spelling)")
+    prec = g.add_mutually_exclusive_group()
+    for name, what in (("fp16", "half precision"), ("bf16", "bfloat16"), ("amp", "automatic mixed precision")):
+        prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name,
+                          help=f"train and decode in {what} (GPU only)")
+    g.add_argument("--nprocs", type=int, default=1,
+                   help="data-parallel training processes (on CPU: one process per rank, gloo; each process "
+                        "takes --max-tokens per batch)")
 
     g = p.add_argument_group("decoding and distillation")
     g.add_argument("--beam", type=int, default=5, help="beam for test decoding and beam distillation")
+    g.add_argument("--searches", nargs="+", default=["beam"], choices=list(S.SEARCHES),
+                   help="test decodings of every student (beam: beam --beam; greedy: beam 1), one row each")
     g.add_argument("--max-len-a", type=float, default=1.2,
                    help="output length limit a * source length + b for test decoding, validation BLEU and "
                         "distillation (as scripts/decode.sh)")
@@ -95,15 +111,17 @@ def config_from_args(args):
 
     return StudyConfig(
         data=args.data, out_dir=args.out_dir, test_ref=args.test_ref, source_lang=args.source_lang,
-        target_lang=args.target_lang, teacher=args.teacher, spm_model=args.spm_model, gen_subset=args.gen_subset,
+        target_lang=args.target_lang, teacher=args.teacher or (args.teachers[0] if args.teachers else None),
+        teachers=args.teachers, spm_model=args.spm_model, gen_subset=args.gen_subset,
         methods=args.methods, noise=args.noise, archs=args.archs, decodings=args.decodings, lrs=args.lrs,
         seeds=args.seeds, noise_ops=args.noise_ops, noise_side=args.noise_side,
         noise_swap_window=args.noise_swap_window, max_update=args.max_update, max_tokens=args.max_tokens,
         warmup_updates=args.warmup_updates, validate_interval_updates=args.validate_interval_updates,
         label_smoothing=args.label_smoothing, train_args=args.train_args,
-        method_args=_method_args(args.method_args), beam=args.beam, max_len_a=args.max_len_a,
+        method_args=_method_args(args.method_args), searches=args.searches, beam=args.beam, max_len_a=args.max_len_a,
         max_len_b=args.max_len_b, bpe=args.bpe, gen_args=args.gen_args,
-        distill_args=args.distill_args, cpu=not args.gpu, keep_going=args.keep_going)
+        distill_args=args.distill_args, device="cuda" if args.gpu else args.device,
+        precision=args.precision or "fp32", nprocs=args.nprocs, keep_going=args.keep_going)
 
 
 def cli_main(argv=None) -> int:

@@ -1,0 +1,159 @@
+"""The command lines of a cell: fairseq-train, fairseq-generate and fairseq-kd-distill.
+
+Every method gets the same shared flags (``shared_train_flags``); ``method_flags`` adds
+only what the method itself needs (its criterion, the teacher, the online decoding) and
+the user's ``method_args``. Hardware flags (``--device``, ``--fp16/--bf16/--amp``,
+``--nprocs``) come from ``hardware_flags`` / ``rank_flags``.
+"""
+import importlib.util
+import json
+import shlex
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import List
+
+from fairseq_kd.errors import KDInputError
+from fairseq_kd.study.config import METHOD_SPECS, Cell, NO_DECODING, StudyConfig, fmt_num
+
+USER_DIR = str(Path(__file__).resolve().parents[1])  # the fairseq_kd package (--user-dir)
+
+
+def find_tool(name: str) -> str:
+    """Path of a console tool: on PATH, else beside this Python; clear error if missing."""
+    beside = Path(sys.executable).parent / name
+    path = shutil.which(name) or (str(beside) if beside.exists() else None)
+    module = {"fairseq-kd-distill": "fairseq_kd.cli.distill"}.get(name)
+    if module and importlib.util.find_spec(module) is None:
+        path = None
+    if path is None:
+        raise KDInputError(f"the study needs the tool {name}, which is not installed here: install fairseq-kd into "
+                           f"this environment (pip install --no-deps -e /path/to/fairseq-kd) and check that "
+                           f"{name} runs")
+    return path
+
+
+def check_criteria(cfg: StudyConfig) -> None:
+    """Every method's criterion must be registered (fairseq_kd/criteria/<name>.py present)."""
+    import fairseq_kd  # noqa: F401  (registers the plugins)
+    from fairseq.criterions import CRITERION_REGISTRY
+
+    for m in cfg.methods:
+        crit = METHOD_SPECS[m]["criterion"]
+        if crit not in CRITERION_REGISTRY:
+            raise KDInputError(f"method {m!r} trains with criterion {crit!r}, which is not registered: "
+                               f"fairseq_kd/criteria/{crit}.py is missing from this install")
+
+
+def noise_flags(cfg: StudyConfig, level: float) -> List[str]:
+    if level <= 0:
+        return []
+    out = []
+    for op in cfg.noise_ops:
+        out += [f"--noise-{op}", fmt_num(level)]
+    return out + ["--noise-side", cfg.noise_side, "--noise-swap-window", str(cfg.noise_swap_window)]
+
+
+def hardware_flags(cfg: StudyConfig, training: bool = True) -> List[str]:
+    """``--cpu`` on CPU; ``--fp16`` / ``--bf16`` (and ``--amp`` when training) on GPU."""
+    flags = ["--cpu"] if cfg.resolved_device() == "cpu" else []
+    if cfg.precision in ("fp16", "bf16") or (cfg.precision == "amp" and training):
+        flags.append(f"--{cfg.precision}")
+    return flags
+
+
+def rank_flags(cfg: StudyConfig, rank: int, port: int) -> List[str]:
+    """fairseq's options for one of ``nprocs`` training processes.
+
+    On GPU fairseq spawns its workers itself (``--distributed-world-size N``, nccl); on CPU
+    there is one process per rank with an explicit tcp rendezvous and gloo (fairseq's
+    launcher assumes CUDA devices; ``legacy_ddp`` because c10d DDP refuses CPU modules)."""
+    if cfg.nprocs == 1:
+        return []
+    if cfg.resolved_device() == "cuda":
+        return ["--distributed-world-size", str(cfg.nprocs)]
+    return ["--distributed-world-size", str(cfg.nprocs), "--distributed-rank", str(rank),
+            "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+            "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shared_train_flags(cfg: StudyConfig, cell: Cell, save_dir: str) -> List[str]:
+    """What every method of the grid trains with: one list, so no method can differ silently."""
+    flags = ["--task", "kd_translation", "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang,
+             "--arch", cell.arch, "--label-smoothing", fmt_num(cfg.label_smoothing),
+             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", fmt_num(cell.lr),
+             "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(cfg.warmup_updates),
+             "--max-update", str(cfg.max_update), "--max-tokens", str(cfg.max_tokens), "--seed", str(cell.seed),
+             "--save-dir", save_dir, "--no-epoch-checkpoints", "--keep-interval-updates", "1",
+             "--log-format", "json", "--log-interval", "50", "--no-progress-bar",
+             # validate and save by updates only (and at the end), never per epoch
+             "--validate-interval-updates", str(cfg.validate_interval_updates),
+             "--save-interval-updates", str(cfg.validate_interval_updates),
+             "--validate-interval", "1000000", "--save-interval", "1000000",
+             "--eval-bleu", "--eval-bleu-args",
+             json.dumps({"beam": 1, "max_len_a": cfg.max_len_a, "max_len_b": cfg.max_len_b}),
+             "--eval-bleu-detok", "space", "--num-workers", "0",
+             # fairseq 0.12 drops the last batch when its size is not a multiple of this
+             # (default 8; facebookresearch/fairseq#5036): keep every sentence
+             "--required-batch-size-multiple", "1"]
+    if cfg.bpe != "none":
+        flags += ["--eval-bleu-remove-bpe", cfg.bpe]
+    return flags + noise_flags(cfg, cell.noise) + hardware_flags(cfg) + shlex.split(cfg.train_args)
+
+
+def cell_teacher(cfg: StudyConfig, cell: Cell) -> str:
+    return cell.teacher if cell.teacher != NO_DECODING else cfg.teacher
+
+
+def method_flags(cfg: StudyConfig, cell: Cell) -> List[str]:
+    """What the method itself adds: criterion, teacher, online decoding, user's method_args."""
+    spec = METHOD_SPECS[cell.method]
+    flags = ["--criterion", spec["criterion"]]
+    if spec["teacher"]:
+        flags += ["--teacher-path", cell_teacher(cfg, cell)]
+    if spec["decoding"] and spec["data"] == "corpus":
+        flags += ["--seq-kd-decoding", cell.decoding]
+    return flags + shlex.split(cfg.method_args.get(cell.method, ""))
+
+
+def train_command(cfg: StudyConfig, cell: Cell, data: str, save_dir: str, rank: int = 0,
+                  port: int = 0) -> List[str]:
+    return [find_tool("fairseq-train"), data, "--user-dir", USER_DIR, *shared_train_flags(cfg, cell, save_dir),
+            *method_flags(cfg, cell), *rank_flags(cfg, rank, port)]
+
+
+def generate_command(cfg: StudyConfig, data: str, checkpoint: str, beam: int = 0) -> List[str]:
+    cmd = [find_tool("fairseq-generate"), data, "--user-dir", USER_DIR, "--path", checkpoint,
+           "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang, "--gen-subset", cfg.gen_subset,
+           "--beam", str(beam or cfg.beam), "--max-tokens", str(cfg.max_tokens), "--num-workers", "0",
+           "--max-len-a", fmt_num(cfg.max_len_a), "--max-len-b", str(cfg.max_len_b),
+           "--required-batch-size-multiple", "1"]  # else up to 7 test sentences vanish (fairseq#5036)
+    if cfg.bpe != "none":
+        cmd += ["--remove-bpe", cfg.bpe]
+    return cmd + hardware_flags(cfg, training=False) + shlex.split(cfg.gen_args)
+
+
+def distill_command(cfg: StudyConfig, decoding: str, out: str, teacher: str = "") -> List[str]:
+    cmd = [find_tool("fairseq-kd-distill"), "--data", cfg.data, "--split", "train", "--teacher",
+           teacher or cfg.teacher, "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang,
+           "--decoding", decoding, "--beam", str(cfg.beam) if decoding == "beam" else "1", "--output-dir", out,
+           "--no-progress", "--max-len-a", fmt_num(cfg.max_len_a), "--max-len-b", str(cfg.max_len_b),
+           "--copy-splits", ",".join(sorted({"valid", cfg.gen_subset}))]
+    if cfg.spm_model:
+        cmd += ["--spm-model", cfg.spm_model]
+    if cfg.resolved_device() == "cpu":
+        cmd += ["--cpu"]
+    elif cfg.precision in ("fp16", "amp"):
+        cmd += ["--fp16"]
+    return cmd + shlex.split(cfg.distill_args)
+
+
+def shell_text(cmd: List[str]) -> str:
+    return shlex.join(cmd)

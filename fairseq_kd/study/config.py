@@ -1,0 +1,214 @@
+"""The grid of a study: methods, cells, and the settings every cell shares.
+
+Grid (arXiv 2312.08585 / 2404.14827 / Kim & Rush 2016): KD method x noise level x
+student arch x decoding strategy that builds the distilled data x learning rate x seed x
+teacher. Each cell is decoded with every test search (``beam`` = beam ``cfg.beam``,
+``greedy``), one results row per (cell, search).
+
+*One setting, one value.* Everything not on the grid (label smoothing, dropout, budget,
+batch, schedule, checkpoint rule, decoding limits) is the same for every method; a method
+adds only its own criterion and teacher flags (``METHOD_SPECS``) and the user's explicit
+``method_args``.
+"""
+import itertools
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from fairseq_kd.errors import KDInputError
+
+METHODS = ("none", "word", "seq", "hybrid")
+DECODINGS = ("beam", "greedy", "sampling", "teacher_forcing")
+NOISE_OPS = ("deletion", "substitution", "swap")
+SEARCHES = ("beam", "greedy")  # how each student is decoded on the test set
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16", "amp")
+NO_DECODING = "-"  # the decoding coordinate of methods that use no distilled data
+
+KEY_FIELDS = ("method", "noise", "arch", "decoding", "lr", "seed", "teacher")
+RESULT_FIELDS = [*KEY_FIELDS, "search", "parameters", "bleu", "chrf", "tok_bleu", "signature", "train_time",
+                 "updates", "cell", "hyp"]
+CURVE_FIELDS = [*KEY_FIELDS, "updates", "valid_bleu", "valid_loss"]
+
+# What each method trains with. ``data``: "corpus" or "distilled" (offline seq-KD data);
+# ``teacher``: pass --teacher-path; ``decoding``: the method varies over decodings,
+# passed as the task's --seq-kd-decoding when online. Every criterion takes --label-smoothing.
+METHOD_SPECS = {
+    "none": {"criterion": "label_smoothed_cross_entropy", "data": "corpus", "teacher": False, "decoding": False},
+    "word": {"criterion": "word_kd", "data": "corpus", "teacher": True, "decoding": False},
+    "seq": {"criterion": "label_smoothed_cross_entropy", "data": "distilled", "teacher": False, "decoding": True},
+    "seq_online": {"criterion": "seq_kd", "data": "corpus", "teacher": True, "decoding": True},
+    "hybrid": {"criterion": "hybrid_kd", "data": "corpus", "teacher": True, "decoding": True},
+}
+
+
+def fmt_num(x: float) -> str:
+    """Canonical text of a grid number (0.1 -> '0.1', 5e-4 -> '0.0005', 0.0 -> '0') for keys and names."""
+    return f"{float(x):g}"
+
+
+def teacher_name(path: Optional[str]) -> str:
+    """The teacher coordinate: a short readable name of the checkpoint ('-' for none)."""
+    if not path:
+        return NO_DECODING
+    parts = os.path.normpath(path).split(os.sep)
+    return "/".join(parts[-2:]) if len(parts) > 1 else parts[-1]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point (one student training); ``key`` identifies it in results.csv."""
+
+    method: str
+    noise: float
+    arch: str
+    decoding: str
+    lr: float
+    seed: int
+    teacher: str = NO_DECODING  # checkpoint path ('-': the study's only teacher, or none)
+
+    def key(self) -> Tuple[str, ...]:
+        return (self.method, fmt_num(self.noise), self.arch, self.decoding, fmt_num(self.lr), str(self.seed),
+                teacher_name(self.teacher) if self.teacher != NO_DECODING else NO_DECODING)
+
+    def slug(self) -> str:
+        dec = "nodec" if self.decoding == NO_DECODING else self.decoding
+        text = f"{self.method}_noise{fmt_num(self.noise)}_{self.arch}_{dec}_lr{fmt_num(self.lr)}_seed{self.seed}"
+        if self.teacher != NO_DECODING:
+            text += "_t-" + teacher_name(self.teacher).replace("/", "-")
+        return re.sub(r"[^A-Za-z0-9_.=+-]", "", text)
+
+
+def row_key(row: Dict) -> Tuple[str, ...]:
+    """The cell key of a results.csv / curves.csv row (same canonical text as ``Cell.key``)."""
+    return (row["method"], fmt_num(float(row["noise"])), row["arch"], row["decoding"], fmt_num(float(row["lr"])),
+            str(int(float(row["seed"]))), row.get("teacher") or NO_DECODING)
+
+
+@dataclass
+class StudyConfig:
+    """Where the corpus and teacher are, the grid, and how to train / decode / score."""
+
+    data: str  # binarized corpus (fairseq-preprocess --joined-dictionary)
+    out_dir: str
+    test_ref: str  # raw reference of the test split (detokenized, aligned)
+    source_lang: str
+    target_lang: str
+    teacher: Optional[str] = None  # teacher checkpoint (word / seq / hybrid)
+    teachers: Sequence[str] = ()  # several teachers: a grid axis (each KD cell once per teacher)
+    spm_model: Optional[str] = None  # passed to fairseq-kd-distill for detokenized summaries
+    gen_subset: str = "test"
+    # grid
+    methods: Sequence[str] = ("none",)
+    noise: Sequence[float] = (0.0,)
+    archs: Sequence[str] = ("transformer",)
+    decodings: Sequence[str] = ("beam",)
+    lrs: Sequence[float] = (5e-4,)
+    seeds: Sequence[int] = (1,)
+    # noise
+    noise_ops: Sequence[str] = NOISE_OPS
+    noise_side: str = "source"
+    noise_swap_window: int = 3
+    # training (shared by every method)
+    max_update: int = 2000
+    max_tokens: int = 4096
+    warmup_updates: int = 400
+    validate_interval_updates: int = 500
+    label_smoothing: float = 0.1
+    train_args: str = ""  # extra fairseq-train flags (shlex), after the defaults
+    method_args: Dict[str, str] = field(default_factory=dict)  # method -> extra flags (the only per-method knob)
+    # decoding / scoring
+    searches: Sequence[str] = ("beam",)  # test decodings of every student: beam (size ``beam``) and/or greedy
+    beam: int = 5
+    # output length limit a * source length + b for test decoding, validation BLEU and
+    # distillation alike (the defaults of scripts/decode.sh and fairseq-kd-distill): an
+    # undertrained student that loops would otherwise emit 200 tokens and its BLEU would
+    # measure the loop, not the translations
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    bpe: str = "sentencepiece"  # --remove-bpe for fairseq-generate and --eval-bleu ("none" for word-level)
+    gen_args: str = ""
+    distill_args: str = ""  # extra fairseq-kd-distill flags
+    # hardware: how, not what (a study may resume on another device)
+    device: str = "cpu"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | amp (mixed precision needs cuda)
+    nprocs: int = 1  # data-parallel training processes (each with max_tokens: an update sees nprocs x)
+    keep_going: bool = False
+
+    def all_teachers(self) -> List[str]:
+        return list(self.teachers) or ([self.teacher] if self.teacher else [])
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def test_searches(self) -> List[Tuple[str, int]]:
+        """(name recorded in results.csv, beam size) per test search: ('beam5', 5), ('greedy', 1)."""
+        return [(f"beam{self.beam}", self.beam) if s == "beam" else ("greedy", 1) for s in self.searches]
+
+    def validate(self) -> None:
+        for m in self.methods:
+            if m not in METHOD_SPECS:
+                raise KDInputError(f"unknown method {m!r}: choose from {', '.join(METHOD_SPECS)}")
+        for d in self.decodings:
+            if d not in DECODINGS:
+                raise KDInputError(f"unknown decoding {d!r}: choose from {', '.join(DECODINGS)}")
+        for op in self.noise_ops:
+            if op not in NOISE_OPS:
+                raise KDInputError(f"unknown noise op {op!r}: choose from {', '.join(NOISE_OPS)}")
+        for s in self.searches:
+            if s not in SEARCHES:
+                raise KDInputError(f"unknown test search {s!r}: choose from {', '.join(SEARCHES)}")
+        if self.device not in DEVICES:
+            raise KDInputError(f"unknown device {self.device!r}: choose from {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise KDInputError(f"unknown precision {self.precision!r}: choose from {', '.join(PRECISIONS)}")
+        if self.precision != "fp32" and self.resolved_device() != "cuda":
+            raise KDInputError(f"--{self.precision} needs a GPU (--device cuda); on CPU train in fp32")
+        if self.nprocs < 1:
+            raise KDInputError(f"--nprocs {self.nprocs}: pass a positive number of training processes")
+        for n in self.noise:
+            if not 0 <= float(n) <= 1:
+                raise KDInputError(f"noise level {n} is not a probability in [0, 1]")
+        if not os.path.isdir(self.data):
+            raise KDInputError(f"--data {self.data}: not a directory; pass the fairseq-preprocess output dir")
+        for lang in (self.source_lang, self.target_lang):
+            if not os.path.isfile(os.path.join(self.data, f"dict.{lang}.txt")):
+                raise KDInputError(f"--data {self.data} has no dict.{lang}.txt: check --source-lang/--target-lang")
+        if not os.path.isfile(self.test_ref):
+            raise KDInputError(f"--test-ref {self.test_ref}: no such file; pass the raw reference of the test split")
+        needs_teacher = any(METHOD_SPECS[m]["teacher"] or METHOD_SPECS[m]["data"] == "distilled" for m in self.methods)
+        teachers = self.all_teachers()
+        if needs_teacher and not (teachers and all(os.path.isfile(p) for t in teachers for p in t.split(":"))):
+            raise KDInputError(f"methods {', '.join(self.methods)} need a teacher: pass --teacher CKPT "
+                               f"(got {teachers or None!r})")
+
+    def settings_fingerprint(self) -> Dict:
+        """Non-grid settings that change results: a resume must use the same ones."""
+        grid = {"methods", "noise", "archs", "decodings", "lrs", "seeds", "searches", "teachers", "keep_going",
+                "out_dir", "device"}
+        return {k: v for k, v in asdict(self).items() if k not in grid}
+
+
+def uses_teacher(method: str) -> bool:
+    spec = METHOD_SPECS[method]
+    return spec["teacher"] or spec["data"] == "distilled"
+
+
+def build_grid(cfg: StudyConfig) -> List[Cell]:
+    """All cells; methods without distilled data / online decoding get decoding '-'.
+
+    With several ``teachers`` (a grid axis), each KD cell is repeated per teacher and
+    records it; the baseline (no teacher) is trained once."""
+    teachers = list(cfg.teachers)
+    cells = []
+    for method, noise, arch, lr, seed in itertools.product(cfg.methods, cfg.noise, cfg.archs, cfg.lrs, cfg.seeds):
+        decodings = cfg.decodings if METHOD_SPECS[method]["decoding"] else [NO_DECODING]
+        per_teacher = teachers if (teachers and uses_teacher(method)) else [NO_DECODING]
+        for teacher, dec in itertools.product(per_teacher, decodings):
+            cells.append(Cell(method, float(noise), arch, dec, float(lr), int(seed), teacher))
+    return cells
