@@ -90,7 +90,6 @@ def main():
         task, model, crit = helpers.build_components(data, [*common, *extra], arch_args=[],
                                                      src=args.source_lang, tgt=args.target_lang, seed=1)
         task.load_dataset(args.split)
-        task._step_split = args.split
         comps[name] = (task, model, crit, torch.optim.Adam(model.parameters(), lr=1e-4))
     # identical initial students
     ref_state = copy.deepcopy(comps["ce"][1].state_dict())
@@ -101,7 +100,7 @@ def main():
     task = comps["ce"][0]
     ds = task.dataset(args.split)
     itr = task.get_batch_iterator(ds, max_tokens=args.max_tokens, seed=1, ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
-    batches = [b for _, b in zip(range(args.steps), itr)]
+    batches = [dict(b, kd_split=args.split) for _, b in zip(range(args.steps), itr)]  # tagged as the task does
 
     def step(name, sample):
         task_, model, crit, opt = comps[name]

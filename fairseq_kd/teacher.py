@@ -1,24 +1,35 @@
-"""Teachers: load one checkpoint or an ensemble, check its dictionaries, score batches frozen.
+"""Teachers: load one checkpoint or an ensemble, check its dictionaries, and answer the one
+question every KD criterion asks: *the teacher's distribution for this batch*.
+
+``TeacherSource.distribution(sample, T)`` gives it, whatever the teacher is: an online
+single model, an ensemble (probabilities averaged), or the offline top-k cache written by
+``fairseq-kd-cache``. It returns a ``TeacherDistribution``: full log-probabilities at
+temperature T (online) or top-k ids with renormalised log-probabilities at T (cache, or
+``--kd-topk``), plus the teacher's log-probability of the gold token at T = 1.
 
 A teacher is held by the task, never by the student model, so it never enters the
-optimizer or the student's checkpoint. It is put on the student's device and dtype on
-first use and only ever runs under ``torch.no_grad()`` (not inference mode: its outputs are
-saved for the student's backward, which inference tensors cannot be, and cloning them out
-costs a full B x T x V copy per step).
+optimizer or the student's checkpoint. Its device and dtype are set once when it loads
+(``--teacher-dtype``, default the student's training dtype) and never change per step.
+It only ever runs under ``torch.no_grad()`` (not inference mode: its outputs are saved for
+the student's backward, which inference tensors cannot be, and cloning them out costs a
+full B x T x V copy per step).
 """
 import hashlib
 import logging
 import math
 import os
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from fairseq_kd import checkpoint_safety
+from fairseq_kd import checkpoint_safety, kd_losses
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger(__name__)
+
+TEACHER_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def split_paths(paths) -> List[str]:
@@ -76,13 +87,17 @@ class TeacherEnsemble(torch.nn.Module):
         """A teacher stays in eval mode whatever its owner does."""
         return super().train(False)
 
-    def place_like(self, reference: torch.Tensor) -> "TeacherEnsemble":
-        """Move to ``reference``'s device and floating dtype (once; a no-op afterwards)."""
+    def place(self, device, dtype: torch.dtype) -> "TeacherEnsemble":
+        """Put the teacher on ``device`` in ``dtype``; done once, when it loads."""
         p = next(self.models.parameters())
-        if p.device != reference.device or p.dtype != reference.dtype:
-            logger.info("teacher: moving to %s / %s", reference.device, reference.dtype)
-            self.to(device=reference.device, dtype=reference.dtype)
+        if p.device != torch.device(device) or p.dtype != dtype:
+            logger.info("teacher: on %s in %s", device, dtype)
+            self.to(device=device, dtype=dtype)
         return self
+
+    def place_like(self, reference: torch.Tensor) -> "TeacherEnsemble":
+        """Move to ``reference``'s device and floating dtype (tools without a task's settings)."""
+        return self.place(reference.device, reference.dtype)
 
     def fingerprint(self) -> str:
         """sha256 over the checkpoint files' bytes, in order (identifies the teacher)."""
@@ -111,6 +126,82 @@ class TeacherEnsemble(torch.nn.Module):
                 else:  # log of the mean probability
                     outs.append(torch.logsumexp(torch.stack(lps, dim=0), dim=0) - math.log(len(lps)))
         return outs
+
+
+@dataclass
+class TeacherDistribution:
+    """The teacher's distribution over a batch's target positions at temperature T (fp32).
+
+    ``lprobs`` (full, B x T x V: online teachers) and/or ``ids`` + ``topk_lprobs``
+    (B x T x K, renormalised over the K ids: the cache has only these; an online teacher
+    asked for ``topk`` gives both). ``gold_lprobs`` (B x T) is log p_teacher(gold token) at T = 1, for logging
+    the teacher's NLL. Values at padded positions are arbitrary: callers mask them.
+    """
+
+    temperature: float
+    gold_lprobs: torch.Tensor
+    lprobs: Optional[torch.Tensor] = None
+    ids: Optional[torch.Tensor] = None
+    topk_lprobs: Optional[torch.Tensor] = None
+
+    @property
+    def sparse(self) -> bool:
+        """Top-k (``ids``/``topk_lprobs``) is what ``kl`` uses; ``lprobs`` may also be there."""
+        return self.ids is not None
+
+    def kl(self, student_lp: torch.Tensor) -> torch.Tensor:
+        """KL(teacher_T || student_T) per position; ``student_lp`` is log softmax(z / T).  # B x T x V -> B x T"""
+        if self.sparse:
+            return kd_losses.kl_sparse(self.ids, self.topk_lprobs, student_lp)
+        return kd_losses.kl_full(self.lprobs, student_lp)
+
+    def nll(self, valid: torch.Tensor) -> torch.Tensor:
+        """The teacher's summed NLL of the gold target over ``valid`` positions (a scalar)."""
+        return -(self.gold_lprobs * valid).sum()
+
+
+class TeacherSource:
+    """The one place that answers "the teacher's distribution for this batch".
+
+    ``task`` is a ``kd_translation`` task: its offline cache for the sample's split
+    (``sample["kd_split"]``, set by the task's train/valid step) is preferred, else its
+    online teacher or ensemble (already on its device and dtype).
+    """
+
+    def __init__(self, task):
+        self.task = task
+
+    def cache_for(self, sample):
+        return self.task.cache_for(sample) if hasattr(self.task, "cache_for") else None
+
+    def available(self, sample) -> bool:
+        return self.cache_for(sample) is not None or bool(getattr(self.task, "has_teacher", False))
+
+    def distribution(self, sample, temperature: float = 1.0, topk: int = 0,
+                     prefix: int = 0) -> Optional[TeacherDistribution]:
+        """The teacher's distribution for ``sample["target"]`` (without its first ``prefix``
+        positions) at ``temperature``, restricted to the top ``topk`` tokens when ``topk`` > 0;
+        None when there is no teacher for this batch (e.g. a valid split without a cache)."""
+        target = sample["target"][:, prefix:]  # B x T
+        cache = self.cache_for(sample)
+        if cache is not None:
+            ids, probs, gold = cache.lookup(sample, target, self.task.target_dictionary.pad(), prefix)  # B x T x K
+            if 0 < topk < ids.size(-1):  # cached ids are sorted by probability
+                ids, probs = ids[..., :topk], probs[..., :topk]
+            return TeacherDistribution(temperature, gold, ids=ids,
+                                       topk_lprobs=kd_losses.temper_topk_probs(probs, temperature))
+        if not getattr(self.task, "has_teacher", False):
+            return None
+        teacher = self.task.load_teacher()
+        net_input = self.task.teacher_net_input(sample)
+        temps = (temperature,) if temperature == 1.0 else (temperature, 1.0)
+        lps = [lp[:, prefix:] for lp in teacher.log_probs_at(net_input, *temps)]  # each B x T x V
+        lp, lp1 = lps[0], lps[-1]
+        gold = lp1.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # B x T
+        if topk > 0:
+            ids, topk_lp = kd_losses.topk_renormalized(lp, topk)  # B x T x K
+            return TeacherDistribution(temperature, gold, lprobs=lp, ids=ids, topk_lprobs=topk_lp)
+        return TeacherDistribution(temperature, gold, lprobs=lp)
 
 
 def teacher_fingerprint(paths: Sequence[str]) -> str:

@@ -75,14 +75,33 @@ def test_cached_and_online_topk_give_the_same_loss(tiny_teacher, cache_dir):
                 tiny_teacher.data_bin, ["--teacher-path", str(tiny_teacher.checkpoint), "--criterion", "word_kd",
                                         "--kd-alpha", "1.0", "--kd-topk", "4", "--kd-temperature", str(T), *cache_args])
             task.load_dataset("train")
-            task._step_split = "train"
             model.eval()
-            sample = helpers.first_batch(task, n=16)
+            sample = dict(helpers.first_batch(task, n=16), kd_split="train")  # as the task's train_step tags it
             _, _, log = crit(model, sample)
             losses.append((float(log["kd_loss"]), float(log["teacher_nll_loss"])))
         (online, t_online), (cached, t_cached) = losses
         assert cached == pytest.approx(online, rel=2e-3, abs=1e-3)
         assert t_cached == pytest.approx(t_online, rel=1e-4)
+
+
+def test_hybrid_reads_the_cache_through_the_one_teacher_interface(tiny_teacher, cache_dir):
+    """hybrid_kd on the data's targets (--seq-kd-targets data): its token-level KL from the
+    cache equals the one from the online teacher's top-4; with online seq-KD targets the
+    cache (made for the dataset's targets) is refused."""
+    kds = []
+    for cache_args in ([], ["--teacher-cache", str(cache_dir)]):
+        task, model, crit = helpers.build_components(
+            tiny_teacher.data_bin, ["--teacher-path", str(tiny_teacher.checkpoint), "--criterion", "hybrid_kd",
+                                    "--seq-kd-targets", "data", "--kd-topk", "4", "--kd-temperature", "2",
+                                    *cache_args])
+        task.load_dataset("train")
+        model.eval()
+        _, _, log = crit(model, dict(helpers.first_batch(task, n=16), kd_split="train"))
+        kds.append(float(log["kd_loss"]))
+    assert kds[1] == pytest.approx(kds[0], rel=2e-3, abs=1e-3) and kds[0] > 0
+    with pytest.raises(KDInputError, match="seq-kd-targets data"):
+        helpers.build_components(tiny_teacher.data_bin, ["--teacher-path", str(tiny_teacher.checkpoint),
+                                                         "--criterion", "hybrid_kd", "--teacher-cache", str(cache_dir)])
 
 
 def test_cache_resumes_and_refuses_stale_or_truncated(tiny_teacher, tmp_path):

@@ -241,7 +241,8 @@ def test_ensemble_averages_probabilities(tiny_bin):
 
 
 def test_bf16_student_and_teacher_loss_is_fp32_and_close(tiny_bin):
-    """Under half precision the KD maths still runs in fp32 (the teacher follows the student's dtype)."""
+    """Under half precision the KD maths still runs in fp32; the teacher keeps the device and
+    dtype it was given once (it is never moved to follow the student per step)."""
     task, model, _ = helpers.build_components(tiny_bin)
     model.eval()
     teacher = attach_teacher(task, [perturbed_copy(model)])
@@ -249,8 +250,21 @@ def test_bf16_student_and_teacher_loss_is_fp32_and_close(tiny_bin):
     sample = helpers.first_batch(task)
     ref, _, ref_log = crit(model, sample)
     model.to(torch.bfloat16)
+    teacher.place(torch.device("cpu"), torch.bfloat16)  # what --teacher-dtype bf16 (or --bf16) does at load
     loss, _, log = crit(model, sample)
-    assert next(teacher.parameters()).dtype == torch.bfloat16  # placed like the student
+    assert next(teacher.parameters()).dtype == torch.bfloat16
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert float(loss) == pytest.approx(float(ref), rel=0.05)
     assert float(log["kd_loss"]) == pytest.approx(float(ref_log["kd_loss"]), rel=0.1)
+    model.to(torch.float32)
+    crit(model, sample)
+    assert next(teacher.parameters()).dtype == torch.bfloat16  # not moved per step
+
+
+@pytest.mark.parametrize("flags,dtype", [([], torch.float32), (["--bf16"], torch.bfloat16),
+                                         (["--amp"], torch.float16), (["--fp16"], torch.float16),
+                                         (["--bf16", "--teacher-dtype", "fp32"], torch.float32)])
+def test_teacher_dtype_defaults_to_the_students_training_dtype(tiny_bin, flags, dtype):
+    task, _, _ = helpers.build_components(tiny_bin, extra=flags)
+    assert task.teacher_dtype() == dtype
+    assert task.teacher_device() == torch.device("cpu")  # --cpu

@@ -2,12 +2,14 @@
 
     loss = g * T^2 * KL(teacher_T || student_T) + (1 - g) * label-smoothed CE
 
-both on the teacher's own translation of the batch (as ``seq_kd`` makes it, memoized).
+both on the teacher's own translation of the batch (the task puts it in the sample, as
+for ``seq_kd``: memoized; or the data's targets with ``--seq-kd-targets data``).
 ``g`` is ``--hybrid-weight`` (fixed) or, with ``--hybrid-gate learned``, sigmoid of a
 learnable scalar initialised at logit(--hybrid-weight) and trained with the student
 (arXiv 2404.14827's gate balancing token- and sentence-level losses); it is logged as
-``gate``. The KL maths are ``fairseq_kd.kd_losses``' (as in ``word_kd``). Validation
-batches use the gold targets.
+``gate``. The teacher's distribution comes from ``fairseq_kd.teacher.TeacherSource``
+(online teacher, ensemble, or the offline cache: as in ``word_kd``). Validation batches use
+the gold targets.
 """
 import math
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from omegaconf import II
 
 from fairseq_kd import kd_losses
 from fairseq_kd.criteria._common import add_capacity_term, log_averaged, log_seq_kd_metrics, reduce_kd_metrics
-from fairseq_kd.distill.online import OnlineTargets
+from fairseq_kd.errors import KDInputError
 
 HYBRID_GATE_CHOICES = ChoiceEnum(["fixed", "learned"])
 
@@ -34,15 +36,7 @@ class HybridKDConfig(FairseqDataclass):
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of the token-level term"})
     kd_topk: int = field(default=0, metadata={"help": "restrict the teacher to its top-k tokens; 0 = all"})
     label_smoothing: float = field(default=0.0, metadata={"help": "epsilon for label smoothing of the CE term"})
-    seq_kd_gold_mix: float = field(
-        default=0.0, metadata={"help": "probability of using the gold target instead of the teacher's"})
-    seq_kd_no_memo: bool = field(
-        default=False, metadata={"help": "do not keep the teacher's targets on disk (re-decode after a restart)"})
-    seq_kd_memo_flush: int = field(
-        default=1000, metadata={"help": "write the memo to disk every N newly decoded sentences"})
     sentence_avg: bool = II("optimization.sentence_avg")
-    save_dir: str = II("checkpoint.save_dir")
-    seed: int = II("common.seed")
 
 
 def gate_value(weight_logit: torch.Tensor) -> torch.Tensor:
@@ -59,11 +53,11 @@ def mix(token_loss: torch.Tensor, sentence_loss: torch.Tensor, g: torch.Tensor) 
 class HybridKDCriterion(FairseqCriterion):
     """Word-level KL plus sentence-level CE on the teacher's translations, fixed or gated."""
 
-    def __init__(self, task, hybrid_weight, hybrid_gate, kd_temperature, kd_topk, label_smoothing,
-                 seq_kd_gold_mix, seq_kd_no_memo, seq_kd_memo_flush, sentence_avg, save_dir, seed):
+    def __init__(self, task, hybrid_weight, hybrid_gate, kd_temperature, kd_topk, label_smoothing, sentence_avg):
         super().__init__(task)
-        if not getattr(task.cfg, "teacher_path", None):
-            raise ValueError("hybrid_kd needs --task kd_translation with --teacher-path")
+        if not hasattr(task, "use_teacher_targets") or not (task.cfg.teacher_path or task.cfg.teacher_cache):
+            raise ValueError("hybrid_kd needs --task kd_translation with --teacher-path (or --teacher-cache "
+                             "and --seq-kd-targets data)")
         if not 0.0 < hybrid_weight < 1.0 and str(hybrid_gate) == "learned":
             raise ValueError(f"--hybrid-weight must be in (0, 1) for a learned gate, got {hybrid_weight}")
         if not 0.0 <= hybrid_weight <= 1.0:
@@ -77,8 +71,11 @@ class HybridKDCriterion(FairseqCriterion):
             self.gate_logit = torch.nn.Parameter(torch.tensor([math.log(hybrid_weight / (1.0 - hybrid_weight))]))
         else:
             self.fixed_weight = float(hybrid_weight)
-        self.online = OnlineTargets(task, save_dir, use_memo=not seq_kd_no_memo, gold_mix=seq_kd_gold_mix,
-                                    seed=seed, flush_every=seq_kd_memo_flush)
+        if task.use_teacher_targets() and task.cfg.teacher_cache:
+            raise KDInputError(f"hybrid_kd with --teacher-cache {task.cfg.teacher_cache}: the cache holds the "
+                               f"teacher's distributions for the dataset's own targets, not for translations made "
+                               f"online. Train on fairseq-kd-distill's output with --seq-kd-targets data.")
+        self.teacher = task.teacher_source
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "gate_logit"  # checkpoints of earlier releases stored a 0-dim gate
@@ -93,19 +90,13 @@ class HybridKDCriterion(FairseqCriterion):
 
     def forward(self, model, sample, reduce=True):
         logging_output = {}
-        if model.training:
-            before = self.online.decoded
-            sample = self.online.distilled_sample(next(model.parameters()), sample)
-            logging_output.update(seq_kd_gold=sample["seq_kd_gold"], seq_kd_decoded=self.online.decoded - before)
-        else:  # validation runs before fairseq saves a checkpoint: persist the memo now
-            self.online.flush()
         net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T (the teacher's translation)
         valid = target.ne(self.padding_idx)  # B x T
         lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V (fp32)
         ce, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), self.eps,
                                           self.padding_idx, reduce=True)
-        kd = self.token_kd(model, sample, net_output[0], valid)  # scalar, summed over tokens
+        kd = self.token_kd(sample, net_output[0], valid)  # scalar, summed over tokens
         g = self.gate(kd)
         loss = mix(kd, ce, g)
         sample_size = target.size(0) if self.sentence_avg else sample["ntokens"]
@@ -115,17 +106,12 @@ class HybridKDCriterion(FairseqCriterion):
         logging_output["loss"] = loss.data
         return loss, sample_size, logging_output
 
-    def token_kd(self, model, sample, logits, valid) -> torch.Tensor:
+    def token_kd(self, sample, logits, valid) -> torch.Tensor:
         """Summed T^2 * KL(teacher_T || student_T) over the non-pad target positions."""
-        teacher = self.task.get_teacher(logits)
-        t_input = dict(self.task.teacher_net_input(sample), prev_output_tokens=sample["net_input"]["prev_output_tokens"])
-        teacher_lp = teacher.log_probs(t_input, self.T)  # B x T x V
-        student_lp = kd_losses.student_log_probs(logits, self.T)  # B x T x V
-        if self.topk > 0:
-            ids, lp = kd_losses.topk_renormalized(teacher_lp, self.topk)
-            kl = kd_losses.kl_sparse(ids, lp, student_lp)  # B x T
-        else:
-            kl = kd_losses.kl_full(teacher_lp, student_lp)  # B x T
+        dist = self.teacher.distribution(sample, self.T, self.topk)  # online, ensemble or cache
+        if dist is None:
+            return logits.new_zeros((), dtype=torch.float32)
+        kl = dist.kl(kd_losses.student_log_probs(logits, self.T))  # B x T
         return (self.T * self.T) * (kl * valid).sum()
 
     @classmethod

@@ -1,8 +1,8 @@
 """Criterion ``seq_kd``: online sequence-level KD (Kim & Rush 2016).
 
 For each training batch the teacher produces the targets (``--seq-kd-decoding``
-greedy / beam / teacher_forcing, set on the task); the student is trained with
-label-smoothed CE on them. Targets are memoized by sample index under
+greedy / beam / teacher_forcing, set on the task, which puts them in the sample before the
+criterion sees it); the student is trained with label-smoothed CE on them. Targets are memoized by sample index under
 ``<save-dir>/seq_kd_memo`` (each sentence is decoded once per run, also across
 resumes). ``--seq-kd-gold-mix p`` trains on the gold target instead with probability p.
 Validation batches use the gold targets (a loss comparable across KD methods).
@@ -15,22 +15,13 @@ from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
 from fairseq_kd.criteria._common import add_capacity_term, log_seq_kd_metrics, reduce_kd_metrics
-from fairseq_kd.distill.online import OnlineTargets
 
 
 @dataclass
 class SeqKDConfig(FairseqDataclass):
     label_smoothing: float = field(default=0.0, metadata={"help": "epsilon for label smoothing"})
-    seq_kd_gold_mix: float = field(
-        default=0.0, metadata={"help": "probability of training a sentence on its gold target instead"})
-    seq_kd_no_memo: bool = field(
-        default=False, metadata={"help": "do not keep the teacher's targets on disk (re-decode after a restart)"})
-    seq_kd_memo_flush: int = field(
-        default=1000, metadata={"help": "write the memo to disk every N newly decoded sentences"})
     report_accuracy: bool = field(default=False, metadata={"help": "log the student's token accuracy"})
     sentence_avg: bool = II("optimization.sentence_avg")
-    save_dir: str = II("checkpoint.save_dir")
-    seed: int = II("common.seed")
 
 
 def ls_ce(model, net_output, target, eps: float, pad: int):
@@ -43,24 +34,16 @@ def ls_ce(model, net_output, target, eps: float, pad: int):
 class SeqKDCriterion(FairseqCriterion):
     """Label-smoothed CE on the teacher's own translations of the batch."""
 
-    def __init__(self, task, label_smoothing, seq_kd_gold_mix, seq_kd_no_memo, seq_kd_memo_flush,
-                 report_accuracy, sentence_avg, save_dir, seed):
+    def __init__(self, task, label_smoothing, report_accuracy, sentence_avg):
         super().__init__(task)
-        if not getattr(task.cfg, "teacher_path", None):
+        if not getattr(task.cfg, "teacher_path", None) or not hasattr(task, "use_teacher_targets"):
             raise ValueError("seq_kd needs --task kd_translation with --teacher-path (for offline distilled data "
                              "made by fairseq-kd-distill, train with label_smoothed_cross_entropy instead)")
         self.eps, self.report_accuracy, self.sentence_avg = label_smoothing, report_accuracy, sentence_avg
-        self.online = OnlineTargets(task, save_dir, use_memo=not seq_kd_no_memo, gold_mix=seq_kd_gold_mix,
-                                    seed=seed, flush_every=seq_kd_memo_flush)
+        task.use_teacher_targets()  # training samples now carry the teacher's translations
 
     def forward(self, model, sample, reduce=True):
         logging_output = {}
-        if model.training:
-            before = self.online.decoded
-            sample = self.online.distilled_sample(next(model.parameters()), sample)
-            logging_output.update(seq_kd_gold=sample["seq_kd_gold"], seq_kd_decoded=self.online.decoded - before)
-        else:  # validation runs before fairseq saves a checkpoint: persist the memo now
-            self.online.flush()
         net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T
         loss, nll = ls_ce(model, net_output, target, self.eps, self.padding_idx)

@@ -58,6 +58,7 @@ class WordKDCriterion(FairseqCriterion):
             task.register_update_hook(self.queue.end_update)
             task.register_state("kd_selection_queue", self.queue)
         self.report_accuracy, self.ignore_prefix_size, self.sentence_avg = report_accuracy, ignore_prefix_size, sentence_avg
+        self.teacher = getattr(task, "teacher_source", None)  # fairseq_kd.teacher.TeacherSource
         needs_teacher = kd_alpha > 0
         if needs_teacher and not (getattr(task.cfg, "teacher_path", None) or getattr(task.cfg, "teacher_cache", None)):
             raise ValueError("word_kd with --kd-alpha > 0 needs --task kd_translation with --teacher-path or --teacher-cache")
@@ -112,31 +113,14 @@ class WordKDCriterion(FairseqCriterion):
         teacher's summed NLL of the gold target. At T = 1 the student's log-probs of the
         CE term are reused (one log-softmax and its backward less per step)."""
         T = self.temperature
-        student_lp = lprobs if T == 1.0 else kd_losses.student_log_probs(logits, T)  # B x T x V
-        cache = self.task.cache_for(sample) if hasattr(self.task, "cache_for") else None
-        if cache is not None:
-            ids, probs, gold_lp = cache.lookup(sample, target, self.padding_idx, self.ignore_prefix_size)
-            kl = kd_losses.kl_sparse(ids, kd_losses.temper_topk_probs(probs, T), student_lp)
-            teacher_nll = -(gold_lp * valid).sum()
-        elif getattr(self.task, "has_teacher", False):
-            teacher = self.task.get_teacher(logits)
-            net_input = self.task.teacher_net_input(sample)
-            if T == 1.0:
-                teacher_lp = teacher_lp1 = teacher.log_probs(net_input)  # B x T x V
-            else:
-                teacher_lp, teacher_lp1 = teacher.log_probs_at(net_input, T, 1.0)
-            teacher_lp, teacher_lp1 = self._trim(teacher_lp, target)[0], self._trim(teacher_lp1, target)[0]
-            teacher_nll = -(teacher_lp1.gather(-1, target.unsqueeze(-1)).squeeze(-1) * valid).sum()
-            if self.topk > 0:
-                ids, lp = kd_losses.topk_renormalized(teacher_lp, self.topk)
-                kl = kd_losses.kl_sparse(ids, lp, student_lp)
-            else:
-                kl = kd_losses.kl_full(teacher_lp, student_lp)
-        else:  # validation split without a cache and no online teacher: no KD term
+        dist = self.teacher.distribution(sample, T, self.topk, self.ignore_prefix_size) if self.teacher else None
+        if dist is None:  # validation split without a cache and no online teacher: no KD term
             return torch.zeros_like(nll), None
+        student_lp = lprobs if T == 1.0 else kd_losses.student_log_probs(logits, T)  # B x T x V
+        kl = dist.kl(student_lp)  # B x T
         feed = model.training and getattr(self.task, "feeding_stats", True)  # training batches only
         selected = kd_losses.selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue, feed)
-        return (T * T) * kl * selected, teacher_nll
+        return (T * T) * kl * selected, dist.nll(valid)
 
     # --- metrics --------------------------------------------------------------------
     @classmethod

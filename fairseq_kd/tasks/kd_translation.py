@@ -22,6 +22,8 @@ from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger(__name__)
 
+TEACHER_DTYPE_CHOICES = ChoiceEnum(["fp32", "fp16", "bf16"])
+SEQ_KD_TARGETS_CHOICES = ChoiceEnum(["online", "data"])
 NOISE_SIDE_CHOICES = ChoiceEnum(["source", "target", "both"])
 NOISE_TEACHER_INPUT_CHOICES = ChoiceEnum(["clean", "noisy"])
 SEQ_KD_DECODING_CHOICES = ChoiceEnum(list(DECODING_CHOICES))
@@ -41,6 +43,11 @@ class KDTranslationConfig(TranslationConfig):
     )
     teacher_trust_checkpoint: bool = field(
         default=False, metadata={"help": "fully unpickle the teacher checkpoint(s) (trusted legacy files only)"}
+    )
+    teacher_dtype: Optional[TEACHER_DTYPE_CHOICES] = field(
+        default=None, metadata={"help": "teacher weights and compute dtype, set once at load (default: the "
+                                        "student's training dtype: bf16 with --bf16, fp16 with --fp16/--amp, "
+                                        "else fp32)"}
     )
     # --- on-the-fly noise (training split only) ----------------------------------
     noise_deletion: float = field(default=0.0, metadata={"help": "probability of deleting each word"})
@@ -63,7 +70,21 @@ class KDTranslationConfig(TranslationConfig):
         default=-1.0, metadata={"help": "--seq-kd-decoding sampling: nucleus probability mass (-1: off)"})
     seq_kd_max_len_a: float = field(default=1.2, metadata={"help": "max target length = a * source length + b"})
     seq_kd_max_len_b: int = field(default=10, metadata={"help": "max target length = a * source length + b"})
+    seq_kd_targets: SEQ_KD_TARGETS_CHOICES = field(
+        default="online", metadata={"help": "seq_kd/hybrid_kd train on the teacher's translations made online "
+                                            "(memoized), or on the dataset's targets as they are (data already "
+                                            "distilled by fairseq-kd-distill; needed with --teacher-cache)"})
+    seq_kd_gold_mix: float = field(
+        default=0.0, metadata={"help": "probability of training a sentence on its gold target instead"})
+    seq_kd_no_memo: bool = field(
+        default=False, metadata={"help": "do not keep the teacher's targets on disk (re-decode after a restart)"})
+    seq_kd_memo_flush: int = field(
+        default=1000, metadata={"help": "write the memo to disk every N newly decoded sentences"})
     # --- globals -----------------------------------------------------------------
+    cpu: bool = II("common.cpu")
+    fp16: bool = II("common.fp16")
+    bf16: bool = II("common.bf16")
+    amp: bool = II("common.amp")
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
     checkpoint_suffix: str = II("checkpoint.checkpoint_suffix")
@@ -82,7 +103,7 @@ class KDTranslationTask(TranslationTask):
         super().__init__(cfg, src_dict, tgt_dict)
         self._teacher = None
         self.teacher_caches = {}  # split -> fairseq_kd.cache.TeacherCache
-        self._step_split = None  # split of the batch being processed (train/valid step)
+        self.seq_targets = None  # distill.online.OnlineTargets when a criterion trains on teacher targets
         self.feeding_stats = False  # True while a real (non-dummy) training batch runs
         self._update_hooks = []  # called once per optimizer step on every worker
         self._stateful = {}  # name -> object with state_dict/load_state_dict, kept in the checkpoint
@@ -94,19 +115,45 @@ class KDTranslationTask(TranslationTask):
         return bool(self.cfg.teacher_path)
 
     def load_teacher(self):
-        """Load the teacher (once) and check its dictionaries against the task's."""
+        """Load the teacher (once), check its dictionaries against the task's, and put it on
+        its device and dtype (once: never moved per step)."""
         if self._teacher is None:
             if not self.cfg.teacher_path:
                 raise KDInputError("this criterion needs a teacher: pass --teacher-path CKPT (or --teacher-cache DIR)")
             from fairseq_kd.teacher import load_teacher
 
-            self._teacher = load_teacher(self.cfg.teacher_path, task=self, teacher_data=self.cfg.teacher_data,
-                                         trust=self.cfg.teacher_trust_checkpoint)
+            teacher = load_teacher(self.cfg.teacher_path, task=self, teacher_data=self.cfg.teacher_data,
+                                   trust=self.cfg.teacher_trust_checkpoint)
+            self._teacher = teacher.place(self.teacher_device(), self.teacher_dtype())
         return self._teacher
 
-    def get_teacher(self, reference):
-        """The teacher on ``reference``'s device and dtype (a student parameter or tensor)."""
-        return self.load_teacher().place_like(reference)
+    def get_teacher(self, reference=None):
+        """The loaded teacher (already on its device and dtype; ``reference`` is not used)."""
+        return self.load_teacher()
+
+    def teacher_device(self):
+        """Where the student trains: the current CUDA device unless --cpu or no GPU."""
+        import torch
+
+        if torch.cuda.is_available() and not _flag(self.cfg.cpu):
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def teacher_dtype(self):
+        """--teacher-dtype, else the student's training dtype (fp16 also under --amp)."""
+        from fairseq_kd.teacher import TEACHER_DTYPES
+
+        name = self.cfg.teacher_dtype
+        if name is None:
+            name = "bf16" if _flag(self.cfg.bf16) else "fp16" if _flag(self.cfg.fp16) or _flag(self.cfg.amp) else "fp32"
+        return TEACHER_DTYPES[str(name)]
+
+    @property
+    def teacher_source(self):
+        """``fairseq_kd.teacher.TeacherSource``: the teacher's distribution for a batch (cache or online)."""
+        from fairseq_kd.teacher import TeacherSource
+
+        return TeacherSource(self)
 
     def teacher_net_input(self, sample):
         """The teacher's input: the clean source if the student's was noised, else the same."""
@@ -145,20 +192,61 @@ class KDTranslationTask(TranslationTask):
             teacher_paths=self.cfg.teacher_path)
 
     def cache_for(self, sample):
-        """The teacher cache covering the current step's split, or None.
+        """The teacher cache covering the sample's split (``sample["kd_split"]``), or None."""
+        return self.teacher_caches.get(sample.get("kd_split"))
 
-        Training batches come from ``--train-subset``; validation batches from the single
-        ``--valid-subset`` (with several valid subsets the cache is not used for validation).
-        """
-        return self.teacher_caches.get(self._step_split) if self._step_split else None
-
+    # --- steps -----------------------------------------------------------------
+    # Samples are tagged with their split (``kd_split``: training batches come from
+    # --train-subset, validation batches from a single --valid-subset; with several the
+    # cache is not used for validation), and seq-KD criteria get the teacher's targets
+    # in the sample itself.
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        self._step_split = self.cfg.train_subset
+        sample = dict(sample, kd_split=self.cfg.train_subset)
+        extra = {}
+        if self.seq_targets is not None:
+            sample, extra = self._distilled(model, sample)
         self.feeding_stats = not ignore_grad  # fairseq's dummy batches (ignore_grad) feed no statistics
         try:
-            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+            loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer,
+                                                                    update_num, ignore_grad)
         finally:
             self.feeding_stats = False
+        logging_output.update(extra)
+        return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        subsets = str(self.cfg.valid_subset).split(",")
+        if self.seq_targets is not None:  # validation runs before fairseq saves a checkpoint: persist the memo
+            self.seq_targets.flush()
+        sample = dict(sample, kd_split=subsets[0] if len(subsets) == 1 else None)
+        return super().valid_step(sample, model, criterion)
+
+    # --- sequence-level KD targets (criteria seq_kd, hybrid_kd) ------------------------
+    def use_teacher_targets(self) -> bool:
+        """A criterion trains on the teacher's translations: from now on, training samples carry
+        them (``--seq-kd-targets online``); False when the data's own targets are used."""
+        if str(self.cfg.seq_kd_targets) == "data":
+            return False
+        if self.seq_targets is None:
+            from fairseq_kd.distill.online import OnlineTargets
+
+            save_dir = self.cfg.save_dir if isinstance(self.cfg.save_dir, str) and "${" not in self.cfg.save_dir else None
+            self.seq_targets = OnlineTargets(self, save_dir, use_memo=not self.cfg.seq_kd_no_memo,
+                                              gold_mix=self.cfg.seq_kd_gold_mix, seed=self.cfg.seed,
+                                              flush_every=self.cfg.seq_kd_memo_flush)
+        return True
+
+    def distilled_sample(self, model, sample):
+        """``sample`` with the teacher's translations as targets (memoized), as training sees it."""
+        return self._distilled(model, sample)[0]
+
+    def _distilled(self, model, sample):
+        before = self.seq_targets.decoded
+        new = self.seq_targets.distilled_sample(next(model.parameters()), sample)
+        if "teacher_net_input" in new:  # the teacher scores the same (new) target prefix as the student
+            new["teacher_net_input"] = dict(new["teacher_net_input"],
+                                            prev_output_tokens=new["net_input"]["prev_output_tokens"])
+        return new, {"seq_kd_gold": new["seq_kd_gold"], "seq_kd_decoded": self.seq_targets.decoded - before}
 
     def optimizer_step(self, optimizer, model, update_num):
         for hook in self._update_hooks:  # e.g. the global selection queue all-gathers this update's values
@@ -211,10 +299,6 @@ class KDTranslationTask(TranslationTask):
                 self._restored = dict(state.get("task_state") or {})
         return self._restored
 
-    def valid_step(self, sample, model, criterion):
-        subsets = str(self.cfg.valid_subset).split(",")
-        self._step_split = subsets[0] if len(subsets) == 1 else None
-        return super().valid_step(sample, model, criterion)
 
     @property
     def noise_enabled(self) -> bool:
@@ -233,3 +317,8 @@ class KDTranslationTask(TranslationTask):
                     self.cfg.noise_teacher_input, noise)
         return wrap_with_noise(dataset, noise, str(self.cfg.noise_side), str(self.cfg.noise_teacher_input),
                                self.cfg.seed)
+
+
+def _flag(value) -> bool:
+    """A boolean config value (False for an unresolved ``${...}`` interpolation)."""
+    return value is True
