@@ -23,15 +23,31 @@ per token; a criterion adds ``term * sample_size`` to its summed loss.
   (fairseq's Transformer and ``transformer_glu``): the model's own forward is unchanged.
 """
 import contextlib
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from fairseq import metrics
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from fairseq_kd.errors import KDInputError
 
 HIDDEN_LOSSES = ("mse", "cosine")
 SIDES = ("encoder", "decoder")
+
+
+@dataclass
+class HiddenKDConfig(FairseqDataclass):
+    """The criterion options of this term (word_kd, seq_kd, hybrid_kd, onpolicy_kd inherit them)."""
+    kd_hidden_weight: float = field(default=0.0, metadata={
+        "help": "weight W of the hidden-state distillation term (per token); 0 = off"})
+    kd_hidden_loss: ChoiceEnum(list(HIDDEN_LOSSES)) = field(default="mse", metadata={
+        "help": "distance between projected student and teacher layer outputs"})
+    kd_hidden_map: Optional[str] = field(default=None, metadata={
+        "help": "student:teacher layer pairs, 1-based, e.g. '1:2,2:4' or 'encoder=1:2;decoder=1:1' (default uniform)"})
+    kd_hidden_decoder: bool = field(default=False, metadata={
+        "help": "also match decoder layers (default: encoder only)"})
 
 
 def model_dims(model) -> Dict[str, Tuple[int, int]]:
@@ -158,3 +174,47 @@ class HiddenDistiller(torch.nn.Module):
             side_term = torch.stack(per_layer).mean()
             total = side_term if total is None else total + side_term
         return self.weight * total
+
+
+def build_distiller(task, weight: float, loss: str = "mse", map_spec: Optional[str] = None,
+                    decoder: bool = False) -> Optional[HiddenDistiller]:
+    """The criterion's distiller (None when ``weight`` is 0): student widths recorded by the
+    task when it built the model, teacher widths from its (first) checkpoint."""
+    if not weight:
+        return None
+    student = getattr(task, "student_dims", None)
+    if student is None:
+        raise KDInputError("--kd-hidden-weight needs --task kd_translation with a Transformer student "
+                           "(the task records the student's layer widths when it builds the model)")
+    teacher = task.load_teacher()
+    return HiddenDistiller(weight, str(loss), map_spec, decoder, student, model_dims(teacher_members(teacher)[0]))
+
+
+def teacher_members(teacher) -> List[torch.nn.Module]:
+    """The fairseq models of a teacher ensemble (its first one gives the hidden states)."""
+    return list(getattr(teacher, "models"))
+
+
+def capture_student(distiller: Optional[HiddenDistiller], model):
+    """Context for the student's forward: records its mapped layers (nothing when off)."""
+    return distiller.student_capture(model) if distiller is not None else contextlib.nullcontext({})
+
+
+def add_hidden_term(distiller: Optional[HiddenDistiller], states: Dict, task, sample: Dict, loss: torch.Tensor,
+                    sample_size, pad: int, logging_output: Dict) -> torch.Tensor:
+    """``loss + term * sample_size`` (the term is per token, the loss summed); logs ``hidden_loss``."""
+    if distiller is None:
+        return loss
+    reference = next(iter(states.values()))
+    teacher = teacher_members(task.get_teacher(reference))[0]
+    term = distiller.term(states, teacher, sample["net_input"], pad)
+    logging_output["hidden_loss"] = float(term.detach()) * float(sample_size)
+    return loss + term.to(loss.dtype) * sample_size
+
+
+def log_hidden_metrics(logging_outputs) -> None:
+    """``hidden_loss`` per sample_size (a plain distance, not in base 2), when present."""
+    if any("hidden_loss" in log for log in logging_outputs):
+        size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        metrics.log_scalar("hidden_loss", sum(log.get("hidden_loss", 0) for log in logging_outputs) / max(size, 1),
+                           size, round=4)

@@ -154,3 +154,31 @@ def test_fairseq_train_with_ensemble_teacher_and_noise_then_generate(tiny_teache
     assert 0 < float(fields["onpolicy"]) < 1
     hyps = helpers.generate(tiny_teacher.data_bin, student)
     assert len(hyps) == 40
+
+
+def test_hidden_term_through_a_projection(tiny_bin):
+    """--kd-hidden-weight adds W * (projected encoder-state MSE) * sample_size; the projection is a
+    criterion parameter (what fairseq optimizes and checkpoints apart from the model)."""
+    from fairseq_kd import hidden
+    from tests.test_hidden import WIDE_ARCH
+
+    task, model, _ = helpers.build_components(tiny_bin)
+    _, wide, _ = helpers.build_components(tiny_bin, arch_args=WIDE_ARCH, seed=3)
+    attach_teacher(task, [wide])
+    task.student_dims = hidden.model_dims(model)  # what kd_translation records when it builds the student
+    batch = helpers.first_batch(task, n=8)
+    plain = make_onpolicy(task, onpolicy_lambda=0.0)
+    with_hidden = make_onpolicy(task, onpolicy_lambda=0.0, kd_hidden_weight=0.5)
+    assert [n for n, _ in with_hidden.named_parameters()] == ["hidden.proj.encoder.weight"]
+    base, size, _ = plain(model, batch)
+    loss, _, log = with_hidden(model, batch)
+    net_input = batch["net_input"]
+    s = model.encoder(net_input["src_tokens"], net_input["src_lengths"], return_all_hiddens=True)["encoder_states"][1]
+    t = wide.encoder(net_input["src_tokens"], net_input["src_lengths"], return_all_hiddens=True)["encoder_states"][2]
+    proj = with_hidden.hidden.proj["encoder"]
+    mask = net_input["src_tokens"].ne(task.source_dictionary.pad())
+    term = ((proj(s) - t) ** 2).mean(-1).transpose(0, 1)[mask].mean()
+    torch.testing.assert_close(loss.detach(), (base + 0.5 * term * size).detach(), rtol=1e-5, atol=1e-5)
+    assert log["hidden_loss"] == pytest.approx(float(0.5 * term * size), rel=1e-5)
+    loss.backward()
+    assert proj.weight.grad.abs().sum() > 0

@@ -17,7 +17,8 @@ have no gold continuation: D alone). With lambda = 0 this is ``word_kd`` with th
 alpha (alpha = 1 by default: the divergence alone). Validation batches always use gold
 prefixes. Logged: ``kd_loss``, the student's ``nll_loss`` of its
 decoder target, ``onpolicy`` (share of on-policy batches), ``onpolicy_lambda`` and
-``onpolicy_len`` (tokens per sampled sentence); every value is a sum, so per-worker logs
+``onpolicy_len`` (tokens per sampled sentence), ``hidden_loss`` with ``--kd-hidden-weight``
+(``fairseq_kd.hidden``); every value is a sum, so per-worker logs
 reduce correctly under fairseq's distributed training.
 """
 from dataclasses import dataclass, field
@@ -26,10 +27,10 @@ import torch
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import divergences, kd_losses, onpolicy
+from fairseq_kd import divergences, hidden, kd_losses, onpolicy
 from fairseq_kd.criteria._common import add_capacity_term, log_averaged, reduce_kd_metrics
 
 DIVERGENCE_CHOICES = ChoiceEnum(list(divergences.DIVERGENCES))
@@ -37,7 +38,7 @@ TAIL_CHOICES = ChoiceEnum(list(divergences.TAILS))
 
 
 @dataclass
-class OnPolicyKDConfig(FairseqDataclass):
+class OnPolicyKDConfig(hidden.HiddenKDConfig):
     onpolicy_lambda: float = field(default=0.5, metadata={
         "help": "probability that a training batch uses the student's own outputs as decoder input"})
     onpolicy_schedule: ChoiceEnum(["constant", "exp"]) = field(default="constant", metadata={
@@ -87,6 +88,8 @@ class OnPolicyKDCriterion(FairseqCriterion):
         self.cfg = cfg
         self.T = float(cfg.kd_temperature)
         self.trained_batches = 0  # fallback update counter when fairseq's meter is absent
+        self.hidden = hidden.build_distiller(task, cfg.kd_hidden_weight, cfg.kd_hidden_loss, cfg.kd_hidden_map,
+                                             cfg.kd_hidden_decoder)  # projections train with the student
 
     def current_lambda(self) -> float:
         meter = metrics.get_meter("default", "num_updates")  # the trainer logs it after every update
@@ -109,7 +112,8 @@ class OnPolicyKDCriterion(FairseqCriterion):
             logging_output.update(onpolicy=int(on), onpolicy_batches=1, onpolicy_lambda=lam,
                                   onpolicy_sentences=sample["target"].size(0) if on else 0,
                                   onpolicy_tokens=sample["ntokens"] if on else 0)
-        net_output = model(**sample["net_input"])
+        with hidden.capture_student(self.hidden, model) as states:
+            net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T
         valid = target.ne(pad)  # B x T
         kd = self.kd_term(net_output[0], sample, valid).sum()
@@ -121,6 +125,7 @@ class OnPolicyKDCriterion(FairseqCriterion):
         sample_size = target.size(0) if self.cfg.sentence_avg else sample["ntokens"]
         logging_output.update(kd_loss=kd.data, nll_loss=nll.data, ntokens=sample["ntokens"],
                               nsentences=target.size(0), sample_size=sample_size)
+        loss = hidden.add_hidden_term(self.hidden, states, self.task, sample, loss, sample_size, pad, logging_output)
         loss = add_capacity_term(model, loss, sample_size, logging_output)
         logging_output["loss"] = loss.data
         return loss, sample_size, logging_output
@@ -137,6 +142,7 @@ class OnPolicyKDCriterion(FairseqCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         total = reduce_kd_metrics(logging_outputs, token_losses=("kd_loss",))
+        hidden.log_hidden_metrics(logging_outputs)
         log_averaged(logging_outputs, ("onpolicy", "onpolicy_lambda"), "onpolicy_batches", round_=4)
         if total("onpolicy_sentences"):
             metrics.log_scalar("onpolicy_len", total("onpolicy_tokens") / total("onpolicy_sentences"),
