@@ -107,6 +107,19 @@ def _tail_log_mass(lp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return lp.scatter(-1, ids, float("-inf")).logsumexp(-1, keepdim=True)
 
 
+def bucket_view(ids: torch.Tensor, teacher_top_lp: torch.Tensor, student_lp: torch.Tensor,
+                teacher_tail_lp: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Teacher and student on the K + 1 buckets ``ids`` + tail; the teacher's tail is
+    ``teacher_tail_lp`` (log of its mass outside ``ids``) or 0 (``None``: renormalised).
+
+    # ids, teacher_top_lp: ... x K; student_lp: ... x V; teacher_tail_lp: ... x 1 -> (... x (K+1), ... x (K+1))
+    """
+    s_top = student_lp.gather(-1, ids)  # ... x K
+    s_tail = _tail_log_mass(student_lp, ids)  # ... x 1
+    t_tail = torch.full_like(s_tail, float("-inf")) if teacher_tail_lp is None else teacher_tail_lp.to(s_tail.dtype)
+    return torch.cat([teacher_top_lp.to(s_top.dtype), t_tail], -1), torch.cat([s_top, s_tail], -1)
+
+
 def topk_view(teacher_lp: torch.Tensor, student_lp: torch.Tensor, k: int,
               tail: str = "keep") -> Tuple[torch.Tensor, torch.Tensor]:
     """Both distributions on K + 1 buckets: the teacher's top-k tokens, then the tail.
@@ -117,16 +130,11 @@ def topk_view(teacher_lp: torch.Tensor, student_lp: torch.Tensor, k: int,
         raise ValueError(f"unknown top-k tail rule {tail!r}; choose one of {', '.join(TAILS)}")
     if k <= 0 or k >= teacher_lp.size(-1):
         return teacher_lp, student_lp
-    t_top, ids = teacher_lp.detach().topk(k, dim=-1)  # ... x K
-    t_top = teacher_lp.gather(-1, ids)  # keeps any graph of the teacher (none in practice)
-    s_top = student_lp.gather(-1, ids)  # ... x K
-    s_tail = _tail_log_mass(student_lp, ids)  # ... x 1
+    ids = teacher_lp.detach().topk(k, dim=-1).indices  # ... x K
+    t_top = teacher_lp.gather(-1, ids)
     if tail == "keep":
-        t_tail = _tail_log_mass(teacher_lp, ids)
-    else:
-        t_top = t_top - t_top.logsumexp(-1, keepdim=True)
-        t_tail = torch.full_like(s_tail, float("-inf"))
-    return torch.cat([t_top, t_tail], -1), torch.cat([s_top, s_tail], -1)
+        return bucket_view(ids, t_top, student_lp, _tail_log_mass(teacher_lp, ids))
+    return bucket_view(ids, t_top - t_top.logsumexp(-1, keepdim=True), student_lp)
 
 
 def topk_divergence(teacher_lp: torch.Tensor, student_lp: torch.Tensor, kind: str, k: int,
@@ -161,3 +169,44 @@ def token_divergence(teacher_lp: torch.Tensor, student_lp: torch.Tensor, kind: s
     if mask is not None:
         d = torch.where(mask, d, torch.zeros_like(d))  # also drops inf/nan at pad positions
     return d
+
+
+def distribution_divergence(dist, student_lp: torch.Tensor, kind: str = "forward_kl", beta: float = 0.5,
+                            tail: str = "renormalize") -> torch.Tensor:
+    """D(teacher, student) per position for a ``fairseq_kd.teacher.TeacherDistribution``
+    (no T^2, no mask: the criterion applies them).  # student_lp: B x T x V -> B x T
+
+    Full distributions are compared over the vocabulary; a top-k one (the cache, or
+    ``--kd-topk``) on the K + 1 buckets: ``renormalize`` uses the teacher's renormalised
+    top-k (all a cache has; forward KL is then exactly ``dist.kl``, word_kd's top-k KL),
+    ``keep`` its true tail mass (needs the online teacher's full distribution).
+    """
+    if kind == "forward_kl" and (tail == "renormalize" or not dist.sparse):
+        return dist.kl(student_lp)  # the interface's own (fast) KL: legacy word_kd/hybrid_kd values
+    if not dist.sparse:
+        return divergence(dist.lprobs, student_lp, kind, beta)
+    if tail == "keep":
+        if dist.lprobs is None:
+            raise ValueError("--kd-topk-tail keep needs the teacher's full distribution (an online teacher); "
+                             "an offline cache only has its renormalised top-k: use --kd-topk-tail renormalize")
+        t_top = dist.lprobs.gather(-1, dist.ids)
+        t, s = bucket_view(dist.ids, t_top, student_lp, _tail_log_mass(dist.lprobs, dist.ids))
+    else:
+        if kind == "reverse_kl":
+            raise ValueError("reverse KL against a teacher renormalised to its top-k is infinite whenever the "
+                             "student puts mass outside them: use --kd-topk-tail keep with an online teacher, "
+                             "or forward_kl / jsd")
+        t, s = bucket_view(dist.ids, dist.topk_lprobs, student_lp)
+    return divergence(t, s, kind, beta)
+
+
+def check_options(kind: str, beta: float, topk: int, tail: str) -> None:
+    """Refuse impossible option combinations before training starts (usage errors)."""
+    if kind not in DIVERGENCES:
+        raise ValueError(f"unknown --kd-divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
+    if tail not in TAILS:
+        raise ValueError(f"unknown --kd-topk-tail {tail!r}; choose one of {', '.join(TAILS)}")
+    if kind == "jsd":
+        check_beta(beta)
+    if kind == "reverse_kl" and tail == "renormalize" and topk > 0:
+        raise ValueError("--kd-divergence reverse_kl with --kd-topk needs --kd-topk-tail keep")

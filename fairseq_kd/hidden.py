@@ -63,6 +63,14 @@ def model_dims(model) -> Dict[str, Tuple[int, int]]:
     return dims
 
 
+def model_dims_or_none(model) -> Optional[Dict[str, Tuple[int, int]]]:
+    """``model_dims`` for a Transformer, None for anything else (checked only if the term is used)."""
+    try:
+        return model_dims(model)
+    except KDInputError:
+        return None
+
+
 def uniform_map(n_student: int, n_teacher: int) -> List[Tuple[int, int]]:
     """Student layer i -> teacher layer round(i * N_t / N_s), 1-based."""
     return [(i, max(1, min(n_teacher, int(round(i * n_teacher / n_student))))) for i in range(1, n_student + 1)]

@@ -80,11 +80,11 @@ class OnPolicyKDCriterion(FairseqCriterion):
             raise ValueError(f"--kd-alpha must be in [0, 1], got {cfg.kd_alpha}")
         if cfg.kd_temperature <= 0 or cfg.onpolicy_temperature <= 0:
             raise ValueError("--kd-temperature and --onpolicy-temperature must be > 0")
+        if getattr(task.cfg, "teacher_cache", None):
+            raise ValueError("onpolicy_kd scores the student's own prefixes online: drop --teacher-cache")
         self.kind, self.tail = str(cfg.kd_divergence), str(cfg.kd_topk_tail)
-        if self.kind == "jsd":
-            divergences.check_beta(cfg.kd_jsd_beta)
-        if self.kind == "reverse_kl" and self.tail == "renormalize" and cfg.kd_topk > 0:
-            raise ValueError("--kd-divergence reverse_kl with --kd-topk needs --kd-topk-tail keep")
+        divergences.check_options(self.kind, cfg.kd_jsd_beta, cfg.kd_topk, self.tail)
+        self.teacher = task.teacher_source  # fairseq_kd.teacher.TeacherSource
         self.cfg = cfg
         self.T = float(cfg.kd_temperature)
         self.trained_batches = 0  # fallback update counter when fairseq's meter is absent
@@ -116,14 +116,15 @@ class OnPolicyKDCriterion(FairseqCriterion):
             net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T
         valid = target.ne(pad)  # B x T
-        kd = self.kd_term(net_output[0], sample, valid).sum()
+        kd, teacher_nll = self.kd_term(net_output[0], sample, valid)
+        kd = kd.sum()
         lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V (fp32)
         ce, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1),
                                           self.cfg.label_smoothing, pad, reduce=True)
         alpha = 1.0 if on else self.cfg.kd_alpha
         loss = kd if alpha == 1.0 else (1.0 - alpha) * ce + alpha * kd
         sample_size = target.size(0) if self.cfg.sentence_avg else sample["ntokens"]
-        logging_output.update(kd_loss=kd.data, nll_loss=nll.data, ntokens=sample["ntokens"],
+        logging_output.update(kd_loss=kd.data, nll_loss=nll.data, teacher_nll_loss=teacher_nll.data, ntokens=sample["ntokens"],
                               nsentences=target.size(0), sample_size=sample_size)
         loss = hidden.add_hidden_term(self.hidden, states, self.task, sample, loss, sample_size, pad, logging_output)
         loss = add_capacity_term(model, loss, sample_size, logging_output)
@@ -131,17 +132,16 @@ class OnPolicyKDCriterion(FairseqCriterion):
         return loss, sample_size, logging_output
 
     def kd_term(self, logits, sample, valid):
-        """T^2 * D(teacher_T, student_T) per position on the sample's decoder input.  # B x T"""
-        teacher = self.task.get_teacher(logits)
-        t_input = dict(self.task.teacher_net_input(sample), prev_output_tokens=sample["net_input"]["prev_output_tokens"])
-        teacher_lp = teacher.log_probs(t_input, self.T)  # B x T x V
+        """T^2 * D(teacher_T, student_T) per position on the sample's decoder input (B x T), and
+        the teacher's summed NLL of the decoder target (the student's own output on on-policy batches)."""
+        dist = self.teacher.distribution(sample, self.T, self.cfg.kd_topk)  # online teacher or ensemble
         student_lp = kd_losses.student_log_probs(logits, self.T)  # B x T x V
-        return divergences.token_divergence(teacher_lp, student_lp, self.kind, self.T, valid, self.cfg.kd_topk,
-                                            self.tail, self.cfg.kd_jsd_beta)
+        d = divergences.distribution_divergence(dist, student_lp, self.kind, self.cfg.kd_jsd_beta, self.tail)
+        return (self.T * self.T) * torch.where(valid, d, torch.zeros_like(d)), dist.nll(valid)
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
-        total = reduce_kd_metrics(logging_outputs, token_losses=("kd_loss",))
+        total = reduce_kd_metrics(logging_outputs, token_losses=("kd_loss", "teacher_nll_loss"))
         hidden.log_hidden_metrics(logging_outputs)
         log_averaged(logging_outputs, ("onpolicy", "onpolicy_lambda"), "onpolicy_batches", round_=4)
         if total("onpolicy_sentences"):

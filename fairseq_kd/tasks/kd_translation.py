@@ -102,8 +102,10 @@ class KDTranslationTask(TranslationTask):
     def __init__(self, cfg: KDTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
         self._teacher = None
+        self.student_dims = None  # {side: (layers, width)} of the student being trained (fairseq_kd.hidden)
         self.teacher_caches = {}  # split -> fairseq_kd.cache.TeacherCache
         self.seq_targets = None  # distill.online.OnlineTargets when a criterion trains on teacher targets
+        self._train_epoch = 1
         self.feeding_stats = False  # True while a real (non-dummy) training batch runs
         self._update_hooks = []  # called once per optimizer step on every worker
         self._stateful = {}  # name -> object with state_dict/load_state_dict, kept in the checkpoint
@@ -165,6 +167,10 @@ class KDTranslationTask(TranslationTask):
         # a model built for training checks its teacher before the first update.
         if not from_checkpoint and self.cfg.teacher_path:
             self.load_teacher()
+        if not from_checkpoint:  # layer counts and widths: hidden-state distillation sizes its projections
+            from fairseq_kd.hidden import model_dims_or_none
+
+            self.student_dims = model_dims_or_none(model)
         return model
 
     # --- data ------------------------------------------------------------------
@@ -174,6 +180,10 @@ class KDTranslationTask(TranslationTask):
             self._open_cache(split)
         if split == self.cfg.train_subset:
             self.datasets[split] = self.wrap_noise(split, self.datasets[split])
+            self._train_epoch = epoch
+            if self.seq_targets is not None and self.seq_targets.memo is not None:
+                self.seq_targets.flush()  # a new shard (--data a:b:c): its memo has its own key
+                self.seq_targets.memo = None
 
     def _open_cache(self, split):
         from fairseq_kd.cache import TeacherCache
@@ -235,6 +245,18 @@ class KDTranslationTask(TranslationTask):
                                               gold_mix=self.cfg.seq_kd_gold_mix, seed=self.cfg.seed,
                                               flush_every=self.cfg.seq_kd_memo_flush)
         return True
+
+    def memo_key_parts(self):
+        """What the seq-KD memo's targets depend on besides teacher and decoding: the content of
+        the training shard being read and, when the teacher reads noisy input, noise and epoch."""
+        from fairseq_kd import fingerprint
+
+        parts = [self.cfg.train_subset, fingerprint.dataset_fingerprint(self.datasets[self.cfg.train_subset])]
+        if self.noise_enabled and str(self.cfg.noise_teacher_input) == "noisy" and str(self.cfg.noise_side) != "target":
+            parts += [repr((self.cfg.noise_deletion, self.cfg.noise_substitution, self.cfg.noise_swap,
+                            self.cfg.noise_swap_window, str(self.cfg.noise_side), self.cfg.seed)),
+                      f"epoch {self._train_epoch}"]
+        return parts
 
     def distilled_sample(self, model, sample):
         """``sample`` with the teacher's translations as targets (memoized), as training sees it."""
