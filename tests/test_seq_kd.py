@@ -53,19 +53,30 @@ def seq_kd_args(tt, decoding="greedy", *extra):
 
 # --- unit ---------------------------------------------------------------------------
 @pytest.mark.unit
-def test_memo_roundtrip_atomic_segments(tmp_path):
+def test_memo_roundtrip_atomic_per_rank_segments_read_lazily(tmp_path):
+    import numpy as np
+
     from fairseq_kd.distill.memo import TargetMemo
 
     m = TargetMemo(str(tmp_path), flush_every=2)
     m.put(5, [4, 5, 2])
-    assert not list(tmp_path.glob("seg-*.json"))  # buffered
+    assert not list(tmp_path.glob("seg-*")) and m.get(5) == [4, 5, 2]  # buffered
     m.put(1, [6, 2])  # reaches flush_every: one segment
     m.put(9, [7, 2])
-    assert len(list(tmp_path.glob("seg-*.json"))) == 1
-    (tmp_path / "seg-r0-000077.json.tmp.1").write_text('{"3": [4')  # a write killed midway
+    assert [p.name for p in tmp_path.glob("seg-*")] == ["seg-r0-000000.npy"]
+    other = TargetMemo(str(tmp_path), flush_every=1, rank=1)  # a second worker writes its own files
+    other.put(3, [8, 8, 2])
+    (tmp_path / ".seg-r0-000001.npy.x.tmp").write_bytes(b"\x93NUMPY")  # a write killed midway
     m.flush()
+    assert sorted(p.name for p in tmp_path.glob("seg-*")) == ["seg-r0-000000.npy", "seg-r0-000001.npy",
+                                                             "seg-r1-000000.npy"]
     again = TargetMemo(str(tmp_path))
-    assert again.targets == {5: [4, 5, 2], 1: [6, 2], 9: [7, 2]}
+    assert again.targets == {5: [4, 5, 2], 1: [6, 2], 9: [7, 2], 3: [8, 8, 2]}
+    assert all(isinstance(s, np.memmap) for s in again.segments)  # mapped, read on demand
+    assert 2 not in again and 9 in again and len(again) == 4
+    again.put(2, [2])
+    again.flush()  # numbering continues after this rank's last segment
+    assert (tmp_path / "seg-r0-000002.npy").exists()
 
 
 @pytest.mark.unit
@@ -100,6 +111,34 @@ def test_memo_targets_equal_offline_distillation_and_survive_resume(small, tmp_p
     monkeypatch.setattr(decoding.TeacherDecoder, "__call__", no_decoding)
     train_small(small.data_bin, save, seq_kd_args(small), max_epoch=2)
     assert memo_targets(save) == memo
+
+
+@pytest.mark.integration
+def test_memo_of_two_shards_keeps_each_shards_targets(small, tiny_teacher, tmp_path):
+    """fairseq's sharded --data a:b restarts sample indices at 0 in each shard: epoch 2 (shard b)
+    must train on b's own teacher targets, not on a's memoized under the same indices."""
+    from fairseq.data import Dictionary, data_utils
+
+    from fairseq_kd.distill.memo import TargetMemo
+
+    raw_b = tmp_path / "raw_b"
+    pairs = list(zip(lines(tiny_teacher.raw / "train.src"), lines(tiny_teacher.raw / "train.tgt")))
+    helpers.write_parallel(raw_b, "train", pairs[N_SMALL:2 * N_SMALL])  # other sentences than shard a
+    bin_b = helpers.preprocess(raw_b, tmp_path / "bin_b", splits=("train",),
+                               extra=["--srcdict", str(small.data_bin / "dict.src.txt")])
+    save = tmp_path / "student"
+    train_small(f"{small.data_bin}:{bin_b}", save, seq_kd_args(small), max_epoch=2)
+    memos = [TargetMemo(str(f)).targets for f in (save / "seq_kd_memo").iterdir()]
+    assert len(memos) == 2 and all(len(m) == N_SMALL for m in memos)  # one memo per shard content
+    offline = []
+    for name, data_bin in (("a", small.data_bin), ("b", bin_b)):
+        tt = helpers.TinyTeacher(raw=None, data_bin=data_bin, checkpoint=small.checkpoint)
+        run_distill(tt, tmp_path / f"off_{name}", "--decoding", "greedy", split="train")
+        d = Dictionary.load(str(tmp_path / f"off_{name}" / "bin" / "dict.tgt.txt"))
+        ds = data_utils.load_indexed_dataset(str(tmp_path / f"off_{name}" / "bin" / "train.src-tgt.tgt"), d, "mmap")
+        offline.append({i: ds[i].tolist() for i in range(len(ds))})
+    assert offline[0] != offline[1]
+    assert sorted(memos, key=lambda m: m != offline[0]) == offline  # shard a's and shard b's own targets
 
 
 @pytest.mark.integration

@@ -54,9 +54,12 @@ class OnlineTargets:
         if self.memo is None:
             folder = None
             if self.use_memo and self.save_dir:
-                data = str(getattr(self.task.cfg, "data", ""))
-                split = str(getattr(self.task.cfg, "train_subset", "train"))
-                key = memo_key(teacher.fingerprint(), self.cfg.signature(), os.path.abspath(data.split(":")[0]), split)
+                if hasattr(self.task, "memo_key_parts"):  # data content, shard, noise (kd_translation)
+                    parts = self.task.memo_key_parts()
+                else:
+                    parts = [os.path.abspath(str(getattr(self.task.cfg, "data", "")).split(":")[0]),
+                             str(getattr(self.task.cfg, "train_subset", "train"))]
+                key = memo_key(teacher.fingerprint(), self.cfg.signature(), *parts)
                 folder = os.path.join(self.save_dir, "seq_kd_memo", key)
             try:
                 from fairseq.distributed import utils as dist_utils

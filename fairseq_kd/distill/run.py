@@ -21,7 +21,7 @@ import torch
 from fairseq_kd.distill import decoding as dec
 from fairseq_kd.distill import select as sel
 from fairseq_kd.distill.data import Detokenizer, SplitData, infer_langs, to_pieces  # noqa: F401 (re-exported)
-from fairseq_kd.distill.publish import publish
+from fairseq_kd.distill.publish import publish, unpublish
 from fairseq_kd.distill.shards import ShardStore, atomic_write_text, shard_ranges
 from fairseq_kd.errors import KDInputError
 
@@ -144,19 +144,17 @@ def distill(cfg: DistillConfig) -> Dict:
         raise KDInputError(f"--decoding teacher_forcing needs the gold target {cfg.split}.{src}-{tgt}.{tgt} in {cfg.data}")
     if cfg.select != "top" and data.tgt_ds is None:
         raise KDInputError(f"--select {cfg.select} needs the gold target of split '{cfg.split}' in {cfg.data}")
-    try:  # the teacher's own dictionaries (from its checkpoint's data dir, or --teacher-data)
-        teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.teacher_data, trust=cfg.trust_checkpoint)
-    except KDInputError:
-        if cfg.teacher_data:
-            raise
-        logger.info("teacher's data dir moved: reading its dictionaries from --data %s", cfg.data)
-        teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.data, trust=cfg.trust_checkpoint)
+    # the teacher's own dictionaries (its checkpoint's data dir, or --teacher-data), compared symbol by
+    # symbol with --data's: never --data's own, which would make the check compare a file with itself
+    teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.teacher_data, trust=cfg.trust_checkpoint)
     check_same_dictionary(teacher.src_dict, "the teacher's source dictionary", data.src_dict, data.src_dict_file, "source")
     check_same_dictionary(teacher.tgt_dict, "the teacher's target dictionary", data.tgt_dict, data.tgt_dict_file, "target")
 
     work = os.path.join(cfg.output_dir, "shards")
-    if cfg.overwrite and os.path.isdir(work):
-        shutil.rmtree(work)
+    if cfg.overwrite:  # the old published files go first: an interrupted run never leaves them beside new shards
+        unpublish(cfg.output_dir, cfg.split, src, tgt)
+        if os.path.isdir(work):
+            shutil.rmtree(work)
     store = ShardStore(work, meta_of(cfg, data, teacher.fingerprint()))
     backend = build_backend(teacher, data, cfg)
     detok_src, detok_tgt = Detokenizer(cfg.spm_model), Detokenizer(cfg.spm_model_tgt or cfg.spm_model)

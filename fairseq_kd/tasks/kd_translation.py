@@ -251,7 +251,9 @@ class KDTranslationTask(TranslationTask):
         the training shard being read and, when the teacher reads noisy input, noise and epoch."""
         from fairseq_kd import fingerprint
 
-        parts = [self.cfg.train_subset, fingerprint.dataset_fingerprint(self.datasets[self.cfg.train_subset])]
+        ds = self.datasets.get(self.cfg.train_subset)
+        content = fingerprint.dataset_fingerprint(ds) if ds is not None else f"path {self.cfg.data}"  # not loaded
+        parts = [self.cfg.train_subset, content]
         if self.noise_enabled and str(self.cfg.noise_teacher_input) == "noisy" and str(self.cfg.noise_side) != "target":
             parts += [repr((self.cfg.noise_deletion, self.cfg.noise_substitution, self.cfg.noise_swap,
                             self.cfg.noise_swap_window, str(self.cfg.noise_side), self.cfg.seed)),
