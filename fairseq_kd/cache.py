@@ -14,7 +14,6 @@ so a killed run resumes where it stopped; the files move into place and ``S.meta
 is written (atomically, last) only when every sentence is done. Opening checks the
 fingerprint and the exact file sizes, so a stale or truncated cache is refused.
 """
-import hashlib
 import json
 import logging
 import os
@@ -25,37 +24,50 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from fairseq_kd import fingerprint as fp_mod
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.fileio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: split fingerprint over token content (1: lengths only)
 ARRAYS = {"ids": (np.int32, "i32"), "probs": (np.float16, "f16"), "gold": (np.float32, "f32")}
 
 
 def dictionary_hash(d) -> str:
-    return hashlib.sha256("\n".join(d.symbols).encode("utf-8")).hexdigest()
+    return fp_mod.dictionary_fingerprint(d)
 
 
 def split_hash(dataset) -> str:
-    """Identifies a binarized split by its sentence count and every source/target length."""
-    h = hashlib.sha256()
-    h.update(str(len(dataset)).encode())
-    h.update(np.asarray(dataset.src_sizes, dtype=np.int64).tobytes())
-    if dataset.tgt_sizes is not None:
-        h.update(np.asarray(dataset.tgt_sizes, dtype=np.int64).tobytes())
-    return h.hexdigest()
+    """Identifies a binarized split by its token content (source and target), not only its lengths."""
+    return fp_mod.dataset_fingerprint(dataset)
 
 
-def fingerprint(task, split: str, dataset, teacher_fp: Optional[str]) -> Dict[str, Optional[str]]:
-    return {
+def fingerprint(task, split: str, dataset, teacher_fp: Optional[str],
+                teacher_files: Optional[Sequence[str]] = None) -> Dict:
+    fp = {
         "teacher": teacher_fp,
         "source_dictionary": dictionary_hash(task.source_dictionary),
         "target_dictionary": dictionary_hash(task.target_dictionary),
         "split": split,
         "split_data": split_hash(dataset),
     }
+    if teacher_files:  # stored so that a read without --teacher-path can still check the teacher's bytes
+        fp["teacher_files"] = [os.path.abspath(p) for p in teacher_files]
+    return fp
+
+
+def check_stored_teacher(have: Dict, meta_path: str) -> None:
+    """Without --teacher-path: re-hash the checkpoint(s) the cache was made from, if still there."""
+    files = have.get("teacher_files") or []
+    if files and all(os.path.isfile(f) for f in files):
+        if fp_mod.files_fingerprint(files) != have.get("teacher"):
+            raise KDInputError(f"teacher cache {meta_path} is stale: the teacher checkpoint(s) it was made from "
+                               f"({':'.join(files)}) changed since. Re-run fairseq-kd-cache with that teacher.")
+    else:
+        logger.warning("teacher cache %s: the teacher checkpoint(s) it was made from (%s) are not there to check; "
+                       "pass --teacher-path to verify the cache belongs to your teacher", meta_path,
+                       ":".join(files) or "unrecorded")
 
 
 def target_offsets(dataset) -> np.ndarray:
@@ -179,14 +191,16 @@ class TeacherCache:
             raise KDInputError(f"teacher cache {meta_path} has format {meta.get('format')}, expected {FORMAT_VERSION}: re-run fairseq-kd-cache")
         teacher_fp = None
         if teacher_paths:
-            from fairseq_kd.teacher import split_paths, teacher_fingerprint
+            from fairseq_kd.teacher import split_paths
 
-            teacher_fp = teacher_fingerprint(split_paths(teacher_paths))
+            teacher_fp = fp_mod.files_fingerprint(split_paths(teacher_paths))
         want = fingerprint(task, split, dataset, teacher_fp)
         have = meta["fingerprint"]
+        if teacher_fp is None:
+            check_stored_teacher(have, meta_path)
         for key, value in want.items():
             if key == "teacher" and value is None:
-                continue  # no --teacher-path given: the teacher cannot be checked
+                continue  # no --teacher-path given: checked against the stored checkpoint files above
             if have.get(key) != value:
                 raise KDInputError(
                     f"teacher cache {meta_path} is stale: its {key} fingerprint does not match the current "

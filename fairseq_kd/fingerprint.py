@@ -97,10 +97,14 @@ def indexed_fingerprint(ds) -> Optional[str]:
 
 
 def dataset_fingerprint(dataset) -> str:
-    """Token content of a split: a LanguagePairDataset's source and target sides (or one side)."""
+    """Token content of a split: a LanguagePairDataset's source and target sides (or one side),
+    also behind wrappers that hold it as ``.dataset`` (e.g. on-the-fly noise)."""
     h = hashlib.sha256(str(len(dataset)).encode())
-    if hasattr(dataset, "src"):
-        for side in (dataset.src, getattr(dataset, "tgt", None)):
+    pair = dataset
+    while not hasattr(pair, "src") and getattr(pair, "dataset", None) is not None:
+        pair = pair.dataset
+    if hasattr(pair, "src"):
+        for side in (pair.src, getattr(pair, "tgt", None)):
             h.update(str(indexed_fingerprint(side)).encode())
     else:
         h.update(str(indexed_fingerprint(dataset)).encode())

@@ -154,10 +154,8 @@ def test_cache_partial_run_resumes_to_identical_files(tiny_teacher, tmp_path):
         [str(tiny_teacher.data_bin), "--teacher-path", str(tiny_teacher.checkpoint), "--out-dir", str(resumed)]))
     task.load_dataset("train")
     teacher = task.load_teacher()
-    from fairseq_kd.cache import fingerprint
-
     ds = task.dataset("train")
-    writer = TeacherCacheWriter(str(resumed), "train", ds, 4, fingerprint(task, "train", ds, teacher.fingerprint()))
+    writer = TeacherCacheWriter(str(resumed), "train", ds, 4, cache_cli.split_fingerprint(task, "train", ds, teacher, "fp32"))
     first_half = list(range(0, len(ds), 2))  # compute every other sentence, then "die"
     for i in first_half[:50]:
         s = ds.collater([ds[i]])

@@ -8,6 +8,7 @@ Killed at any point, the same command resumes; a finished split is skipped.
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -54,22 +55,36 @@ def build_task(args):
     return KDTranslationTask.setup_task(cfg)
 
 
+def split_fingerprint(task, split: str, dataset, teacher, dtype: str) -> dict:
+    """What a split's cache depends on: teacher bytes (and files), dictionaries, tokens, compute dtype."""
+    from fairseq_kd.cache import fingerprint
+
+    return {**fingerprint(task, split, dataset, teacher.fingerprint(), teacher.paths), "dtype": dtype}
+
+
 def cache_split(task, teacher, split: str, args) -> dict:
     """Fill (or resume) the cache of one split; returns its summary."""
     from fairseq.data import data_utils
     from tqdm import tqdm
 
-    from fairseq_kd.cache import TeacherCache, TeacherCacheWriter, fingerprint
+    from fairseq_kd.cache import TeacherCache, TeacherCacheWriter
+    from fairseq_kd.errors import KDInputError
 
     if TeacherCache.exists(args.out_dir, split):
         task.load_dataset(split)
-        TeacherCache.open(args.out_dir, split, task.dataset(split), task, args.teacher_path)  # validates
+        cache = TeacherCache.open(args.out_dir, split, task.dataset(split), task, args.teacher_path)  # validates
+        with open(os.path.join(args.out_dir, f"{split}.meta.json")) as f:
+            dtype = json.load(f)["fingerprint"].get("dtype", "fp32")
+        if (cache.k, dtype) != (args.topk, args.dtype):  # never report "exists" for other settings
+            raise KDInputError(f"{args.out_dir} already holds a finished {split} cache with --topk {cache.k} "
+                               f"--dtype {dtype}, not --topk {args.topk} --dtype {args.dtype}: use another "
+                               f"--out-dir, or delete {args.out_dir}/{split}.* to rebuild it")
         logger.info("split %s: cache complete in %s, skipping", split, args.out_dir)
         return {"split": split, "status": "exists"}
     task.load_dataset(split)
     dataset = task.dataset(split)
     writer = TeacherCacheWriter(args.out_dir, split, dataset, args.topk,
-                                fingerprint(task, split, dataset, teacher.fingerprint()))
+                                split_fingerprint(task, split, dataset, teacher, args.dtype))
     todo = writer.todo()
     logger.info("split %s: %d of %d sentences to compute (top-%d)", split, len(todo), len(dataset), args.topk)
     todo = todo[np.argsort(dataset.num_tokens_vec(todo) if hasattr(dataset, "num_tokens_vec") else dataset.src_sizes[todo], kind="stable")]

@@ -65,12 +65,12 @@ class SplitData:
         return len(self.src_ds)
 
     def fingerprint(self) -> str:
-        from fairseq_kd.teacher import file_sha256
+        """Token content of both sides and the dictionaries' symbols (what the ids mean)."""
+        from fairseq_kd import fingerprint as fp
 
-        files = [self.src_prefix + ".bin", self.src_prefix + ".idx"]
-        if self.tgt_prefix:
-            files += [self.tgt_prefix + ".bin", self.tgt_prefix + ".idx"]
-        return ":".join(file_sha256(f)[:16] for f in files)
+        parts = [fp.prefix_fingerprint(p) for p in (self.src_prefix, self.tgt_prefix) if p]
+        parts += [fp.dictionary_fingerprint(self.src_dict), fp.dictionary_fingerprint(self.tgt_dict)]
+        return ":".join(p[:16] for p in parts)
 
     def gold(self, i: int) -> Optional[torch.Tensor]:
         return None if self.tgt_ds is None else self.tgt_ds[i]

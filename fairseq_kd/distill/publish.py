@@ -18,6 +18,9 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
     import sacrebleu
     from fairseq.data import indexed_dataset
 
+    summary_file = os.path.join(cfg.output_dir, "summary.json")
+    if os.path.exists(summary_file):  # summary.json marks a finished output: not while files are replaced
+        os.remove(summary_file)
     records = [r for k, ids in enumerate(ranges) for r in store.read(k, ids)]
     if [r["id"] for r in records] != list(range(len(data))):
         raise RuntimeError(f"alignment check failed: {len(records)} records for {len(data)} source lines")
@@ -88,6 +91,16 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
     summary["signature"] = signature(cfg, store.meta)
     atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
+
+
+def unpublish(out: str, split: str, src: str, tgt: str) -> None:
+    """Remove a previous run's published files (summary.json first: it marks a finished output)."""
+    for name in ("summary.json", f"{split}.{src}", f"{split}.{tgt}", f"{split}.detok.{src}", f"{split}.detok.{tgt}"):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            os.remove(path)
+    if os.path.isdir(os.path.join(out, "bin")):
+        shutil.rmtree(os.path.join(out, "bin"))
 
 
 def _histogram(ranks) -> Dict[str, int]:
