@@ -48,3 +48,29 @@ def test_unconvertible_architecture_names_fairseq_backend(tiny_teacher, tmp_path
     with pytest.raises(KDInputError, match="--backend fairseq"):
         distill.main(["--data", str(tiny_teacher.data_bin), "--split", "test", "--teacher", ensemble,
                       "-o", str(tmp_path / "e"), "--cpu", "--no-progress", "--backend", "ctranslate2"])
+
+
+@pytest.mark.integration
+def test_glu_teacher_distils_through_ct2_mixed_batches_equal_alone(tiny_teacher, tmp_path):
+    """A transformer_glu (swiglu, pre-norm) teacher goes through the project's converter. Greedy equals the
+    fairseq backend; beam in mixed-length batches equals beam with every sentence in a batch of its own
+    (the teacher is essentially untrained, so many sentences run into their own length limits)."""
+    from tests import helpers
+
+    ckpt = helpers.train(tiny_teacher.data_bin, tmp_path / "glu", max_epoch=1, lr=1e-7, max_tokens=2000, arch_args=[
+        "--arch", "transformer_glu_tiny", "--ffn-activation", "swiglu", "--glu-match-params",
+        "--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"])
+    glu = helpers.TinyTeacher(tiny_teacher.raw, tiny_teacher.data_bin, ckpt)
+    fs = run_distill(glu, tmp_path / "fs", "--decoding", "greedy")
+    ct = run_distill(glu, tmp_path / "ct", "--decoding", "greedy", "--backend", "ctranslate2",
+                     "--ct2-compute-type", "float32", "--threads", "1")
+    assert lines(tmp_path / "ct" / "test.tgt") == lines(tmp_path / "fs" / "test.tgt")
+    assert fs["sentences"] == ct["sentences"] == 40
+    limits = [int(1.2 * (len(s.split()) + 1) + 10) for s in lines(tmp_path / "ct" / "test.src")]
+    hyps = [len(h.split()) for h in lines(tmp_path / "ct" / "test.tgt")]
+    assert any(h == lim for h, lim in zip(hyps, limits))  # some outputs were cut at their own limit
+    beam = ["--decoding", "beam", "--beam", "3", "--backend", "ctranslate2", "--ct2-compute-type", "float32",
+            "--threads", "1"]
+    run_distill(glu, tmp_path / "mixed", *beam)  # --max-tokens 40: batches of several lengths
+    run_distill(glu, tmp_path / "alone", *beam, "--max-tokens", "1")  # one sentence per batch
+    assert lines(tmp_path / "mixed" / "test.tgt") == lines(tmp_path / "alone" / "test.tgt")

@@ -91,6 +91,27 @@ def export_model(model, src_dict, tgt_dict, out_dir: str, quantization: str = "n
     return meta
 
 
+SUPPORTED_MODELS = ("transformer", "transformer_glu")
+
+
+def check_architecture(checkpoint: str, trust: bool = False) -> str:
+    """The checkpoint's arch, refused unless its model is one the converter maps (before building it)."""
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    from fairseq_kd import checkpoint_safety
+
+    state = checkpoint_safety.load_checkpoint(checkpoint, trust_file=trust)
+    margs = (state.get("cfg") or {}).get("model") or state.get("args")
+    arch = getattr(margs, "arch", None) if not isinstance(margs, dict) else margs.get("arch")
+    if arch is None and margs is not None:
+        arch = getattr(margs, "_name", None) if not isinstance(margs, dict) else margs.get("_name")
+    model = ARCH_MODEL_NAME_REGISTRY.get(arch)
+    if model not in SUPPORTED_MODELS:
+        raise KDInputError(f"{checkpoint}: architecture {arch!r} (model {model!r}) cannot be exported to "
+                           f"CTranslate2; supported models: {', '.join(SUPPORTED_MODELS)}")
+    return arch
+
+
 def load_single(checkpoint: str, data: Optional[str] = None, trust: bool = False):
     """``(model, src_dict, tgt_dict, cfg)`` of one checkpoint, loaded through the allowlist."""
     from fairseq_kd.teacher import load_teacher, split_paths
@@ -100,6 +121,7 @@ def load_single(checkpoint: str, data: Optional[str] = None, trust: bool = False
         raise KDInputError(f"{checkpoint!r} names {len(paths)} checkpoints: an ensemble averages several models' "
                            f"probabilities, which one CTranslate2 model cannot hold. Export each checkpoint "
                            f"separately (or decode the ensemble with fairseq-generate)")
+    check_architecture(paths[0], trust)
     try:
         ens = load_teacher(paths[0], teacher_data=data, trust=trust)
     except KDInputError:
