@@ -57,10 +57,15 @@ def test_teacher_bleu_is_high(tiny_teacher):
 
 def test_word_kd_from_cache_trains_and_resumes(tiny_teacher, cache_dir, tmp_path):
     extra = ["--teacher-cache", str(cache_dir), "--teacher-path", str(tiny_teacher.checkpoint),
-             "--criterion", "word_kd", "--kd-alpha", "0.5"]
+             "--criterion", "word_kd", "--kd-alpha", "0.5", "--kd-selection", "global",
+             "--kd-selection-queue-size", "500"]
     save = tmp_path / "student"
     helpers.train(tiny_teacher.data_bin, save, task="kd_translation", max_epoch=1, extra=extra)
     first = checkpoint_safety.load_checkpoint(str(save / "checkpoint_last.pt"))
+    queue = first["task_state"]["kd_selection_queue"]["values"]  # the global selection queue is checkpointed
+    assert queue.numel() == 500
+    task, _, crit = helpers.build_components(tiny_teacher.data_bin, [*extra, "--save-dir", str(save)])
+    assert torch.equal(crit.queue.values, queue)  # ... and restored when training resumes from it
     helpers.train(tiny_teacher.data_bin, save, task="kd_translation", max_epoch=2, extra=extra)  # resumes
     second = checkpoint_safety.load_checkpoint(str(save / "checkpoint_last.pt"))
     assert second["optimizer_history"][-1]["num_updates"] == 2 * first["optimizer_history"][-1]["num_updates"]
