@@ -1,8 +1,12 @@
-"""Study results -> a markdown table (mean and std over seeds) and three plots.
+"""Study results -> a markdown table (mean and std over seeds, significance) and three plots.
 
 Rows of ``results.csv`` (written by ``fairseq_kd.study``) that differ only in ``seed``
 form one group; BLEU and chrF are summarised by their mean and the *sample* standard
-deviation (n - 1 denominator; 0 for a single seed). Plots (matplotlib, Agg backend):
+deviation (n - 1 denominator; 0 for a single seed). Each KD group is compared with the
+baseline (method ``none``) at the same coordinates (noise, arch, lr, test search): the
+difference of seed-averaged BLEU with a paired bootstrap test on the test sentences
+(``fairseq_kd.significance``: sacrebleu's paired bootstrap resampling, 1,000 resamples,
+p-value and 95% interval); ``*`` marks p < 0.05. Plots (matplotlib, Agg backend):
 
 * ``bleu_vs_noise.png``: test BLEU against the noise level, one line per method;
 * ``bleu_vs_params.png``: test BLEU against the student's parameter count (log x);
@@ -22,7 +26,10 @@ from fairseq_kd import fileio
 from fairseq_kd.errors import KDInputError
 
 REQUIRED = ("method", "noise", "arch", "parameters", "decoding", "lr", "seed", "bleu", "chrf")
-GROUP = ("method", "noise", "arch", "parameters", "decoding", "lr")
+OPTIONAL = {"search": "beam", "teacher": "-", "hyp": ""}  # columns older results files lack
+GROUP = ("method", "noise", "arch", "parameters", "decoding", "teacher", "lr", "search")
+BASELINE = "none"
+PAIRED = ("noise", "arch", "lr", "search")  # coordinates a KD group shares with its baseline
 METHOD_ORDER = {"none": 0, "word": 1, "seq": 2, "seq_online": 3, "hybrid": 4}
 NUMERIC = {"noise": float, "parameters": int, "lr": float, "seed": int, "bleu": float, "chrf": float,
            "updates": int, "valid_bleu": float, "train_time": float}
@@ -63,13 +70,15 @@ def load_csv(path: str, required: Sequence[str] = REQUIRED) -> List[Dict]:
                         row[key] = typ(float(row[key])) if typ is int else typ(row[key])
                     except ValueError:
                         raise KDInputError(f"{path}:{n}: {key}={row[key]!r} is not a number") from None
+            for key, default in OPTIONAL.items():
+                row[key] = row.get(key) or default
             rows.append(row)
     return rows
 
 
 def _sort_key(key: Tuple) -> Tuple:
-    method, noise, arch, params, decoding, lr = key
-    return (METHOD_ORDER.get(method, 99), method, noise, params, arch, decoding, lr)
+    method, noise, arch, params, decoding, teacher, lr, search = key
+    return (search, noise, params, arch, lr, METHOD_ORDER.get(method, 99), method, decoding, teacher)
 
 
 def summarize(rows: Iterable[Dict]) -> List[Dict]:
@@ -83,19 +92,87 @@ def summarize(rows: Iterable[Dict]) -> List[Dict]:
         bleu_m, bleu_s = mean_std([r["bleu"] for r in members])
         chrf_m, chrf_s = mean_std([r["chrf"] for r in members])
         out.append({**dict(zip(GROUP, key)), "n": len(members), "seeds": sorted(r["seed"] for r in members),
-                    "bleu_mean": bleu_m, "bleu_std": bleu_s, "chrf_mean": chrf_m, "chrf_std": chrf_s})
+                    "bleu_mean": bleu_m, "bleu_std": bleu_s, "chrf_mean": chrf_m, "chrf_std": chrf_s,
+                    "hyps": {r["seed"]: r["hyp"] for r in members}})
     return out
 
 
+def _read_hyps(results_dir: str, hyps: Dict[int, str]) -> Optional[List[List[str]]]:
+    from fairseq_kd import fileio
+
+    paths = [os.path.join(results_dir, h) for _, h in sorted(hyps.items())]
+    if not paths or not all(h and os.path.isfile(p) for h, p in zip(hyps.values(), paths)):
+        return None
+    return [fileio.read_lines(p) for p in paths]
+
+
+def test_references(results_dir: str, test_ref: Optional[str] = None) -> Optional[List[str]]:
+    """Reference lines: ``test_ref``, else the ``test_ref`` recorded in the study's study.json
+    (relative paths as the study saw them, else relative to the results folder); None if absent."""
+    from fairseq_kd import fileio
+
+    if test_ref:
+        return fileio.read_lines(test_ref, "--test-ref")
+    settings = os.path.join(results_dir, "study.json")
+    if not os.path.isfile(settings):
+        return None
+    import json
+
+    recorded = json.loads(fileio.read_text(settings)).get("test_ref")
+    for path in (recorded, os.path.join(results_dir, recorded or "")):
+        if recorded and os.path.isfile(path):
+            return fileio.read_lines(path)
+    return None
+
+
+def compare_to_baseline(summary: List[Dict], results_dir: str, refs: Optional[List[str]],
+                        n_samples: int = 1000) -> List[Dict]:
+    """Adds ``vs_baseline`` to every KD group: the paired bootstrap against the CE group at the
+    same coordinates (or ``None`` with ``vs_baseline_note`` saying why it is missing)."""
+    from fairseq_kd.significance import paired_bootstrap
+
+    baselines = {tuple(s[k] for k in PAIRED): s for s in summary if s["method"] == BASELINE}
+    for s in summary:
+        s["vs_baseline"] = None
+        if s["method"] == BASELINE:
+            continue
+        base = baselines.get(tuple(s[k] for k in PAIRED))
+        if base is None:
+            s["vs_baseline_note"] = "no baseline at these coordinates"
+            continue
+        base_hyps, sys_hyps = _read_hyps(results_dir, base["hyps"]), _read_hyps(results_dir, s["hyps"])
+        if refs is None or base_hyps is None or sys_hyps is None:
+            s["vs_baseline_note"] = "hypothesis or reference files not found"
+            continue
+        s["vs_baseline"] = paired_bootstrap(base_hyps, sys_hyps, refs, n_samples=n_samples)
+    return summary
+
+
+def _delta_cells(s: Dict) -> str:
+    v = s.get("vs_baseline")
+    if not v:
+        return "| | " if s["method"] == BASELINE else "| n/a | "
+    from fairseq_kd.significance import significance_mark
+
+    return (f"| {v['delta']:+.2f} [{v['ci_low']:+.2f}, {v['ci_high']:+.2f}] "
+            f"| {v['p_value']:.3f}{significance_mark(v['p_value'])} ")
+
+
 def markdown_table(summary: List[Dict]) -> str:
-    """The table: one line per group, BLEU and chrF as mean ± std (n seeds)."""
-    head = "| method | noise | arch | params | decoding | lr | seeds | BLEU | chrF |"
-    lines = [head, "|---|---:|---|---:|---|---:|---:|---:|---:|"]
+    """The table: one line per group, BLEU and chrF as mean ± std (n seeds), and each KD
+    group's BLEU difference to the baseline with its 95% interval and p-value (* p < 0.05)."""
+    teachers = len({s["teacher"] for s in summary}) > 1
+    head = ("| method | noise | arch | params | decoding | " + ("teacher | " if teachers else "")
+            + "lr | search | seeds | BLEU | chrF | Δ BLEU vs none [95% CI] | p |")
+    lines = [head, "|---|---:|---|---:|---|" + ("---|" if teachers else "") + "---:|---|---:|---:|---:|---:|---:|"]
     for s in summary:
         lines.append(f"| {s['method']} | {s['noise']:g} | {s['arch']} | {s['parameters']:,} | {s['decoding']} "
-                     f"| {s['lr']:g} | {s['n']} | {s['bleu_mean']:.2f} ± {s['bleu_std']:.2f} "
-                     f"| {s['chrf_mean']:.2f} ± {s['chrf_std']:.2f} |")
-    return "\n".join(lines) + "\n"
+                     + (f"| {s['teacher']} " if teachers else "")
+                     + f"| {s['lr']:g} | {s['search']} | {s['n']} | {s['bleu_mean']:.2f} ± {s['bleu_std']:.2f} "
+                     f"| {s['chrf_mean']:.2f} ± {s['chrf_std']:.2f} " + _delta_cells(s) + "|")
+    return "\n".join(lines) + "\n" + ("\nΔ: seed-averaged BLEU minus the baseline's at the same noise, arch, lr and "
+                                       "search; paired bootstrap over test sentences (1,000 resamples, sacrebleu's "
+                                       "scheme); * p < 0.05.\n" if any(s.get("vs_baseline") for s in summary) else "")
 
 
 # ---------------------------------------------------------------- plots
@@ -150,17 +227,17 @@ def make_plots(rows: List[Dict], curves: Optional[List[Dict]], out_dir: str) -> 
     os.makedirs(out_dir, exist_ok=True)
     paths = [
         _plot(os.path.join(out_dir, "bleu_vs_noise.png"),
-              series(rows, "noise", "bleu", _varying(rows, ("arch", "decoding", "lr"))),
+              series(rows, "noise", "bleu", _varying(rows, ("arch", "decoding", "teacher", "lr", "search"))),
               "noise level (per-word rate)", "test BLEU", "BLEU vs noise"),
         _plot(os.path.join(out_dir, "bleu_vs_params.png"),
-              series(rows, "parameters", "bleu", _varying(rows, ("noise", "decoding", "lr"))),
+              series(rows, "parameters", "bleu", _varying(rows, ("noise", "decoding", "teacher", "lr", "search"))),
               "student parameters", "test BLEU", "BLEU vs parameters", logx=True),
     ]
     if curves:
-        keys = ["lr"] + _varying(curves, ("arch", "noise", "decoding"))
+        keys = ["lr"] + _varying(curves, ("arch", "noise", "decoding", "teacher"))
         data, ylabel = series(curves, "updates", "valid_bleu", keys), "validation BLEU (during training)"
     else:
-        keys = ["lr"] + _varying(rows, ("arch", "noise", "decoding"))
+        keys = ["lr"] + _varying(rows, ("arch", "noise", "decoding", "teacher", "search"))
         data, ylabel = series(rows, "updates", "bleu", keys), "test BLEU at the end of training"
     paths.append(_plot(os.path.join(out_dir, "bleu_vs_updates.png"), data, "training updates", ylabel,
                        "BLEU vs updates"))

@@ -37,15 +37,15 @@ def test_mean_std_by_hand():
 
 def test_summary_and_table_exact(results):
     summary = R.summarize(R.load_csv(str(results)))
-    assert [(s["method"], s["n"]) for s in summary] == [("none", 3), ("word", 2), ("seq", 1)]
-    none, word, seq = summary
+    assert [(s["method"], s["n"]) for s in summary] == [("none", 3), ("seq", 1), ("word", 2)]
+    none, seq, word = summary
     assert (none["bleu_mean"], none["bleu_std"], none["chrf_mean"], none["chrf_std"]) == (32.0, 2.0, 52.0, 2.0)
     assert word["bleu_mean"] == 20.5 and word["bleu_std"] == pytest.approx(0.70710678)
     assert seq["bleu_std"] == 0.0 and seq["seeds"] == [1]
     table = R.markdown_table(summary)
-    assert "| none | 0 | tiny | 1,000 | - | 0.0005 | 3 | 32.00 ± 2.00 | 52.00 ± 2.00 |" in table
-    assert "| word | 0.1 | tiny | 1,000 | - | 0.0005 | 2 | 20.50 ± 0.71 | 40.50 ± 0.71 |" in table
-    assert "| seq | 0 | big | 5,000 | beam | 0.0005 | 1 | 36.50 ± 0.00 | 60.00 ± 0.00 |" in table
+    assert "| none | 0 | tiny | 1,000 | - | 0.0005 | beam | 3 | 32.00 ± 2.00 | 52.00 ± 2.00 | | |" in table
+    assert "| word | 0.1 | tiny | 1,000 | - | 0.0005 | beam | 2 | 20.50 ± 0.71 | 40.50 ± 0.71 | n/a | |" in table
+    assert "| seq | 0 | big | 5,000 | beam | 0.0005 | beam | 1 | 36.50 ± 0.00 | 60.00 ± 0.00 | n/a | |" in table
 
 
 def test_series_averages_seeds_and_labels_varying_coordinates(results):
@@ -53,6 +53,40 @@ def test_series_averages_seeds_and_labels_varying_coordinates(results):
     data = R.series(rows, "noise", "bleu", R._varying(rows, ("arch", "decoding", "lr")))
     assert data["none arch=tiny decoding=-"] == [(0.0, 32.0, 2.0)]
     assert list(data) == ["none arch=tiny decoding=-", "word arch=tiny decoding=-", "seq arch=big decoding=beam"]
+
+
+def test_kd_methods_against_the_baseline_with_significance(tmp_path, capsys):
+    """Two seeds each; the word student's hypotheses are the references (BLEU 100), the
+    baseline's lose a word on a third of the lines: Δ = 100 - mean baseline BLEU, p = 1/1001;
+    seq is the baseline's own output: Δ 0, p 1 (not marked)."""
+    import sacrebleu
+
+    refs = [f"a small red dog number {i} sat on the mat" for i in range(30)]
+    worse = [r if i % 3 else " ".join(r.split()[:-2]) for i, r in enumerate(refs)]
+    worse2 = [r if i % 4 else " ".join(r.split()[:-1]) for i, r in enumerate(refs)]
+    (tmp_path / "ref.txt").write_text("\n".join(refs) + "\n")
+    files = {"none1": worse, "none2": worse2, "word1": refs, "word2": refs, "seq1": worse, "seq2": worse2}
+    for name, lines in files.items():
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    rows = []
+    for name, lines in files.items():
+        method, seed = name[:-1], name[-1]
+        bleu = round(sacrebleu.corpus_bleu(lines, [refs]).score, 2)
+        dec = "beam" if method == "seq" else "-"
+        rows.append(f"{method},0,tiny,{dec},0.001,{seed},1000,{bleu},50,0,sig,1,10,c{name},beam5,-,{name}.txt")
+    results = tmp_path / "results.csv"
+    results.write_text(HEADER.strip() + ",search,teacher,hyp\n" + "\n".join(rows) + "\n")
+    (tmp_path / "study.json").write_text('{"test_ref": "ref.txt"}')  # relative to the results folder
+    assert cli.cli_main([str(results), "--no-plots"]) == 0
+    table = capsys.readouterr().out
+    base_mean = (sacrebleu.corpus_bleu(worse, [refs]).score + sacrebleu.corpus_bleu(worse2, [refs]).score) / 2
+    word_line = next(line for line in table.splitlines() if line.startswith("| word "))
+    assert f"| {100 - base_mean:+.2f} [" in word_line and "| 0.001* |" in word_line
+    seq_line = next(line for line in table.splitlines() if line.startswith("| seq "))
+    assert "| +0.00 [+0.00, +0.00] | 1.000 |" in seq_line
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    word = next(s for s in summary if s["method"] == "word")
+    assert word["vs_baseline"]["seeds_base"] == 2 and word["vs_baseline"]["p_value"] == pytest.approx(1 / 1001)
 
 
 def test_cli_writes_table_summary_and_three_pngs(results, tmp_path, capsys):

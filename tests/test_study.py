@@ -256,3 +256,40 @@ def test_kd_methods_through_their_tools(tiny_teacher, tmp_path):
     assert str(distilled / "bin") in seq_log
     word_log = (Path(cfg.out_dir) / "cells" / rows[0]["cell"] / "train.log").read_text()
     assert "--criterion word_kd" in word_log and "--teacher-path" in word_log
+
+
+def resolved_train_settings(cfg, cell):
+    """Every fairseq-train setting of a cell as fairseq itself resolves it (defaults included)."""
+    from fairseq import options
+
+    argv = S.train_command(cfg, cell, "data-bin", "save")[1:]
+    return vars(options.parse_args_and_arch(options.get_training_parser(), argv))
+
+
+def differing_settings(cfg):
+    """method -> settings (present for the baseline too) whose value differs from the CE baseline's."""
+    base = resolved_train_settings(cfg, S.Cell("none", 0.0, "transformer", S.NO_DECODING, 1e-3, 1))
+    out = {}
+    for method in ("word", "seq", "seq_online", "hybrid"):
+        dec = S.NO_DECODING if not S.METHOD_SPECS[method]["decoding"] else "greedy"
+        got = resolved_train_settings(cfg, S.Cell(method, 0.0, "transformer", dec, 1e-3, 1))
+        out[method] = sorted(k for k in base if k in got and got[k] != base[k])
+    return out
+
+
+def test_every_method_trains_with_the_baselines_settings_but_its_own():
+    """Parsed by fairseq: a method may differ from CE only in its criterion, its teacher and its
+    online decoding; label smoothing, dropout, budget, schedule, checkpointing are shared."""
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
+                        label_smoothing=0.1, train_args="--dropout 0.2")
+    own = {"criterion", "teacher_path", "seq_kd_decoding"}
+    diffs = differing_settings(cfg)
+    assert all(set(d) <= own for d in diffs.values()), diffs
+    assert diffs["seq_online"] == ["criterion", "seq_kd_decoding", "teacher_path"]
+    for method in ("none", "word", "seq", "seq_online", "hybrid"):
+        dec = S.NO_DECODING if not S.METHOD_SPECS[method]["decoding"] else "greedy"
+        settings = resolved_train_settings(cfg, S.Cell(method, 0.0, "transformer", dec, 1e-3, 1))
+        assert settings["label_smoothing"] == 0.1 and settings["dropout"] == 0.2, method
+    # the check sees a method that differs (here on purpose, through the grid's method_args)
+    cfg.method_args = {"word": "--dropout 0.3"}
+    assert differing_settings(cfg)["word"] == ["criterion", "dropout", "teacher_path"]

@@ -20,6 +20,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("results", help="results.csv written by fairseq-kd-study")
     g.add_argument("--curves", default=None,
                    help="validation curves csv (default: curves.csv beside results, if present)")
+    g = p.add_argument_group("significance (each KD method against the baseline at the same coordinates)")
+    g.add_argument("--test-ref", default=None,
+                   help="raw reference of the decoded test split (default: test_ref of study.json beside results)")
+    g.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap resamples")
+    g.add_argument("--no-significance", action="store_true", help="mean ± std only")
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", default=None, help="where table.md, summary.json and the PNGs go "
                                                   "(default: the results file's folder)")
@@ -49,6 +54,10 @@ def cli_main(argv=None) -> int:
         elif args.curves:
             raise KDInputError(f"--curves {args.curves}: no such file")
         summary = R.summarize(rows)
+        if not args.no_significance:
+            results_dir = os.path.dirname(os.path.abspath(args.results))
+            R.compare_to_baseline(summary, results_dir, R.test_references(results_dir, args.test_ref),
+                                  n_samples=args.bootstrap_samples)
         table = R.markdown_table(summary)
         os.makedirs(out_dir, exist_ok=True)
         for name, text in (("table.md", table), ("summary.json", json.dumps(summary, indent=1))):

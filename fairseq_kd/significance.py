@@ -1,0 +1,82 @@
+"""Paired bootstrap resampling of a corpus metric (Koehn 2004), as sacrebleu does it, over seeds.
+
+sacrebleu's ``paired-bs`` (``sacrebleu.significance._paired_bs_test``): draw ``n_samples``
+resamples of the test sentences with replacement (``numpy.random.default_rng(12345)``,
+sacrebleu's default seed), recompute both systems' corpus scores from their per-sentence
+sufficient statistics on every resample, and compare the centred absolute differences
+with the observed one::
+
+    d_i = score_sys(i) - score_base(i)
+    p   = (#{ |d_i| - mean_j |d_j|  >=  |observed difference| } + 1) / (n_samples + 1)
+
+One change: sacrebleu counts ``>`` where this counts ``>=``, so a system compared with
+itself (all differences 0) gets p = 1, where sacrebleu reports p = 1/(n+1) ("significant").
+For systems that differ, ties have probability ~0 and the p-values agree (a test checks it).
+
+Several seeds: each side is the *mean* score of its seeds' systems, every seed evaluated on
+the same resample (paired by sentence), so with one seed this is exactly the above. The
+95% interval is the 2.5/97.5 percentile pair of ``d_i`` (sacrebleu's index rule, n // 40).
+"""
+from typing import Dict, Sequence
+
+import numpy as np
+
+SACREBLEU_SEED = 12345
+
+
+def _metric(name: str):
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if name == "bleu":
+        return BLEU()
+    if name == "chrf":
+        return CHRF()
+    raise ValueError(f"unknown metric {name!r}: bleu or chrf")
+
+
+def sentence_stats(metric, hyps: Sequence[str], refs: Sequence[str]) -> np.ndarray:
+    """Per-sentence sufficient statistics (sacrebleu's own extraction).  # N x S"""
+    return np.asarray(metric._extract_corpus_statistics(list(hyps), [list(refs)]), dtype=np.float64)
+
+
+def resampled_scores(metric, stats: np.ndarray, idxs: np.ndarray) -> np.ndarray:
+    """Corpus score on every resample.  # stats N x S, idxs R x N -> R"""
+    sums = np.stack([stats[row].sum(0) for row in idxs])  # R x S
+    return np.array([metric._compute_score_from_stats(s.tolist()).score for s in sums])
+
+
+def paired_bootstrap(base: Sequence[Sequence[str]], system: Sequence[Sequence[str]], refs: Sequence[str],
+                     metric: str = "bleu", n_samples: int = 1000, seed: int = SACREBLEU_SEED) -> Dict:
+    """Difference ``system - base`` of seed-averaged corpus scores, its p-value and 95% interval.
+
+    ``base`` and ``system``: one hypothesis list per seed (each aligned with ``refs``)."""
+    if not base or not system:
+        raise ValueError("paired_bootstrap needs at least one hypothesis list per side")
+    n = len(refs)
+    for hyps in [*base, *system]:
+        if len(hyps) != n:
+            raise ValueError(f"hypotheses have {len(hyps)} lines but the reference has {n}")
+    m = _metric(metric)
+    base_stats = [sentence_stats(m, h, refs) for h in base]
+    sys_stats = [sentence_stats(m, h, refs) for h in system]
+    full = np.arange(n)[None, :]
+    base_score = float(np.mean([resampled_scores(m, s, full)[0] for s in base_stats]))
+    sys_score = float(np.mean([resampled_scores(m, s, full)[0] for s in sys_stats]))
+    idxs = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True)
+    base_rs = np.mean([resampled_scores(m, s, idxs) for s in base_stats], axis=0)  # R
+    sys_rs = np.mean([resampled_scores(m, s, idxs) for s in sys_stats], axis=0)  # R
+    diffs = sys_rs - base_rs
+    observed = sys_score - base_score
+    centred = np.abs(diffs) - np.abs(diffs).mean()
+    p = (int(np.sum(centred >= abs(observed))) + 1) / (n_samples + 1)
+    ordered = np.sort(diffs)
+    lo = n_samples // 40
+    return {"metric": metric, "base": base_score, "system": sys_score, "delta": observed, "p_value": p,
+            "ci_low": float(ordered[lo]), "ci_high": float(ordered[n_samples - lo - 1]), "n_samples": n_samples,
+            "seed": seed, "seeds_base": len(base), "seeds_system": len(system)}
+
+
+def significance_mark(p: float, alpha: float = 0.05) -> str:
+    """'*' when p < alpha (the table's mark of a significant difference), else ''."""
+    return "*" if p < alpha else ""
+
