@@ -137,8 +137,14 @@ def cli_main(argv=None) -> int:
             cfg.validate()
             print(json.dumps([dict(zip(S.KEY_FIELDS, c.key())) for c in S.build_grid(cfg)], indent=1))
             return 0
+        from fairseq_kd import guard
+
+        guard.check_paths({"--data": args.data, "--test-ref": args.test_ref, "--teacher": args.teacher,
+                           "--teachers": args.teachers, "--spm-model": args.spm_model},
+                          {"--out-dir": args.out_dir}, "fairseq-kd-study")
         runner = S.run_inprocess if args.in_process else S.run_logged
-        summary = S.Study(cfg, runner=runner).run(progress=not args.quiet)
+        with guard.DirLock(args.out_dir, "fairseq-kd-study"):  # a second study here would share cells and logs
+            summary = S.Study(cfg, runner=runner).run(progress=not args.quiet)
     except KDInputError as e:
         print(f"fairseq-kd-study: error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from fairseq_kd import fileio
+from fairseq_kd import fileio, guard
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study import commands as C
 from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, METHOD_SPECS, RESULT_FIELDS, Cell, StudyConfig,
@@ -49,10 +49,10 @@ def run_logged(cmd: List[str], log_path: str) -> None:
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n$ {shlex.join(cmd)}\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
+        code = guard.run_child(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)  # dies with the study
+    if code != 0:
         tail = "\n".join(fileio.split_lines(Path(log_path).read_text(encoding="utf-8", errors="replace"))[-15:])
-        raise RuntimeError(f"{os.path.basename(cmd[0])} failed (exit {proc.returncode}); log: {log_path}\n{tail}")
+        raise RuntimeError(f"{os.path.basename(cmd[0])} failed (exit {code}); log: {log_path}\n{tail}")
 
 
 def _tool_main(tool: str, argv: List[str]) -> None:
@@ -121,7 +121,7 @@ def run_ranks(cmds: List[List[str]], log_path: str) -> None:
             logs.append(log)
             log.write(f"\n$ {shlex.join(cmd)}\n")
             log.flush()
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+            procs.append(guard.popen_child(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
         codes = [p.wait() for p in procs]
     finally:
         for p in procs:
