@@ -32,13 +32,11 @@ from omegaconf import II
 
 from fairseq_kd import divergences, hidden, kd_losses, onpolicy
 from fairseq_kd.criteria._common import add_capacity_term, log_averaged, reduce_kd_metrics
-
-DIVERGENCE_CHOICES = ChoiceEnum(list(divergences.DIVERGENCES))
-TAIL_CHOICES = ChoiceEnum(list(divergences.TAILS))
+from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
 
 
 @dataclass
-class OnPolicyKDConfig(hidden.HiddenKDConfig):
+class OnPolicyKDConfig(DivergenceConfig, hidden.HiddenKDConfig):
     onpolicy_lambda: float = field(default=0.5, metadata={
         "help": "probability that a training batch uses the student's own outputs as decoder input"})
     onpolicy_schedule: ChoiceEnum(["constant", "exp"]) = field(default="constant", metadata={
@@ -49,17 +47,11 @@ class OnPolicyKDConfig(hidden.HiddenKDConfig):
     onpolicy_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the student"})
     onpolicy_max_len_a: float = field(default=1.2, metadata={"help": "max output length = a * source length + b"})
     onpolicy_max_len_b: int = field(default=10, metadata={"help": "max output length = a * source length + b"})
-    kd_divergence: DIVERGENCE_CHOICES = field(default="forward_kl", metadata={
-        "help": "forward_kl KL(teacher||student), reverse_kl KL(student||teacher) or jsd (generalized JSD)"})
-    kd_jsd_beta: float = field(default=0.5, metadata={
-        "help": "beta of jsd, in (0, 1): m = beta p_teacher + (1 - beta) p_student"})
     kd_alpha: float = field(default=1.0, metadata={
         "help": "gold batches: (1 - alpha) * label-smoothed CE + alpha * divergence; on-policy batches: divergence"})
     label_smoothing: float = field(default=0.0, metadata={"help": "epsilon of the gold CE term (alpha < 1)"})
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of teacher and student"})
     kd_topk: int = field(default=0, metadata={"help": "compare on the teacher's top-k tokens plus a tail; 0 = all"})
-    kd_topk_tail: TAIL_CHOICES = field(default="renormalize", metadata={
-        "help": "top-k teacher tail: renormalize (teacher on its top-k, as word_kd) or keep (its true tail mass)"})
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
@@ -83,7 +75,7 @@ class OnPolicyKDCriterion(FairseqCriterion):
         if getattr(task.cfg, "teacher_cache", None):
             raise ValueError("onpolicy_kd scores the student's own prefixes online: drop --teacher-cache")
         self.kind, self.tail = str(cfg.kd_divergence), str(cfg.kd_topk_tail)
-        divergences.check_options(self.kind, cfg.kd_jsd_beta, cfg.kd_topk, self.tail)
+        check_divergence_options(task, self.kind, cfg.kd_jsd_beta, cfg.kd_topk, self.tail)
         self.teacher = task.teacher_source  # fairseq_kd.teacher.TeacherSource
         self.cfg = cfg
         self.T = float(cfg.kd_temperature)

@@ -6,19 +6,20 @@ criterion sees it); the student is trained with label-smoothed CE on them. Targe
 ``<save-dir>/seq_kd_memo`` (each sentence is decoded once per run, also across
 resumes). ``--seq-kd-gold-mix p`` trains on the gold target instead with probability p.
 Validation batches use the gold targets (a loss comparable across KD methods).
+``--kd-hidden-weight`` adds hidden-state distillation (``fairseq_kd.hidden``).
 """
 from dataclasses import dataclass, field
 
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
-from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
+from fairseq_kd import hidden
 from fairseq_kd.criteria._common import add_capacity_term, log_seq_kd_metrics, reduce_kd_metrics
 
 
 @dataclass
-class SeqKDConfig(FairseqDataclass):
+class SeqKDConfig(hidden.HiddenKDConfig):
     label_smoothing: float = field(default=0.0, metadata={"help": "epsilon for label smoothing"})
     report_accuracy: bool = field(default=False, metadata={"help": "log the student's token accuracy"})
     sentence_avg: bool = II("optimization.sentence_avg")
@@ -34,17 +35,20 @@ def ls_ce(model, net_output, target, eps: float, pad: int):
 class SeqKDCriterion(FairseqCriterion):
     """Label-smoothed CE on the teacher's own translations of the batch."""
 
-    def __init__(self, task, label_smoothing, report_accuracy, sentence_avg):
+    def __init__(self, task, label_smoothing, report_accuracy, sentence_avg, kd_hidden_weight=0.0,
+                 kd_hidden_loss="mse", kd_hidden_map=None, kd_hidden_decoder=False):
         super().__init__(task)
         if not getattr(task.cfg, "teacher_path", None) or not hasattr(task, "use_teacher_targets"):
             raise ValueError("seq_kd needs --task kd_translation with --teacher-path (for offline distilled data "
                              "made by fairseq-kd-distill, train with label_smoothed_cross_entropy instead)")
         self.eps, self.report_accuracy, self.sentence_avg = label_smoothing, report_accuracy, sentence_avg
         task.use_teacher_targets()  # training samples now carry the teacher's translations
+        self.hidden = hidden.build_distiller(task, kd_hidden_weight, kd_hidden_loss, kd_hidden_map, kd_hidden_decoder)
 
     def forward(self, model, sample, reduce=True):
         logging_output = {}
-        net_output = model(**sample["net_input"])
+        with hidden.capture_student(self.hidden, model) as states:
+            net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T
         loss, nll = ls_ce(model, net_output, target, self.eps, self.padding_idx)
         sample_size = target.size(0) if self.sentence_avg else sample["ntokens"]
@@ -54,6 +58,8 @@ class SeqKDCriterion(FairseqCriterion):
             valid = target.ne(self.padding_idx)
             logging_output["n_correct"] = (net_output[0].argmax(-1).eq(target) & valid).sum().data
             logging_output["total"] = valid.sum().data
+        loss = hidden.add_hidden_term(self.hidden, states, self.task, sample, loss, sample_size, self.padding_idx,
+                                      logging_output)
         loss = add_capacity_term(model, loss, sample_size, logging_output)
         logging_output["loss"] = loss.data
         return loss, sample_size, logging_output
@@ -61,6 +67,7 @@ class SeqKDCriterion(FairseqCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         log_seq_kd_metrics(logging_outputs, reduce_kd_metrics(logging_outputs))
+        hidden.log_hidden_metrics(logging_outputs)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -2,7 +2,9 @@
 
 loss = (1 - alpha) * label-smoothed NLL(gold) + alpha * T^2 * KL(teacher_T || student_T)
 
-summed over non-pad target tokens. The teacher is the task's (online, an ensemble
+summed over non-pad target tokens (``--kd-divergence reverse_kl|jsd`` replaces the KL,
+``fairseq_kd.divergences``; ``--kd-hidden-weight`` adds hidden-state distillation,
+``fairseq_kd.hidden``). The teacher is the task's (online, an ensemble
 averages probabilities) or its offline top-k cache (``--teacher-cache``). With
 ``--kd-alpha 0`` no teacher is needed and the loss is exactly fairseq's
 ``label_smoothed_cross_entropy``.
@@ -12,17 +14,18 @@ from dataclasses import dataclass, field
 import torch
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import kd_losses
+from fairseq_kd import divergences, hidden, kd_losses
 from fairseq_kd.criteria._common import add_capacity_term, reduce_kd_metrics
+from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
 
 KD_SELECTION_CHOICES = ChoiceEnum(["none", "word", "batch", "global"])
 
 
 @dataclass
-class WordKDConfig(FairseqDataclass):
+class WordKDConfig(DivergenceConfig, hidden.HiddenKDConfig):
     kd_alpha: float = field(default=0.5, metadata={"help": "weight of the KD term; 0 = label-smoothed CE only"})
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of teacher and student"})
     label_smoothing: float = field(default=0.0, metadata={"help": "epsilon for label smoothing of the gold NLL term"})
@@ -45,7 +48,9 @@ class WordKDCriterion(FairseqCriterion):
     """Label-smoothed CE on the gold target interpolated with the teacher's KL at temperature T."""
 
     def __init__(self, task, kd_alpha, kd_temperature, label_smoothing, kd_topk, kd_selection,
-                 kd_selection_ratio, kd_selection_queue_size, report_accuracy, ignore_prefix_size, sentence_avg):
+                 kd_selection_ratio, kd_selection_queue_size, report_accuracy, ignore_prefix_size, sentence_avg,
+                 kd_divergence="forward_kl", kd_jsd_beta=0.5, kd_topk_tail="renormalize", kd_hidden_weight=0.0,
+                 kd_hidden_loss="mse", kd_hidden_map=None, kd_hidden_decoder=False):
         super().__init__(task)
         if not 0.0 <= kd_alpha <= 1.0:
             raise ValueError(f"--kd-alpha must be in [0, 1], got {kd_alpha}")
@@ -62,14 +67,20 @@ class WordKDCriterion(FairseqCriterion):
         needs_teacher = kd_alpha > 0
         if needs_teacher and not (getattr(task.cfg, "teacher_path", None) or getattr(task.cfg, "teacher_cache", None)):
             raise ValueError("word_kd with --kd-alpha > 0 needs --task kd_translation with --teacher-path or --teacher-cache")
+        self.divergence, self.jsd_beta, self.topk_tail = str(kd_divergence), kd_jsd_beta, str(kd_topk_tail)
+        check_divergence_options(task, self.divergence, kd_jsd_beta, kd_topk, self.topk_tail)
+        self.hidden = hidden.build_distiller(task, kd_hidden_weight, kd_hidden_loss, kd_hidden_map, kd_hidden_decoder)
 
     # --- forward ------------------------------------------------------------------
     def forward(self, model, sample, reduce=True):
-        net_output = model(**sample["net_input"])
+        with hidden.capture_student(self.hidden, model) as states:
+            net_output = model(**sample["net_input"])
         loss, logging_output = self.compute_loss(model, net_output, sample, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output.update(ntokens=sample["ntokens"], nsentences=sample["target"].size(0), sample_size=sample_size)
         if reduce:
+            loss = hidden.add_hidden_term(self.hidden, states, self.task, sample, loss, sample_size,
+                                          self.padding_idx, logging_output)
             loss = add_capacity_term(model, loss, sample_size, logging_output)
         logging_output["loss"] = loss.data.sum() if not reduce else loss.data
         return loss, sample_size, logging_output
@@ -109,7 +120,7 @@ class WordKDCriterion(FairseqCriterion):
         return logging
 
     def kd_term(self, model, sample, logits, lprobs, target, valid, nll):
-        """T^2 * KL(teacher_T || student_T) per position (0 at pad / unselected), and the
+        """T^2 * D(teacher_T, student_T) per position (D: --kd-divergence; 0 at pad / unselected), and the
         teacher's summed NLL of the gold target. At T = 1 the student's log-probs of the
         CE term are reused (one log-softmax and its backward less per step)."""
         T = self.temperature
@@ -117,15 +128,17 @@ class WordKDCriterion(FairseqCriterion):
         if dist is None:  # validation split without a cache and no online teacher: no KD term
             return torch.zeros_like(nll), None
         student_lp = lprobs if T == 1.0 else kd_losses.student_log_probs(logits, T)  # B x T x V
-        kl = dist.kl(student_lp)  # B x T
+        kl = divergences.distribution_divergence(dist, student_lp, self.divergence, self.jsd_beta,
+                                                 self.topk_tail)  # B x T
         feed = model.training and getattr(self.task, "feeding_stats", True)  # training batches only
         selected = kd_losses.selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue, feed)
-        return (T * T) * kl * selected, dist.nll(valid)
+        return (T * T) * torch.where(selected, kl, torch.zeros_like(kl)), dist.nll(valid)
 
     # --- metrics --------------------------------------------------------------------
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         reduce_kd_metrics(logging_outputs, token_losses=("kd_loss", "teacher_nll_loss"))
+        hidden.log_hidden_metrics(logging_outputs)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
