@@ -1,5 +1,9 @@
-"""One exception type for bad user input, so tools can print it without a traceback."""
+"""Exception types the tools print as one line (no traceback): the message names the file and the fix."""
 
 
 class KDInputError(ValueError):
-    """Bad input from the user: the message names the file and says how to fix it."""
+    """Bad input from the user: the message names the file and says how to fix it (tools exit 2)."""
+
+
+class KDRunError(RuntimeError):
+    """A run that cannot produce a trustworthy result (e.g. too many failed sentences); tools exit 1."""
