@@ -9,6 +9,7 @@ from typing import Dict
 import torch
 
 from fairseq_kd.distill.data import SplitData, split_prefix, to_pieces
+from fairseq_kd.distill.fallback import check_failures, failed_by_cause
 from fairseq_kd.distill.shards import ShardStore, atomic_write_lines, atomic_write_text
 from fairseq_kd.errors import KDInputError
 
@@ -24,6 +25,8 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
     records = [r for k, ids in enumerate(ranges) for r in store.read(k, ids)]
     if [r["id"] for r in records] != list(range(len(data))):
         raise RuntimeError(f"alignment check failed: {len(records)} records for {len(data)} source lines")
+    failed = failed_by_cause(records)
+    check_failures(failed, len(data), getattr(cfg, "max_failed_fraction", 0.01), f"publishing {cfg.split}")
     src, tgt, split = data.src, data.tgt, cfg.split
     out = cfg.output_dir
     src_pieces = [to_pieces(data.src_dict, data.src_ds[i]) for i in range(len(data))]
@@ -76,6 +79,7 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
         "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else None,
         "empty_hypotheses": sum(r["fallback"] == "empty" for r in records),
         "failed_hypotheses": sum(r["fallback"] == "failed" for r in records),
+        "failed_by_cause": failed,
         "fallback_to_gold": sum(r["fallback"] is not None and data.tgt_ds is not None for r in records),
         "nbest_rank_histogram": _histogram(r["rank"] for r in records),
         "backend": cfg.backend, "decoding": asdict(cfg.decoding), "select": cfg.select,

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 import torch
 
 from fairseq_kd.distill import decoding as dec
+from fairseq_kd.distill import fallback
 from fairseq_kd.distill import select as sel
 from fairseq_kd.distill.data import Detokenizer, SplitData, infer_langs, to_pieces  # noqa: F401 (re-exported)
 from fairseq_kd.distill.publish import publish, unpublish
@@ -57,6 +58,7 @@ class DistillConfig:
     trust_checkpoint: bool = False
     overwrite: bool = False
     progress: bool = True
+    max_failed_fraction: float = 0.01  # sentences the decoder fails on fall back to gold; more than this fails the run
 
 
 # --- backends ----------------------------------------------------------------------
@@ -86,18 +88,11 @@ def decode_shard(backend, data: SplitData, ids: range, cfg: DistillConfig, detok
     eos = data.tgt_dict.eos()
     records = {}
     for batch in data.batches(ids, cfg.max_tokens, cfg.batch_size, same_length=same_length_batches(cfg.backend)):
-        try:
-            hyps = backend.decode(batch)
-        except (RuntimeError, ValueError) as err:  # e.g. out of memory: retry one by one
-            logger.warning("batch of %d failed (%s): decoding its sentences one by one", len(batch), err)
-            hyps = {}
-            for i in batch:
-                try:
-                    hyps.update(backend.decode([i]))
-                except (RuntimeError, ValueError) as err1:
-                    logger.warning("sentence %d failed: %s", i, err1)
+        hyps, failed = fallback.decode_with_fallback(backend, batch)  # a sentence that raises costs only itself
         for i in batch:
             records[i] = choose(hyps.get(i) or [], data.gold(i), cfg.select, data.tgt_dict, detok_tgt, eos)
+            if i in failed:
+                records[i]["cause"] = failed[i]
         if progress is not None:
             progress.update(len(batch))
     return records
@@ -109,15 +104,16 @@ def choose(hyps: List[Dict], gold: Optional[torch.Tensor], select: str, tgt_dict
     if len(hyps) > 1 and select != "top" and gold is not None:
         texts = [detok(to_pieces(tgt_dict, h["tokens"])) for h in hyps]
         rank = sel.select_index(texts, detok(to_pieces(tgt_dict, gold)), select)
-    fallback = None
+    reason, cause = None, None
     if not hyps:
-        fallback = "failed"
+        reason = "failed"
+    elif fallback.nan_score(hyps[rank:rank + 1]):
+        reason, cause = "failed", "NaN score"
     elif dec.is_empty(hyps[rank]["tokens"], eos):
-        fallback = "empty"
-    if fallback is not None:
-        if gold is None:
-            return {"tgt": [eos], "fallback": fallback, "rank": -1, "score": None}
-        return {"tgt": gold.tolist(), "fallback": fallback, "rank": -1, "score": None}
+        reason = "empty"
+    if reason is not None:
+        rec = {"tgt": [eos] if gold is None else gold.tolist(), "fallback": reason, "rank": -1, "score": None}
+        return {**rec, "cause": cause} if cause else rec
     h = hyps[rank]
     return {"tgt": h["tokens"].tolist(), "fallback": None, "rank": rank, "score": round(h["score"], 6)}
 
@@ -171,6 +167,7 @@ def distill(cfg: DistillConfig) -> Dict:
         from tqdm import tqdm
 
         progress = tqdm(total=sum(len(ranges[k]) for k in todo), desc=f"distill {cfg.split}", unit="sent")
+    failures: Dict[str, int] = {}  # cause -> sentences of this run that fell back to gold after an error
     for k in todo:
         torch.manual_seed(cfg.seed + k)  # sampling: a shard's draws do not depend on the others
         if hasattr(backend, "set_seed"):
@@ -179,6 +176,9 @@ def distill(cfg: DistillConfig) -> Dict:
         records = decode_shard(backend, data, ranges[k], cfg, detok_tgt, progress)
         seconds = time.perf_counter() - t0
         store.write(k, ranges[k], records)
+        for cause, n in fallback.failed_by_cause(records.values()).items():
+            failures[cause] = failures.get(cause, 0) + n
+        fallback.check_failures(failures, len(data), cfg.max_failed_fraction, f"distilling {cfg.split}")
         timing[str(k)] = seconds
         atomic_write_text(timing_file, json.dumps(timing, sort_keys=True))
     if progress is not None:
