@@ -312,3 +312,52 @@ def test_mixed_length_batch_decodes_each_sentence_as_alone(tiny_teacher):
     assert [tokens(h) for h in raw] != expected
     for row, i in enumerate(sample["id"].tolist()):  # each row stops at its own limit
         assert len(got[row][0]["tokens"]) <= decoder.own_max_len(int(ds.src_sizes[i])) + 1
+
+
+# --- parallel workers: --part I/N and --merge ----------------------------------------------
+@pytest.mark.integration
+@pytest.mark.parametrize("decoding", [["--decoding", "greedy"], ["--decoding", "beam", "--beam", "3"]])
+def test_two_parts_and_merge_are_byte_identical_to_one_worker(tiny_teacher, tmp_path, decoding):
+    one = tmp_path / "one"
+    run_distill(tiny_teacher, one, *decoding)
+    out = tmp_path / "workers"
+    p1 = run_distill(tiny_teacher, out, *decoding, "--part", "1/2")  # in any order
+    p0 = run_distill(tiny_teacher, out, *decoding, "--part", "0/2")
+    assert (p0["shards"], p1["shards"]) == ([0, 1], [1, 3])  # 3 shards of 16 (40 lines), contiguous blocks
+    assert p0["sentences"] + p1["sentences"] == 40 and not (out / "test.tgt").exists()
+    summary = run_distill(tiny_teacher, out, *decoding, "--merge")
+    assert summary["merged_parts"] == 2 and summary["sentences"] == 40
+    files_one, files_merged = published_files(one), [p for p in published_files(out) if "parts" not in p.relative_to(out).parts]
+    assert [p.relative_to(one) for p in files_one] == [p.relative_to(out) for p in files_merged]
+    for a, b in zip(files_one, files_merged):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+@pytest.mark.integration
+def test_merge_refuses_missing_foreign_and_tampered_parts(tiny_teacher, tmp_path):
+    from fairseq_kd.errors import KDInputError
+
+    out = tmp_path / "o"
+    greedy = ["--decoding", "greedy"]
+    with pytest.raises(KDInputError, match="no parts"):
+        run_distill(tiny_teacher, out, *greedy, "--merge")
+    run_distill(tiny_teacher, out, *greedy, "--part", "0/2")
+    with pytest.raises(KDInputError, match=r"part 1/2 is missing.*--part 1/2"):
+        run_distill(tiny_teacher, out, *greedy, "--merge")
+    run_distill(tiny_teacher, out, "--decoding", "beam", "--beam", "2", "--part", "1/2")  # other settings
+    with pytest.raises(KDInputError, match=r"part 1/2 .* is foreign.*decoding"):
+        run_distill(tiny_teacher, out, *greedy, "--merge")
+    run_distill(tiny_teacher, out, *greedy, "--part", "1/2", "--overwrite")
+    (out / "parts" / "0-of-3").mkdir()  # a part of another split
+    with pytest.raises(KDInputError, match="different splits"):
+        run_distill(tiny_teacher, out, *greedy, "--merge")
+    (out / "parts" / "0-of-3").rmdir()
+    shard = out / "parts" / "1-of-2" / "shard-000002.jsonl"
+    good = shard.read_text()
+    shard.write_text("\n".join(good.splitlines()[:-1]) + "\n")  # a sentence lost
+    with pytest.raises(KDInputError, match="misaligned"):
+        run_distill(tiny_teacher, out, *greedy, "--merge")
+    shard.write_text(good)
+    assert run_distill(tiny_teacher, out, *greedy, "--merge")["sentences"] == 40
+    with pytest.raises(SystemExit):  # usage error (exit 2): I must be < N
+        run_distill(tiny_teacher, out, *greedy, "--part", "2/2")

@@ -7,6 +7,11 @@ Writes ``OUT/{split}.{src,tgt}`` (line i = source line i; sentencepiece pieces, 
 ``{split}.detok.*`` with ``--spm-model``), ``OUT/bin/`` (binarized with the teacher's
 dictionaries, for fairseq-train) and ``OUT/summary.json`` (also printed on stdout).
 Interrupted runs resume from ``OUT/shards`` and produce byte-identical files.
+
+Parallel workers (any machines sharing OUT; files byte-identical to one worker's):
+
+    fairseq-kd-distill ... -o OUT --part 0/2 &  fairseq-kd-distill ... -o OUT --part 1/2 &  wait
+    fairseq-kd-distill ... -o OUT --merge
 """
 import argparse
 import json
@@ -62,6 +67,10 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard-size", type=int, default=2000, help="sentences per resumable shard")
     g.add_argument("--overwrite", action="store_true", help="discard finished shards and start over")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("parallel workers (blocks of shards; OUT/parts/I-of-N)")
+    from fairseq_kd.parts import add_arguments
+
+    add_arguments(g)
     return p
 
 
@@ -72,6 +81,8 @@ def config_from_args(args):
     dcfg = DecodingConfig(decoding=args.decoding, beam=args.beam, nbest=args.nbest, lenpen=args.lenpen,
                           max_len_a=args.max_len_a, max_len_b=args.max_len_b, sampling_topk=args.sampling_topk,
                           sampling_topp=args.sampling_topp, temperature=args.temperature)
+    if args.part is not None and args.merge:
+        raise KDInputError("--part and --merge exclude each other: run the N parts, then merge them")
     if args.select != "top" and dcfg.nbest < 2:
         raise KDInputError(f"--select {args.select} chooses among n-best hypotheses: pass --nbest N (N >= 2, <= --beam)")
     return DistillConfig(
@@ -81,7 +92,8 @@ def config_from_args(args):
         max_tokens=args.max_tokens, batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
         spm_model=args.spm_model, spm_model_tgt=args.spm_model_tgt, threads=args.threads, cpu=args.cpu,
         fp16=args.fp16, copy_splits=[s for s in args.copy_splits.split(",") if s],
-        trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite, progress=not args.no_progress)
+        trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite, progress=not args.no_progress,
+        part=str(args.part) if args.part is not None else None, merge=args.merge)
 
 
 def main(argv=None) -> dict:
@@ -95,7 +107,12 @@ def main(argv=None) -> dict:
     guard.check_paths({"--data": args.data, "--teacher": args.teacher.split(":"), "--teacher-data": args.teacher_data,
                        "--spm-model": args.spm_model, "--spm-model-tgt": args.spm_model_tgt},
                       {"--output-dir": args.output_dir}, "fairseq-kd-distill")
-    with guard.DirLock(args.output_dir, "fairseq-kd-distill"):  # one run per output directory
+    lock_dir = args.output_dir  # one run per output directory; parallel parts each lock their own
+    if args.part is not None:
+        from fairseq_kd.parts import part_dir
+
+        lock_dir = part_dir(args.output_dir, args.part)
+    with guard.DirLock(lock_dir, "fairseq-kd-distill"):
         return distill(cfg)
 
 

@@ -29,6 +29,7 @@ from fairseq_kd.errors import KDInputError
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+PART_TOOL = "fairseq-kd-distill"  # the tool name in a part's manifest (``fairseq_kd.parts``)
 
 
 @dataclass
@@ -59,6 +60,8 @@ class DistillConfig:
     overwrite: bool = False
     progress: bool = True
     max_failed_fraction: float = 0.01  # sentences the decoder fails on fall back to gold; more than this fails the run
+    part: Optional[str] = None  # "I/N" (0-based I): only worker I's block of shards, into OUT/parts/I-of-N
+    merge: bool = False  # check the finished parts in OUT/parts and publish them (``merge.py``)
 
 
 # --- backends ----------------------------------------------------------------------
@@ -130,9 +133,20 @@ def meta_of(cfg: DistillConfig, data: SplitData, teacher_fp: str) -> Dict:
 
 
 def distill(cfg: DistillConfig) -> Dict:
-    """Run (or resume) the distillation and publish the outputs; returns the summary."""
+    """Run (or resume) the distillation and publish the outputs; returns the summary.
+
+    With ``cfg.part`` ("I/N", 0-based) only worker I's block of shards is decoded, into
+    ``OUT/parts/I-of-N`` (a part summary is returned, nothing is published); with
+    ``cfg.merge`` the finished parts are checked and published (``merge.merge_parts``).
+    """
+    from fairseq_kd import parts
     from fairseq_kd.teacher import check_same_dictionary, load_teacher
 
+    if cfg.merge:
+        from fairseq_kd.distill.merge import merge_parts
+
+        return merge_parts(cfg)
+    part = parts.parse_part(cfg.part) if cfg.part else None
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     src, tgt = infer_langs(cfg.data, cfg.split, cfg.source_lang, cfg.target_lang)
@@ -147,17 +161,20 @@ def distill(cfg: DistillConfig) -> Dict:
     check_same_dictionary(teacher.src_dict, "the teacher's source dictionary", data.src_dict, data.src_dict_file, "source")
     check_same_dictionary(teacher.tgt_dict, "the teacher's target dictionary", data.tgt_dict, data.tgt_dict_file, "target")
 
-    work = os.path.join(cfg.output_dir, "shards")
+    work = parts.part_dir(cfg.output_dir, part) if part else os.path.join(cfg.output_dir, "shards")
     if cfg.overwrite:  # the old published files go first: an interrupted run never leaves them beside new shards
-        unpublish(cfg.output_dir, cfg.split, src, tgt)
+        if part is None:
+            unpublish(cfg.output_dir, cfg.split, src, tgt)
         if os.path.isdir(work):
             shutil.rmtree(work)
-    store = ShardStore(work, meta_of(cfg, data, teacher.fingerprint()))
+    meta = meta_of(cfg, data, teacher.fingerprint())
+    store = ShardStore(work, {**meta, "part": str(part)} if part else meta)
     backend = build_backend(teacher, data, cfg)
     detok_src, detok_tgt = Detokenizer(cfg.spm_model), Detokenizer(cfg.spm_model_tgt or cfg.spm_model)
 
     ranges = shard_ranges(len(data), cfg.shard_size)
-    todo = [k for k in range(len(ranges)) if not store.done(k)]
+    mine = range(len(ranges))[part.slice(len(ranges))] if part else range(len(ranges))  # this worker's shards
+    todo = [k for k in mine if not store.done(k)]
     timing_file = os.path.join(work, "timing.json")
     timing = json.load(open(timing_file)) if os.path.exists(timing_file) else {}
     logger.info("distilling %s (%d sentences, %d shards, %d to do) with %s/%s", cfg.split, len(data), len(ranges),
@@ -183,4 +200,9 @@ def distill(cfg: DistillConfig) -> Dict:
         atomic_write_text(timing_file, json.dumps(timing, sort_keys=True))
     if progress is not None:
         progress.close()
+    if part is not None:
+        ids = [i for k in mine for i in ranges[k]]
+        parts.write_manifest(work, PART_TOOL, part.i, part.n, meta, ids, shards=[mine.start, mine.stop],
+                             timing={str(k): timing[str(k)] for k in mine})
+        return {"part": str(part), "shards": [mine.start, mine.stop], "sentences": len(ids), "work_dir": work}
     return publish(cfg, data, store, ranges, timing, detok_src, detok_tgt)
