@@ -159,6 +159,42 @@ class TeacherCacheWriter:
         return _path(self.folder, self.split, "meta")
 
 
+def merge_parts(folder: str, split: str, dataset, k: int, fp: Dict, part_folders: Sequence[str]) -> str:
+    """Publish a split's cache from worker parts (``fairseq-kd-cache --part I/N`` then ``--merge``).
+
+    Each part folder holds a writer's ``SPLIT.partial/`` (full-size arrays, only its own
+    sentences written, marked in its ``done`` map). The parts' sentence sets must be
+    disjoint and cover the split; rows are copied into a fresh writer, which publishes
+    exactly as a single worker would (same files, same bytes).
+    """
+    writer = TeacherCacheWriter(folder, split, dataset, k, fp)
+    sizes = np.diff(writer.offsets)
+    owner = np.full(writer.n_sent, -1, dtype=np.int64)
+    for p, part in enumerate(part_folders):
+        src = os.path.join(part, f"{split}.partial")
+        done = np.fromfile(_path(src, split, "done"), dtype=np.uint8)[: writer.n_sent].astype(bool)
+        clash = np.nonzero(done & (owner >= 0))[0]
+        if len(clash):
+            raise KDInputError(f"--merge: sentence {int(clash[0])} of {split} is in two parts ({part_folders[owner[clash[0]]]} "
+                               f"and {part}): the parts come from different plans; delete them and re-run")
+        owner[done] = p
+        rows = np.repeat(done, sizes)  # N: which rows this part wrote
+        for name, (dtype, _) in ARRAYS.items():
+            shape = (max(writer.n_tok, 1), k) if name != "gold" else (max(writer.n_tok, 1),)
+            arr = np.memmap(_path(src, split, name), dtype=dtype, mode="r", shape=shape)
+            for lo in range(0, writer.n_tok, 1 << 20):  # chunks of rows: bounded memory
+                hi = min(lo + (1 << 20), writer.n_tok)
+                m = rows[lo:hi]
+                writer.arrays[name][lo:hi][m] = arr[lo:hi][m]
+            del arr
+        writer.mark_done(np.nonzero(done)[0])
+    missing = np.nonzero(owner < 0)[0]
+    if len(missing):
+        raise KDInputError(f"--merge: {len(missing)} sentences of {split} (first: {int(missing[0])}) are in no part: "
+                           f"a part is incomplete; re-run its fairseq-kd-cache --part I/N (it resumes)")
+    return writer.finish()
+
+
 @dataclass
 class TeacherCache:
     """Read-only view of a finished split cache, checked against the task's data."""

@@ -4,16 +4,27 @@
 
 Then train with ``--task kd_translation --teacher-cache CACHE --criterion word_kd``.
 Killed at any point, the same command resumes; a finished split is skipped.
+
+Split across N workers (processes, GPUs or machines sharing CACHE's filesystem): run
+``--part I/N`` for I = 0..N-1 (each computes its slice of the length-sorted batch plan into
+CACHE/SPLIT/parts/I-of-N), then ``--merge``: it checks that every part is there, finished,
+made from the same teacher, data and settings, and that the parts cover every sentence
+exactly once, then publishes the cache, byte-identical to a single worker's.
 """
 import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 
 import numpy as np
 import torch
+
+from fairseq_kd import parts
+
+from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger("fairseq_kd.cli.cache")
 
@@ -40,6 +51,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help="teacher compute dtype")
     g.add_argument("--flush-every", type=int, default=50, help="batches between flushes (resume granularity)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("workers")
+    parts.add_arguments(g)
     return p
 
 
@@ -62,13 +75,50 @@ def split_fingerprint(task, split: str, dataset, teacher, dtype: str) -> dict:
     return {**fingerprint(task, split, dataset, teacher.fingerprint(), teacher.paths), "dtype": dtype}
 
 
-def cache_split(task, teacher, split: str, args) -> dict:
-    """Fill (or resume) the cache of one split; returns its summary."""
+def plan_batches(dataset, args) -> list:
+    """Every sentence of the split in length-sorted batches: the same plan in every worker."""
     from fairseq.data import data_utils
+
+    order = np.arange(len(dataset))
+    order = order[np.argsort(dataset.num_tokens_vec(order) if hasattr(dataset, "num_tokens_vec")
+                             else dataset.src_sizes[order], kind="stable")]
+    return data_utils.batch_by_size(order, dataset.num_tokens, max_tokens=args.max_tokens,
+                                    max_sentences=args.batch_size)
+
+
+def parts_root(args, split: str) -> str:
+    return os.path.join(args.out_dir, split)
+
+
+def part_fingerprint(fp: dict, args) -> dict:
+    """A part's inputs: the split's fingerprint plus the batch plan (parts must share it)."""
+    return {**fp, "k": args.topk, "plan": f"max_tokens={args.max_tokens},batch_size={args.batch_size}"}
+
+
+def merge_split(task, teacher, split: str, args) -> dict:
+    """Check the N parts of a split and publish the merged cache."""
+    from fairseq_kd.cache import TeacherCache, merge_parts
+
+    task.load_dataset(split)
+    dataset = task.dataset(split)
+    if TeacherCache.exists(args.out_dir, split):
+        raise KDInputError(f"--merge: {args.out_dir} already holds a finished {split} cache: nothing to merge "
+                           f"(delete {args.out_dir}/{split}.* to rebuild it)")
+    fp = split_fingerprint(task, split, dataset, teacher, args.dtype)
+    found = parts.collect(parts_root(args, split), "fairseq-kd-cache", part_fingerprint(fp, args),
+                          command=f"fairseq-kd-cache ... --split {split}")
+    start = time.time()
+    meta = merge_parts(args.out_dir, split, dataset, args.topk, fp, [m["folder"] for m in found])
+    shutil.rmtree(parts_root(args, split))  # published: the parts are no longer needed
+    return {"split": split, "status": "merged", "parts": len(found), "sentences": len(dataset),
+            "seconds": round(time.time() - start, 2), "meta": meta}
+
+
+def cache_split(task, teacher, split: str, args) -> dict:
+    """Fill (or resume) the cache of one split, or with ``--part`` one worker's slice of it."""
     from tqdm import tqdm
 
     from fairseq_kd.cache import TeacherCache, TeacherCacheWriter
-    from fairseq_kd.errors import KDInputError
 
     if TeacherCache.exists(args.out_dir, split):
         task.load_dataset(split)
@@ -83,13 +133,16 @@ def cache_split(task, teacher, split: str, args) -> dict:
         return {"split": split, "status": "exists"}
     task.load_dataset(split)
     dataset = task.dataset(split)
-    writer = TeacherCacheWriter(args.out_dir, split, dataset, args.topk,
-                                split_fingerprint(task, split, dataset, teacher, args.dtype))
-    todo = writer.todo()
-    logger.info("split %s: %d of %d sentences to compute (top-%d)", split, len(todo), len(dataset), args.topk)
-    todo = todo[np.argsort(dataset.num_tokens_vec(todo) if hasattr(dataset, "num_tokens_vec") else dataset.src_sizes[todo], kind="stable")]
-    batches = data_utils.batch_by_size(todo, dataset.num_tokens, max_tokens=args.max_tokens,
-                                       max_sentences=args.batch_size)
+    fp = split_fingerprint(task, split, dataset, teacher, args.dtype)
+    folder = parts.part_dir(parts_root(args, split), args.part) if args.part else args.out_dir
+    writer = TeacherCacheWriter(folder, split, dataset, args.topk, part_fingerprint(fp, args) if args.part else fp)
+    plan = plan_batches(dataset, args)
+    mine = plan[args.part.slice(len(plan))] if args.part else plan
+    done = writer.done[: writer.n_sent].astype(bool)
+    batches = [b for b in mine if not done[b].all()]  # whole batches are marked done together
+    todo = [int(i) for b in batches for i in b]
+    logger.info("split %s%s: %d of %d sentences to compute (top-%d)", split, f" part {args.part}" if args.part else "",
+                len(todo), len(dataset), args.topk)
     pad = task.target_dictionary.pad()
     start, ntok, pending = time.time(), 0, []
     bar = tqdm(batches, desc=f"cache {split}", unit="batch", disable=args.no_progress, file=sys.stderr)
@@ -108,8 +161,16 @@ def cache_split(task, teacher, split: str, args) -> dict:
             pending = []
         ntok += sum(lengths)
         bar.set_postfix(tok_s=f"{ntok / max(time.time() - start, 1e-9):.0f}")
-    meta = writer.finish()
-    return {"split": split, "status": "written", "sentences": len(todo), "tokens": ntok,
+    if args.part:  # a finished part: its manifest (written last) lists what it covers
+        for arr in writer.arrays.values():
+            arr.flush()
+        ids = [int(i) for b in mine for i in b]
+        meta = parts.write_manifest(folder, "fairseq-kd-cache", args.part.i, args.part.n,
+                                    part_fingerprint(fp, args), ids, split=split)
+        status = "part written"
+    else:
+        meta, status = writer.finish(), "written"
+    return {"split": split, "status": status, "sentences": len(todo), "tokens": ntok,
             "seconds": round(time.time() - start, 2), "meta": meta}
 
 
@@ -125,12 +186,17 @@ def main(args) -> list:
 
     guard.check_paths({"data": args.data.split(":"), "--teacher-path": args.teacher_path.split(":"),
                        "--teacher-data": args.teacher_data}, {"--out-dir": args.out_dir}, "fairseq-kd-cache")
-    with guard.DirLock(args.out_dir, "fairseq-kd-cache"):  # one writer per cache directory
+    if args.part and args.merge:
+        raise KDInputError("--part and --merge exclude each other: run the parts first, then --merge once")
+    # one writer per directory: the cache directory, or a part's own directory (parts run side by side)
+    splits = args.split or ["train"]
+    with guard.DirLock(parts.part_dir(args.out_dir, args.part) if args.part else args.out_dir, "fairseq-kd-cache"):
         task = build_task(args)
         teacher = task.load_teacher()
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-        teacher.place_like(torch.empty(0, device=args.device, dtype=dtype))
-        return [cache_split(task, teacher, split, args) for split in (args.split or ["train"])]
+        teacher.place(torch.device(args.device), dtype)
+        step = merge_split if args.merge else cache_split
+        return [step(task, teacher, split, args) for split in splits]
 
 
 def cli_main(argv=None):
