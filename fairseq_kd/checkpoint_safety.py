@@ -109,17 +109,45 @@ def _guard(load_fn):
     def load_checkpoint_to_cpu(path, *args, **kwargs):
         if not os.path.exists(path):
             raise KDInputError(f"checkpoint not found: {path} (check --path / --teacher-path / --restore-file)")
-        if is_trusted(path):
-            logger.warning("fully unpickling explicitly trusted checkpoint %s", path)
-            with _full_unpickling():
-                return load_fn(path, *args, **kwargs)
+        if os.path.getsize(path) == 0:
+            raise KDInputError(f"checkpoint {path} is empty (0 bytes): a crashed copy or save; copy it again "
+                               f"or point to another checkpoint")
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # zip (torch >= 1.6) or legacy pickle
+            raise KDInputError(not_a_checkpoint(path, ValueError(f"it starts with {head!r}, not a zip or pickle")))
         try:
+            if is_trusted(path):
+                logger.warning("fully unpickling explicitly trusted checkpoint %s", path)
+                with _full_unpickling():
+                    return load_fn(path, *args, **kwargs)
             return load_fn(path, *args, **kwargs)
         except pickle.UnpicklingError as err:
-            raise KDInputError(refusal_message(path, err)) from None
+            if unsafe_globals(path):
+                raise KDInputError(refusal_message(path, err)) from None
+            raise KDInputError(not_a_checkpoint(path, err)) from None
+        except (EOFError, RuntimeError) as err:  # torch's zip reader on a truncated or foreign file
+            if isinstance(err, RuntimeError) and not _is_read_error(err):
+                raise
+            raise KDInputError(not_a_checkpoint(path, err)) from None
+        except (KeyError, AttributeError, TypeError) as err:  # unpickled, but not fairseq's layout
+            raise KDInputError(f"{path} is a PyTorch file but not a fairseq checkpoint (no {err}): pass a "
+                               f"checkpoint written by fairseq-train (checkpoint_best.pt / checkpoint_last.pt)") from None
 
     load_checkpoint_to_cpu.__fairseq_kd_guard__ = True
     return load_checkpoint_to_cpu
+
+
+def _is_read_error(err: Exception) -> bool:
+    text = str(err)
+    return any(k in text for k in ("PytorchStreamReader", "zip archive", "central directory", "unexpected EOF",
+                                   "invalid header", "magic number"))
+
+
+def not_a_checkpoint(path: str, err: Exception) -> str:
+    first = (str(err).splitlines() or [""])[0].split(". ")[0][:100] or type(err).__name__
+    return (f"{path} is not a readable PyTorch checkpoint ({first}): it is truncated (an interrupted copy or "
+            f"save) or another kind of file; copy it again, or point to another checkpoint")
 
 
 def install() -> None:

@@ -17,6 +17,7 @@ p-value and 95% interval); ``*`` marks p < 0.05. Plots (matplotlib, Agg backend)
 When a coordinate not on a plot's axes varies (e.g. several archs on the noise plot),
 it is added to the line labels rather than averaged away.
 """
+import io
 import math
 import os
 from collections import OrderedDict
@@ -56,23 +57,26 @@ def load_csv(path: str, required: Sequence[str] = REQUIRED) -> List[Dict]:
 
     if not os.path.isfile(path):
         raise KDInputError(f"{path}: no such file; pass the results.csv written by fairseq-kd-study")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise KDInputError(f"{path}: missing column(s) {', '.join(missing)}; expected a fairseq-kd-study "
-                               f"results file with columns {', '.join(required)}")
-        rows = []
-        for n, row in enumerate(reader, 2):
-            for key, typ in NUMERIC.items():
-                if key in row and row[key] not in (None, ""):
-                    try:
-                        row[key] = typ(float(row[key])) if typ is int else typ(row[key])
-                    except ValueError:
-                        raise KDInputError(f"{path}:{n}: {key}={row[key]!r} is not a number") from None
-            for key, default in OPTIONAL.items():
-                row[key] = row.get(key) or default
-            rows.append(row)
+    # UTF-8 checked, split on \n only (fairseq_kd.fileio)
+    reader = csv.DictReader(io.StringIO(fileio.read_text(path, "results file"), newline=""))
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise KDInputError(f"{path}: missing column(s) {', '.join(missing)}; expected a fairseq-kd-study "
+                           f"results file with columns {', '.join(required)}")
+    rows = []
+    for n, row in enumerate(reader, 2):
+        if None in row or any(row[c] is None for c in reader.fieldnames):  # restkey / restval of csv
+            raise KDInputError(f"{path}:{n}: the row has a different number of fields than the header (a cut "
+                               f"or interleaved write); delete that line and re-run fairseq-kd-study to redo it")
+        for key, typ in NUMERIC.items():
+            if key in row and row[key] not in (None, ""):
+                try:
+                    row[key] = typ(float(row[key])) if typ is int else typ(row[key])
+                except ValueError:
+                    raise KDInputError(f"{path}:{n}: {key}={row[key]!r} is not a number") from None
+        for key, default in OPTIONAL.items():
+            row[key] = row.get(key) or default
+        rows.append(row)
     return rows
 
 

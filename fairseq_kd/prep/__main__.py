@@ -136,7 +136,7 @@ def _cmd_hyps(a):
     else:  # the binarized source side the decoder read
         from fairseq_kd.prep.hyps import binarized_size
         n = binarized_size(a.bin_prefix)
-    hyps = restore_order(parse_hypotheses(read_lines(a.gen)), n, a.gen)
+    hyps = restore_order(parse_hypotheses(read_lines(a.gen), a.gen), n, a.gen)
     if a.spm_model:
         out = decode_lines(load(a.spm_model), hyps)
     elif a.no_spm:

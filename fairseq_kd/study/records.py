@@ -5,12 +5,20 @@ import os
 from typing import Dict, List
 
 from fairseq_kd import fileio
+from fairseq_kd.errors import KDInputError
 
 
 def read_csv(path: str) -> List[Dict]:
+    """Rows of a results/curves file; a cut or interleaved row is refused naming the file and line."""
     if not os.path.isfile(path):
         return []
-    return list(csv.DictReader(io.StringIO(fileio.read_text(path, "results file"))))
+    reader = csv.DictReader(io.StringIO(fileio.read_text(path, "results file"), newline=""))
+    rows = list(reader)
+    for n, row in enumerate(rows, 2):
+        if None in row or any(v is None for v in row.values()):  # more / fewer fields than the header
+            raise KDInputError(f"{path}:{n}: the row has a different number of fields than the header (a cut or "
+                               f"interleaved write); delete that line and re-run to redo its cell")
+    return rows
 
 
 def write_csv_atomic(path: str, rows: List[Dict], fields: List[str]) -> None:
