@@ -205,6 +205,11 @@ def test_selection_masks_pick_highest_ce():
     queue.end_update()
     glob = kd_losses.selection_mask(ce, valid, "global", 0.5, queue, feed=False)
     assert not glob.any()  # nothing in this batch exceeds the global median
+    history = kd_losses.CEQueue(100)  # earlier updates' CE all at 3.0 (a hand-set global threshold)
+    history.add(torch.full((100,), 3.0))
+    history.end_update()
+    picked = kd_losses.selection_mask(ce, valid, "global", 0.5, history, feed=False)
+    assert picked.tolist() == [[False, True, False, False], [True, False, False, False]]  # 5.0, 4.0: not batch's top 3
     assert queue.pending == []  # feed=False (validation) leaves the queue alone
     restored = kd_losses.CEQueue(100)
     restored.load_state_dict(queue.state_dict())
