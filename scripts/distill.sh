@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Teacher -> distilled corpus -> binarized data (sequence-level KD, Kim & Rush 2016).
 #   scripts/distill.sh --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --out-dir exp/distilled
+#   scripts/distill.sh ... --device cuda --fp16 --nprocs 4   # 4 workers (--part I/4, one GPU each), then --merge
 # Stage 1 decodes the training split with fairseq-kd-distill (sharded, resumable: re-run
 # after an interruption to continue), stage 2 prints the summary. Steps whose outputs
 # exist are skipped.
@@ -24,13 +25,22 @@ max_tokens=6000          # source tokens per batch
 shard_size=2000          # sentences per resumable shard
 spm_model=""             # sentencepiece model (detokenized text, BLEU on text); optional
 copy_splits=valid,test   # other splits copied into OUT/bin so it is ready for fairseq-train
+device=auto              # auto | cpu | cuda
+precision=fp32           # fp32 | fp16 | amp (fp16 decoding on GPU; also the switches --fp16 / --amp)
+nprocs=1                 # parallel workers (fairseq-kd-distill --part I/N, then --merge); GPU i for worker i
+dry_run=false            # true: print the commands instead of running them
 extra=""                 # extra flags for fairseq-kd-distill
 
 # shellcheck source=data_prep/common.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags
-usage() { echo "usage: $0 --teacher CKPT --data-bin DIR --out-dir DIR [--decoding beam|greedy|sampling|teacher_forcing] [--stage N --stop-stage N] ..." >&2; exit 2; }
-parse_flags "$@"
+. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, usage_error
+# shellcheck source=scripts/hw.sh
+. "$(dirname "${BASH_SOURCE[0]}")/hw.sh"  # --device / --precision / --nprocs
+usage() { echo "usage: $0 --teacher CKPT --data-bin DIR --out-dir DIR [--decoding beam|greedy|sampling|teacher_forcing] [--device auto|cpu|cuda] [--fp16|--amp] [--nprocs N] [--stage N --stop-stage N] ..." >&2; exit 2; }
+hw_split_switches "$@"
+parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 [[ -n "${teacher}" && -n "${data_bin}" && -n "${out_dir}" ]] || usage
+[[ "${precision}" != bf16 ]] || usage_error "fairseq-kd-distill decodes in fp32 or fp16: use --fp16 (or --device cpu)"
+hw_resolve
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
   if [[ -f "${out_dir}/summary.json" && -f "${out_dir}/bin/${split}.idx.done" ]]; then
@@ -40,17 +50,41 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
     echo "stage 1: distilling ${split} of ${data_bin} with ${teacher} (${decoding}, ${backend})"
     spm_args=()
     [[ -n "${spm_model}" ]] && spm_args=(--spm-model "${spm_model}")
-    # shellcheck disable=SC2086
-    fairseq-kd-distill --data "${data_bin}" --split "${split}" --teacher "${teacher}" --output-dir "${out_dir}" \
-      --decoding "${decoding}" --beam "${beam}" --nbest "${nbest}" --select "${select}" --lenpen "${lenpen}" \
-      --backend "${backend}" --threads "${threads}" --max-tokens "${max_tokens}" --shard-size "${shard_size}" \
-      --copy-splits "${copy_splits}" "${spm_args[@]}" ${extra} > "${out_dir}.summary.tmp"
-    mv "${out_dir}.summary.tmp" "${out_dir}/summary.printed.json"
-    touch "${out_dir}/bin/${split}.idx.done"
+    args=(--data "${data_bin}" --split "${split}" --teacher "${teacher}" --output-dir "${out_dir}"
+      --decoding "${decoding}" --beam "${beam}" --nbest "${nbest}" --select "${select}" --lenpen "${lenpen}"
+      --backend "${backend}" --threads "${threads}" --max-tokens "${max_tokens}" --shard-size "${shard_size}"
+      --copy-splits "${copy_splits}" "${spm_args[@]}" "${hw_distill[@]}")
+    if [[ "${dry_run}" == true ]]; then
+      if [[ "${nprocs}" -gt 1 ]]; then
+        for (( i = 0; i < nprocs; i++ )); do hw_run fairseq-kd-distill "${args[@]}" --part "${i}/${nprocs}" ${extra}; done
+        args+=(--merge)
+      fi
+      hw_run fairseq-kd-distill "${args[@]}" ${extra}
+    else
+      if [[ "${nprocs}" -gt 1 ]]; then  # N workers, each its block of shards (GPU i for worker i), then the merge
+        pids=()
+        for (( i = 0; i < nprocs; i++ )); do
+          gpu="${CUDA_VISIBLE_DEVICES:-}"
+          [[ "${device}" == cuda ]] && gpu="${i}"
+          # shellcheck disable=SC2086
+          CUDA_VISIBLE_DEVICES="${gpu}" fairseq-kd-distill "${args[@]}" --part "${i}/${nprocs}" --no-progress ${extra} \
+            > "${out_dir}.part${i}.log" 2>&1 &
+          pids+=($!)
+        done
+        status=0
+        for pid in "${pids[@]}"; do wait "${pid}" || status=1; done
+        [[ ${status} -eq 0 ]] || { echo "$0: a distillation worker failed: see ${out_dir}.part*.log" >&2; exit 1; }
+        args+=(--merge)
+      fi
+      # shellcheck disable=SC2086
+      fairseq-kd-distill "${args[@]}" ${extra} > "${out_dir}.summary.tmp"
+      mv "${out_dir}.summary.tmp" "${out_dir}/summary.printed.json"
+      touch "${out_dir}/bin/${split}.idx.done"
+    fi
   fi
 fi
 
-if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
+if [[ ${stage} -le 2 && ${stop_stage} -ge 2 && "${dry_run}" != true ]]; then
   echo "stage 2: summary of ${out_dir}"
   cat "${out_dir}/summary.json"
 fi

@@ -2,6 +2,7 @@
 # Train a student end to end from a trained teacher, with the KD method of your choice.
 #   scripts/train_student.sh --kd seq    --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_seq
 #   scripts/train_student.sh --kd hybrid --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_hybrid
+#   scripts/train_student.sh --kd word ... --device cuda --bf16 --nprocs 4     # 4 GPUs, bf16 (teacher in bf16 too)
 # --kd none: CE on gold; word: word_kd (online teacher); seq: CE on fairseq-kd-distill's
 # offline corpus (stage 1 runs scripts/distill.sh); hybrid: hybrid_kd (teacher targets
 # online, memoized under the save dir; learned gate). Stages: 1 distil (seq only),
@@ -28,13 +29,20 @@ hybrid_gate=learned      # hybrid: fixed | learned
 hybrid_weight=0.5        # hybrid: (initial) weight of the token-level term
 gen_beam=5               # beam for the final test decoding
 spm_model=""             # sentencepiece model for detokenized BLEU (optional)
-cpu=true                 # train on CPU (set false on a GPU machine)
+device=auto              # auto | cpu | cuda (auto: cuda when torch sees a GPU)
+precision=fp32           # fp32 | fp16 | bf16 | amp (GPU only; also the switches --fp16 / --bf16 / --amp)
+nprocs=1                 # data-parallel training processes (GPU: one per GPU; CPU: one per rank, gloo)
+dry_run=false            # true: print the commands instead of running them
 extra=""                 # extra flags for fairseq-train
 
 # shellcheck source=data_prep/common.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags
-usage() { echo "usage: $0 --kd none|word|seq|hybrid --data-bin DIR --exp-dir DIR [--teacher CKPT] [--stage N --stop-stage N] ..." >&2; exit 2; }
-parse_flags "$@"
+. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, usage_error
+# shellcheck source=scripts/hw.sh
+. "$(dirname "${BASH_SOURCE[0]}")/hw.sh"  # --device / --precision / --nprocs
+usage() { echo "usage: $0 --kd none|word|seq|hybrid --data-bin DIR --exp-dir DIR [--teacher CKPT] [--device auto|cpu|cuda] [--fp16|--bf16|--amp] [--nprocs N] [--stage N --stop-stage N] ..." >&2; exit 2; }
+hw_split_switches "$@"
+parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
+hw_resolve
 [[ -n "${data_bin}" && -n "${exp_dir}" ]] || usage
 case "${kd}" in none|word|seq|hybrid) ;; *) echo "$0: --kd must be none, word, seq or hybrid" >&2; exit 2 ;; esac
 [[ "${kd}" == none || -n "${teacher}" ]] || { echo "$0: --kd ${kd} needs --teacher" >&2; exit 2; }
@@ -42,14 +50,15 @@ case "${kd}" in none|word|seq|hybrid) ;; *) echo "$0: --kd must be none, word, s
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 user_dir="$(cd "${here}/.." && pwd)/fairseq_kd"
 train_data="${data_bin}"
-cpu_flag=()
-[[ "${cpu}" == true ]] && cpu_flag=(--cpu)
 mkdir -p "${exp_dir}"
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 && "${kd}" == seq ]]; then
   echo "stage 1: offline distilled corpus"
+  distill_precision="${precision}"
+  [[ "${precision}" == bf16 ]] && distill_precision=fp16  # fairseq-kd-distill decodes in fp32 or fp16
   "${here}/distill.sh" --teacher "${teacher}" --data-bin "${data_bin}" --out-dir "${exp_dir}/distilled" \
-    --decoding "${decoding}" --beam "${beam}" --backend "${backend}" --spm-model "${spm_model}"
+    --decoding "${decoding}" --beam "${beam}" --backend "${backend}" --spm-model "${spm_model}" \
+    --device "${device}" --precision "${distill_precision}" --nprocs "${nprocs}" --dry-run "${dry_run}"
 fi
 [[ "${kd}" == seq ]] && train_data="${exp_dir}/distilled/bin"
 
@@ -66,12 +75,11 @@ if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
                        --seq-kd-decoding "${decoding}" --seq-kd-beam "${beam}") ;;
     esac
     # shellcheck disable=SC2086
-    fairseq-train "${train_data}" --user-dir "${user_dir}" "${kd_args[@]}" --arch "${arch}" ${arch_args} \
-      --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt --warmup-updates 4000 \
-      --max-tokens "${max_tokens}" --max-epoch "${max_epoch}" --save-dir "${exp_dir}/checkpoints" \
-      --no-epoch-checkpoints --log-format simple --log-interval 100 "${cpu_flag[@]}" ${extra} \
-      2>&1 | tee -a "${exp_dir}/train.log"
-    touch "${exp_dir}/train.done"
+    fairseq_train_n "${exp_dir}/train.log" "${train_data}" --user-dir "${user_dir}" "${kd_args[@]}" --arch "${arch}" \
+      ${arch_args} --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt \
+      --warmup-updates 4000 --max-tokens "${max_tokens}" --max-epoch "${max_epoch}" --save-dir "${exp_dir}/checkpoints" \
+      --no-epoch-checkpoints --log-format simple --log-interval 100 "${hw_train[@]}" ${extra}
+    [[ "${dry_run}" == true ]] || touch "${exp_dir}/train.done"
   fi
 fi
 
@@ -82,10 +90,14 @@ if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
     echo "stage 3: test BLEU"
     post=()
     [[ -n "${spm_model}" ]] && post=(--post-process sentencepiece)
-    fairseq-generate "${data_bin}" --user-dir "${user_dir}" --path "${exp_dir}/checkpoints/checkpoint_best.pt" \
-      --gen-subset test --beam "${gen_beam}" --max-tokens 8000 --scoring sacrebleu "${post[@]}" "${cpu_flag[@]}" \
-      > "${exp_dir}/test.log.tmp"
-    mv "${exp_dir}/test.log.tmp" "${exp_dir}/test.log"
+    gen=(fairseq-generate "${data_bin}" --user-dir "${user_dir}" --path "${exp_dir}/checkpoints/checkpoint_best.pt"
+      --gen-subset test --beam "${gen_beam}" --max-tokens 8000 --scoring sacrebleu "${post[@]}" "${hw_train[@]}")
+    if [[ "${dry_run}" == true ]]; then
+      hw_run "${gen[@]}"
+    else
+      "${gen[@]}" > "${exp_dir}/test.log.tmp"
+      mv "${exp_dir}/test.log.tmp" "${exp_dir}/test.log"
+      tail -n 1 "${exp_dir}/test.log"
+    fi
   fi
-  tail -n 1 "${exp_dir}/test.log"
 fi
