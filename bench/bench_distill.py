@@ -50,7 +50,8 @@ def fairseq_generate(data_bin, ckpt, split, src, tgt, a):
     from fairseq_cli import generate as fs_generate
 
     argv = [str(data_bin), "--user-dir", str(REPO / "fairseq_kd"), "--path", str(ckpt), "--gen-subset", split,
-            "--source-lang", src, "--target-lang", tgt, "--beam", str(a.beam), "--max-tokens", str(a.max_tokens),
+            "--source-lang", src, "--target-lang", tgt, "--beam", str(a.beam if getattr(a, "decoding", "beam") == "beam" else 1),
+            "--max-tokens", str(a.max_tokens),
             "--max-len-a", "1.2", "--max-len-b", "10", "--cpu", "--num-workers", "0", "--required-batch-size-multiple", "1"]
     args = options.parse_args_and_arch(options.get_generation_parser(), argv)
     out = io.StringIO()
@@ -64,6 +65,22 @@ def fairseq_generate(data_bin, ckpt, split, src, tgt, a):
     return [hyps.get(i, "") for i in range(max(hyps) + 1)], wall
 
 
+def profiled(name, on, fn, *args):
+    """``fn(*args)``, under cProfile when ``on``: prints the functions with the most cumulative time."""
+    if not on:
+        return fn(*args)
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(fn, *args)
+    finally:
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(18)
+        print(f"\n--- profile: {name} ---\n" + "\n".join(out.getvalue().splitlines()[6:40]), file=sys.__stdout__)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", help="teacher checkpoint (default: train the tiny copy teacher)")
@@ -74,6 +91,9 @@ def main():
     p.add_argument("--limit", type=int, default=2000, help="first N sentences of the split (0 = all)")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--max-tokens", type=int, default=4000)
+    p.add_argument("--decoding", choices=["beam", "greedy"], default="beam", help="greedy = --beam 1 for fairseq-generate")
+    p.add_argument("--ct2-compute-types", default="int8", help="comma-separated CTranslate2 compute types to time")
+    p.add_argument("--profile", action="store_true", help="cProfile each method: where the time goes (top functions)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work-dir", default=str(REPO / "work" / "bench_distill"))
     p.add_argument("--json", help="write the results here too")
@@ -111,11 +131,14 @@ def main():
         return round(sacrebleu.corpus_bleu(hyps, [gold]).score, 2)
 
     results = {}
-    hyps, wall = fairseq_generate(data, a.teacher, a.split, src, tgt, a)
+    hyps, wall = profiled("fairseq-generate", a.profile, fairseq_generate, data, a.teacher, a.split, src, tgt, a)
     results["fairseq-generate"] = {"wall_s": round(wall, 2), "sent_per_s": round(n / wall, 1), "bleu": bleu(hyps)}
-    for name, extra in (("distill --backend fairseq", []),
-                        ("distill --backend ctranslate2 (int8)", ["--backend", "ctranslate2", "--ct2-compute-type", "int8"])):
-        out = work / ("out_" + ("ct2" if extra else "fairseq"))
+    methods = [("distill --backend fairseq", [])] + [
+        (f"distill --backend ctranslate2 ({ct})", ["--backend", "ctranslate2", "--ct2-compute-type", ct])
+        for ct in a.ct2_compute_types.split(",")]
+    decoding = ["--decoding", "beam", "--beam", str(a.beam)] if a.decoding == "beam" else ["--decoding", "greedy"]
+    for name, extra in methods:
+        out = work / ("out_" + (extra[-1] if extra else "fairseq"))
         shutil.rmtree(out, ignore_errors=True)
         if extra:  # convert once before timing (the conversion is cached next to the checkpoint)
             try:
@@ -124,18 +147,19 @@ def main():
             except KDInputError as err:  # e.g. fairseq-kd's own architectures: not convertible
                 print(f"{name}: skipped: {err}")
                 continue
+        argv = ["--data", str(data), "--split", a.split, "--teacher", a.teacher, "-o", str(out), "--cpu",
+                "--no-progress", *decoding, "--max-len-a", "1.2", "--max-len-b", "10", "--max-tokens",
+                str(a.max_tokens), "--threads", str(a.threads), *extra]
         t0 = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):
-            s = distill.main(["--data", str(data), "--split", a.split, "--teacher", a.teacher, "-o", str(out),
-                              "--cpu", "--no-progress", "--decoding", "beam", "--beam", str(a.beam),
-                              "--max-len-a", "1.2", "--max-len-b", "10", "--max-tokens", str(a.max_tokens),
-                              "--threads", str(a.threads), *extra])
+            s = profiled(name, a.profile, distill.main, argv)
         wall = time.perf_counter() - t0
         out_lines = (out / f"{a.split}.{tgt}").read_text(encoding="utf-8").splitlines()
         results[name] = {"wall_s": round(wall, 2), "sent_per_s": round(n / wall, 1), "bleu": bleu(out_lines),
                          "decode_sent_per_s": s["sent_per_s"]}
     base = results["fairseq-generate"]["sent_per_s"]
-    print(f"\n{n} sentences, beam {a.beam}, max len 1.2x+10, --max-tokens {a.max_tokens}, {a.threads} threads, CPU")
+    search = f"beam {a.beam}" if a.decoding == "beam" else "greedy"
+    print(f"\n{n} sentences, {search}, max len 1.2x+10, --max-tokens {a.max_tokens}, {a.threads} threads, CPU")
     print(f"{'method':40s} {'wall s':>8s} {'sent/s':>8s} {'ratio':>7s} {'BLEU':>7s}")
     for name, r in results.items():
         r["ratio"] = round(r["sent_per_s"] / base, 2)

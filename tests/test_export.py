@@ -224,3 +224,20 @@ def test_cli_export_of_trained_checkpoint_beam_equals_fairseq(tiny_teacher, tmp_
     got8, _ = ct2_outputs(q, d, sources, compute_type="int8")
     assert sum(a == b for a, b in zip(got8, expected)) >= 0.8 * len(expected)  # int8: close, not identical
     assert export_cli.cli_main([str(tiny_teacher.checkpoint), str(q)]) == 2  # exists: refused, exit 2
+
+
+@pytest.mark.integration
+def test_evaluate_export_scores_what_fairseq_generate_scores(tiny_teacher):
+    """The function the main job's table calls: float32 greedy BLEU equals fairseq-generate's greedy BLEU."""
+    from fairseq_kd import scoring
+    from fairseq_kd.export.evaluate import evaluate_export
+    from tests import helpers
+
+    ref = str(tiny_teacher.raw / "test.tgt")
+    got = evaluate_export(str(tiny_teacher.checkpoint), str(tiny_teacher.data_bin), ref, beam=1, quantization="none")
+    hyps = helpers.generate(tiny_teacher.data_bin, tiny_teacher.checkpoint, beam=1,
+                            extra=["--max-len-a", "1.2", "--max-len-b", "10"])
+    expected = scoring.score_lines(hyps, [scoring.read_lines(ref)])["bleu"]["score"]
+    assert got["sentences"] == 40 and got["bleu"] == round(expected, 2) and got["sent_per_s"] > 0
+    q = evaluate_export(str(tiny_teacher.checkpoint), str(tiny_teacher.data_bin), ref, beam=1)
+    assert q["quantization"] == "int8" and q["export_dir"] != got["export_dir"] and q["bleu"] > 0.5 * got["bleu"]

@@ -1,0 +1,165 @@
+"""Benchmark: student inference with fairseq-generate vs its CTranslate2 export (float32, int8).
+
+For each student (three capacity-ladder sizes and one pruned adaptive-capacity model, briefly
+trained on Multi30k unless --checkpoint NAME=CKPT is given), decodes test_2016_flickr with
+the same beam, max length (1.2 x src + 10), batch budget (--max-tokens) and thread budget
+(--threads), all in this process, and prints sentences/s (wall time including model
+loading, for both) as ratios to fairseq-generate, and sacrebleu BLEU against the raw
+reference (detokenized with the data's sentencepiece model).
+
+    python bench/bench_export.py --data-dir ../shared/data/multi30k --work-dir exp/bench_export
+    python bench/bench_export.py --prepared exp/m30k --checkpoint relu3m=exp/s/checkpoint_last.pt
+
+Students are trained with ``nice -n 5`` (the machine is shared); --updates sets their budget.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+BIN = Path(sys.executable).parent
+
+# name -> (arch, extra training args, default updates); the vocabulary is the prepared data's
+STUDENTS = {
+    "glu_3m": ("transformer_glu_3m", [], 400),
+    "glu_9m": ("transformer_glu_9m", [], 250),
+    "glu_20m": ("transformer_glu_20m", [], 120),
+    "glu_3m_pruned": ("transformer_glu_3m", ["--adaptive-capacity", "--capacity-penalty", "1.0",
+                                             "--capacity-init-keep", "0.5", "--capacity-gate-lr-scale", "100"], 400),
+}
+
+
+def sh(cmd, log=None, nice=True):
+    cmd = (["nice", "-n", "5"] if nice else []) + [str(c) for c in cmd]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if log is not None:
+        Path(log).write_text(res.stdout + res.stderr)
+    if res.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{res.stderr[-3000:]}")
+    return res
+
+
+def prepare(data_dir: Path, out: Path, vocab: int) -> Path:
+    if not (out / "bin" / "dict.de.txt").exists():
+        sh(["bash", REPO / "data_prep/prepare_multi30k.sh", "--data-dir", data_dir, "--out-dir", out,
+            "--vocab-size", str(vocab)])
+    return out
+
+
+def train_student(prepared: Path, work: Path, name: str, updates: int = 0) -> Path:
+    arch, extra, default_updates = STUDENTS[name]
+    updates = updates or default_updates
+    save = work / name
+    ckpt = save / "checkpoint_last.pt"
+    if not ckpt.exists():
+        sh([BIN / "fairseq-train", prepared / "bin", "--user-dir", REPO / "fairseq_kd", "--task", "translation",
+            "-s", "de", "-t", "en", "--arch", arch, "--share-all-embeddings", *extra,
+            "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.003", "--lr-scheduler", "inverse_sqrt",
+            "--warmup-updates", str(max(updates // 3, 1)), "--criterion", "label_smoothed_cross_entropy",
+            "--label-smoothing", "0.1", "--dropout", "0.1", "--max-tokens", "4096", "--max-update", str(updates),
+            "--save-dir", save, "--no-epoch-checkpoints", "--disable-validation", "--cpu", "--num-workers", "0",
+            "--seed", "1", "--log-format", "json", "--log-interval", "50", "--required-batch-size-multiple", "1"],
+           log=work / f"{name}.train.log")
+    if "--adaptive-capacity" in extra:
+        pruned = save / "pruned.pt"
+        if not pruned.exists():
+            res = sh([BIN / "fairseq-kd-prune", "-i", ckpt, "-o", pruned, "--json", "--quiet"])
+            (save / "prune.json").write_text(res.stdout)
+        return pruned
+    return ckpt
+
+
+def bench_student(name: str, ckpt: Path, prepared: Path, a) -> list:
+    import sentencepiece as spm
+    import torch
+
+    from bench_distill import fairseq_generate
+    from fairseq_kd import scoring
+    from fairseq_kd.export.evaluate import ensure_export, split_sources, translate_timed
+
+    refs = scoring.read_lines(str(prepared / "raw" / "test.en"))
+    sp = spm.SentencePieceProcessor(model_file=str(prepared / "spm.model"))
+    n = len(refs)
+
+    def bleu(hyps):
+        return round(scoring.score_lines(hyps, [refs], scoring.ScoreConfig(metrics=("bleu",)))["bleu"]["score"], 2)
+
+    torch.set_num_threads(a.threads)
+    params, seen = 0, set()  # unique tensors: shared embeddings count once
+    for k, v in torch.load(ckpt, map_location="cpu", weights_only=True)["model"].items():
+        if "gate" not in k and v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            params += v.numel()
+    rows = []
+    pieces, wall = fairseq_generate(prepared / "bin", ckpt, "test", "de", "en", a)
+    rows.append({"student": name, "params": params, "method": "fairseq-generate", "wall_s": round(wall, 2),
+                 "sent_per_s": round(n / wall, 1), "bleu": bleu([sp.decode(p.split()) for p in pieces])})
+    sources = split_sources(str(prepared / "bin"), "test")
+    for quant in ("none", "int8"):
+        model_dir = ensure_export(str(ckpt), quant, data=str(prepared / "bin"), spm_model=str(prepared / "spm.model"))
+        t0 = time.perf_counter()
+        out, _ = translate_timed(model_dir, sources, beam=a.beam, threads=a.threads, max_tokens=a.max_tokens)
+        wall = time.perf_counter() - t0  # with the model load, as fairseq-generate's
+        rows.append({"student": name, "params": params, "method": f"ctranslate2 {'float32' if quant == 'none' else quant}",
+                     "wall_s": round(wall, 2), "sent_per_s": round(n / wall, 1),
+                     "bleu": bleu([sp.decode(p) for p in out])})
+    base = rows[0]["sent_per_s"]
+    for r in rows:
+        r["ratio"] = round(r["sent_per_s"] / base, 2)
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "multi30k"), help="raw Multi30k")
+    p.add_argument("--prepared", default=None, help="a prepare_multi30k.sh output dir to reuse (bin/, spm.model, raw/)")
+    p.add_argument("--work-dir", default=str(REPO / "exp" / "bench_export"))
+    p.add_argument("--vocab-size", type=int, default=4000)
+    p.add_argument("--students", default=",".join(STUDENTS), help=f"comma-separated subset of {', '.join(STUDENTS)}")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=CKPT",
+                   help="benchmark this checkpoint instead of training (repeatable; the data must match)")
+    p.add_argument("--updates", type=int, default=0, help="training budget of every student (0 = each one's default)")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--max-tokens", type=int, default=4000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None, help="also write the rows here")
+    a = p.parse_args()
+
+    import fairseq_kd  # noqa: F401
+
+    work = Path(a.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    prepared = Path(a.prepared) if a.prepared else prepare(Path(a.data_dir), work / "m30k", a.vocab_size)
+    ckpts = {}
+    if a.checkpoint:
+        for item in a.checkpoint:
+            name, _, path = item.partition("=")
+            ckpts[name] = Path(path)
+    else:
+        for name in a.students.split(","):
+            t0 = time.time()
+            ckpts[name] = train_student(prepared, work, name, a.updates)
+            print(f"{name}: {ckpts[name]} ({time.time() - t0:.0f} s)", flush=True)
+    rows = []
+    for name, ckpt in ckpts.items():
+        rows += bench_student(name, ckpt, prepared, a)
+        print(json.dumps(rows[-3:]), flush=True)
+    print(f"\ntest_2016_flickr ({len(rows) and 1000} sentences), beam {a.beam}, max len 1.2x+10, "
+          f"--max-tokens {a.max_tokens}, {a.threads} threads, CPU; wall includes model loading")
+    print("| student | params | method | wall s | sent/s | vs fairseq-generate | BLEU |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['student']} | {r['params']:,} | {r['method']} | {r['wall_s']:.2f} | {r['sent_per_s']:.1f} | "
+              f"{r['ratio']:.2f}x | {r['bleu']:.2f} |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

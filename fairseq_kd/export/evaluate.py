@@ -1,0 +1,91 @@
+"""BLEU and speed of a checkpoint's CTranslate2 export on a binarized test split.
+
+``evaluate_export(CKPT, DATA_BIN, REF)`` exports the checkpoint (cached beside it, keyed by
+its bytes and the quantization), decodes the split's source with fairseq's search rules
+(``export.decode``), detokenizes with the export's sentencepiece model (found beside the data
+dir, or ``spm_model``; without one the symbols are joined by spaces) and scores against the
+raw reference with ``fairseq_kd.scoring``. The main job's table calls it for every
+student (int8 BLEU and sentences/s); ``bench/bench_export.py`` for every row it times.
+"""
+import os
+import time
+from typing import Dict, List, Optional
+
+
+
+def export_dir_for(checkpoint: str, quantization: str) -> str:
+    from fairseq_kd.teacher import file_sha256
+
+    name = os.path.splitext(os.path.basename(checkpoint))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "ct2",
+                        f"{name}-{file_sha256(checkpoint)[:16]}-{quantization}")
+
+
+def ensure_export(checkpoint: str, quantization: str = "int8", data: Optional[str] = None,
+                  spm_model: Optional[str] = None, trust: bool = False) -> str:
+    """The export directory of ``checkpoint`` (written once; reused while the checkpoint is unchanged)."""
+    from fairseq_kd.export.convert import export_checkpoint
+
+    out = export_dir_for(checkpoint, quantization)
+    if not os.path.isfile(os.path.join(out, "model.bin")):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        export_checkpoint(checkpoint, out, quantization, data=data, spm_model=spm_model, trust=trust, force=True)
+    return out
+
+
+def split_sources(data_bin: str, split: str, src: Optional[str] = None, tgt: Optional[str] = None) -> List[List[str]]:
+    """The split's source sentences as dictionary symbols (EOS dropped), in id order."""
+    from fairseq_kd.distill.data import SplitData, infer_langs
+    from fairseq_kd.export.convert import source_tokens
+
+    src, tgt = infer_langs(data_bin, split, src, tgt)
+    data = SplitData(data_bin, split, src, tgt)
+    return [source_tokens(data.src_dict, data.src_ds[i]) for i in range(len(data))]
+
+
+def translate_timed(model_dir: str, sources: List[List[str]], beam: int = 5, compute_type: str = "default",
+                    threads: int = 1, max_tokens: int = 4000, max_len_a: float = 1.2, max_len_b: int = 10):
+    """``(hypothesis pieces per sentence, decoding seconds)`` (model loading not timed)."""
+    import ctranslate2
+
+    from fairseq_kd.export.convert import read_meta
+    from fairseq_kd.export.decode import FairseqLikeDecoder, SearchConfig
+
+    translator = ctranslate2.Translator(model_dir, device="cpu", compute_type=compute_type, inter_threads=1,
+                                        intra_threads=max(threads, 0))
+    cfg = SearchConfig(beam=beam, max_len_a=max_len_a, max_len_b=max_len_b,
+                       max_positions=int(read_meta(model_dir).get("max_target_positions", 1024)))
+    decoder = FairseqLikeDecoder(translator, cfg, max_batch_tokens=max_tokens)
+    t0 = time.perf_counter()
+    hyps = decoder.decode(sources)
+    return [h[0][0] for h in hyps], time.perf_counter() - t0
+
+
+def evaluate_export(checkpoint: str, data_bin: str, ref_file: str, split: str = "test", beam: int = 5,
+                    quantization: str = "int8", threads: int = 1, max_tokens: int = 4000,
+                    spm_model: Optional[str] = None, hyp_file: Optional[str] = None) -> Dict:
+    """Export ``checkpoint`` (``quantization``), translate ``split`` of ``data_bin``, score against ``ref_file``.
+
+    Returns ``{"bleu", "chrf", "sent_per_s", "seconds", "sentences", "quantization", "beam",
+    "export_dir", "bleu_signature"}``; ``hyp_file`` also receives the detokenized hypotheses.
+    """
+    import sentencepiece as spm
+
+    from fairseq_kd import fileio, scoring
+    from fairseq_kd.export.convert import read_meta
+
+    model_dir = ensure_export(checkpoint, quantization, data=data_bin, spm_model=spm_model)
+    spm_name = (read_meta(model_dir).get("spm") or {}).get("target")
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, spm_name)) if spm_name else None
+    sources = split_sources(data_bin, split)
+    pieces, seconds = translate_timed(model_dir, sources, beam=beam, threads=threads, max_tokens=max_tokens)
+    hyps = [sp.decode(p) if sp is not None else " ".join(p) for p in pieces]  # no model: the symbols as they are
+    refs = scoring.read_lines(ref_file)
+    scoring.check_aligned(hyps, [refs], f"{split} of {data_bin}", [ref_file])
+    if hyp_file:
+        fileio.atomic_write_lines(hyp_file, hyps)
+    score = scoring.score_lines(hyps, [refs], scoring.ScoreConfig(metrics=("bleu", "chrf")))
+    return {"bleu": round(score["bleu"]["score"], 2), "chrf": round(score["chrf"]["score"], 2),
+            "sent_per_s": round(len(hyps) / seconds, 2) if seconds > 0 else None, "seconds": round(seconds, 3),
+            "sentences": len(hyps), "quantization": quantization, "beam": beam, "export_dir": model_dir,
+            "bleu_signature": score["bleu"]["signature"]}
