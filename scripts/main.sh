@@ -1,54 +1,80 @@
 #!/usr/bin/env bash
-# The main job: Multi30k de-en, teacher -> distillation -> students -> BLEU table, on CPU.
+# The main job: Multi30k de-en, teacher -> distillation -> students -> significance table.
 #
-#   bash scripts/main.sh --data-dir ../shared/data/multi30k     # local copy of the corpus
-#   bash scripts/main.sh                                        # downloads Multi30k (needs network)
+#   bash scripts/main.sh --data-dir ../shared/data/multi30k                  # --preset full (about an hour, 2 CPU cores)
+#   bash scripts/main.sh --data-dir ../shared/data/multi30k --preset quick   # a <= 15-minute smoke run
+#   bash scripts/main.sh ... --device cuda --bf16 --nprocs 2                  # GPU, mixed precision, 2 training processes
 #
 # Stages (--stage N --stop-stage M; each step is skipped when its output exists):
 #   0 environment (scripts/setup_env.sh)      1 prepare Multi30k (sentencepiece, binarize)
-#   2 train the teacher                       3 decode + score the teacher on test_2016_flickr
-#   4 students (baseline CE, word-KD, seq-KD on the teacher's translations of train) through the study runner
-#   5 print the table (also written to WORK_DIR/results.md)
+#   2 train the teacher (or take --teacher-checkpoint)
+#   3 teacher BLEU (beam 5) on valid and test_2016_flickr
+#   4 students CE / word-KD / seq-KD / hybrid of one size and one budget (the study runner); seq-KD data =
+#     the teacher's beam translations of train; every student decoded with beam 5 and greedy
+#   5 the table: each KD student against CE, paired bootstrap (also WORK_DIR/results.md)
 # A killed run restarts where it stopped: fairseq-train resumes from checkpoint_last.pt and the
-# study runner skips finished cells.
+# study runner skips finished cells. Budgets were chosen on the validation set (docs/results.md).
 set -euo pipefail
 
 # ---- options: each variable is also a --kebab-case flag ----
-data_dir="${FAIRSEQ_KD_MULTI30K:-}"  # Multi30k raw files (train/val/test_2016_flickr.{de,en}); empty: download
+preset=full                           # full (the reported run) | quick (smoke run: small budgets, numbers not meaningful)
+data_dir="${FAIRSEQ_KD_MULTI30K:-}"   # Multi30k raw files (train/val/test_2016_flickr.{de,en}); empty: download
 work_dir=exp/main                     # everything this job writes
-vocab_size=4000                       # joint sentencepiece vocabulary (4k: students train 2x faster than at 8k)
-teacher_args="--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"  # stock fairseq transformer (CTranslate2 converts it), 6.6M parameters
-teacher_updates=250                   # teacher updates of teacher_max_tokens (~1.7 epochs, ~7 min on 2 cores)
-teacher_max_tokens=4096               # teacher tokens per batch
+vocab_size=4000                       # joint sentencepiece vocabulary
+teacher_args="--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"  # stock fairseq transformer, 6.55M parameters
+teacher_updates=""                    # teacher updates (default by preset: full 900, quick 250)
+teacher_max_tokens=4096               # teacher tokens per batch (per process)
+teacher_lr=0.003                      # teacher peak learning rate (inverse_sqrt)
+teacher_warmup=300                    # teacher warmup updates
+teacher_checkpoint=""                 # an already trained teacher (same data and dictionary): skips stage 2
 student_arch=transformer_relu_3m      # students: this ladder arch, shrunk by student_args
-student_updates=280                   # updates per student (~1.5-3.5 min each)
-student_args="--encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"  # shrink the student below the teacher
-student_validate_interval=140         # validation BLEU every N updates (the BLEU-vs-updates curve)
-distill_backend=ctranslate2           # fairseq-kd-distill backend for the seq-KD data (int8 on CPU; shards of 8000
-                                      # sentences so its single-source-length batches are full)
-methods="none word seq"               # KD methods compared (see fairseq-kd-study --methods)
-decoding=greedy                       # how the teacher builds the seq-KD data (beam: 4-best beam, ~3x slower)
-max_tokens=2048                       # tokens per batch
-lr=0.002                              # peak learning rate (inverse_sqrt)
-warmup=100                            # warmup updates
-threads=2                             # CPU threads for training and decoding
+student_args="--encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"  # 1.3M parameters
+student_updates=""                    # updates per student (default by preset: full 600, quick 150)
+student_max_tokens=4096               # student tokens per batch (per process)
+student_lr=0.003                      # student peak learning rate (inverse_sqrt)
+student_warmup=300                    # student warmup updates
+methods="none word seq hybrid"        # KD methods compared with the CE baseline none (fairseq-kd-study --methods)
+hybrid_weight=0.5                     # hybrid: fixed gate g (g * word-level KL + (1 - g) * CE on the distilled data)
+decoding=beam                         # how the teacher translates train for seq-KD / hybrid (beam 5)
+distill_backend=ctranslate2           # fairseq-kd-distill backend for the seq-KD data (int8 on CPU)
+searches="beam greedy"                # test decodings of every student
+seeds=1                               # student seeds (space-separated; the table gives mean +/- std)
+device=auto                           # auto | cpu | cuda
+precision=fp32                        # fp32 | fp16 | bf16 | amp (GPU only; also --fp16 / --bf16 / --amp)
+nprocs=1                              # training processes (CPU: one per rank, gloo; GPU: fairseq's spawn)
+threads=2                             # CPU threads per process for training and decoding
 stage=0                               # first stage to run
 stop_stage=100                        # last stage to run
 
 # shellcheck source=data_prep/common.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-parse_flags "$@"
+. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, log, die, usage_error
+args=()
+for a in "$@"; do  # value-less precision switches
+  case "${a}" in --fp16|--bf16|--amp) precision="${a#--}" ;; *) args+=("${a}") ;; esac
+done
+parse_flags "${args[@]+"${args[@]}"}"
+case "${preset}" in
+  full) : "${teacher_updates:=900}" "${student_updates:=600}" ;;
+  quick) : "${teacher_updates:=250}" "${student_updates:=150}" ;;
+  *) usage_error "--preset must be full or quick, not '${preset}'" ;;
+esac
+case "${device}" in auto|cpu|cuda) ;; *) usage_error "--device must be auto, cpu or cuda" ;; esac
+case "${precision}" in fp32|fp16|bf16|amp) ;; *) usage_error "--precision must be fp32, fp16, bf16 or amp" ;; esac
+for n in teacher_updates student_updates nprocs threads; do
+  [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || usage_error "--${n//_/-} must be a positive integer"
+done
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-log() { echo "[main.sh $(date +%H:%M:%S)] $*" >&2; }
 run_stage() { [[ ${stage} -le $1 && $1 -le ${stop_stage} ]]; }
 export OMP_NUM_THREADS="${threads}" MKL_NUM_THREADS="${threads}"
 mkdir -p "${work_dir}"
-prep="${work_dir}/multi30k"
+prep_dir="${work_dir}/multi30k"
 teacher_dir="${work_dir}/teacher"
 study_dir="${work_dir}/study"
 t0=$(date +%s)
+label="${preset}"
+[[ "${preset}" == quick ]] && label="quick (SMOKE RUN: budgets far too small for meaningful numbers)"
+log "preset ${label}: teacher ${teacher_updates} updates, students ${student_updates} updates, methods ${methods}"
 
 if run_stage 0; then
   log "stage 0: environment"
@@ -56,71 +82,113 @@ if run_stage 0; then
 fi
 # shellcheck disable=SC1091
 . "${FAIRSEQ_KD_VENV:-${repo}/.venv}/bin/activate"
+[[ "${device}" == auto ]] && device="$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
+[[ "${precision}" == fp32 || "${device}" == cuda ]] || usage_error "--${precision} needs --device cuda"
+hw=()  # fairseq hardware flags
+[[ "${device}" == cpu ]] && hw+=(--cpu)
+[[ "${precision}" == fp32 ]] || hw+=("--${precision}")
+study_hw=(--device "${device}" --nprocs "${nprocs}")
+[[ "${precision}" == fp32 ]] || study_hw+=("--${precision}")
 
 if run_stage 1; then
-  log "stage 1: preparing Multi30k into ${prep}"
+  log "stage 1: preparing Multi30k into ${prep_dir}"
   bash "${repo}/data_prep/prepare_multi30k.sh" ${data_dir:+--data-dir "${data_dir}"} \
-    --out-dir "${prep}" --vocab-size "${vocab_size}"
+    --out-dir "${prep_dir}" --vocab-size "${vocab_size}"
 fi
 
-if run_stage 2; then
-  if [[ -f "${teacher_dir}/checkpoint_best.pt" && -f "${teacher_dir}/.done" ]]; then
-    log "stage 2: teacher exists (${teacher_dir}/checkpoint_best.pt), skipping"
+# fairseq-train for the teacher, in nprocs processes on CPU (one per rank, gloo, tcp rendezvous)
+train_teacher() {
+  local common=("${prep_dir}/bin" --user-dir "${repo}/fairseq_kd" --task translation -s de -t en)
+  # shellcheck disable=SC2206  # teacher_args is a flag list
+  common+=(${teacher_args} --share-all-embeddings --dropout 0.1
+    --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${teacher_lr}" --lr-scheduler inverse_sqrt
+    --warmup-updates "${teacher_warmup}" --criterion label_smoothed_cross_entropy --label-smoothing 0.1
+    --max-tokens "${teacher_max_tokens}" --max-update "${teacher_updates}" --save-dir "${teacher_dir}"
+    --no-epoch-checkpoints --validate-interval-updates "${teacher_updates}" --save-interval-updates 150
+    --validate-interval 1000000 --save-interval 1000000 --keep-interval-updates 1
+    --required-batch-size-multiple 1 --num-workers 0 --seed 1 --log-format json --log-interval 50 "${hw[@]}")
+  if [[ "${nprocs}" -eq 1 || "${device}" == cuda ]]; then
+    local dist=()
+    [[ "${nprocs}" -gt 1 ]] && dist=(--distributed-world-size "${nprocs}")
+    fairseq-train "${common[@]}" "${dist[@]}"
   else
-    log "stage 2: training the teacher (${teacher_updates} updates)"
-    # shellcheck disable=SC2086
-    fairseq-train "${prep}/bin" --user-dir "${repo}/fairseq_kd" --task translation -s de -t en \
-      ${teacher_args} --share-all-embeddings --dropout 0.1 \
-      --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt \
-      --warmup-updates "${warmup}" --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
-      --max-tokens "${teacher_max_tokens}" --max-update "${teacher_updates}" --save-dir "${teacher_dir}" \
-      --no-epoch-checkpoints --validate-interval-updates "$(( teacher_updates / 2 ))" --save-interval-updates "$(( teacher_updates / 2 ))" \
-      --keep-interval-updates 1 --cpu --num-workers 0 --seed 1 --log-format simple --log-interval 50 \
-      2>&1 | tee -a "${work_dir}/teacher.log" | grep --line-buffered -E "train_inner|valid on|done training" >&2
+    local port rank pids=()
+    port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    for (( rank = nprocs - 1; rank >= 0; rank-- )); do
+      fairseq-train "${common[@]}" --distributed-world-size "${nprocs}" --distributed-rank "${rank}" \
+        --distributed-init-method "tcp://127.0.0.1:${port}" --distributed-no-spawn --distributed-backend gloo \
+        --ddp-backend legacy_ddp > >(if [[ ${rank} -eq 0 ]]; then cat; else cat > "${work_dir}/teacher.rank${rank}.log"; fi) 2>&1 &
+      pids+=($!)
+    done
+    local pid status=0
+    for pid in "${pids[@]}"; do wait "${pid}" || status=1; done
+    return "${status}"
+  fi
+}
+
+if run_stage 2; then
+  if [[ -n "${teacher_checkpoint}" ]]; then
+    [[ -f "${teacher_checkpoint}" ]] || die "--teacher-checkpoint ${teacher_checkpoint} not found"
+    mkdir -p "${teacher_dir}"
+    ln -sf "$(realpath "${teacher_checkpoint}")" "${teacher_dir}/checkpoint_last.pt"
+    log "stage 2: teacher given (${teacher_checkpoint}), not trained"
+    touch "${teacher_dir}/.done"
+  elif [[ -f "${teacher_dir}/checkpoint_last.pt" && -f "${teacher_dir}/.done" ]]; then
+    log "stage 2: teacher exists (${teacher_dir}/checkpoint_last.pt), skipping"
+  else
+    log "stage 2: training the teacher (${teacher_updates} updates of ${teacher_max_tokens} tokens x ${nprocs})"
+    train_teacher 2>&1 | tee -a "${work_dir}/teacher.log" | grep --line-buffered -E "\| (train_inner|valid) \|" >&2
     touch "${teacher_dir}/.done"
   fi
 fi
+teacher="${teacher_dir}/checkpoint_last.pt"  # the fixed budget's last checkpoint
 
 if run_stage 3; then
-  if [[ -f "${work_dir}/teacher.test.json" ]]; then
-    log "stage 3: teacher already scored, skipping"
-  else
-    log "stage 3: teacher BLEU on test_2016_flickr"
-    bash "${repo}/scripts/decode.sh" --data-bin "${prep}/bin" --checkpoint "${teacher_dir}/checkpoint_best.pt" \
-      --out "${work_dir}/teacher.test.en" --spm-model "${prep}/spm.model" --decoding beam --beam 5
-    fairseq-kd-score -i "${work_dir}/teacher.test.en" -r "${prep}/raw/test.en" -o "${work_dir}/teacher.test.json" >/dev/null
-  fi
+  for split in valid test; do
+    [[ -f "${work_dir}/teacher.${split}.json" ]] && continue
+    log "stage 3: teacher BLEU on ${split} (beam 5)"
+    bash "${repo}/scripts/decode.sh" --data-bin "${prep_dir}/bin" --checkpoint "${teacher}" --subset "${split}" \
+      --out "${work_dir}/teacher.${split}.en" --spm-model "${prep_dir}/spm.model" --decoding beam --beam 5 \
+      --max-tokens 8000 ${hw[@]+-- "${hw[@]}"}
+    fairseq-kd-score -i "${work_dir}/teacher.${split}.en" -r "${prep_dir}/raw/${split}.en" \
+      -o "${work_dir}/teacher.${split}.json" >/dev/null
+  done
 fi
 
 if run_stage 4; then
-  log "stage 4: students (${methods}) of ${student_arch}, ${student_updates} updates each"
-  # shellcheck disable=SC2086
-  fairseq-kd-study --data "${prep}/bin" -s de -t en --test-ref "${prep}/raw/test.en" \
-    --spm-model "${prep}/spm.model" --teacher "${teacher_dir}/checkpoint_best.pt" --out-dir "${study_dir}" \
-    --methods ${methods} --archs "${student_arch}" --decodings "${decoding}" --lrs "${lr}" --seeds 1 \
-    --max-update "${student_updates}" --warmup-updates "${warmup}" --max-tokens "${max_tokens}" \
-    --validate-interval-updates "${student_validate_interval}" --beam 5 --in-process \
+  log "stage 4: students (${methods}) of ${student_arch}, ${student_updates} updates each, seeds ${seeds}"
+  # shellcheck disable=SC2086  # the lists are meant to split into words
+  fairseq-kd-study --data "${prep_dir}/bin" -s de -t en --test-ref "${prep_dir}/raw/test.en" \
+    --spm-model "${prep_dir}/spm.model" --teacher "${teacher}" --out-dir "${study_dir}" \
+    --methods ${methods} --archs "${student_arch}" --decodings "${decoding}" --lrs "${student_lr}" --seeds ${seeds} \
+    --max-update "${student_updates}" --warmup-updates "${student_warmup}" --max-tokens "${student_max_tokens}" \
+    --validate-interval-updates "$(( student_updates / 2 ))" --beam 5 --searches ${searches} --in-process \
     --train-args "--share-all-embeddings --dropout 0.1 --num-workers 0 ${student_args}" \
-    --distill-args "--backend ${distill_backend} --beam 4 --threads ${threads} --shard-size 8000"
+    --method-args "hybrid=--hybrid-weight ${hybrid_weight}" \
+    --distill-args "--backend ${distill_backend} --threads ${threads} --shard-size 8000" "${study_hw[@]}"
 fi
 
 if run_stage 5; then
   log "stage 5: results"
   fairseq-kd-report "${study_dir}/results.csv" --out-dir "${work_dir}/report" >/dev/null
   {
-    echo "## Multi30k de-en, test_2016_flickr (sacrebleu)"
+    echo "## Multi30k de-en, test_2016_flickr (sacrebleu), preset ${label}"
     echo
-    python - "${work_dir}/teacher.test.json" "${work_dir}/teacher.log" <<'PY'
-import json, re, sys
-s = json.load(open(sys.argv[1]))
-found = re.findall(r"num\. (?:shared )?model params: ([\d,]+)", open(sys.argv[2], errors="replace").read())
-params = f"{found[-1]} parameters" if found else "parameters: see teacher.log"
-print(f"Teacher ({params}): BLEU {s['bleu']['score']:.2f}, chrF {s['chrf']['score']:.2f}  ")
-print(f"`{s['bleu']['signature']}`")
+    python - "${work_dir}" "${study_dir}" <<'PY'
+import json, os, sys
+work, study = sys.argv[1:3]
+t = {s: json.load(open(os.path.join(work, f"teacher.{s}.json"))) for s in ("valid", "test")}
+summary = os.path.join(study, "distilled", "beam", "summary.json")
+print(f"Teacher: BLEU {t['test']['bleu']['score']:.2f} on test (valid {t['valid']['bleu']['score']:.2f}), beam 5  ")
+if os.path.isfile(summary):
+    s = json.load(open(summary))
+    print(f"seq-KD data: the teacher's beam-5 translations of train, BLEU {s.get('bleu', '?')} against the gold "
+          f"targets  ")
+print(f"`{t['test']['bleu']['signature']}`")
 PY
     echo
     cat "${work_dir}/report/table.md"
   } > "${work_dir}/results.md"
   cat "${work_dir}/results.md"
-  log "done in $(( $(date +%s) - t0 )) s; table in ${work_dir}/results.md, plots in ${work_dir}/report/"
+  log "done in $(( $(date +%s) - t0 )) s (preset ${label}); table in ${work_dir}/results.md, plots in ${work_dir}/report/"
 fi

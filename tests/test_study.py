@@ -75,8 +75,10 @@ def test_train_command_per_method():
     assert "--arch transformer_relu_3m" in text and "--seed 3" in text and "--lr 0.001" in text
     clean = " ".join(S.train_command(cfg, S.Cell("none", 0.0, "a", S.NO_DECODING, 1e-3, 1), "d", "s"))
     assert "--noise-" not in clean and "--teacher-path" not in clean and "label_smoothed_cross_entropy" in clean
-    hybrid = " ".join(S.train_command(cfg, S.Cell("hybrid", 0.0, "a", "greedy", 1e-3, 1), "d", "s"))
-    assert "--criterion hybrid_kd" in hybrid and "--seq-kd-decoding greedy" in hybrid
+    hybrid = " ".join(S.train_command(cfg, S.Cell("hybrid", 0.0, "a", "greedy", 1e-3, 1), "distilled", "s"))
+    assert "--criterion hybrid_kd --seq-kd-targets data" in hybrid and "--seq-kd-decoding" not in hybrid
+    online = " ".join(S.train_command(cfg, S.Cell("hybrid_online", 0.0, "a", "greedy", 1e-3, 1), "d", "s"))
+    assert "--criterion hybrid_kd" in online and "--seq-kd-decoding greedy" in online
 
 
 def test_one_output_length_limit_for_test_validation_and_distillation():
@@ -270,7 +272,7 @@ def differing_settings(cfg):
     """method -> settings (present for the baseline too) whose value differs from the CE baseline's."""
     base = resolved_train_settings(cfg, S.Cell("none", 0.0, "transformer", S.NO_DECODING, 1e-3, 1))
     out = {}
-    for method in ("word", "seq", "seq_online", "hybrid"):
+    for method in ("word", "seq", "seq_online", "hybrid", "hybrid_online"):
         dec = S.NO_DECODING if not S.METHOD_SPECS[method]["decoding"] else "greedy"
         got = resolved_train_settings(cfg, S.Cell(method, 0.0, "transformer", dec, 1e-3, 1))
         out[method] = sorted(k for k in base if k in got and got[k] != base[k])
@@ -282,10 +284,11 @@ def test_every_method_trains_with_the_baselines_settings_but_its_own():
     online decoding; label smoothing, dropout, budget, schedule, checkpointing are shared."""
     cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
                         label_smoothing=0.1, train_args="--dropout 0.2")
-    own = {"criterion", "teacher_path", "seq_kd_decoding"}
+    own = {"criterion", "teacher_path", "seq_kd_decoding", "seq_kd_targets"}
     diffs = differing_settings(cfg)
     assert all(set(d) <= own for d in diffs.values()), diffs
     assert diffs["seq_online"] == ["criterion", "seq_kd_decoding", "teacher_path"]
+    assert diffs["hybrid"] == ["criterion", "seq_kd_targets", "teacher_path"]
     for method in ("none", "word", "seq", "seq_online", "hybrid"):
         dec = S.NO_DECODING if not S.METHOD_SPECS[method]["decoding"] else "greedy"
         settings = resolved_train_settings(cfg, S.Cell(method, 0.0, "transformer", dec, 1e-3, 1))

@@ -115,7 +115,7 @@ def cell_teacher(cfg: StudyConfig, cell: Cell) -> str:
 def method_flags(cfg: StudyConfig, cell: Cell) -> List[str]:
     """What the method itself adds: criterion, teacher, online decoding, user's method_args."""
     spec = METHOD_SPECS[cell.method]
-    flags = ["--criterion", spec["criterion"]]
+    flags = ["--criterion", spec["criterion"], *spec.get("flags", [])]
     if spec["teacher"]:
         flags += ["--teacher-path", cell_teacher(cfg, cell)]
     if spec["decoding"] and spec["data"] == "corpus":

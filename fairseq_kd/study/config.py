@@ -31,15 +31,19 @@ RESULT_FIELDS = [*KEY_FIELDS, "search", "parameters", "bleu", "chrf", "tok_bleu"
                  "updates", "cell", "hyp"]
 CURVE_FIELDS = [*KEY_FIELDS, "updates", "valid_bleu", "valid_loss"]
 
-# What each method trains with. ``data``: "corpus" or "distilled" (offline seq-KD data);
-# ``teacher``: pass --teacher-path; ``decoding``: the method varies over decodings,
-# passed as the task's --seq-kd-decoding when online. Every criterion takes --label-smoothing.
+# What each method trains with. ``data``: "corpus" or "distilled" (offline seq-KD data,
+# fairseq-kd-distill's translations of train); ``teacher``: pass --teacher-path; ``decoding``:
+# the method varies over decodings (of the distilled data, or the task's --seq-kd-decoding
+# when online); ``flags``: the method's own fixed flags. Every criterion takes --label-smoothing.
 METHOD_SPECS = {
     "none": {"criterion": "label_smoothed_cross_entropy", "data": "corpus", "teacher": False, "decoding": False},
     "word": {"criterion": "word_kd", "data": "corpus", "teacher": True, "decoding": False},
     "seq": {"criterion": "label_smoothed_cross_entropy", "data": "distilled", "teacher": False, "decoding": True},
     "seq_online": {"criterion": "seq_kd", "data": "corpus", "teacher": True, "decoding": True},
-    "hybrid": {"criterion": "hybrid_kd", "data": "corpus", "teacher": True, "decoding": True},
+    # word-level KL + CE on the distilled data (fixed gate --hybrid-weight, default 0.5)
+    "hybrid": {"criterion": "hybrid_kd", "data": "distilled", "teacher": True, "decoding": True,
+               "flags": ["--seq-kd-targets", "data"]},
+    "hybrid_online": {"criterion": "hybrid_kd", "data": "corpus", "teacher": True, "decoding": True},
 }
 
 
