@@ -29,11 +29,15 @@ hw_run() {
 # hw_resolve: check --device/--precision/--nprocs, resolve --device auto, fill hw_train / hw_distill.
 hw_resolve() {
   case "${device}" in auto|cpu|cuda) ;; *) usage_error "--device must be auto, cpu or cuda, not '${device}'" ;; esac
-  case "${precision}" in fp32|fp16|bf16|amp) ;; *) usage_error "--precision must be fp32, fp16, bf16 or amp" ;; esac
+  case "${precision}" in auto|fp32|fp16|bf16|amp) ;; *) usage_error "--precision must be auto, fp32, fp16, bf16 or amp" ;; esac
   [[ "${nprocs}" =~ ^[1-9][0-9]*$ ]] || usage_error "--nprocs must be a positive integer, not '${nprocs}'"
   case "${dry_run:-false}" in true|false) ;; *) usage_error "--dry-run must be true or false" ;; esac
   if [[ "${device}" == auto ]]; then
     device="$("${python:-python3}" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")' 2>/dev/null || echo cpu)"
+  fi
+  if [[ "${precision}" == auto ]]; then  # mixed precision on GPU, fp32 on CPU
+    precision=fp32
+    [[ "${device}" == cuda ]] && precision=fp16
   fi
   [[ "${precision}" == fp32 || "${device}" == cuda ]] || usage_error "--${precision} needs --device cuda (CPU trains in fp32)"
   hw_train=()

@@ -1,0 +1,155 @@
+# The body shared by scripts/recipes/*.sh (sourced after the recipe declares its variables
+# and a prepare_data function). Stages:
+#   0 data (the recipe's data_prep script)      1 teacher (fairseq's standard settings)
+#   2 teacher test BLEU                          3 teacher top-k cache (N workers, --part I/N + --merge)
+#   4 distilled training set (N workers)         5 ladder students x KD methods (train_student.sh)
+#   6 results table (work_dir/results.md)
+# --dry-run true runs stage 0 (CPU data preparation) for real and prints the commands of the
+# GPU stages 1-5 instead of running them. Every step is skipped when its outputs exist.
+# shellcheck disable=SC2154  # the recipe declares the variables
+
+recipe_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=data_prep/common.sh
+. "${recipe_repo}/data_prep/common.sh"  # parse_flags, log, die, usage_error
+# shellcheck source=scripts/hw.sh
+. "${recipe_repo}/scripts/hw.sh"  # --device / --precision / --nprocs / --dry-run
+
+recipe_main() {
+  hw_split_switches "$@"
+  parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
+  hw_resolve
+  local m
+  for m in ${methods}; do
+    case "${m}" in none|word|seq|hybrid) ;; *) usage_error "--methods: unknown method '${m}' (none word seq hybrid)" ;; esac
+  done
+  data="${work_dir}/data"
+  bin="${data}/bin"
+  teacher_dir="${work_dir}/teacher"
+  teacher="${teacher_dir}/checkpoint_best.pt"
+  cache="${work_dir}/cache"
+  distilled="${work_dir}/distilled"
+  user_dir="${recipe_repo}/fairseq_kd"
+  mkdir -p "${work_dir}"
+  run() { [[ ${stage} -le $1 && $1 -le ${stop_stage} ]]; }
+  log "${recipe_name}: device ${device}, precision ${precision}, ${nprocs} process(es)$([[ "${dry_run}" == true ]] && echo ', DRY RUN')"
+
+  if run 0; then
+    log "stage 0: data into ${data}"
+    prepare_data
+    [[ -f "${bin}/dict.${src}.txt" ]] || die "stage 0 left no ${bin}/dict.${src}.txt"
+  fi
+  if run 1; then
+    if [[ -f "${teacher_dir}/train.done" ]]; then
+      log "stage 1: teacher trained, skipping"
+    else
+      log "stage 1: teacher ${teacher_arch} (${teacher_reference})"
+      # shellcheck disable=SC2086
+      fairseq_train_n "${work_dir}/teacher.log" "${bin}" --user-dir "${user_dir}" -s "${src}" -t "${tgt}" \
+        --task translation --arch "${teacher_arch}" --share-all-embeddings ${teacher_args} \
+        --eval-bleu --eval-bleu-args '{"beam": 5, "max_len_a": 1.2, "max_len_b": 10}' --eval-bleu-detok space \
+        --eval-bleu-remove-bpe sentencepiece --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
+        --save-dir "${teacher_dir}" --no-epoch-checkpoints --log-format json --log-interval 100 "${hw_train[@]}"
+      [[ "${dry_run}" == true ]] || touch "${teacher_dir}/train.done"
+    fi
+  fi
+  if run 2; then
+    log "stage 2: teacher test BLEU (expected: ${teacher_expected})"
+    evaluate "${bin}" "${teacher}" "${teacher_dir}/test.log"
+  fi
+  if run 3 && [[ " ${methods} " == *" word "* ]]; then
+    log "stage 3: teacher top-${cache_topk} cache of train and valid (${nprocs} worker(s))"
+    local cache_args=("${bin}" -s "${src}" -t "${tgt}" --teacher-path "${teacher}" --out-dir "${cache}"
+      --split train --split valid --topk "${cache_topk}" --dtype "$(cache_dtype)" --no-progress)
+    [[ "${device}" == cpu ]] && cache_args+=(--device cpu)
+    if [[ "${nprocs}" -gt 1 ]]; then
+      workers fairseq-kd-cache "${cache_args[@]}"
+      hw_run fairseq-kd-cache "${cache_args[@]}" --merge
+    else
+      hw_run fairseq-kd-cache "${cache_args[@]}"
+    fi
+  fi
+  if run 4 && [[ " ${methods} " == *" seq "* ]]; then
+    log "stage 4: distilled training set (beam 5)"
+    local distill_precision="${precision}"
+    [[ "${precision}" == bf16 ]] && distill_precision=fp16
+    bash "${recipe_repo}/scripts/distill.sh" --teacher "${teacher}" --data-bin "${bin}" --out-dir "${distilled}" \
+      --spm-model "${data}/spm.model" --device "${device}" --precision "${distill_precision}" --nprocs "${nprocs}" \
+      --dry-run "${dry_run}" --stop-stage 1
+  fi
+  if run 5; then
+    local arch method
+    for arch in ${students}; do
+      for method in ${methods}; do
+        log "stage 5: student ${arch}, KD ${method}"
+        student "${arch}" "${method}"
+      done
+    done
+  fi
+  if run 6 && [[ "${dry_run}" != true ]]; then
+    log "stage 6: ${work_dir}/results.md"
+    {
+      echo "| system | test BLEU (sacrebleu, fairseq-generate --scoring sacrebleu) |"
+      echo "|---|---|"
+      echo "| teacher ${teacher_arch} (expected: ${teacher_expected}) | $(bleu_of "${teacher_dir}/test.log") |"
+      for arch in ${students}; do
+        for method in ${methods}; do
+          echo "| ${arch} ${method} | $(bleu_of "${work_dir}/students/${arch}_${method}/test.log") |"
+        done
+      done
+    } > "${work_dir}/results.md"
+    cat "${work_dir}/results.md"
+  fi
+}
+
+# cache_dtype: the cache's teacher compute dtype follows the training precision.
+cache_dtype() {
+  case "${precision}" in bf16) echo bf16 ;; fp16|amp) echo fp16 ;; *) echo fp32 ;; esac
+}
+
+# workers CMD ARGS...: CMD --part I/N for I = 0..N-1 side by side (GPU I for worker I), waits for all.
+workers() {
+  local i pids=() status=0 pid
+  for (( i = 0; i < nprocs; i++ )); do
+    if [[ "${dry_run}" == true ]]; then
+      hw_run "$@" --part "${i}/${nprocs}"
+      continue
+    fi
+    CUDA_VISIBLE_DEVICES="$([[ "${device}" == cuda ]] && echo "${i}" || echo "${CUDA_VISIBLE_DEVICES:-}")" \
+      "$@" --part "${i}/${nprocs}" > "${work_dir}/$(basename "$1").part${i}.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "${pid}" || status=1; done
+  [[ ${status} -eq 0 ]] || die "a $(basename "$1") worker failed: see ${work_dir}/$(basename "$1").part*.log"
+}
+
+# evaluate BIN CKPT LOG: beam-5 test decoding scored by sacrebleu on detokenized text.
+evaluate() {
+  local cmd=(fairseq-generate "$1" --user-dir "${user_dir}" -s "${src}" -t "${tgt}" --path "$2" --gen-subset test
+    --beam 5 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --post-process sentencepiece --scoring sacrebleu
+    "${hw_train[@]}")
+  if [[ "${dry_run}" == true ]]; then
+    hw_run "${cmd[@]}"
+  elif [[ ! -f "$3" ]]; then
+    "${cmd[@]}" > "$3.tmp" && mv "$3.tmp" "$3"
+    tail -n 1 "$3"
+  fi
+}
+
+# student ARCH METHOD: one ladder student through scripts/train_student.sh.
+student() {
+  local arch="$1" method="$2" args
+  args=(--exp-dir "${work_dir}/students/${arch}_${method}" --arch "${arch}" --arch-args "--share-all-embeddings"
+    --max-epoch "${student_max_epoch}" --max-tokens "${student_max_tokens}" --lr "${student_lr}"
+    --spm-model "${data}/spm.model" --device "${device}" --precision "${precision}" --nprocs "${nprocs}"
+    --dry-run "${dry_run}" --stage 2 --gen-beam 5 --extra "-s ${src} -t ${tgt}")
+  case "${method}" in
+    none) args+=(--kd none --data-bin "${bin}") ;;
+    seq) args+=(--kd none --data-bin "${distilled}/bin") ;;  # CE on the distilled corpus (its test split is the original)
+    word) args+=(--kd word --teacher "${teacher}" --data-bin "${bin}" --kd-alpha 0.5
+            --extra "-s ${src} -t ${tgt} --teacher-cache ${cache}") ;;
+    hybrid) args+=(--kd hybrid --teacher "${teacher}" --data-bin "${bin}" --decoding beam --beam 5) ;;
+  esac
+  bash "${recipe_repo}/scripts/train_student.sh" "${args[@]}"
+}
+
+bleu_of() { [[ -f "$1" ]] && grep -o 'BLEU = [0-9.]*' "$1" | tail -n 1 | cut -d' ' -f3 || echo "not run"; }

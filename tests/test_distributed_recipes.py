@@ -1,0 +1,88 @@
+"""scripts/recipes/*.sh as dry runs on miniature data in the real formats (WIT3 train.tags and
+XML for IWSLT14; plain corpora and SGML for WMT14): the data stage really runs, and every GPU
+command the recipe prints is accepted by the parser of the tool it calls."""
+import os
+import random
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_prep_scripts import sentence, write_sgm, write_test_xml, write_train_tags
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+
+def dry_run(recipe, *args):
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1",
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "recipes" / recipe), "--dry-run", "true", "--device", "cuda",
+                           "--nprocs", "2", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [shlex.split(line[2:]) for line in proc.stdout.splitlines() if line.startswith("+ ")]
+
+
+def check_parses(cmds):
+    """Each printed command line is valid for its tool (fairseq's own parsers, ours)."""
+    from fairseq import options
+
+    from fairseq_kd.cli import cache as cache_cli
+    from fairseq_kd.cli import distill as distill_cli
+
+    tools = {}
+    for cmd in cmds:
+        tool, argv = cmd[0], cmd[1:]
+        tools[tool] = tools.get(tool, 0) + 1
+        if tool == "fairseq-train":
+            options.parse_args_and_arch(options.get_training_parser(), argv)
+        elif tool == "fairseq-generate":
+            options.parse_args_and_arch(options.get_generation_parser(), argv)
+        elif tool == "fairseq-kd-cache":
+            cache_cli.get_parser().parse_args(argv)
+        elif tool == "fairseq-kd-distill":
+            distill_cli.get_parser().parse_args(argv)
+        else:
+            raise AssertionError(f"unexpected command {tool}")
+    return tools
+
+
+def test_iwslt14_recipe_dry_run(tmp_path):
+    orig = tmp_path / "orig"
+    orig.mkdir()
+    write_train_tags(orig)
+    write_test_xml(orig)
+    work = tmp_path / "w"
+    cmds = dry_run("iwslt14_deen.sh", "--data-dir", orig, "--work-dir", work, "--vocab-size", 60, "--bf16",
+                   "--students", "transformer_relu_9m transformer_glu_20m")
+    assert (work / "data" / "bin" / "train.de-en.de.bin").exists()  # stage 0 really prepared the data
+    trains = [c for c in cmds if c[0] == "fairseq-train"]
+    assert trains[0][trains[0].index("--arch") + 1] == "transformer_iwslt_de_en"  # fairseq's IWSLT teacher
+    assert all("--bf16" in c and c[c.index("--distributed-world-size") + 1] == "2" for c in trains)
+    students = {(c[c.index("--arch") + 1], c[c.index("--criterion") + 1]) for c in trains[1:]}
+    assert students == {(a, crit) for a in ("transformer_relu_9m", "transformer_glu_20m")
+                        for crit in ("label_smoothed_cross_entropy", "word_kd", "hybrid_kd")}
+    assert sum("--teacher-cache" in c for c in trains) == 2  # word KD reads the merged cache
+    tools = check_parses(cmds)
+    assert tools == {"fairseq-train": 9, "fairseq-generate": 9, "fairseq-kd-cache": 3, "fairseq-kd-distill": 3}
+
+
+def test_wmt14_recipe_dry_run(tmp_path):
+    rng = random.Random(3)
+    prefix = tmp_path / "europarl"
+    pairs = [(sentence(rng, k), sentence(rng, k).upper()) for k in (rng.randint(1, 6) for _ in range(60))]
+    (tmp_path / "europarl.en").write_text("".join(p[1] + "\n" for p in pairs), encoding="utf-8")
+    (tmp_path / "europarl.de").write_text("".join(p[0] + "\n" for p in pairs), encoding="utf-8")
+    write_sgm(tmp_path / "newstest2014-deen-src.en.sgm", [("d1", ["One & two.", "Three."])], "srcset")
+    write_sgm(tmp_path / "newstest2014-deen-ref.de.sgm", [("d1", ["Eins & zwei.", "Drei."])], "refset")
+    (tmp_path / "newstest2013.en").write_text("Valid one.\nValid two.\n", encoding="utf-8")
+    (tmp_path / "newstest2013.de").write_text("Gültig eins.\nGültig zwei.\n", encoding="utf-8")
+    work = tmp_path / "w"
+    cmds = dry_run("wmt14_ende.sh", "--train-corpora", prefix, "--test-dir", tmp_path, "--valid-dir", tmp_path,
+                   "--work-dir", work, "--vocab-size", 60, "--students", "transformer_relu_44m", "--methods", "none word")
+    assert (work / "data" / "raw" / "test.en").read_text().splitlines() == ["One & two.", "Three."]
+    teacher = cmds[0]
+    assert teacher[teacher.index("--arch") + 1] == "transformer_vaswani_wmt_en_de_big" and "--fp16" in teacher
+    assert check_parses(cmds) == {"fairseq-train": 3, "fairseq-generate": 3, "fairseq-kd-cache": 3}
