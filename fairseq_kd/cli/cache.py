@@ -180,18 +180,33 @@ def _to_device(sample, device):
     return utils.move_to_cuda(sample) if device.startswith("cuda") else sample
 
 
+def check_options(args) -> None:
+    """Usage errors before anything loads (--topk against the vocabulary once the task is set up)."""
+    from fairseq_kd import validate
+
+    validate.positive("--topk", args.topk)
+    validate.positive("--max-tokens", args.max_tokens)
+    if args.batch_size is not None:
+        validate.positive("--batch-size", args.batch_size)
+    validate.positive("--flush-every", args.flush_every)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise KDInputError(f"--device {args.device}: torch sees no GPU here; pass --device cpu")
+
+
 def main(args) -> list:
     import fairseq_kd  # noqa: F401  (allowlist + registration)
-    from fairseq_kd import guard
+    from fairseq_kd import guard, validate
 
     guard.check_paths({"data": args.data.split(":"), "--teacher-path": args.teacher_path.split(":"),
                        "--teacher-data": args.teacher_data}, {"--out-dir": args.out_dir}, "fairseq-kd-cache")
     if args.part and args.merge:
         raise KDInputError("--part and --merge exclude each other: run the parts first, then --merge once")
+    check_options(args)
     # one writer per directory: the cache directory, or a part's own directory (parts run side by side)
     splits = args.split or ["train"]
     with guard.DirLock(parts.part_dir(args.out_dir, args.part) if args.part else args.out_dir, "fairseq-kd-cache"):
         task = build_task(args)
+        validate.topk_within("--topk", args.topk, len(task.target_dictionary), zero_means_all=False)
         teacher = task.load_teacher()
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
         teacher.place(torch.device(args.device), dtype)

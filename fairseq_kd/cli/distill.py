@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 
-from fairseq_kd.errors import KDInputError
+from fairseq_kd.errors import KDInputError, KDRunError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard-size", type=int, default=2000, help="sentences per resumable shard")
     g.add_argument("--overwrite", action="store_true", help="discard finished shards and start over")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--max-failed-fraction", type=float, default=0.01,
+                   help="sentences the teacher fails on (e.g. NaN) get their gold target, counted by cause in the "
+                        "summary; the run fails (nothing published) when more than this fraction of the split fails")
     g = p.add_argument_group("parallel workers (blocks of shards; OUT/parts/I-of-N)")
     from fairseq_kd.parts import add_arguments
 
@@ -74,10 +77,28 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_options(args) -> None:
+    """Ranges, before anything loads (--sampling-topk is checked against the vocabulary in ``run``)."""
+    from fairseq_kd import validate
+
+    for flag, value in (("--beam", args.beam), ("--nbest", args.nbest), ("--max-tokens", args.max_tokens),
+                        ("--batch-size", args.batch_size), ("--shard-size", args.shard_size),
+                        ("--temperature", args.temperature)):
+        validate.positive(flag, value)
+    for flag, value in (("--max-len-a", args.max_len_a), ("--max-len-b", args.max_len_b), ("--threads", args.threads)):
+        validate.non_negative(flag, value)
+    if args.sampling_topk != -1 and args.sampling_topk < 1:
+        raise KDInputError(f"--sampling-topk {args.sampling_topk}: pass k >= 1, or -1 for no top-k restriction")
+    if args.sampling_topp != -1.0:
+        validate.probability("--sampling-topp", args.sampling_topp, open_low=True)
+    validate.probability("--max-failed-fraction", args.max_failed_fraction)
+
+
 def config_from_args(args):
     from fairseq_kd.distill.decoding import DecodingConfig
     from fairseq_kd.distill.run import DistillConfig
 
+    check_options(args)
     dcfg = DecodingConfig(decoding=args.decoding, beam=args.beam, nbest=args.nbest, lenpen=args.lenpen,
                           max_len_a=args.max_len_a, max_len_b=args.max_len_b, sampling_topk=args.sampling_topk,
                           sampling_topp=args.sampling_topp, temperature=args.temperature)
@@ -93,7 +114,8 @@ def config_from_args(args):
         spm_model=args.spm_model, spm_model_tgt=args.spm_model_tgt, threads=args.threads, cpu=args.cpu,
         fp16=args.fp16, copy_splits=[s for s in args.copy_splits.split(",") if s],
         trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite, progress=not args.no_progress,
-        part=str(args.part) if args.part is not None else None, merge=args.merge)
+        max_failed_fraction=args.max_failed_fraction, part=str(args.part) if args.part is not None else None,
+        merge=args.merge)
 
 
 def main(argv=None) -> dict:
@@ -127,6 +149,9 @@ def cli_main(argv=None) -> None:
     except ValueError as err:  # bad flag combinations caught by the configs
         print(f"fairseq-kd-distill: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KDRunError as err:  # e.g. more sentences failed than --max-failed-fraction allows
+        print(f"fairseq-kd-distill: error: {err}", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps(summary, indent=1, sort_keys=True))
 
 

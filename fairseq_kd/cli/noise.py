@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from fairseq_kd import fileio, guard, noise as N
+from fairseq_kd import fileio, guard, noise as N, validate
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger("fairseq_kd.cli.noise")
@@ -98,6 +98,9 @@ def _sampler_for(lines: List[str], unit: str, vocab: Optional[str], cfg: N.Noise
 
 def run(args) -> Dict:
     """Do the work for parsed ``args``; returns the JSON summary."""
+    for flag in ("deletion", "substitution", "swap"):
+        validate.probability(f"--{flag}", getattr(args, flag))
+    validate.positive("--swap-window", args.swap_window)
     cfg = N.NoiseConfig(args.deletion, args.substitution, args.swap, args.swap_window)
     if args.vocab and not os.path.isfile(args.vocab):
         raise KDInputError(f"{args.vocab}: vocabulary file not found; pass --vocab with an existing file or drop it")

@@ -24,7 +24,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from fairseq_kd import guard
+from fairseq_kd import guard, validate
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger("fairseq_kd.cli.prune")
@@ -215,6 +215,7 @@ def cli_main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.time()
     try:
+        validate.positive("--tolerance", args.tolerance)
         report = prune_checkpoint(args.input, args.output, tolerance=args.tolerance, verify=not args.no_verify,
                                   seed=args.verify_seed, trust=args.trust_checkpoint, force=args.force)
     except KDInputError as err:

@@ -106,6 +106,22 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_options(args) -> None:
+    """Ranges of the training and decoding options, before any cell starts."""
+    from fairseq_kd import validate
+
+    for flag, value in (("--max-update", args.max_update), ("--max-tokens", args.max_tokens),
+                        ("--validate-interval-updates", args.validate_interval_updates), ("--beam", args.beam)):
+        validate.positive(flag, value)
+    for flag, value in (("--warmup-updates", args.warmup_updates), ("--max-len-a", args.max_len_a),
+                        ("--max-len-b", args.max_len_b)):
+        validate.non_negative(flag, value)
+    validate.in_range("--label-smoothing", args.label_smoothing, 0.0, 1.0, hi_open=True)
+    for lr in args.lrs:
+        validate.positive("--lrs", lr)
+    validate.positive("--noise-swap-window", args.noise_swap_window)
+
+
 def config_from_args(args):
     from fairseq_kd.study import StudyConfig
 
@@ -132,6 +148,7 @@ def cli_main(argv=None) -> int:
                         level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr, force=True)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
+        check_options(args)
         cfg = config_from_args(args)
         if args.dry_run:
             cfg.validate()

@@ -23,7 +23,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import divergences, gates, hidden, kd_losses
+from fairseq_kd import divergences, gates, hidden, kd_losses, validate
 from fairseq_kd.criteria._common import add_capacity_term, log_averaged, log_seq_kd_metrics, reduce_kd_metrics
 from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
 from fairseq_kd.errors import KDInputError
@@ -72,6 +72,7 @@ class HybridKDCriterion(FairseqCriterion):
             raise ValueError(f"--hybrid-weight must be in [0, 1], got {hybrid_weight}")
         if kd_temperature <= 0:
             raise ValueError(f"--kd-temperature must be > 0, got {kd_temperature}")
+        validate.kd_criterion_options(task, label_smoothing, kd_topk)
         self.T, self.topk, self.eps, self.sentence_avg = kd_temperature, kd_topk, label_smoothing, sentence_avg
         self.learned = str(hybrid_gate) == "learned"
         if self.learned:  # trained with the student: fairseq optimizes and checkpoints criterion parameters

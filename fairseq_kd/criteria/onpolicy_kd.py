@@ -30,7 +30,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import divergences, hidden, kd_losses, onpolicy
+from fairseq_kd import divergences, hidden, kd_losses, onpolicy, validate
 from fairseq_kd.criteria._common import add_capacity_term, log_averaged, reduce_kd_metrics
 from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
 
@@ -74,6 +74,7 @@ class OnPolicyKDCriterion(FairseqCriterion):
             raise ValueError("--kd-temperature and --onpolicy-temperature must be > 0")
         if getattr(task.cfg, "teacher_cache", None):
             raise ValueError("onpolicy_kd scores the student's own prefixes online: drop --teacher-cache")
+        validate.kd_criterion_options(task, cfg.label_smoothing, cfg.kd_topk)
         self.kind, self.tail = str(cfg.kd_divergence), str(cfg.kd_topk_tail)
         check_divergence_options(task, self.kind, cfg.kd_jsd_beta, cfg.kd_topk, self.tail)
         self.teacher = task.teacher_source  # fairseq_kd.teacher.TeacherSource

@@ -14,7 +14,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from omegaconf import II
 
-from fairseq_kd import hidden
+from fairseq_kd import hidden, validate
 from fairseq_kd.criteria._common import add_capacity_term, log_seq_kd_metrics, reduce_kd_metrics
 
 
@@ -41,6 +41,7 @@ class SeqKDCriterion(FairseqCriterion):
         if not getattr(task.cfg, "teacher_path", None) or not hasattr(task, "use_teacher_targets"):
             raise ValueError("seq_kd needs --task kd_translation with --teacher-path (for offline distilled data "
                              "made by fairseq-kd-distill, train with label_smoothed_cross_entropy instead)")
+        validate.kd_criterion_options(task, label_smoothing)
         self.eps, self.report_accuracy, self.sentence_avg = label_smoothing, report_accuracy, sentence_avg
         task.use_teacher_targets()  # training samples now carry the teacher's translations
         self.hidden = hidden.build_distiller(task, kd_hidden_weight, kd_hidden_loss, kd_hidden_map, kd_hidden_decoder)

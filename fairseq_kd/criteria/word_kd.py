@@ -17,7 +17,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import divergences, hidden, kd_losses
+from fairseq_kd import divergences, hidden, kd_losses, validate
 from fairseq_kd.criteria._common import add_capacity_term, reduce_kd_metrics
 from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
 
@@ -56,6 +56,7 @@ class WordKDCriterion(FairseqCriterion):
             raise ValueError(f"--kd-alpha must be in [0, 1], got {kd_alpha}")
         if kd_temperature <= 0:
             raise ValueError(f"--kd-temperature must be > 0, got {kd_temperature}")
+        validate.kd_criterion_options(task, label_smoothing, kd_topk, kd_selection_ratio, kd_selection_queue_size)
         self.alpha, self.temperature, self.eps = kd_alpha, kd_temperature, label_smoothing
         self.topk, self.selection, self.selection_ratio = kd_topk, str(kd_selection), kd_selection_ratio
         self.queue = kd_losses.CEQueue(kd_selection_queue_size) if self.selection == "global" else None

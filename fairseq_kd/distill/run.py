@@ -151,6 +151,9 @@ def distill(cfg: DistillConfig) -> Dict:
         torch.set_num_threads(cfg.threads)
     src, tgt = infer_langs(cfg.data, cfg.split, cfg.source_lang, cfg.target_lang)
     data = SplitData(cfg.data, cfg.split, src, tgt)
+    if cfg.decoding.sampling_topk > len(data.tgt_dict):
+        raise KDInputError(f"--sampling-topk {cfg.decoding.sampling_topk} exceeds the {len(data.tgt_dict)} symbols of "
+                           f"{data.tgt_dict_file}")
     if cfg.decoding.decoding == "teacher_forcing" and data.tgt_ds is None:
         raise KDInputError(f"--decoding teacher_forcing needs the gold target {cfg.split}.{src}-{tgt}.{tgt} in {cfg.data}")
     if cfg.select != "top" and data.tgt_ds is None:

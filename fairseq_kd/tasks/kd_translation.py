@@ -101,6 +101,9 @@ class KDTranslationTask(TranslationTask):
 
     def __init__(self, cfg: KDTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
+        from fairseq_kd.noise import NoiseConfig
+
+        NoiseConfig(cfg.noise_deletion, cfg.noise_substitution, cfg.noise_swap, cfg.noise_swap_window)  # checks rates
         self._teacher = None
         self.student_dims = None  # {side: (layers, width)} of the student being trained (fairseq_kd.hidden)
         self.teacher_caches = {}  # split -> fairseq_kd.cache.TeacherCache
