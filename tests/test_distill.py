@@ -211,7 +211,14 @@ def test_seq_inter_keeps_the_closest_hypothesis(tiny_teacher, tmp_path):
     for g, t, r in zip(got, top_lines, refs):
         assert sacrebleu.sentence_bleu(g, [r]).score >= sacrebleu.sentence_bleu(t, [r]).score
     assert summary["bleu"] >= top["bleu"]
-    assert summary["nbest_rank_histogram"].get("0", 0) < 40 or got == top_lines
+    # a lower-ranked hypothesis is kept exactly when it scores strictly higher (ties keep the top one),
+    # and on this test set that happens: the selection does leave the top hypothesis
+    for g, t, r, rec in zip(got, top_lines, refs, recs):
+        if rec["rank"] == 0:
+            assert g == t
+        else:
+            assert g != t and sacrebleu.sentence_bleu(g, [r]).score > sacrebleu.sentence_bleu(t, [r]).score
+    assert any(rec["rank"] > 0 for rec in recs)
 
 
 @pytest.mark.integration
