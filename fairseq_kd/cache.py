@@ -271,22 +271,27 @@ class TeacherCache:
         Returns ids B x T x K (long), probs B x T x K (fp32), gold B x T (fp32); padded
         positions hold token 0 with probability 1 (their KL is masked by the caller).
         """
-        sample_ids = sample["id"].tolist()
+        sample_ids = sample["id"].cpu().numpy().astype(np.int64)  # B
         B, T = target.shape
-        full_len = sample["target"].ne(pad).sum(-1).tolist()
+        full_len = sample["target"].ne(pad).sum(-1).cpu().numpy()  # B
+        bad = np.nonzero((sample_ids < 0) | (sample_ids >= self.n_sentences))[0]
+        if len(bad):
+            raise KDInputError(f"teacher cache {self.folder} ({self.split}) has no entry for sentence "
+                               f"{int(sample_ids[bad[0]])} (it holds {self.n_sentences}): re-run fairseq-kd-cache")
+        lo, hi = self.offsets[sample_ids], self.offsets[sample_ids + 1]  # B
+        bad = np.nonzero(hi - lo != full_len)[0]
+        if len(bad):
+            b = bad[0]
+            raise KDInputError(f"teacher cache {self.folder} ({self.split}): sentence {int(sample_ids[b])} has "
+                               f"{int(hi[b] - lo[b])} cached tokens but the batch has {int(full_len[b])}: the cache "
+                               f"is stale, re-run fairseq-kd-cache")
+        n = hi - lo - prefix  # B: cached positions per row
+        rows = np.arange(int(n.sum())) + np.repeat(lo + prefix - (np.cumsum(n) - n), n)  # their rows, row-major
+        filled = np.arange(T)[None, :] < n[:, None]  # B x T
         ids = np.zeros((B, T, self.k), dtype=np.int64)
         probs = np.zeros((B, T, self.k), dtype=np.float32)
         probs[..., 0] = 1.0
         gold = np.zeros((B, T), dtype=np.float32)
-        for b, i in enumerate(sample_ids):
-            if not 0 <= i < self.n_sentences:
-                raise KDInputError(f"teacher cache {self.folder} ({self.split}) has no entry for sentence {i} "
-                                   f"(it holds {self.n_sentences}): re-run fairseq-kd-cache")
-            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
-            if hi - lo != full_len[b]:
-                raise KDInputError(f"teacher cache {self.folder} ({self.split}): sentence {i} has {hi - lo} cached "
-                                   f"tokens but the batch has {full_len[b]}: the cache is stale, re-run fairseq-kd-cache")
-            n = hi - lo - prefix
-            ids[b, :n], probs[b, :n], gold[b, :n] = self.ids[lo + prefix:hi], self.probs[lo + prefix:hi], self.gold[lo + prefix:hi]
+        ids[filled], probs[filled], gold[filled] = self.ids[rows], self.probs[rows], self.gold[rows]
         dev = target.device
         return torch.from_numpy(ids).to(dev), torch.from_numpy(probs).to(dev), torch.from_numpy(gold).to(dev)

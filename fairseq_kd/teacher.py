@@ -114,17 +114,27 @@ class TeacherEnsemble(torch.nn.Module):
         """fp32 log of the members' averaged softmax(z / T); a normal (autograd-safe) tensor."""
         return self.log_probs_at(net_input, temperature)[0]
 
+    def log_probs_and_gold(self, net_input: Dict, target: torch.Tensor, temperature: float = 1.0):
+        """(log-probs at T: B x T x V, log-prob of ``target`` at T = 1: B x T), one forward pass.
+
+        At T != 1 the gold log-prob comes from each member's logsumexp (a reduction) instead of
+        a second full-vocabulary log-softmax."""
+        with torch.no_grad():
+            logits = self.logits(net_input)
+            lp = _mean_log_probs([F.log_softmax(z.float() / temperature, dim=-1) for z in logits])
+            if temperature == 1.0:
+                return lp, lp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            gold = [z.gather(-1, target.unsqueeze(-1)).squeeze(-1).float() - torch.logsumexp(z.float(), dim=-1)
+                    for z in logits]  # each B x T
+            return lp, _mean_log_probs(gold)
+
     def log_probs_at(self, net_input: Dict, *temperatures: float) -> List[torch.Tensor]:
         """``log_probs`` at several temperatures from one forward pass.  # each B x T x V"""
         with torch.no_grad():
             logits = self.logits(net_input)
             outs = []
             for t in temperatures:
-                lps = [F.log_softmax(z.float() / t, dim=-1) for z in logits]
-                if len(lps) == 1:
-                    outs.append(lps[0])
-                else:  # log of the mean probability
-                    outs.append(torch.logsumexp(torch.stack(lps, dim=0), dim=0) - math.log(len(lps)))
+                outs.append(_mean_log_probs([F.log_softmax(z.float() / t, dim=-1) for z in logits]))
         return outs
 
 
@@ -193,15 +203,19 @@ class TeacherSource:
         if not getattr(self.task, "has_teacher", False):
             return None
         teacher = self.task.load_teacher()
-        net_input = self.task.teacher_net_input(sample)
-        temps = (temperature,) if temperature == 1.0 else (temperature, 1.0)
-        lps = [lp[:, prefix:] for lp in teacher.log_probs_at(net_input, *temps)]  # each B x T x V
-        lp, lp1 = lps[0], lps[-1]
-        gold = lp1.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # B x T
+        lp, gold = teacher.log_probs_and_gold(self.task.teacher_net_input(sample), sample["target"], temperature)
+        lp, gold = lp[:, prefix:], gold[:, prefix:]  # B x T x V, B x T
         if topk > 0:
             ids, topk_lp = kd_losses.topk_renormalized(lp, topk)  # B x T x K
             return TeacherDistribution(temperature, gold, lprobs=lp, ids=ids, topk_lprobs=topk_lp)
         return TeacherDistribution(temperature, gold, lprobs=lp)
+
+
+def _mean_log_probs(lps: List[torch.Tensor]) -> torch.Tensor:
+    """log of the members' mean probability from their log-probabilities (one member: itself)."""
+    if len(lps) == 1:
+        return lps[0]
+    return torch.logsumexp(torch.stack(lps, dim=0), dim=0) - math.log(len(lps))
 
 
 def teacher_fingerprint(paths: Sequence[str]) -> str:
