@@ -97,6 +97,14 @@ def atomic_write_json(path: PathLike, obj, indent: Optional[int] = 1, sort_keys:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
 
 
+def atomic_copy(src: PathLike, dst: PathLike) -> None:
+    """Copy ``src``'s bytes to ``dst`` atomically (``dst`` is the old file or the full copy)."""
+    import shutil
+
+    with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+
+
 def _write_lines(f, lines: Iterable[str], path: str) -> int:
     n = 0
     for line in lines:

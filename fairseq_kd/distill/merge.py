@@ -20,6 +20,7 @@ import os
 import shutil
 from typing import Dict
 
+from fairseq_kd import fileio
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,7 @@ def merge_parts(cfg) -> Dict:
             pstore.read(k, ranges[k])  # ids and count checked: exactly ranges[k], in order
         for k in block:
             if not store.done(k):
-                tmp = f"{store.path(k)}.tmp.{os.getpid()}"
-                shutil.copyfile(pstore.path(k), tmp)
-                os.replace(tmp, store.path(k))
+                fileio.atomic_copy(pstore.path(k), store.path(k))
         timing.update({str(k): float(man["timing"][str(k)]) for k in block})
     logger.info("merged %d parts (%d shards, %d sentences) into %s", n, len(ranges), len(data), work)
     detok_src, detok_tgt = Detokenizer(cfg.spm_model), Detokenizer(cfg.spm_model_tgt or cfg.spm_model)

@@ -8,6 +8,7 @@ from typing import Dict
 
 import torch
 
+from fairseq_kd import fileio
 from fairseq_kd.distill.data import SplitData, split_prefix, to_pieces
 from fairseq_kd.distill.fallback import check_failures, failed_by_cause
 from fairseq_kd.distill.shards import ShardStore, atomic_write_lines, atomic_write_text
@@ -44,9 +45,8 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
     bin_dir = os.path.join(out, "bin")
     os.makedirs(bin_dir, exist_ok=True)
     for lang, d in ((src, data.src_dict), (tgt, data.tgt_dict)):
-        tmp = os.path.join(bin_dir, f"dict.{lang}.txt.tmp")
-        d.save(tmp)
-        os.replace(tmp, os.path.join(bin_dir, f"dict.{lang}.txt"))
+        with fileio.atomic_open(os.path.join(bin_dir, f"dict.{lang}.txt")) as f:
+            d.save(f)
     for lang, d, items in ((src, data.src_dict, (data.src_ds[i] for i in range(len(data)))),
                            (tgt, data.tgt_dict, (torch.tensor(r["tgt"]) for r in records))):
         prefix = os.path.join(bin_dir, f"{split}.{src}-{tgt}.{lang}")
@@ -65,9 +65,7 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
             if p is None:
                 raise KDInputError(f"--copy-splits {other}: no binarized {other} split ({src}-{tgt}) in {cfg.data}")
             for ext in (".bin", ".idx"):
-                dst = os.path.join(bin_dir, f"{other}.{src}-{tgt}.{lang}{ext}")
-                shutil.copyfile(p + ext, dst + ".tmp")
-                os.replace(dst + ".tmp", dst)
+                fileio.atomic_copy(p + ext, os.path.join(bin_dir, f"{other}.{src}-{tgt}.{lang}{ext}"))
 
     # summary
     seconds = sum(timing.get(str(k), 0.0) for k in range(len(ranges)))
