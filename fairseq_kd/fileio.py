@@ -182,20 +182,29 @@ def read_lines(path: PathLike, what: str = "file") -> List[str]:
 
 
 def iter_lines(path: PathLike, what: str = "file") -> Iterator[str]:
-    """Streaming ``read_lines`` for large files (same splitting and errors)."""
+    """Streaming ``read_lines`` for large files and stdin (``-``): same splitting and errors."""
     path = os.fspath(path)
+    if path == "-":
+        if not hasattr(sys.stdin, "buffer"):  # a text stream (tests): already decoded
+            yield from split_lines(sys.stdin.read())
+            return
+        yield from _decoded(sys.stdin.buffer, "<stdin>")
+        return
     if not os.path.isfile(path):
         raise KDInputError(f"{path}: no such file ({what} not found); pass an existing file")
     with open(path, "rb") as f:
-        offset = 0
-        for raw in f:  # binary iteration splits on b"\n" only
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise KDInputError(f"{path}: not valid UTF-8 ({e.reason} at byte {offset + e.start}); "
-                                   f"{UTF8_FIX}") from None
-            offset += len(raw)
-            yield line[:-1] if line.endswith("\n") else line
+        yield from _decoded(f, path)
+
+
+def _decoded(binary, name: str) -> Iterator[str]:
+    offset = 0
+    for raw in binary:  # binary iteration splits on b"\n" only
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise KDInputError(f"{name}: not valid UTF-8 ({e.reason} at byte {offset + e.start}); {UTF8_FIX}") from None
+        offset += len(raw)
+        yield line[:-1] if line.endswith("\n") else line
 
 
 def count_lines(path: PathLike) -> int:

@@ -240,3 +240,17 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_iter_lines_reads_stdin_bytes_split_on_newline_only(monkeypatch):
+    import io
+
+    class Stdin:
+        def __init__(self, data):
+            self.buffer = io.BytesIO(data)
+
+    monkeypatch.setattr(sys, "stdin", Stdin("a\rb\nc".encode("utf-8")))
+    assert list(fileio.iter_lines("-")) == ["a\rb", "c"]
+    monkeypatch.setattr(sys, "stdin", Stdin(b"ok\n\xf6\n"))
+    with pytest.raises(KDInputError, match="<stdin>: not valid UTF-8 .*at byte 3"):
+        list(fileio.iter_lines("-"))

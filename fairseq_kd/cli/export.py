@@ -42,9 +42,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     import fairseq_kd  # noqa: F401  (checkpoint allowlist, registrations)
+    from fairseq_kd import guard
     from fairseq_kd.export.convert import export_checkpoint
 
     args = get_parser().parse_args(argv)
+    guard.check_paths({"checkpoint": args.checkpoint, "--data": args.data, "--spm-model": args.spm_model,
+                       "--spm-model-tgt": args.spm_model_tgt}, {"out_dir": args.out_dir}, "fairseq-kd-export")
     meta = export_checkpoint(args.checkpoint, args.out_dir, args.quantization, data=args.data,
                              spm_model=args.spm_model, spm_model_tgt=args.spm_model_tgt,
                              trust=args.trust_checkpoint, force=args.force)

@@ -12,7 +12,6 @@ has one line per input line, in input order (an empty line gives an empty line).
 are written atomically; a progress bar runs when the input is a file.
 """
 import argparse
-import io
 import itertools
 import json
 import logging
@@ -110,26 +109,24 @@ def translate_lines(lines: Iterable[str], decoder, pieces: Pieces, chunk_lines: 
 def _input_lines(path: str) -> Iterator[str]:
     from fairseq_kd import fileio
 
-    if path == "-":
-        stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="\n")
-        for line in stream:
-            yield line[:-1] if line.endswith("\n") else line
-    else:
-        yield from fileio.iter_lines(path, "--input")
+    yield from fileio.iter_lines(path, "--input")  # "-" = stdin; split on \n only, UTF-8 checked
 
 
 def main(argv=None) -> dict:
-    from fairseq_kd import fileio
+    from fairseq_kd import fileio, guard, validate
     from fairseq_kd.export.convert import read_meta
     from fairseq_kd.export.decode import FairseqLikeDecoder, SearchConfig
 
     args = get_parser().parse_args(argv)
     if args.beam < 1 or args.max_tokens < 1 or args.chunk_lines < 1:
         raise KDInputError("--beam, --max-tokens and --chunk-lines must be positive")
+    for flag, value in (("--max-len-a", args.max_len_a), ("--max-len-b", args.max_len_b),
+                        ("--min-len", args.min_len), ("--threads", args.threads)):
+        validate.non_negative(flag, value)
+    guard.check_paths({"model_dir": args.model_dir, "--input": args.input, "--spm-model": args.spm_model,
+                       "--spm-model-tgt": args.spm_model_tgt}, {"--output": args.output}, "fairseq-kd-translate")
     if args.input != "-" and not os.path.isfile(args.input):
         raise KDInputError(f"--input {args.input}: no such file")
-    if args.output != "-" and args.input != "-" and os.path.realpath(args.output) == os.path.realpath(args.input):
-        raise KDInputError(f"--output {args.output} is the input file: choose another output path")
     meta = read_meta(args.model_dir)
     pieces = Pieces(args.model_dir, args.spm_model, args.spm_model_tgt)
     translator = load_translator(args.model_dir, args.device, args.compute_type, args.threads)
