@@ -14,7 +14,6 @@ It only ever runs under ``torch.no_grad()`` (not inference mode: its outputs are
 the student's backward, which inference tensors cannot be, and cloning them out costs a
 full B x T x V copy per step).
 """
-import hashlib
 import logging
 import math
 import os
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 from fairseq_kd import checkpoint_safety, kd_losses
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.fingerprint import file_sha256, files_fingerprint as teacher_fingerprint  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ def split_paths(paths) -> List[str]:
     if isinstance(paths, str):
         paths = paths.split(":")
     return [p for p in paths if p]
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dictionary_file(data: str, lang: str) -> str:
@@ -216,13 +208,6 @@ def _mean_log_probs(lps: List[torch.Tensor]) -> torch.Tensor:
     if len(lps) == 1:
         return lps[0]
     return torch.logsumexp(torch.stack(lps, dim=0), dim=0) - math.log(len(lps))
-
-
-def teacher_fingerprint(paths: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(file_sha256(p).encode())
-    return h.hexdigest()
 
 
 def load_teacher(paths, task=None, teacher_data: Optional[str] = None, trust: bool = False) -> TeacherEnsemble:

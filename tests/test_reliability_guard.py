@@ -176,3 +176,15 @@ def test_prepare_script_refuses_data_dir_inside_its_outputs(tree):
                               env={**os.environ, "PYTHON": sys.executable})
         assert proc.returncode == 2 and "refusing to write" in proc.stderr, proc.stderr[-800:]
         assert snapshot(tree) == before
+
+
+WRITES_NOTHING = {"fairseq_kd.cli.ladder"}  # prints its table on stdout only
+
+
+def test_every_console_tool_is_in_the_guard_test():
+    """A new console tool must be added to TOOLS (or to WRITES_NOTHING): no tool escapes the guard test."""
+    import re
+
+    tools = re.findall(r'"fairseq-kd-[\w-]+ = ([\w.]+):cli_main"', (REPO / "setup.py").read_text())
+    covered = set(re.findall(r'_cli\("([\w.]+)"', Path(__file__).read_text()))
+    assert len(tools) >= 10 and not set(tools) - covered - WRITES_NOTHING, set(tools) - covered - WRITES_NOTHING
