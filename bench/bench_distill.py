@@ -154,7 +154,9 @@ def main():
         with contextlib.redirect_stderr(io.StringIO()):
             s = profiled(name, a.profile, distill.main, argv)
         wall = time.perf_counter() - t0
-        out_lines = (out / f"{a.split}.{tgt}").read_text(encoding="utf-8").splitlines()
+        from fairseq_kd import fileio
+
+        out_lines = fileio.read_lines(out / f"{a.split}.{tgt}")
         results[name] = {"wall_s": round(wall, 2), "sent_per_s": round(n / wall, 1), "bleu": bleu(out_lines),
                          "decode_sent_per_s": s["sent_per_s"]}
     base = results["fairseq-generate"]["sent_per_s"]

@@ -25,8 +25,9 @@ sys.path.insert(0, str(REPO))
 def load_pairs(data_dir: Path, n: int = 29000):
     src, tgt = data_dir / "multi30k" / "train.de", data_dir / "multi30k" / "train.en"
     if src.exists():
-        return (src.read_text(encoding="utf-8").splitlines(), tgt.read_text(encoding="utf-8").splitlines(),
-                "multi30k train")
+        from fairseq_kd.fileio import read_lines
+
+        return read_lines(src), read_lines(tgt), "multi30k train"
     rng = random.Random(0)
     make = lambda: " ".join(f"w{rng.randrange(8000)}" for _ in range(rng.randint(5, 25)))  # noqa: E731
     return [make() for _ in range(n)], [make() for _ in range(n)], "synthetic"
