@@ -101,6 +101,21 @@ guard_outputs() {
   prep guard --tool "$(basename "$0")" "${args[@]}"
 }
 
+# lock_out_dir: one run per --out-dir: an flock on DIR/.fairseq-kd.lock (the lock fairseq_kd.guard.DirLock
+# takes), held until the script exits however it exits (even kill -9); a second run exits 2 naming the pid.
+lock_out_dir() {
+  command -v flock >/dev/null || { log "WARNING: no flock(1) here: ${out_dir} is not locked"; return 0; }
+  mkdir -p "${out_dir}"
+  local lock="${out_dir}/.fairseq-kd.lock"
+  exec 9<>"${lock}"
+  if ! flock -n 9; then
+    echo "$(basename "$0"): error: ${out_dir} is in use by another run (pid $(cut -d' ' -f1 "${lock}" 2>/dev/null)," \
+      "lock ${lock}); wait for it to finish or stop it, or choose another --out-dir" >&2
+    exit 2
+  fi
+  echo "$$ $(basename "$0")" > "${lock}"
+}
+
 # all_exist FILE...: true when every file exists (a stage's outputs).
 all_exist() { local f; for f in "$@"; do [[ -e "${f}" ]] || return 1; done; }
 

@@ -53,6 +53,7 @@ _inputs=("${data_dir}/train.tags.${pair}.${src}" "${data_dir}/train.tags.${pair}
 IFS=, read -r -a _names <<< "${test_sets}"
 for n in "${_names[@]}"; do _inputs+=("${test_dir}/${n}.${pair}.${src}.xml" "${test_dir}/${n}.${pair}.${tgt}.xml"); done
 guard_outputs "${_inputs[@]}"
+lock_out_dir
 settings="data_dir=${data_dir} test_dir=${test_dir} vocab_size=${vocab_size} spm_model_type=${spm_model_type} test_sets=${test_sets} src=${src} tgt=${tgt} valid_every=${valid_every} min_len=${min_len} max_len=${max_len} ratio=${ratio}"
 check_settings "${out_dir}" "${settings}"
 

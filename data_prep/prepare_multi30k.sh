@@ -58,6 +58,7 @@ if [[ -z "${data_dir}" ]]; then
 fi
 _inputs=(); for n in "${origs[@]}"; do _inputs+=("${data_dir}/${n}.${src}" "${data_dir}/${n}.${tgt}"); done
 guard_outputs "${_inputs[@]}"
+lock_out_dir
 settings="data_dir=${data_dir} vocab_size=${vocab_size} spm_model_type=${spm_model_type} test_sets=${test_sets} src=${src} tgt=${tgt} min_len=${min_len} max_len=${max_len} ratio=${ratio}"
 check_settings "${out_dir}" "${settings}"
 

@@ -65,6 +65,7 @@ _corpus_files=(); for c in "${_corpora[@]}"; do _corpus_files+=("${c}.${src}" "$
 guard_outputs "${_corpus_files[@]}" "${test_dir}/newstest2014-deen-src.${src}.sgm" \
   "${test_dir}/newstest2014-deen-ref.${tgt}.sgm" "${valid_dir}/newstest2013.${src}" "${valid_dir}/newstest2013.${tgt}" \
   "${valid_dir}/newstest2013-src.${src}.sgm" "${valid_dir}/newstest2013-ref.${tgt}.sgm"
+lock_out_dir
 settings="train_corpora=${train_corpora} test_dir=${test_dir} valid_dir=${valid_dir} valid_fallback=${valid_fallback} carve_valid=${carve_valid} vocab_size=${vocab_size} spm_model_type=${spm_model_type} src=${src} tgt=${tgt} min_len=${min_len} max_len=${max_len} ratio=${ratio}"
 check_settings "${out_dir}" "${settings}"
 

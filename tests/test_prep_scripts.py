@@ -19,7 +19,8 @@ def run_script(script, *args, check=True):
 
 
 def files_under(folder: Path):
-    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+    """Outputs under ``folder`` (the run's lock file is no output)."""
+    return [p for p in folder.rglob("*") if p.is_file() and p.name != ".fairseq-kd.lock"] if folder.exists() else []
 
 
 def n_binarized(prefix: Path) -> int:

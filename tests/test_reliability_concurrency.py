@@ -77,3 +77,22 @@ def test_second_long_run_on_one_directory_is_refused_with_the_holders_pid(module
     err = capsys.readouterr().err
     assert rc == 2 and f"(pid {os.getpid()}" in err and "Traceback" not in err, err
     assert sorted(p.name for p in out.iterdir()) == [".fairseq-kd.lock"]  # nothing else written
+
+
+@pytest.mark.integration
+def test_second_prepare_run_on_one_out_dir_is_refused(tmp_path):
+    """data_prep/*.sh lock --out-dir with flock(1) on the file fairseq_kd.guard.DirLock uses."""
+    from fairseq_kd.guard import DirLock
+
+    data = tmp_path / "m30k"
+    data.mkdir()
+    for name in ("train", "val", "test_2016_flickr"):
+        for lang in ("de", "en"):
+            (data / f"{name}.{lang}").write_text("ein Haus\n")
+    out = tmp_path / "out"
+    with DirLock(out, "first run"):
+        proc = subprocess.run(["bash", str(REPO / "data_prep" / "prepare_multi30k.sh"), "--data-dir", str(data),
+                               "--out-dir", str(out)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 2 and f"in use by another run (pid {os.getpid()}" in proc.stderr, proc.stderr[-500:]
+    assert sorted(p.name for p in out.iterdir()) == [".fairseq-kd.lock"]
