@@ -7,16 +7,10 @@ import torch
 from fairseq_kd import hidden
 from fairseq_kd.errors import KDInputError
 from tests import helpers
+from tests.test_word_kd import tiny_bin  # noqa: F401  (module fixture)
 
 WIDE_ARCH = [a if a != "32" else "48" for a in helpers.TINY_ARCH_ARGS]  # d = 48 teacher vs d = 32 student
 WIDE_ARCH[WIDE_ARCH.index("--encoder-layers") + 1] = "2"
-
-
-@pytest.fixture(scope="module")
-def tiny_bin(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hidden")
-    raw = helpers.make_synthetic_corpus(root / "raw", n_train=24, n_valid=8, n_test=8)
-    return helpers.preprocess(raw, root / "bin")
 
 
 def test_layer_maps():

@@ -11,15 +11,9 @@ import torch.nn.functional as F
 from tests import helpers
 from tests.test_seq_kd import seq_kd_args, small  # noqa: F401  (module fixture)
 from tests.test_word_kd import attach_teacher, grads, make_criterion, perturbed_copy
+from tests.test_word_kd import tiny_bin  # noqa: F401  (module fixture)
 
 NARROW_ARCH = [a if a not in ("32", "64") else {"32": "16", "64": "32"}[a] for a in helpers.TINY_ARCH_ARGS]
-
-
-@pytest.fixture(scope="module")
-def tiny_bin(tmp_path_factory):
-    root = tmp_path_factory.mktemp("methods")
-    raw = helpers.make_synthetic_corpus(root / "raw", n_train=40, n_valid=8, n_test=8)
-    return helpers.preprocess(raw, root / "bin")
 
 
 def plain_divergence(t_logits, s_logits, kind, T, beta=0.3):

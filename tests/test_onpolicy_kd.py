@@ -11,13 +11,7 @@ from fairseq_kd import divergences, onpolicy
 from fairseq_kd.criteria.onpolicy_kd import OnPolicyKDConfig, OnPolicyKDCriterion
 from tests import helpers
 from tests.test_word_kd import attach_teacher, grads, make_criterion, perturbed_copy
-
-
-@pytest.fixture(scope="module")
-def tiny_bin(tmp_path_factory):
-    root = tmp_path_factory.mktemp("onpolicy")
-    raw = helpers.make_synthetic_corpus(root / "raw", n_train=40, n_valid=8, n_test=8)
-    return helpers.preprocess(raw, root / "bin")
+from tests.test_word_kd import tiny_bin  # noqa: F401  (module fixture)
 
 
 def make_onpolicy(task, **kw):

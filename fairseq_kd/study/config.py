@@ -44,6 +44,8 @@ METHOD_SPECS = {
     "hybrid": {"criterion": "hybrid_kd", "data": "distilled", "teacher": True, "decoding": True,
                "flags": ["--seq-kd-targets", "data"]},
     "hybrid_online": {"criterion": "hybrid_kd", "data": "corpus", "teacher": True, "decoding": True},
+    # on-policy KD (ImitKD / GKD): divergence on the student's own outputs with prob. --onpolicy-lambda
+    "onpolicy": {"criterion": "onpolicy_kd", "data": "corpus", "teacher": True, "decoding": False},
 }
 
 
