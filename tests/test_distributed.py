@@ -51,6 +51,33 @@ def wait_all(procs, timeout=240):
         assert p.returncode == 0, log[-4000:]
 
 
+def train_args(data_bin, teacher) -> list:
+    """fairseq-train options every equality run shares: tiny model, batches of 4, 3 updates, JSON logs."""
+    return [str(data_bin), "--user-dir", helpers.USER_DIR, "--task", "kd_translation",
+            "--source-lang", "src", "--target-lang", "tgt", "--teacher-path", str(teacher),
+            *helpers.TINY_ARCH_ARGS, "--optimizer", "adam", "--lr", "5e-3", "--lr-scheduler", "fixed",
+            "--batch-size", "4", "--required-batch-size-multiple", "1", "--max-update", "3",
+            "--disable-validation", "--no-epoch-checkpoints", "--no-progress-bar", "--log-format", "json",
+            "--log-interval", "1", "--seed", "1", "--num-workers", "0", "--cpu"]
+
+
+def assert_same_training(two, one, name):
+    """Run ``name`` of the 2-worker and the 1-worker launch: same per-update logs (timing aside),
+    same model and criterion parameters after 3 updates. Returns both checkpoints."""
+    logs2, logs1 = two[name]["records"], one[name]["records"]
+    assert len(logs2) == len(logs1) == 3, (name, logs2, logs1)
+    for r2, r1 in zip(logs2, logs1):
+        same = {k: r1[k] for k in r1 if k not in TIMING}
+        assert {k: r2[k] for k in same} == same, name  # loss, nll_loss, kd_loss, gnorm, gate, ... per update
+    assert float(logs1[0]["loss"]) > 0
+    ck2, ck1 = (torch.load(r[name]["checkpoint"], map_location="cpu", weights_only=True) for r in (two, one))
+    assert ck2["optimizer_history"][-1]["num_updates"] == ck1["optimizer_history"][-1]["num_updates"] == 3
+    for part in ("model", "criterion"):
+        for key, p1 in (ck1[part] or {}).items():
+            torch.testing.assert_close(ck2[part][key], p1, rtol=1e-5, atol=1e-6, msg=f"{name}: {part} {key}")
+    return ck2, ck1
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Tiny corpus, a briefly trained teacher, and its top-k cache of the training split."""
@@ -82,12 +109,7 @@ RUNS = {  # name -> criterion options (all on the same data, 3 updates)
 @pytest.mark.integration
 def test_two_workers_equal_one_worker_update_freq_2(setup):
     root, data_bin, teacher = setup
-    common = [str(data_bin), "--user-dir", helpers.USER_DIR, "--task", "kd_translation",
-              "--source-lang", "src", "--target-lang", "tgt", "--teacher-path", str(teacher),
-              *helpers.TINY_ARCH_ARGS, "--optimizer", "adam", "--lr", "5e-3", "--lr-scheduler", "fixed",
-              "--batch-size", "4", "--required-batch-size-multiple", "1", "--max-update", "3",
-              "--disable-validation", "--no-epoch-checkpoints", "--no-progress-bar", "--log-format", "json",
-              "--log-interval", "1", "--seed", "1", "--num-workers", "0", "--cpu"]
+    common = train_args(data_bin, teacher)
     runs = [{"name": n, "args": [a.replace("{cache}", str(root / "cache")) for a in args]} for n, args in RUNS.items()]
     spec = root / "spec.json"
     spec.write_text(json.dumps({"root": str(root / "runs"), "common": common, "runs": runs}))
@@ -96,16 +118,7 @@ def test_two_workers_equal_one_worker_update_freq_2(setup):
     wait_all(procs)
     two, one = (json.loads((root / f"w{w}.json").read_text()) for w in (2, 1))
     for name in RUNS:
-        logs2, logs1 = two[name]["records"], one[name]["records"]
-        assert len(logs2) == len(logs1) == 3, (name, logs2, logs1)
-        for r2, r1 in zip(logs2, logs1):
-            same = {k: r1[k] for k in r1 if k not in TIMING}
-            assert {k: r2[k] for k in same} == same, name  # loss, nll_loss, kd_loss, gnorm, gate, ... per update
-        assert float(logs1[0]["loss"]) > 0
-        ck2, ck1 = (torch.load(r[name]["checkpoint"], map_location="cpu", weights_only=True) for r in (two, one))
-        assert ck2["optimizer_history"][-1]["num_updates"] == ck1["optimizer_history"][-1]["num_updates"] == 3
-        for key, p1 in ck1["model"].items():
-            torch.testing.assert_close(ck2["model"][key], p1, rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
+        ck2, ck1 = assert_same_training(two, one, name)
         if name == "hybrid_learned":  # the gate (a criterion parameter, DDP-wrapped by fairseq) trained alike
             g1, g2 = ck1["criterion"]["gate_logit"], ck2["criterion"]["gate_logit"]
             torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-6)
