@@ -8,11 +8,33 @@
 # GPU stages 1-5 instead of running them. Every step is skipped when its outputs exist.
 # shellcheck disable=SC2154  # the recipe declares the variables
 
+# ---- options: each variable is also a --kebab-case flag ----
+methods="none word seq hybrid"  # KD methods (none = CE baseline)
+cache_topk=8                 # teacher tokens kept per position for word KD
+device=auto                  # auto | cpu | cuda
+precision=auto               # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | amp (also --fp16/--bf16/--amp)
+nprocs=1                     # GPUs (data-parallel processes) and distillation/cache workers
+dry_run=false                # true: prepare the data, print the commands of the GPU stages
+stage=0                      # first stage to run (0 data ... 6 results)
+stop_stage=6                 # last stage to run
+
 recipe_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=data_prep/common.sh
 . "${recipe_repo}/data_prep/common.sh"  # parse_flags, log, die, usage_error
 # shellcheck source=scripts/hw.sh
 . "${recipe_repo}/scripts/hw.sh"  # --device / --precision / --nprocs / --dry-run
+
+# usage: the recipe's header and options, then the options every recipe shares (above).
+usage() {
+  local f
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  echo "options:"
+  for f in "$0" "${BASH_SOURCE[0]}"; do
+    awk '/^# ---- options/ { f = 1; next } f && !/^[a-z_]+=/ { exit } f' "${f}" | while IFS= read -r line; do
+      printf '  --%-20s %s\n' "$(echo "${line%%=*}" | tr _ -)" "${line#*# } (default: $(echo "${line#*=}" | sed 's/ *#.*//'))"
+    done
+  done
+}
 
 recipe_main() {
   hw_split_switches "$@"

@@ -18,7 +18,7 @@
 # lower). Not run here: no GPU was available when the recipe was written (dry runs only).
 set -euo pipefail
 
-# ---- options: each variable is also a --kebab-case flag ----
+# ---- options: each variable is also a --kebab-case flag (--help also lists the shared ones) ----
 data_dir=""                  # folder with train.tags.de-en.{de,en} (empty: downloaded by the data script)
 test_dir=""                  # folder with the IWSLT14.*.xml test sets (default: --data-dir)
 work_dir=exp/iwslt14_deen    # everything goes here
@@ -26,17 +26,9 @@ vocab_size=10000             # joint sentencepiece vocabulary
 teacher_arch=transformer_iwslt_de_en  # fairseq's standard IWSLT teacher
 teacher_args="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 4000 --dropout 0.3 --weight-decay 0.0001 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 4096 --max-epoch 60"  # fairseq's IWSLT14 settings
 students="transformer_relu_9m transformer_relu_20m transformer_glu_20m"  # capacity-ladder students
-methods="none word seq hybrid"  # KD methods (none = CE baseline)
 student_max_epoch=60         # student epochs
 student_max_tokens=4096      # student tokens per batch per GPU
 student_lr=5e-4              # student peak learning rate
-cache_topk=8                 # teacher tokens kept per position for word KD
-device=auto                  # auto | cpu | cuda
-precision=auto               # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | amp (also --fp16/--bf16/--amp)
-nprocs=1                     # GPUs (data-parallel processes) and distillation/cache workers
-dry_run=false                # true: prepare the data, print the commands of the GPU stages
-stage=0                      # first stage to run (0 data ... 6 results)
-stop_stage=6                 # last stage to run
 
 recipe_name=iwslt14_deen
 src=de

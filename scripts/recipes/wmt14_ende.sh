@@ -18,7 +18,7 @@
 # was available when the recipe was written (dry runs only).
 set -euo pipefail
 
-# ---- options: each variable is also a --kebab-case flag ----
+# ---- options: each variable is also a --kebab-case flag (--help also lists the shared ones) ----
 train_corpora=""             # comma list of parallel corpus prefixes P (P.en, P.de); empty: download
 test_dir=""                  # folder with newstest2014-deen-{src.en,ref.de}.sgm (empty: downloaded)
 valid_dir=""                 # folder with newstest2013 (empty: downloaded; offline: carved from train)
@@ -27,17 +27,9 @@ vocab_size=32000             # joint sentencepiece vocabulary
 teacher_arch=transformer_vaswani_wmt_en_de_big  # fairseq's standard WMT14 en-de teacher
 teacher_args="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 0.0005 --lr-scheduler inverse_sqrt --warmup-updates 4000 --warmup-init-lr 1e-07 --dropout 0.3 --weight-decay 0.0 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 3584 --max-update 300000"  # Ott et al. 2018 settings
 students="transformer_relu_44m transformer_glu_44m transformer_relu_95m"  # capacity-ladder students
-methods="none word seq hybrid"  # KD methods (none = CE baseline)
 student_max_epoch=30         # student epochs
 student_max_tokens=4096      # student tokens per batch per GPU
 student_lr=7e-4              # student peak learning rate
-cache_topk=8                 # teacher tokens kept per position for word KD
-device=auto                  # auto | cpu | cuda
-precision=auto               # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | amp (also --fp16/--bf16/--amp)
-nprocs=1                     # GPUs (data-parallel processes) and distillation/cache workers
-dry_run=false                # true: prepare the data, print the commands of the GPU stages
-stage=0                      # first stage to run (0 data ... 6 results)
-stop_stage=6                 # last stage to run
 
 recipe_name=wmt14_ende
 src=en
