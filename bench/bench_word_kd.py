@@ -41,8 +41,8 @@ def make_teacher(data, src, tgt, arch, out_dir) -> str:
     return str(ckpt)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_setup_args(p: argparse.ArgumentParser, max_tokens: int, steps: int) -> None:
+    """Data, teacher, student and timing options shared by the step-time benchmarks."""
     p.add_argument("--data", help="binarized data dir (default: a synthetic corpus)")
     p.add_argument("-s", "--source-lang", default="src")
     p.add_argument("-t", "--target-lang", default="tgt")
@@ -50,12 +50,65 @@ def main():
     p.add_argument("--teacher", help="teacher checkpoint (default: initialise --teacher-arch)")
     p.add_argument("--teacher-arch", default="transformer_relu_9m")
     p.add_argument("--student-arch", default="transformer_relu_3m")
-    p.add_argument("--max-tokens", type=int, default=4096)
-    p.add_argument("--topk", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per mode per round")
+    p.add_argument("--max-tokens", type=int, default=max_tokens)
+    p.add_argument("--steps", type=int, default=steps, help="timed steps per mode per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="also write the results here")
+
+
+def prepare(args, work: Path):
+    """(binarized data dir, teacher checkpoint): given, or a synthetic corpus / a one-update teacher."""
+    from tests import helpers
+
+    data = args.data
+    if not data:
+        raw = helpers.make_synthetic_corpus(work / "raw", n_train=2000, n_valid=600, n_test=10)
+        data = str(helpers.preprocess(raw, work / "bin"))
+    teacher = args.teacher or make_teacher(data, args.source_lang, args.target_lang, args.teacher_arch, work / "teacher")
+    return data, teacher
+
+
+def build_modes(data, args, common, modes) -> dict:
+    """name -> (task, model, criterion, Adam) for each mode's flags, all with the same initial student."""
+    import torch
+
+    from tests import helpers
+
+    comps = {}
+    for name, extra in modes.items():
+        task, model, crit = helpers.build_components(data, [*common, *extra], arch_args=[],
+                                                     src=args.source_lang, tgt=args.target_lang, seed=1)
+        task.load_dataset(args.split)
+        comps[name] = (task, model, crit, torch.optim.Adam(model.parameters(), lr=1e-4))
+    ref_state = copy.deepcopy(next(iter(comps.values()))[1].state_dict())  # identical initial students
+    for _, model, _, _ in comps.values():
+        model.load_state_dict(ref_state)
+        model.train()
+    return comps
+
+
+def fixed_batches(task, args) -> list:
+    """The first ``--steps`` batches of ``--split``, tagged with their split as the task does."""
+    ds = task.dataset(args.split)
+    itr = task.get_batch_iterator(ds, max_tokens=args.max_tokens, seed=1, ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
+    return [dict(b, kd_split=args.split) for _, b in zip(range(args.steps), itr)]
+
+
+def train_step(comp, sample) -> dict:
+    """One optimizer step of ``comp`` = (task, model, criterion, optimizer); the criterion's logging output."""
+    _, model, crit, opt = comp
+    opt.zero_grad()
+    loss, _, log = crit(model, sample)
+    loss.backward()
+    opt.step()
+    return log
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setup_args(p, max_tokens=4096, steps=5)
+    p.add_argument("--topk", type=int, default=8)
     p.add_argument("--profile", action="store_true",
                    help="also print a torch.profiler table (top ops by CPU time) of each mode's steps")
     args = p.parse_args()
@@ -65,14 +118,9 @@ def main():
     torch.set_num_threads(args.threads)
     import fairseq_kd  # noqa: F401
     from fairseq_kd.cli import cache as cache_cli
-    from tests import helpers
 
     work = Path(tempfile.mkdtemp(prefix="bench_word_kd_"))
-    data = args.data
-    if not data:
-        raw = helpers.make_synthetic_corpus(work / "raw", n_train=2000, n_valid=600, n_test=10)
-        data = str(helpers.preprocess(raw, work / "bin"))
-    teacher = args.teacher or make_teacher(data, args.source_lang, args.target_lang, args.teacher_arch, work / "teacher")
+    data, teacher = prepare(args, work)
     cache_dir = work / "cache"
     cache_cli.main(cache_cli.get_parser().parse_args(
         [data, "-s", args.source_lang, "-t", args.target_lang, "--teacher-path", teacher, "--out-dir", str(cache_dir),
@@ -85,29 +133,12 @@ def main():
         "word_kd_online": ["--kd-alpha", "0.5", "--teacher-path", teacher],
         "word_kd_cache": ["--kd-alpha", "0.5", "--teacher-cache", str(cache_dir), "--teacher-path", teacher],
     }
-    comps = {}
-    for name, extra in modes.items():
-        task, model, crit = helpers.build_components(data, [*common, *extra], arch_args=[],
-                                                     src=args.source_lang, tgt=args.target_lang, seed=1)
-        task.load_dataset(args.split)
-        comps[name] = (task, model, crit, torch.optim.Adam(model.parameters(), lr=1e-4))
-    # identical initial students
-    ref_state = copy.deepcopy(comps["ce"][1].state_dict())
-    for _, model, _, _ in comps.values():
-        model.load_state_dict(ref_state)
-        model.train()
-
+    comps = build_modes(data, args, common, modes)
     task = comps["ce"][0]
-    ds = task.dataset(args.split)
-    itr = task.get_batch_iterator(ds, max_tokens=args.max_tokens, seed=1, ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
-    batches = [dict(b, kd_split=args.split) for _, b in zip(range(args.steps), itr)]  # tagged as the task does
+    batches = fixed_batches(task, args)
 
     def step(name, sample):
-        task_, model, crit, opt = comps[name]
-        opt.zero_grad()
-        loss, _, _ = crit(model, sample)
-        loss.backward()
-        opt.step()
+        train_step(comps[name], sample)
 
     teacher_model = comps["word_kd_online"][0].get_teacher(next(comps["word_kd_online"][1].parameters()))
     times = {name: [] for name in modes}
