@@ -102,7 +102,8 @@ def main():
                   "teacher": args.teacher or args.teacher_arch,
                   "threads": args.threads, "torch": torch.__version__},
     }
-    print("| mode | step (s) | vs word_kd | vs CE | s per 1k tokens | per token vs word_kd |\n|---|---|---|---|---|---|")
+    print("| mode | step (s) | vs word_kd | vs CE | s per 1k tokens | per token vs word_kd |")
+    print("|---|---|---|---|---|---|")
     for k in timed:
         print(f"| {k} | {med[k]:.4f} | {med[k] / med['word_kd']:.2f}x | {med[k] / med['ce']:.2f}x | {ktok[k]:.4f} | "
               f"{ktok[k] / ktok['word_kd']:.2f}x |")

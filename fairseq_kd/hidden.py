@@ -83,7 +83,8 @@ def parse_map(spec: Optional[str], side: str, n_student: int, n_teacher: int) ->
         per_side = dict(part.split("=", 1) for part in text.split(";") if part.strip())
         unknown = set(k.strip() for k in per_side) - set(SIDES)
         if unknown:
-            raise KDInputError(f"--kd-hidden-map {spec!r}: unknown side(s) {sorted(unknown)}; use encoder=...;decoder=...")
+            raise KDInputError(f"--kd-hidden-map {spec!r}: unknown side(s) {sorted(unknown)}; "
+                               f"use encoder=...;decoder=...")
         text = {k.strip(): v for k, v in per_side.items()}.get(side, "").strip()
     if not text:
         return uniform_map(n_student, n_teacher)

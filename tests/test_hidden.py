@@ -63,7 +63,8 @@ def test_projection_and_value_against_fairseq_encoder_states(tiny_bin):
     # independent truth: fairseq's own return_all_hiddens states (index 0 = embeddings)
     s = student.encoder(net_input["src_tokens"], net_input["src_lengths"], return_all_hiddens=True)["encoder_states"][1]
     with torch.no_grad():
-        t = teacher.encoder(net_input["src_tokens"], net_input["src_lengths"], return_all_hiddens=True)["encoder_states"][2]
+        t = teacher.encoder(net_input["src_tokens"], net_input["src_lengths"],
+                            return_all_hiddens=True)["encoder_states"][2]
     sq = ((hd.proj["encoder"](s) - t) ** 2).mean(-1).transpose(0, 1)  # B x T
     mask = net_input["src_tokens"].ne(pad)
     torch.testing.assert_close(term, 0.5 * sq[mask].mean())

@@ -10,8 +10,8 @@ learnable scalar initialised at logit(--hybrid-weight) and trained with the stud
 ``fairseq_kd.gates``), or, with ``--hybrid-gate uncertainty``, Kendall et al.'s uncertainty
 weighting, which balances the two instead. ``gate`` (the token share of the weights),
 ``w_tok`` and ``w_sent`` are logged. ``--kd-divergence`` replaces the KL
-(``fairseq_kd.divergences``); ``--kd-hidden-weight`` adds hidden-state distillation. The teacher's distribution comes from ``fairseq_kd.teacher.TeacherSource``
-(online teacher, ensemble, or the offline cache: as in ``word_kd``). Validation batches use
+(``fairseq_kd.divergences``); ``--kd-hidden-weight`` adds hidden-state distillation.
+The teacher's distribution comes from ``fairseq_kd.teacher.TeacherSource`` (online teacher, ensemble, or the offline cache: as in ``word_kd``). Validation batches use
 the gold targets.
 """
 import math

@@ -86,7 +86,8 @@ class OnPolicyKDCriterion(FairseqCriterion):
 
     def current_lambda(self) -> float:
         meter = metrics.get_meter("default", "num_updates")  # the trainer logs it after every update
-        updates = int(meter.val) if meter is not None and getattr(meter, "val", None) is not None else self.trained_batches
+        val = getattr(meter, "val", None) if meter is not None else None
+        updates = int(val) if val is not None else self.trained_batches
         return onpolicy.schedule_lambda(self.cfg.onpolicy_lambda, str(self.cfg.onpolicy_schedule),
                                         self.cfg.onpolicy_decay, updates)
 
@@ -117,8 +118,8 @@ class OnPolicyKDCriterion(FairseqCriterion):
         alpha = 1.0 if on else self.cfg.kd_alpha
         loss = kd if alpha == 1.0 else (1.0 - alpha) * ce + alpha * kd
         sample_size = target.size(0) if self.cfg.sentence_avg else sample["ntokens"]
-        logging_output.update(kd_loss=kd.data, nll_loss=nll.data, teacher_nll_loss=teacher_nll.data, ntokens=sample["ntokens"],
-                              nsentences=target.size(0), sample_size=sample_size)
+        logging_output.update(kd_loss=kd.data, nll_loss=nll.data, teacher_nll_loss=teacher_nll.data,
+                              ntokens=sample["ntokens"], nsentences=target.size(0), sample_size=sample_size)
         loss = hidden.add_hidden_term(self.hidden, states, self.task, sample, loss, sample_size, pad, logging_output)
         loss = add_capacity_term(model, loss, sample_size, logging_output)
         logging_output["loss"] = loss.data
