@@ -22,17 +22,17 @@ data_dir="${FAIRSEQ_KD_MULTI30K:-}"   # Multi30k raw files (train/val/test_2016_
 work_dir=exp/main                     # everything this job writes
 vocab_size=4000                       # joint sentencepiece vocabulary
 teacher_args="--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"  # stock fairseq transformer, 6.55M parameters
-teacher_updates=""                    # teacher updates (default by preset: full 900, quick 250)
+teacher_updates=""                    # teacher updates (default by preset: full 750, quick 250)
 teacher_max_tokens=4096               # teacher tokens per batch (per process)
 teacher_lr=0.003                      # teacher peak learning rate (inverse_sqrt)
 teacher_warmup=300                    # teacher warmup updates
 teacher_checkpoint=""                 # an already trained teacher (same data and dictionary): skips stage 2
 student_arch=transformer_relu_3m      # students: this ladder arch, shrunk by student_args
 student_args="--encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"  # 1.3M parameters
-student_updates=""                    # updates per student (default by preset: full 600, quick 150)
+student_updates=""                    # updates per student (default by preset: full 300, quick 120)
 student_max_tokens=4096               # student tokens per batch (per process)
 student_lr=0.003                      # student peak learning rate (inverse_sqrt)
-student_warmup=300                    # student warmup updates
+student_warmup=100                    # student warmup updates
 methods="none word seq hybrid"        # KD methods compared with the CE baseline none (fairseq-kd-study --methods)
 hybrid_weight=0.5                     # hybrid: fixed gate g (g * word-level KL + (1 - g) * CE on the distilled data)
 decoding=beam                         # how the teacher translates train for seq-KD / hybrid (beam 5)
@@ -54,8 +54,8 @@ for a in "$@"; do  # value-less precision switches
 done
 parse_flags "${args[@]+"${args[@]}"}"
 case "${preset}" in
-  full) : "${teacher_updates:=900}" "${student_updates:=600}" ;;
-  quick) : "${teacher_updates:=250}" "${student_updates:=150}" ;;
+  full) : "${teacher_updates:=750}" "${student_updates:=300}" ;;
+  quick) : "${teacher_updates:=250}" "${student_updates:=120}" ;;
   *) usage_error "--preset must be full or quick, not '${preset}'" ;;
 esac
 case "${device}" in auto|cpu|cuda) ;; *) usage_error "--device must be auto, cpu or cuda" ;; esac
@@ -162,7 +162,7 @@ if run_stage 4; then
     --spm-model "${prep_dir}/spm.model" --teacher "${teacher}" --out-dir "${study_dir}" \
     --methods ${methods} --archs "${student_arch}" --decodings "${decoding}" --lrs "${student_lr}" --seeds ${seeds} \
     --max-update "${student_updates}" --warmup-updates "${student_warmup}" --max-tokens "${student_max_tokens}" \
-    --validate-interval-updates "$(( student_updates / 2 ))" --beam 5 --searches ${searches} --in-process \
+    --validate-interval-updates "${student_updates}" --beam 5 --searches ${searches} --in-process \
     --train-args "--share-all-embeddings --dropout 0.1 --num-workers 0 ${student_args}" \
     --method-args "hybrid=--hybrid-weight ${hybrid_weight}" \
     --distill-args "--backend ${distill_backend} --threads ${threads} --shard-size 8000" "${study_hw[@]}"
