@@ -368,3 +368,18 @@ def test_merge_refuses_missing_foreign_and_tampered_parts(tiny_teacher, tmp_path
     assert run_distill(tiny_teacher, out, *greedy, "--merge")["sentences"] == 40
     with pytest.raises(SystemExit):  # usage error (exit 2): I must be < N
         run_distill(tiny_teacher, out, *greedy, "--part", "2/2")
+
+
+@pytest.mark.unit
+def test_to_pieces_is_dictionary_string():
+    from fairseq.data import Dictionary
+
+    from fairseq_kd.distill.data import to_pieces
+
+    d = Dictionary()
+    for i in range(20):
+        d.add_symbol(f"▁w{i}")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):  # every id, specials (bos, pad, eos, unk) included
+        t = torch.randint(0, len(d), (int(torch.randint(0, 12, (1,), generator=g)),), generator=g)
+        assert to_pieces(d, t) == d.string(t) == to_pieces(d, t.tolist())
