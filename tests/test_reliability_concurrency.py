@@ -4,22 +4,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# the study's runner module without fairseq_kd/__init__ (which imports fairseq: ~3 s)
-LIGHT_IMPORT = ("import sys, types; pkg = types.ModuleType('fairseq_kd'); "
-                f"pkg.__path__ = [{str(REPO / 'fairseq_kd')!r}]; sys.modules['fairseq_kd'] = pkg; ")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+from tests.reliability_helpers import LIGHT_IMPORT, REPO, alive as _alive
 
 
 def _wait_for(cond, seconds=20.0):

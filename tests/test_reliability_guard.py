@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability_helpers import run_cli as _cli
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -69,16 +72,6 @@ def tree(tmp_path, monkeypatch):
     (tmp_path / "link").symlink_to(tmp_path / "exp")
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def _cli(module, argv):
-    import importlib
-
-    fn = importlib.import_module(module).cli_main
-    try:
-        return fn(argv)
-    except SystemExit as e:
-        return e.code
 
 
 def _prep(argv):

@@ -9,12 +9,10 @@ import pytest
 
 from fairseq_kd import fileio, fingerprint, guard
 from fairseq_kd.errors import KDInputError
+from tests.reliability_helpers import LIGHT_IMPORT, alive as _alive
+
 
 pytestmark = pytest.mark.unit
-
-# import fairseq_kd's leaf modules in a child without the package __init__ (which imports fairseq: ~3 s)
-LIGHT_IMPORT = ("import sys, types; pkg = types.ModuleType('fairseq_kd'); "
-                f"pkg.__path__ = [{os.path.dirname(fileio.__file__)!r}]; sys.modules['fairseq_kd'] = pkg; ")
 
 
 # ---------------------------------------------------------------- fileio
@@ -232,14 +230,6 @@ def test_child_dies_with_parent(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_iter_lines_reads_stdin_bytes_split_on_newline_only(monkeypatch):

@@ -4,19 +4,13 @@ Bad files of each kind (checkpoints: empty, truncated, text, a torch file that i
 checkpoint; text: non-UTF-8; results: malformed rows) are given to every tool that reads them;
 each must exit 2 with ``error:`` and the file's name, and print no traceback.
 """
-import importlib
 
 import pytest
 
+from tests.reliability_helpers import run_cli as _run
+
+
 pytestmark = pytest.mark.unit
-
-
-def _run(module, argv, capsys):
-    try:
-        rc = importlib.import_module(module).cli_main(argv)
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err
 
 
 def bad_checkpoints(tmp_path, real=None):

@@ -1,18 +1,12 @@
 """Every option validated before any work starts (issue 13, class 5): ranges, sizes against
 the vocabulary, in every tool and criterion; one line naming the flag, exit 2, nothing written."""
-import importlib
 
 import pytest
 
+from tests.reliability_helpers import run_cli as _run
+
+
 V = "100000"  # more than any test dictionary holds
-
-
-def _run(module, argv, capsys):
-    try:
-        rc = importlib.import_module(module).cli_main(argv)
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err
 
 
 def _files(folder):

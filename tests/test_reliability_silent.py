@@ -4,24 +4,18 @@ Truths: the teacher's dictionary symbols, the token bytes of a split, the checkp
 a reordered dictionary of the same size, a split with the same lengths but other tokens, a
 teacher file changed in place must each be refused, never used.
 """
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.reliability_helpers import run_cli
+
+
 pytestmark = pytest.mark.integration
 
 MAXLEN = ["--max-len-a", "1.2", "--max-len-b", "10"]
-
-
-def _exit_code(fn, argv):
-    try:
-        fn(argv)
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def copy_bin(src: Path, dst: Path) -> Path:
@@ -54,7 +48,7 @@ def distill(tt_data, ckpt, out, *extra):
 
     argv = ["--data", str(tt_data), "--split", "valid", "--teacher", str(ckpt), "-o", str(out), "--cpu",
             "--no-progress", "--shard-size", "16", "--max-tokens", "200", "--decoding", "greedy", *MAXLEN, *extra]
-    return _exit_code(cli.cli_main, argv)
+    return run_cli(cli.__name__, argv)
 
 
 def test_distill_compares_teacher_dictionaries_by_symbols(tiny_teacher, tmp_path, capsys):
@@ -101,7 +95,7 @@ def _cache(data, ckpt, out, *extra):
 
     argv = [str(data), "--teacher-path", str(ckpt), "--out-dir", str(out), "--split", "valid", "--topk", "4",
             "--no-progress", *extra]
-    return _exit_code(cli.cli_main, argv)
+    return run_cli(cli.__name__, argv)
 
 
 def _open_cache(data, out, teacher_path=None):
