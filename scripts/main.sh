@@ -188,6 +188,10 @@ print(f"`{t['test']['bleu']['signature']}`")
 PY
     echo
     cat "${work_dir}/report/table.md"
+    echo
+    echo "Each student exported to CTranslate2 int8 (fairseq-kd-export), beam 5, test_2016_flickr:"
+    echo
+    python -m fairseq_kd.export.evaluate "${study_dir}" "${prep_dir}/bin" "${prep_dir}/raw/test.en" 5 "${threads}"
   } > "${work_dir}/results.md"
   cat "${work_dir}/results.md"
   log "done in $(( $(date +%s) - t0 )) s (preset ${label}); table in ${work_dir}/results.md, plots in ${work_dir}/report/"

@@ -241,3 +241,23 @@ def test_evaluate_export_scores_what_fairseq_generate_scores(tiny_teacher):
     assert got["sentences"] == 40 and got["bleu"] == round(expected, 2) and got["sent_per_s"] > 0
     q = evaluate_export(str(tiny_teacher.checkpoint), str(tiny_teacher.data_bin), ref, beam=1)
     assert q["quantization"] == "int8" and q["export_dir"] != got["export_dir"] and q["bleu"] > 0.5 * got["bleu"]
+
+
+@pytest.mark.integration
+def test_study_int8_table_has_a_row_per_student(tiny_teacher, tmp_path):
+    import shutil
+
+    from fairseq_kd.export.evaluate import evaluate_export, study_int8_table
+
+    study = tmp_path / "study"
+    for cell in ("none-a", "word-a"):
+        (study / "cells" / cell / "checkpoints").mkdir(parents=True)
+        shutil.copyfile(tiny_teacher.checkpoint, study / "cells" / cell / "checkpoints" / "checkpoint_last.pt")
+    (study / "results.csv").write_text("method,cell,parameters,search\nnone,none-a,21888,beam5\n"
+                                       "none,none-a,21888,greedy\nword,word-a,21888,beam5\nseq,gone,1,beam5\n")
+    ref = str(tiny_teacher.raw / "test.tgt")
+    table = study_int8_table(str(study), str(tiny_teacher.data_bin), ref, beam=2).splitlines()
+    assert len(table) == 4 and table[2].startswith("| none-a | none | 21888 |") and table[3].startswith("| word-a |")
+    bleu = evaluate_export(str(study / "cells/none-a/checkpoints/checkpoint_last.pt"), str(tiny_teacher.data_bin),
+                           ref, beam=2)["bleu"]
+    assert f"| {bleu:.2f} |" in table[2]

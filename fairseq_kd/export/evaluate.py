@@ -89,3 +89,33 @@ def evaluate_export(checkpoint: str, data_bin: str, ref_file: str, split: str = 
             "sent_per_s": round(len(hyps) / seconds, 2) if seconds > 0 else None, "seconds": round(seconds, 3),
             "sentences": len(hyps), "quantization": quantization, "beam": beam, "export_dir": model_dir,
             "bleu_signature": score["bleu"]["signature"]}
+
+
+def study_int8_table(study_dir: str, data_bin: str, test_ref: str, beam: int = 5, threads: int = 1) -> str:
+    """Markdown rows: each student of a ``fairseq-kd-study`` run (``results.csv``), its int8 export's BLEU
+    and sentences/s on the test split (the main job appends this to its final table)."""
+    import csv
+
+    with open(os.path.join(study_dir, "results.csv"), encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    lines = [f"| student (cell) | method | params | int8 export BLEU (beam {beam}) | int8 sent/s ({threads} thread) |",
+             "|---|---|---|---|---|"]
+    done = set()
+    for row in rows:
+        ckpt = os.path.join(study_dir, "cells", row["cell"], "checkpoints", "checkpoint_last.pt")
+        if row["cell"] in done or not os.path.isfile(ckpt):
+            continue
+        done.add(row["cell"])
+        r = evaluate_export(ckpt, data_bin, test_ref, beam=beam, quantization="int8", threads=threads)
+        lines.append(f"| {row['cell']} | {row.get('method', '')} | {row.get('parameters', '')} | {r['bleu']:.2f} | "
+                     f"{r['sent_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m fairseq_kd.export.evaluate STUDY_DIR DATA_BIN TEST_REF [BEAM] [THREADS]
+    import sys
+
+    import fairseq_kd  # noqa: F401  (allowlist, architectures)
+
+    args = sys.argv[1:]
+    print(study_int8_table(args[0], args[1], args[2], *(int(x) for x in args[3:5])))
