@@ -22,20 +22,20 @@ data_dir="${FAIRSEQ_KD_MULTI30K:-}"   # Multi30k raw files (train/val/test_2016_
 work_dir=exp/main                     # everything this job writes
 vocab_size=4000                       # joint sentencepiece vocabulary
 teacher_args="--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"  # stock fairseq transformer, 6.55M parameters
-teacher_updates=""                    # teacher updates (default by preset: full 750, quick 250)
+teacher_updates=""                    # teacher updates (default by preset: full 750, quick 150)
 teacher_max_tokens=4096               # teacher tokens per batch (per process)
 teacher_lr=0.003                      # teacher peak learning rate (inverse_sqrt)
 teacher_warmup=300                    # teacher warmup updates
 teacher_checkpoint=""                 # an already trained teacher (same data and dictionary): skips stage 2
 student_arch=transformer_relu_3m      # students: this ladder arch, shrunk by student_args
 student_args="--encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"  # 1.3M parameters
-student_updates=""                    # updates per student (default by preset: full 300, quick 120)
+student_updates=""                    # updates per student (default by preset: full 300, quick 80)
 student_max_tokens=4096               # student tokens per batch (per process)
 student_lr=0.003                      # student peak learning rate (inverse_sqrt)
 student_warmup=100                    # student warmup updates
 methods="none word seq hybrid"        # KD methods compared with the CE baseline none (fairseq-kd-study --methods)
 hybrid_weight=0.5                     # hybrid: fixed gate g (g * word-level KL + (1 - g) * CE on the distilled data)
-decoding=beam                         # how the teacher translates train for seq-KD / hybrid (beam 5)
+decoding=""                           # how the teacher translates train for seq-KD / hybrid (default by preset: full beam 5, quick greedy)
 distill_backend=ctranslate2           # fairseq-kd-distill backend for the seq-KD data (int8 on CPU)
 searches="beam greedy"                # test decodings of every student
 seeds=1                               # student seeds (space-separated; the table gives mean +/- std)
@@ -54,8 +54,8 @@ for a in "$@"; do  # value-less precision switches
 done
 parse_flags "${args[@]+"${args[@]}"}"
 case "${preset}" in
-  full) : "${teacher_updates:=750}" "${student_updates:=300}" ;;
-  quick) : "${teacher_updates:=250}" "${student_updates:=120}" ;;
+  full) : "${teacher_updates:=750}" "${student_updates:=300}" "${decoding:=beam}" ;;
+  quick) : "${teacher_updates:=150}" "${student_updates:=80}" "${decoding:=greedy}" ;;
   *) usage_error "--preset must be full or quick, not '${preset}'" ;;
 esac
 case "${device}" in auto|cpu|cuda) ;; *) usage_error "--device must be auto, cpu or cuda" ;; esac
@@ -174,15 +174,15 @@ if run_stage 5; then
   {
     echo "## Multi30k de-en, test_2016_flickr (sacrebleu), preset ${label}"
     echo
-    python - "${work_dir}" "${study_dir}" <<'PY'
+    python - "${work_dir}" "${study_dir}" "${decoding}" <<'PY'
 import json, os, sys
-work, study = sys.argv[1:3]
+work, study, decoding = sys.argv[1:4]
 t = {s: json.load(open(os.path.join(work, f"teacher.{s}.json"))) for s in ("valid", "test")}
-summary = os.path.join(study, "distilled", "beam", "summary.json")
+summary = os.path.join(study, "distilled", decoding, "summary.json")
 print(f"Teacher: BLEU {t['test']['bleu']['score']:.2f} on test (valid {t['valid']['bleu']['score']:.2f}), beam 5  ")
 if os.path.isfile(summary):
     s = json.load(open(summary))
-    print(f"seq-KD data: the teacher's beam-5 translations of train, BLEU {s.get('bleu', '?')} against the gold "
+    print(f"seq-KD data: the teacher's {decoding} translations of train, BLEU {s.get('bleu', '?')} against the gold "
           f"targets  ")
 print(f"`{t['test']['bleu']['signature']}`")
 PY
