@@ -47,3 +47,16 @@ def test_one_cell_study_and_report_then_rerun_is_a_no_op(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert '"skipped": 1' in second.stdout and "stage 2:" in second.stderr and "skipped" in second.stderr
     assert second.stdout.endswith(first.stdout.split("}\n")[-1])  # same table
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "bogus"], "--preset must be full or quick"),
+    (["--nprocs", "0"], "--nprocs must be a positive integer"),
+    (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+    (["--fp16", "--device", "cpu", "--stage", "1", "--stop-stage", "0"], "--fp16 needs --device cuda"),
+])
+def test_main_job_usage_errors_exit_2(args, needle, tmp_path):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(helpers.REPO / "scripts" / "main.sh"), "--work-dir", str(tmp_path / "w"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
