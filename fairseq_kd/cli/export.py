@@ -13,10 +13,8 @@ Prints a JSON summary on stdout; usage errors and refusals exit 2.
 """
 import argparse
 import json
-import logging
 import sys
 
-from fairseq_kd.errors import KDInputError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -55,17 +53,12 @@ def main(argv=None) -> dict:
 
 
 def cli_main(argv=None) -> int:
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-                        level=logging.INFO, stream=sys.stderr)
-    try:
-        summary = main(argv)
-    except KDInputError as err:
-        print(f"fairseq-kd-export: error: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as err:  # argparse usage errors
-        return int(err.code or 0)
-    print(json.dumps(summary, indent=1, sort_keys=True))
-    return 0
+    from fairseq_kd.cli import run_tool
+
+    code, summary = run_tool("fairseq-kd-export", main, argv)
+    if code == 0:
+        print(json.dumps(summary, indent=1, sort_keys=True))
+    return code
 
 
 if __name__ == "__main__":

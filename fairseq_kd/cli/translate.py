@@ -166,18 +166,12 @@ def main(argv=None) -> dict:
 
 
 def cli_main(argv=None) -> int:
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-                        level=logging.WARNING, stream=sys.stderr)
-    try:
-        summary = main(argv)
-    except KDInputError as err:
-        print(f"fairseq-kd-translate: error: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as err:  # argparse usage errors
-        return int(err.code or 0)
-    if "--summary" in (argv if argv is not None else sys.argv[1:]):
+    from fairseq_kd.cli import run_tool
+
+    code, summary = run_tool("fairseq-kd-translate", main, argv, level=logging.WARNING)
+    if code == 0 and "--summary" in (argv if argv is not None else sys.argv[1:]):
         print(json.dumps(summary, sort_keys=True), file=sys.stderr)
-    return 0
+    return code
 
 
 if __name__ == "__main__":
