@@ -27,11 +27,11 @@ BIN = Path(sys.executable).parent
 
 # name -> (arch, extra training args, default updates); the vocabulary is the prepared data's
 STUDENTS = {
-    "glu_3m": ("transformer_glu_3m", [], 60),
-    "glu_9m": ("transformer_glu_9m", [], 30),
-    "glu_20m": ("transformer_glu_20m", [], 15),
+    "glu_3m": ("transformer_glu_3m", [], 300),
+    "glu_9m": ("transformer_glu_9m", [], 200),
+    "glu_20m": ("transformer_glu_20m", [], 120),
     "glu_3m_pruned": ("transformer_glu_3m", ["--adaptive-capacity", "--capacity-penalty", "1.0",
-                                             "--capacity-init-keep", "0.5", "--capacity-gate-lr-scale", "100"], 60),
+                                             "--capacity-init-keep", "0.5", "--capacity-gate-lr-scale", "100"], 300),
 }
 
 
@@ -84,11 +84,15 @@ def bench_student(name: str, ckpt: Path, prepared: Path, a) -> list:
     import sentencepiece as spm
     import torch
 
-    from bench_distill import CPU_SECONDS, fairseq_generate
+    from bench_distill import CPU_SECONDS, fairseq_generate, subset_bin
     from fairseq_kd import scoring
     from fairseq_kd.export.evaluate import ensure_export, split_sources, translate_timed
 
     refs = scoring.read_lines(str(prepared / "raw" / "test.en"))
+    data_bin = prepared / "bin"
+    if a.limit:  # the first N test sentences
+        refs = refs[: a.limit]
+        data_bin = subset_bin(prepared / "bin", "test", a.limit, Path(a.work_dir) / f"test{a.limit}", "de", "en")
     sp = spm.SentencePieceProcessor(model_file=str(prepared / "spm.model"))
     n = len(refs)
 
@@ -102,12 +106,12 @@ def bench_student(name: str, ckpt: Path, prepared: Path, a) -> list:
             seen.add(v.data_ptr())
             params += v.numel()
     rows = []
-    pieces, wall = fairseq_generate(prepared / "bin", ckpt, "test", "de", "en", a)
+    pieces, wall = fairseq_generate(data_bin, ckpt, "test", "de", "en", a)
     cpu = CPU_SECONDS["fairseq-generate"]
     rows.append({"student": name, "params": params, "method": "fairseq-generate", "wall_s": round(wall, 2),
                  "sent_per_s": round(n / wall, 1), "cpu_s": round(cpu, 2), "sent_per_cpu_s": round(n / cpu, 1),
                  "bleu": bleu([sp.decode(p.split()) for p in pieces])})
-    sources = split_sources(str(prepared / "bin"), "test")
+    sources = split_sources(str(data_bin), "test")
     for quant in ("none", "int8"):
         model_dir = ensure_export(str(ckpt), quant, data=str(prepared / "bin"), spm_model=str(prepared / "spm.model"))
         t0, c0 = time.perf_counter(), time.process_time()
@@ -132,7 +136,10 @@ def main():
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=CKPT",
                    help="benchmark this checkpoint instead of training (repeatable; the data must match)")
     p.add_argument("--updates", type=int, default=0, help="training budget of every student (0 = each one's default)")
+    p.add_argument("--budget", action="append", default=[], metavar="NAME=UPDATES",
+                   help="training budget of one student (repeatable; overrides --updates)")
     p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--limit", type=int, default=0, help="first N sentences of test_2016_flickr (0 = all 1,000)")
     p.add_argument("--max-tokens", type=int, default=4000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the rows here")
@@ -148,13 +155,14 @@ def main():
     for name, ckpt in todo:  # train (unless given) and time one student after the other
         if ckpt is None:
             t0 = time.time()
-            ckpt = train_student(prepared, work, name, a.updates)
+            budgets = {k: int(v) for k, _, v in (b.partition("=") for b in a.budget)}
+            ckpt = train_student(prepared, work, name, budgets.get(name, a.updates))
             print(f"{name}: {ckpt} ({time.time() - t0:.0f} s)", flush=True)
         rows += bench_student(name, Path(ckpt), prepared, a)
         print(json.dumps(rows[-3:]), flush=True)
         if a.json:
             Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"\ntest_2016_flickr (1000 sentences), beam {a.beam}, max len 1.2x+10, "
+    print(f"\ntest_2016_flickr ({a.limit or 1000} sentences), beam {a.beam}, max len 1.2x+10, "
           f"--max-tokens {a.max_tokens}, {a.threads} threads, CPU; wall includes model loading")
     print("| student | params | method | wall s | sent/s | ratio | CPU s | sent/CPU s | ratio (CPU) | BLEU |")
     print("|---|---|---|---|---|---|---|---|---|---|")
