@@ -26,7 +26,7 @@ shard_size=2000          # sentences per resumable shard
 spm_model=""             # sentencepiece model (detokenized text, BLEU on text); optional
 copy_splits=valid,test   # other splits copied into OUT/bin so it is ready for fairseq-train
 device=auto              # auto | cpu | cuda
-precision=fp32           # fp32 | fp16 | amp (fp16 decoding on GPU; also the switches --fp16 / --amp)
+precision=fp32           # fp32 | fp16 | bf16 | amp (half or bfloat16 decoding on GPU; also the switches --fp16 / --bf16 / --amp)
 nprocs=1                 # parallel workers (fairseq-kd-distill --part I/N, then --merge); GPU i for worker i
 dry_run=false            # true: print the commands instead of running them
 extra=""                 # extra flags for fairseq-kd-distill
@@ -35,11 +35,10 @@ extra=""                 # extra flags for fairseq-kd-distill
 . "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, usage_error
 # shellcheck source=scripts/hw.sh
 . "$(dirname "${BASH_SOURCE[0]}")/hw.sh"  # --device / --precision / --nprocs
-usage() { echo "usage: $0 --teacher CKPT --data-bin DIR --out-dir DIR [--decoding beam|greedy|sampling|teacher_forcing] [--device auto|cpu|cuda] [--fp16|--amp] [--nprocs N] [--stage N --stop-stage N] ..." >&2; exit 2; }
+usage() { echo "usage: $0 --teacher CKPT --data-bin DIR --out-dir DIR [--decoding beam|greedy|sampling|teacher_forcing] [--device auto|cpu|cuda] [--fp16|--bf16|--amp] [--nprocs N] [--stage N --stop-stage N] ..." >&2; exit 2; }
 hw_split_switches "$@"
 parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 [[ -n "${teacher}" && -n "${data_bin}" && -n "${out_dir}" ]] || usage
-[[ "${precision}" != bf16 ]] || usage_error "fairseq-kd-distill decodes in fp32 or fp16: use --fp16 (or --device cpu)"
 hw_resolve
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then

@@ -46,6 +46,13 @@ def test_pipelines_accept_gpu_mixed_precision_and_nprocs_dry_run(tmp_path):
     cmds = [line for line in out.splitlines() if line.startswith("+ fairseq-kd-distill")]
     assert len(cmds) == 3 and all("--fp16" in c and "--cpu" not in c for c in cmds)
     assert "--part 0/2" in cmds[0] and "--part 1/2" in cmds[1] and cmds[2].endswith("--merge")
+    out = script("distill.sh", "--teacher", "t.pt", "--data-bin", "d", "--out-dir", str(tmp_path / "b"),
+                 "--device", "cuda", "--bf16", "--nprocs", "2", "--dry-run", "true").stdout
+    cmds = [line for line in out.splitlines() if line.startswith("+ fairseq-kd-distill")]
+    assert len(cmds) == 3 and all("--bf16" in c and "--fp16" not in c for c in cmds[:2])
+    from fairseq_kd.cli import distill as distill_cli
+    args = distill_cli.get_parser().parse_args(["--data", "d", "--teacher", "t.pt", "-o", "o", "--bf16"])
+    assert args.bf16 and not args.fp16
     bad = script("train_student.sh", "--kd", "none", "--data-bin", "d", "--exp-dir", str(tmp_path / "x"),
                  "--device", "cpu", "--amp", check=False)
     assert bad.returncode == 2 and "--amp needs --device cuda" in bad.stderr

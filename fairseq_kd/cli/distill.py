@@ -59,6 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
     g.add_argument("--cpu", action="store_true", help="decode on CPU even if a GPU is present")
     g.add_argument("--fp16", action="store_true", help="fairseq backend: half precision on GPU")
+    g.add_argument("--bf16", action="store_true", help="fairseq backend: bfloat16 on GPU (excludes --fp16)")
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", "-o", required=True, help="where text, bin/, shards/ and summary.json go")
     g.add_argument("--spm-model", default=None, help="sentencepiece model: write detokenized text, score on it")
@@ -102,6 +103,8 @@ def config_from_args(args):
     dcfg = DecodingConfig(decoding=args.decoding, beam=args.beam, nbest=args.nbest, lenpen=args.lenpen,
                           max_len_a=args.max_len_a, max_len_b=args.max_len_b, sampling_topk=args.sampling_topk,
                           sampling_topp=args.sampling_topp, temperature=args.temperature)
+    if args.fp16 and args.bf16:
+        raise KDInputError("--fp16 and --bf16 exclude each other: pass one of them")
     if args.part is not None and args.merge:
         raise KDInputError("--part and --merge exclude each other: run the N parts, then merge them")
     if args.select != "top" and dcfg.nbest < 2:
@@ -112,7 +115,7 @@ def config_from_args(args):
         decoding=dcfg, select=args.select, backend=args.backend, ct2_compute_type=args.ct2_compute_type,
         max_tokens=args.max_tokens, batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
         spm_model=args.spm_model, spm_model_tgt=args.spm_model_tgt, threads=args.threads, cpu=args.cpu,
-        fp16=args.fp16, copy_splits=[s for s in args.copy_splits.split(",") if s],
+        fp16=args.fp16, bf16=args.bf16, copy_splits=[s for s in args.copy_splits.split(",") if s],
         trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite, progress=not args.no_progress,
         max_failed_fraction=args.max_failed_fraction, part=str(args.part) if args.part is not None else None,
         merge=args.merge)

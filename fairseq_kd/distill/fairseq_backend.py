@@ -19,6 +19,8 @@ class FairseqBackend:
         teacher.to(self.device)
         if cfg.fp16 and use_cuda:
             teacher.half()
+        elif getattr(cfg, "bf16", False) and use_cuda:
+            teacher.to(torch.bfloat16)
         self.decoder = dec.TeacherDecoder(teacher.models, data.tgt_dict, cfg.decoding)
 
     def decode(self, ids: List[int]) -> Dict[int, List[Dict]]:

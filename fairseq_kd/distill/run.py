@@ -55,6 +55,7 @@ class DistillConfig:
     threads: int = 0  # torch / CTranslate2 CPU threads; 0 = library default
     cpu: bool = False
     fp16: bool = False
+    bf16: bool = False
     copy_splits: List[str] = field(default_factory=list)
     trust_checkpoint: bool = False
     overwrite: bool = False
