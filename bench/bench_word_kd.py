@@ -144,7 +144,7 @@ def main():
         train_step(comps[name], sample)
 
     online = comps[f"online_T{args.temperatures[0]:g}"]
-    teacher_model = online[0].get_teacher()
+    teacher_model = online[0].load_teacher()
     times = {name: [] for name in modes}
     times["teacher_forward"] = []
     peak = {name: 0.0 for name in times}

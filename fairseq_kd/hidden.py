@@ -214,8 +214,7 @@ def add_hidden_term(distiller: Optional[HiddenDistiller], states: Dict, task, sa
     """``loss + term * sample_size`` (the term is per token, the loss summed); logs ``hidden_loss``."""
     if distiller is None:
         return loss
-    reference = next(iter(states.values()))
-    teacher = teacher_members(task.get_teacher(reference))[0]
+    teacher = teacher_members(task.load_teacher())[0]
     term = distiller.term(states, teacher, sample["net_input"], pad)
     logging_output["hidden_loss"] = float(term.detach()) * float(sample_size)
     return loss + term.to(loss.dtype) * sample_size

@@ -87,10 +87,6 @@ class TeacherEnsemble(torch.nn.Module):
             self.to(device=device, dtype=dtype)
         return self
 
-    def place_like(self, reference: torch.Tensor) -> "TeacherEnsemble":
-        """Move to ``reference``'s device and floating dtype (tools without a task's settings)."""
-        return self.place(reference.device, reference.dtype)
-
     def fingerprint(self) -> str:
         """sha256 over the checkpoint files' bytes, in order (identifies the teacher)."""
         if self._fingerprint is None:
@@ -103,8 +99,9 @@ class TeacherEnsemble(torch.nn.Module):
             return [m(**net_input)[0] for m in self.models]
 
     def log_probs(self, net_input: Dict, temperature: float = 1.0) -> torch.Tensor:
-        """fp32 log of the members' averaged softmax(z / T); a normal (autograd-safe) tensor."""
-        return self.log_probs_at(net_input, temperature)[0]
+        """fp32 log of the members' averaged softmax(z / T); a normal (autograd-safe) tensor.  # B x T x V"""
+        with torch.no_grad():
+            return _tempered(self.logits(net_input), temperature)
 
     def log_probs_and_gold(self, net_input: Dict, target: torch.Tensor, temperature: float = 1.0):
         """(log-probs at T: B x T x V, log-prob of ``target`` at T = 1: B x T), one forward pass.
@@ -113,21 +110,12 @@ class TeacherEnsemble(torch.nn.Module):
         a second full-vocabulary log-softmax."""
         with torch.no_grad():
             logits = self.logits(net_input)
-            lp = _mean_log_probs([F.log_softmax(z.float() / temperature, dim=-1) for z in logits])
+            lp = _tempered(logits, temperature)
             if temperature == 1.0:
                 return lp, lp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
             gold = [z.gather(-1, target.unsqueeze(-1)).squeeze(-1).float() - torch.logsumexp(z.float(), dim=-1)
                     for z in logits]  # each B x T
             return lp, _mean_log_probs(gold)
-
-    def log_probs_at(self, net_input: Dict, *temperatures: float) -> List[torch.Tensor]:
-        """``log_probs`` at several temperatures from one forward pass.  # each B x T x V"""
-        with torch.no_grad():
-            logits = self.logits(net_input)
-            outs = []
-            for t in temperatures:
-                outs.append(_mean_log_probs([F.log_softmax(z.float() / t, dim=-1) for z in logits]))
-        return outs
 
 
 @dataclass
@@ -201,6 +189,11 @@ class TeacherSource:
             ids, topk_lp = kd_losses.topk_renormalized(lp, topk)  # B x T x K
             return TeacherDistribution(temperature, gold, lprobs=lp, ids=ids, topk_lprobs=topk_lp)
         return TeacherDistribution(temperature, gold, lprobs=lp)
+
+
+def _tempered(logits: List[torch.Tensor], temperature: float) -> torch.Tensor:
+    """log of the members' averaged softmax(z / T), in fp32.  # each B x T x V -> B x T x V"""
+    return _mean_log_probs([F.log_softmax(z.float() / temperature, dim=-1) for z in logits])
 
 
 def _mean_log_probs(lps: List[torch.Tensor]) -> torch.Tensor:

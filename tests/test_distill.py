@@ -28,8 +28,17 @@ def lines(path: Path):
 
 
 def published_files(out: Path):
-    """Every final output (text and binarized), not the work dir or the timing summary."""
-    return sorted(p for p in out.rglob("*") if p.is_file() and "shards" not in p.parts and p.name != "summary.json")
+    """Every final output (text and binarized), not the work dirs (shards, parts) or the timing summary."""
+    return sorted(p for p in out.rglob("*") if p.is_file() and p.name != "summary.json"
+                  and not {"shards", "parts"} & set(p.relative_to(out).parts))
+
+
+def assert_same_published(a: Path, b: Path):
+    """Both runs published the same files, byte for byte."""
+    files_a, files_b = published_files(a), published_files(b)
+    assert [p.relative_to(a) for p in files_a] == [p.relative_to(b) for p in files_b]
+    for x, y in zip(files_a, files_b):
+        assert x.read_bytes() == y.read_bytes(), x.name
 
 
 # --- unit: pure pieces --------------------------------------------------------------
@@ -187,10 +196,7 @@ def test_interrupted_run_resumes_byte_identical(tiny_teacher, tmp_path, monkeypa
     monkeypatch.setattr(run_mod, "decode_shard", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
     run_distill(tiny_teacher, part, "--decoding", "beam", "--beam", "2")
     assert calls["n"] == 1  # only the missing shard was decoded again
-    files_full, files_part = published_files(full), published_files(part)
-    assert [p.relative_to(full) for p in files_full] == [p.relative_to(part) for p in files_part]
-    for a, b in zip(files_full, files_part):
-        assert a.read_bytes() == b.read_bytes(), a.name
+    assert_same_published(full, part)
 
 
 @pytest.mark.integration
@@ -268,10 +274,7 @@ def test_sigkill_then_rerun_is_byte_identical(tiny_teacher, tmp_path):
     if killed:
         assert not (out / "train.tgt").exists()
     run_distill(tiny_teacher, out, *args, split="train")
-    full, part = published_files(tmp_path / "full"), published_files(out)
-    assert [p.relative_to(tmp_path / "full") for p in full] == [p.relative_to(out) for p in part]
-    for a, b in zip(full, part):
-        assert a.read_bytes() == b.read_bytes(), a.name
+    assert_same_published(tmp_path / "full", out)
 
 
 @pytest.mark.integration
@@ -334,10 +337,7 @@ def test_two_parts_and_merge_are_byte_identical_to_one_worker(tiny_teacher, tmp_
     assert p0["sentences"] + p1["sentences"] == 40 and not (out / "test.tgt").exists()
     summary = run_distill(tiny_teacher, out, *decoding, "--merge")
     assert summary["merged_parts"] == 2 and summary["sentences"] == 40
-    files_one, files_merged = published_files(one), [p for p in published_files(out) if "parts" not in p.relative_to(out).parts]
-    assert [p.relative_to(one) for p in files_one] == [p.relative_to(out) for p in files_merged]
-    for a, b in zip(files_one, files_merged):
-        assert a.read_bytes() == b.read_bytes(), a.name
+    assert_same_published(one, out)
 
 
 @pytest.mark.integration

@@ -25,11 +25,11 @@ def build(small, tmp_path, *extra):
 
 def reference_losses(task, model, crit, batch, T):
     """(summed T^2 KL, summed CE) on the teacher's targets, computed here from scratch."""
-    new = task.seq_targets.distilled_sample(next(model.parameters()), batch)  # the memoized targets
+    new = task.seq_targets.distilled_sample(batch)  # the memoized targets
     target = new["target"]
     valid = target.ne(task.target_dictionary.pad())
     logits = model(**new["net_input"])[0].float()
-    teacher = task.get_teacher(logits)
+    teacher = task.load_teacher()
     t_in = dict(new["net_input"])
     with torch.no_grad():
         t_logits = teacher.models[0](**t_in)[0].float()
@@ -44,7 +44,7 @@ def reference_losses(task, model, crit, batch, T):
 def test_extremes_equal_kl_and_ce_on_teacher_targets(small, tmp_path):  # noqa: F811
     for weight in ("1.0", "0.0"):
         task, model, crit, batch = build(small, tmp_path / weight, "--hybrid-weight", weight, "--kd-temperature", "2")
-        loss, _, log = crit(model, task.distilled_sample(model, batch))  # what train_step gives it
+        loss, _, log = crit(model, task.distilled_sample(batch))  # what train_step gives it
         kd, ce = reference_losses(task, model, crit, batch, 2.0)
         torch.testing.assert_close(loss.detach(), (kd if weight == "1.0" else ce).detach(), rtol=1e-4, atol=1e-4)
         assert log["gate"] == float(weight)
@@ -54,7 +54,7 @@ def test_extremes_equal_kl_and_ce_on_teacher_targets(small, tmp_path):  # noqa: 
 def test_learned_gate_gradient_and_logging(small, tmp_path):  # noqa: F811
     task, model, crit, batch = build(small, tmp_path, "--hybrid-gate", "learned", "--hybrid-weight", "0.3")
     assert [n for n, _ in crit.named_parameters()] == ["gate_logit"]
-    loss, _, log = crit(model, task.distilled_sample(model, batch))
+    loss, _, log = crit(model, task.distilled_sample(batch))
     assert log["gate"] == pytest.approx(0.3, abs=1e-6)
     loss.backward()
     g = 0.3

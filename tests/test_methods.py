@@ -102,7 +102,7 @@ def test_hidden_term_zero_for_a_self_teacher(small, tmp_path, criterion):  # noq
     assert len(with_hidden.hidden.proj) == 0 and with_hidden.hidden.sides == ("encoder", "decoder")
     batch = dict(helpers.first_batch(task, "train", n=12), kd_split="train")
     if criterion != "word_kd":
-        batch = task.distilled_sample(model, batch)
+        batch = task.distilled_sample(batch)
     l0, _, _ = plain(model, batch)
     l1, _, log = with_hidden(model, batch)
     assert abs(log["hidden_loss"]) < 1e-4

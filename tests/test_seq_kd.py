@@ -173,7 +173,7 @@ def test_gold_mix_one_gives_gold_and_teacher_forcing_online_matches_offline(smal
     task, model, crit = helpers.build_components(
         tiny_teacher.data_bin, extra=seq_kd_args(tiny_teacher, "teacher_forcing", "--save-dir", str(tmp_path / "s")))
     batch = helpers.first_batch(task, "train", n=16)
-    targets, _ = task.seq_targets.targets(next(model.parameters()), batch)
+    targets, _ = task.seq_targets.targets(batch)
     run_distill(tiny_teacher, tmp_path / "off", "--decoding", "teacher_forcing", split="train")
     d = Dictionary.load(str(tiny_teacher.data_bin / "dict.tgt.txt"))
     off = data_utils.load_indexed_dataset(str(tmp_path / "off" / "bin" / "train.src-tgt.tgt"), d, "mmap")
@@ -184,7 +184,7 @@ def test_gold_mix_one_gives_gold_and_teacher_forcing_online_matches_offline(smal
         tiny_teacher.data_bin, extra=seq_kd_args(tiny_teacher, "greedy", "--seq-kd-gold-mix", "1.0",
                                                  "--save-dir", str(tmp_path / "g")))
     model.train()
-    new = task.seq_targets.distilled_sample(next(model.parameters()), batch)
+    new = task.seq_targets.distilled_sample(batch)
     assert torch.equal(new["target"], batch["target"])
     assert torch.equal(new["net_input"]["prev_output_tokens"], batch["net_input"]["prev_output_tokens"])
     assert new["seq_kd_gold"] == 16
@@ -202,6 +202,6 @@ def test_online_sampling_top1_equals_greedy(small, tmp_path):
         assert task.seq_targets.cfg.decoding == name
         batch = helpers.first_batch(task, "train", n=16)
         assert batch["net_input"]["src_lengths"].unique().numel() > 1
-        targets[name] = [t.tolist() for t in task.seq_targets.targets(next(model.parameters()), batch)[0]]
+        targets[name] = [t.tolist() for t in task.seq_targets.targets(batch)[0]]
     assert task.seq_targets.cfg.sampling_topk == 1
     assert targets["sampling"] == targets["greedy"]

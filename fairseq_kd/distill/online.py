@@ -70,9 +70,9 @@ class OnlineTargets:
             self.memo = TargetMemo(folder, self.flush_every, rank)
             atexit.register(self.memo.flush)
 
-    def targets(self, model_param: torch.Tensor, sample: Dict) -> Tuple[List[torch.Tensor], int]:
+    def targets(self, sample: Dict) -> Tuple[List[torch.Tensor], int]:
         """The teacher's target per sentence of ``sample`` (CPU LongTensors ending in EOS)."""
-        teacher = self.task.get_teacher(model_param)
+        teacher = self.task.load_teacher()
         self._setup(teacher)
         ids = sample["id"].tolist()
         missing = [j for j, i in enumerate(ids) if i not in self.memo]
@@ -105,9 +105,9 @@ class OnlineTargets:
         if self.memo is not None:
             self.memo.flush()
 
-    def distilled_sample(self, model_param: torch.Tensor, sample: Dict) -> Dict:
+    def distilled_sample(self, sample: Dict) -> Dict:
         """A shallow copy of ``sample`` with teacher targets and matching ``prev_output_tokens``."""
-        targets, n_gold = self.targets(model_param, sample)
+        targets, n_gold = self.targets(sample)
         d = self.task.target_dictionary
         device = sample["net_input"]["src_tokens"].device
         target, prev = dec.collate_targets(targets, d.pad(), d.eos(), device=device)  # B x T', B x T'

@@ -3,7 +3,7 @@
 The teacher (one checkpoint or a ``:``-joined ensemble) is loaded once when the student
 is built for training, its dictionaries are compared symbol by symbol with the task's
 before any update, and it lives on the task: never in the student's parameters, the
-optimizer or the student's checkpoint. Criteria reach it through ``get_teacher`` (placed
+optimizer or the student's checkpoint. Criteria reach it through ``load_teacher`` (placed
 on the student's device and dtype) and ``teacher_net_input`` (the clean source when the
 student sees on-the-fly noise).
 """
@@ -132,10 +132,6 @@ class KDTranslationTask(TranslationTask):
             self._teacher = teacher.place(self.teacher_device(), self.teacher_dtype())
         return self._teacher
 
-    def get_teacher(self, reference=None):
-        """The loaded teacher (already on its device and dtype; ``reference`` is not used)."""
-        return self.load_teacher()
-
     def teacher_device(self):
         """Where the student trains: the current CUDA device unless --cpu or no GPU."""
         import torch
@@ -217,7 +213,7 @@ class KDTranslationTask(TranslationTask):
         sample = dict(sample, kd_split=self.cfg.train_subset)
         extra = {}
         if self.seq_targets is not None:
-            sample, extra = self._distilled(model, sample)
+            sample, extra = self._distilled(sample)
         self.feeding_stats = not ignore_grad  # fairseq's dummy batches (ignore_grad) feed no statistics
         try:
             loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer,
@@ -263,13 +259,13 @@ class KDTranslationTask(TranslationTask):
                       f"epoch {self._train_epoch}"]
         return parts
 
-    def distilled_sample(self, model, sample):
+    def distilled_sample(self, sample):
         """``sample`` with the teacher's translations as targets (memoized), as training sees it."""
-        return self._distilled(model, sample)[0]
+        return self._distilled(sample)[0]
 
-    def _distilled(self, model, sample):
+    def _distilled(self, sample):
         before = self.seq_targets.decoded
-        new = self.seq_targets.distilled_sample(next(model.parameters()), sample)
+        new = self.seq_targets.distilled_sample(sample)
         if "teacher_net_input" in new:  # the teacher scores the same (new) target prefix as the student
             new["teacher_net_input"] = dict(new["teacher_net_input"],
                                             prev_output_tokens=new["net_input"]["prev_output_tokens"])
