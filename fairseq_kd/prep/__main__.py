@@ -47,13 +47,13 @@ def _cmd_spm_encode(a):
 
 def _cmd_spm_decode(a):
     from fairseq_kd.prep.spm import decode_lines, load
-    from fairseq_kd.prep.textio import read_lines, write_lines_atomic
+    from fairseq_kd.fileio import atomic_write_lines, read_lines
     lines = read_lines(a.input)  # "-" = stdin, split on \n only
     out = decode_lines(load(a.model), lines)
     if a.output == "-":
         sys.stdout.write("".join(x + "\n" for x in out))
         return None
-    return {a.output: write_lines_atomic(a.output, out)}
+    return {a.output: atomic_write_lines(a.output, out)}
 
 
 def _cmd_iwslt_train(a):
@@ -128,7 +128,7 @@ def _cmd_download(a):
 def _cmd_hyps(a):
     from fairseq_kd.prep.hyps import parse_hypotheses, remove_sentencepiece, restore_order
     from fairseq_kd.prep.spm import decode_lines, load
-    from fairseq_kd.prep.textio import count_lines, read_lines, write_lines_atomic
+    from fairseq_kd.fileio import atomic_write_lines, count_lines, read_lines
     if a.n is not None:
         n = a.n
     elif a.source:
@@ -143,9 +143,9 @@ def _cmd_hyps(a):
         out = hyps
     else:
         out = [remove_sentencepiece(h) for h in hyps]
-    write_lines_atomic(a.out, out)
+    atomic_write_lines(a.out, out)
     if a.out_pieces:
-        write_lines_atomic(a.out_pieces, hyps)
+        atomic_write_lines(a.out_pieces, hyps)
     return {"hypotheses": len(out), "out": a.out}
 
 

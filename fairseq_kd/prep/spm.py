@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Sequence
 
 from fairseq_kd.errors import KDInputError
-from fairseq_kd.prep.textio import read_lines, write_lines_atomic
+from fairseq_kd.fileio import atomic_write_lines, read_lines
 
 
 @dataclass
@@ -70,8 +70,8 @@ def decode_lines(sp, lines: Sequence[str]) -> List[str]:
 
 
 def encode_file(sp, src, dst) -> int:
-    return write_lines_atomic(dst, encode_lines(sp, read_lines(src)))
+    return atomic_write_lines(dst, encode_lines(sp, read_lines(src)))
 
 
 def decode_file(sp, src, dst) -> int:
-    return write_lines_atomic(dst, decode_lines(sp, read_lines(src)))
+    return atomic_write_lines(dst, decode_lines(sp, read_lines(src)))

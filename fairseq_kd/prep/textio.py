@@ -3,7 +3,7 @@
 Why: a stray ``\\r`` or U+2028 inside a sentence must never turn into a line break, or
 source and target silently drift apart. Reading and writing go through ``fairseq_kd.fileio``.
 """
-from typing import Iterable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from fairseq_kd import fileio
 from fairseq_kd.errors import KDInputError
@@ -26,11 +26,6 @@ def check_aligned(pairs: Sequence[Tuple[str, str]]) -> List[int]:
                 f"both sides must hold one sentence per line in the same order (re-extract or fix them)")
         counts.append(a)
     return counts
-
-
-def write_lines_atomic(path, lines: Iterable[str]) -> int:
-    """Write lines (newline-terminated) to ``path`` atomically; returns the count."""
-    return fileio.atomic_write_lines(path, lines)
 
 
 def write_parallel_atomic(paths: Sequence, columns: Sequence[Sequence[str]]) -> int:
