@@ -31,7 +31,7 @@ OPTIONAL = {"search": "beam", "teacher": "-", "hyp": ""}  # columns older result
 GROUP = ("method", "noise", "arch", "parameters", "decoding", "teacher", "lr", "search")
 BASELINE = "none"
 PAIRED = ("noise", "arch", "lr", "search")  # coordinates a KD group shares with its baseline
-METHOD_ORDER = {"none": 0, "word": 1, "seq": 2, "seq_online": 3, "hybrid": 4}
+METHOD_ORDER = {"none": 0, "word": 1, "seq": 2, "seq_online": 3, "hybrid": 4, "hybrid_online": 5, "onpolicy": 6}
 NUMERIC = {"noise": float, "parameters": int, "lr": float, "seed": int, "bleu": float, "chrf": float,
            "updates": int, "valid_bleu": float, "train_time": float}
 
@@ -82,7 +82,7 @@ def load_csv(path: str, required: Sequence[str] = REQUIRED) -> List[Dict]:
 
 def _sort_key(key: Tuple) -> Tuple:
     method, noise, arch, params, decoding, teacher, lr, search = key
-    return (search, noise, params, arch, lr, METHOD_ORDER.get(method, 99), method, decoding, teacher)
+    return (search, noise, params, arch, lr, METHOD_ORDER.get(method.split(".", 1)[0], 99), method, decoding, teacher)
 
 
 def summarize(rows: Iterable[Dict]) -> List[Dict]:
@@ -195,7 +195,7 @@ def _label(row: Dict, keys: Sequence[str]) -> str:
 def series(rows: List[Dict], x: str, y: str, label_keys: Sequence[str]) -> Dict[str, List[Tuple[float, float, float]]]:
     """label -> sorted [(x, mean y, std y)], averaging rows with the same label and x (the seeds)."""
     points: Dict[str, Dict[float, List[float]]] = OrderedDict()
-    ordered = sorted(rows, key=lambda r: (METHOD_ORDER.get(r["method"], 99), _label(r, label_keys)))
+    ordered = sorted(rows, key=lambda r: (METHOD_ORDER.get(r["method"].split(".", 1)[0], 99), _label(r, label_keys)))
     for r in ordered:
         points.setdefault(_label(r, label_keys), {}).setdefault(r[x], []).append(r[y])
     return {lab: [(xv, *mean_std(ys)) for xv, ys in sorted(pts.items())] for lab, pts in points.items()}

@@ -6,7 +6,8 @@ import csv
 import pytest
 
 from fairseq_kd import study as S
-from tests.test_study import TINY_TRAIN_ARGS
+from fairseq_kd.errors import KDInputError
+from tests.test_study import TINY_TRAIN_ARGS, corpus, fake_runner, make_cfg  # noqa: F401  (corpus: fixture)
 
 
 def parsed(cfg, method, decoding=S.NO_DECODING):
@@ -45,3 +46,48 @@ def test_onpolicy_cell_end_to_end(tiny_teacher, tmp_path):
     rows = list(csv.DictReader(open(summary["results"])))
     assert [(r["method"], r["updates"]) for r in rows] == [("onpolicy", "8")]
     assert float(rows[0]["bleu"]) >= 0 and rows[0]["signature"]
+
+
+def test_method_variants_are_cells_of_their_own_with_the_base_flags_then_theirs():
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
+                        methods=["word", "word.rkl", "hybrid", "hybrid.unc"], decodings=["beam"],
+                        method_args={"word": "--kd-alpha 0.7", "word.rkl": "--kd-divergence reverse_kl",
+                                     "hybrid": "--hybrid-weight 0.3", "hybrid.unc": "--hybrid-gate uncertainty"})
+    cells = S.build_grid(cfg)
+    assert [(c.method, c.decoding) for c in cells] == [
+        ("word", "-"), ("word.rkl", "-"), ("hybrid", "beam"), ("hybrid.unc", "beam")]
+    assert len({c.key() for c in cells}) == 4 and cells[1].slug().startswith("word.rkl_noise0_")
+    word, rkl = parsed(cfg, "word"), parsed(cfg, "word.rkl")
+    assert (word["criterion"], word["kd_alpha"], word["kd_divergence"]) == ("word_kd", 0.7, "forward_kl")
+    assert (rkl["criterion"], rkl["kd_alpha"], rkl["kd_divergence"]) == ("word_kd", 0.7, "reverse_kl")
+    hyb, unc = parsed(cfg, "hybrid", "beam"), parsed(cfg, "hybrid.unc", "beam")
+    assert (hyb["hybrid_gate"], hyb["hybrid_weight"]) == ("fixed", 0.3)
+    assert (unc["criterion"], unc["hybrid_gate"], unc["hybrid_weight"]) == ("hybrid_kd", "uncertainty", 0.3)
+    assert unc["seq_kd_targets"] == "data" and unc["teacher_path"] == "t.pt"
+    for bad in (["wordy"], ["word.a b"], ["word..x"]):
+        with pytest.raises(KDInputError, match="unknown method"):
+            S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en",
+                          teacher="t.pt", methods=bad).validate()
+
+
+def test_a_new_variant_joins_a_finished_study_but_flags_with_results_stay(corpus, tmp_path):
+    out = tmp_path / "study"
+    launched = []
+    runner = fake_runner(launched)
+
+    def run(methods, method_args):
+        runner.ref = make_cfg(corpus, out).test_ref
+        cfg = make_cfg(corpus, out, methods=methods, noise=[0.0], method_args=method_args)
+        return S.Study(cfg, runner=runner).run(progress=False)
+
+    assert run(["none"], {})["ran"] == 1
+    assert run(["none", "none.d2"], {"none.d2": "--dropout 0.2"})["ran"] == 1  # a new variant: its cell only
+    assert launched[-2:] == ["fairseq-train", "fairseq-generate"]
+    with pytest.raises(KDInputError, match=r"method_args\[none.d2\]"):  # its flags now have results
+        run(["none", "none.d2"], {"none.d2": "--dropout 0.3"})
+    with pytest.raises(KDInputError, match=r"method_args\[none\]"):  # so do the base method's
+        run(["none"], {"none": "--dropout 0.1"})
+    again = run(["none", "none.d2"], {"none.d2": "--dropout 0.2"})
+    assert again["ran"] == 0 and again["skipped"] == 2
+    methods = [r["method"] for r in csv.DictReader(open(again["results"]))]
+    assert methods == ["none", "none.d2"]

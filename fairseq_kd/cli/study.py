@@ -45,9 +45,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--out-dir", required=True, help="results.csv, curves.csv, cells/, distilled/ go here")
 
     g = p.add_argument_group("grid")
-    g.add_argument("--methods", nargs="+", default=["none"], choices=list(S.METHOD_SPECS),
+    g.add_argument("--methods", nargs="+", default=["none"], metavar="METHOD",
                    help="KD methods: none (CE), word (word_kd), seq (CE on fairseq-kd-distill output), "
-                        "seq_online (seq_kd criterion), hybrid (hybrid_kd)")
+                        "seq_online (seq_kd criterion), hybrid (hybrid_kd on the distilled data), hybrid_online, "
+                        "onpolicy (onpolicy_kd); a variant BASE.LABEL (e.g. word.rkl) is a method of its own "
+                        "that gets BASE's --method-args, then its own")
     g.add_argument("--noise", nargs="+", type=float, default=[0.0], help="noise levels (rate of each --noise-ops)")
     g.add_argument("--archs", nargs="+", default=["transformer"], help="student architectures (e.g. ladder names)")
     g.add_argument("--decodings", nargs="+", default=["beam"], choices=list(S.DECODINGS),

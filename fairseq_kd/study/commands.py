@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List
 
 from fairseq_kd.errors import KDInputError
-from fairseq_kd.study.config import METHOD_SPECS, Cell, NO_DECODING, StudyConfig, fmt_num
+from fairseq_kd.study.config import Cell, method_base, method_spec, NO_DECODING, StudyConfig, fmt_num
 
 USER_DIR = str(Path(__file__).resolve().parents[1])  # the fairseq_kd package (--user-dir)
 
@@ -40,7 +40,7 @@ def check_criteria(cfg: StudyConfig) -> None:
     from fairseq.criterions import CRITERION_REGISTRY
 
     for m in cfg.methods:
-        crit = METHOD_SPECS[m]["criterion"]
+        crit = method_spec(m)["criterion"]
         if crit not in CRITERION_REGISTRY:
             raise KDInputError(f"method {m!r} trains with criterion {crit!r}, which is not registered: "
                                f"fairseq_kd/criteria/{crit}.py is missing from this install")
@@ -113,13 +113,18 @@ def cell_teacher(cfg: StudyConfig, cell: Cell) -> str:
 
 
 def method_flags(cfg: StudyConfig, cell: Cell) -> List[str]:
-    """What the method itself adds: criterion, teacher, online decoding, user's method_args."""
-    spec = METHOD_SPECS[cell.method]
+    """What the method itself adds: criterion, teacher, online decoding, user's method_args.
+
+    A variant ``BASE.LABEL`` gets BASE's method_args, then its own (later flags win)."""
+    spec = method_spec(cell.method)
     flags = ["--criterion", spec["criterion"], *spec.get("flags", [])]
     if spec["teacher"]:
         flags += ["--teacher-path", cell_teacher(cfg, cell)]
     if spec["decoding"] and spec["data"] == "corpus":
         flags += ["--seq-kd-decoding", cell.decoding]
+    base = method_base(cell.method)
+    if base != cell.method:
+        flags += shlex.split(cfg.method_args.get(base, ""))
     return flags + shlex.split(cfg.method_args.get(cell.method, ""))
 
 

@@ -49,6 +49,16 @@ METHOD_SPECS = {
 }
 
 
+def method_base(method: str) -> str:
+    """The method a grid name trains with: ``word.rkl`` is a variant of ``word`` (own label, own flags)."""
+    return method.split(".", 1)[0]
+
+
+def method_spec(method: str) -> Dict:
+    """METHOD_SPECS of ``method`` or of the method it is a variant of (``BASE.LABEL``)."""
+    return METHOD_SPECS[method_base(method)]
+
+
 def fmt_num(x: float) -> str:
     """Canonical text of a grid number (0.1 -> '0.1', 5e-4 -> '0.0005', 0.0 -> '0') for keys and names."""
     return f"{float(x):g}"
@@ -158,8 +168,9 @@ class StudyConfig:
 
     def validate(self) -> None:
         for m in self.methods:
-            if m not in METHOD_SPECS:
-                raise KDInputError(f"unknown method {m!r}: choose from {', '.join(METHOD_SPECS)}")
+            if method_base(m) not in METHOD_SPECS or not re.fullmatch(r"[A-Za-z_]+(\.[A-Za-z0-9_-]+)?", m):
+                raise KDInputError(f"unknown method {m!r}: choose from {', '.join(METHOD_SPECS)}, or name a variant "
+                                   f"BASE.LABEL (e.g. word.rkl) and give its flags with --method-args")
         for d in self.decodings:
             if d not in DECODINGS:
                 raise KDInputError(f"unknown decoding {d!r}: choose from {', '.join(DECODINGS)}")
@@ -187,7 +198,7 @@ class StudyConfig:
                 raise KDInputError(f"--data {self.data} has no dict.{lang}.txt: check --source-lang/--target-lang")
         if not os.path.isfile(self.test_ref):
             raise KDInputError(f"--test-ref {self.test_ref}: no such file; pass the raw reference of the test split")
-        needs_teacher = any(METHOD_SPECS[m]["teacher"] or METHOD_SPECS[m]["data"] == "distilled" for m in self.methods)
+        needs_teacher = any(uses_teacher(m) for m in self.methods)
         teachers = self.all_teachers()
         if needs_teacher and not (teachers and all(os.path.isfile(p) for t in teachers for p in t.split(":"))):
             raise KDInputError(f"methods {', '.join(self.methods)} need a teacher: pass --teacher CKPT "
@@ -201,7 +212,7 @@ class StudyConfig:
 
 
 def uses_teacher(method: str) -> bool:
-    spec = METHOD_SPECS[method]
+    spec = method_spec(method)
     return spec["teacher"] or spec["data"] == "distilled"
 
 
@@ -213,7 +224,7 @@ def build_grid(cfg: StudyConfig) -> List[Cell]:
     teachers = list(cfg.teachers)
     cells = []
     for method, noise, arch, lr, seed in itertools.product(cfg.methods, cfg.noise, cfg.archs, cfg.lrs, cfg.seeds):
-        decodings = cfg.decodings if METHOD_SPECS[method]["decoding"] else [NO_DECODING]
+        decodings = cfg.decodings if method_spec(method)["decoding"] else [NO_DECODING]
         per_teacher = teachers if (teachers and uses_teacher(method)) else [NO_DECODING]
         for teacher, dec in itertools.product(per_teacher, decodings):
             cells.append(Cell(method, float(noise), arch, dec, float(lr), int(seed), teacher))

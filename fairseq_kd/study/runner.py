@@ -32,7 +32,7 @@ from typing import Callable, Dict, List
 from fairseq_kd import fileio, guard
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study import commands as C
-from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, METHOD_SPECS, RESULT_FIELDS, Cell, StudyConfig,
+from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_spec,
                                      build_grid, row_key, teacher_name)
 from fairseq_kd.study.logs import parse_generate, parse_train_log
 from fairseq_kd.study.records import read_csv, replace_rows_atomic
@@ -149,7 +149,7 @@ class Study:
         self.cfg.validate()
         C.find_tool("fairseq-train")
         C.find_tool("fairseq-generate")
-        if any(METHOD_SPECS[c.method]["data"] == "distilled" for c in cells):
+        if any(method_spec(c.method)["data"] == "distilled" for c in cells):
             C.find_tool("fairseq-kd-distill")
         C.check_criteria(self.cfg)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -157,12 +157,23 @@ class Study:
         current = json.loads(json.dumps(self.cfg.settings_fingerprint()))
         if settings.exists():
             previous = json.loads(settings.read_text())
-            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            changed = sorted(k for k in set(previous) | set(current)
+                             if k != "method_args" and previous.get(k) != current.get(k))
+            changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"])
             if changed:
                 raise KDInputError(f"{settings} was written with different settings ({', '.join(changed)}): "
                                    f"resume with the same settings or use a new --out-dir")
-        else:
-            fileio.atomic_write_json(settings, current)
+            current["method_args"] = {**previous.get("method_args", {}), **current["method_args"]}
+        fileio.atomic_write_json(settings, current)
+
+    def _changed_method_args(self, previous: Dict[str, str], current: Dict[str, str]) -> List[str]:
+        """Per-method flags may be added for a method with no finished cell (a new method or
+        variant joins the study); flags of a method that has results must stay as they were."""
+        trained = {r["method"] for r in read_csv(self.results)}
+        trained |= {m.split(".", 1)[0] for m in trained}
+        return [f"method_args[{m}]" for m in sorted(set(previous) | set(current))
+                if previous.get(m) != current.get(m) and (m in previous or m in trained)
+                and (m in current or m in set(self.cfg.methods))]
 
     def done(self) -> set:
         default = self.cfg.test_searches()[0][0]
@@ -216,7 +227,7 @@ class Study:
         cfg = self.cfg
         cdir = self.out / "cells" / cell.slug()
         cdir.mkdir(parents=True, exist_ok=True)
-        spec = METHOD_SPECS[cell.method]
+        spec = method_spec(cell.method)
         teacher = C.cell_teacher(cfg, cell)
         data = self.distilled_data(cell.decoding, teacher) if spec["data"] == "distilled" else cfg.data
 
