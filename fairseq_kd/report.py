@@ -28,6 +28,8 @@ from fairseq_kd.errors import KDInputError
 
 REQUIRED = ("method", "noise", "arch", "parameters", "decoding", "lr", "seed", "bleu", "chrf")
 OPTIONAL = {"search": "beam", "teacher": "-", "hyp": ""}  # columns older results files lack
+from fairseq_kd.study.config import method_base  # noqa: E402  (variants sort by their base)
+
 GROUP = ("method", "noise", "arch", "parameters", "decoding", "teacher", "lr", "search")
 BASELINE = "none"
 PAIRED = ("noise", "arch", "lr", "search")  # coordinates a KD group shares with its baseline
@@ -82,7 +84,7 @@ def load_csv(path: str, required: Sequence[str] = REQUIRED) -> List[Dict]:
 
 def _sort_key(key: Tuple) -> Tuple:
     method, noise, arch, params, decoding, teacher, lr, search = key
-    return (search, noise, params, arch, lr, METHOD_ORDER.get(method.split(".", 1)[0], 99), method, decoding, teacher)
+    return (search, noise, params, arch, lr, METHOD_ORDER.get(method_base(method), 99), method, decoding, teacher)
 
 
 def summarize(rows: Iterable[Dict]) -> List[Dict]:
@@ -195,7 +197,7 @@ def _label(row: Dict, keys: Sequence[str]) -> str:
 def series(rows: List[Dict], x: str, y: str, label_keys: Sequence[str]) -> Dict[str, List[Tuple[float, float, float]]]:
     """label -> sorted [(x, mean y, std y)], averaging rows with the same label and x (the seeds)."""
     points: Dict[str, Dict[float, List[float]]] = OrderedDict()
-    ordered = sorted(rows, key=lambda r: (METHOD_ORDER.get(r["method"].split(".", 1)[0], 99), _label(r, label_keys)))
+    ordered = sorted(rows, key=lambda r: (METHOD_ORDER.get(method_base(r["method"]), 99), _label(r, label_keys)))
     for r in ordered:
         points.setdefault(_label(r, label_keys), {}).setdefault(r[x], []).append(r[y])
     return {lab: [(xv, *mean_std(ys)) for xv, ys in sorted(pts.items())] for lab, pts in points.items()}

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List
 from fairseq_kd import fileio, guard
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study import commands as C
-from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_spec,
+from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_base, method_spec,
                                      build_grid, row_key, teacher_name)
 from fairseq_kd.study.logs import parse_generate, parse_train_log
 from fairseq_kd.study.records import read_csv, replace_rows_atomic
@@ -170,7 +170,7 @@ class Study:
         """Per-method flags may be added for a method with no finished cell (a new method or
         variant joins the study); flags of a method that has results must stay as they were."""
         trained = {r["method"] for r in read_csv(self.results)}
-        trained |= {m.split(".", 1)[0] for m in trained}
+        trained |= {method_base(m) for m in trained}
         return [f"method_args[{m}]" for m in sorted(set(previous) | set(current))
                 if previous.get(m) != current.get(m) and (m in previous or m in trained)
                 and (m in current or m in set(self.cfg.methods))]
