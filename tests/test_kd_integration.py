@@ -43,8 +43,14 @@ def test_word_kd_student_online_teacher_generates_and_scores(tiny_teacher, tmp_p
     hyps = helpers.generate(tiny_teacher.data_bin, ckpt)
     refs = (tiny_teacher.raw / "test.tgt").read_text().splitlines()
     assert len(hyps) == len(refs)
-    bleu = sacrebleu.corpus_bleu(hyps, [refs])
-    assert 0.0 <= bleu.score <= 100.0
+    # a tiny student after 3 epochs scores 0-0.35 BLEU whatever its loss (measured, CE and word-KD alike), so
+    # no BLEU margin exists here (the KD-vs-CE margin is tests/test_system_multi30k.py's): check that it
+    # decodes real output and that the project's scorer agrees with sacrebleu on it
+    assert sum(bool(h.strip()) for h in hyps) >= len(hyps) // 2
+    from fairseq_kd import scoring
+
+    ours = scoring.score_lines(hyps, [refs], scoring.ScoreConfig(metrics=("bleu",)))["bleu"]["score"]
+    assert ours == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
 
 
 def test_teacher_bleu_is_high(tiny_teacher):

@@ -245,6 +245,26 @@ def test_ensemble_averages_probabilities(tiny_bin):
     assert not ens.training and not m1.training
 
 
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_log_probs_and_gold_are_at_T_and_at_one(tiny_bin, T):
+    """The teacher's distribution is at T; the gold log-prob it logs (teacher_nll_loss) is always at T = 1,
+    for one model and for an ensemble (log of the members' mean probability of the gold token)."""
+    task, m1, _ = helpers.build_components(tiny_bin, seed=1)
+    _, m2, _ = helpers.build_components(tiny_bin, seed=2)
+    m1.eval(), m2.eval()
+    sample = helpers.first_batch(task)
+    y = sample["target"].unsqueeze(-1)  # B x T x 1
+    with torch.no_grad():
+        z1, z2 = (m(**sample["net_input"])[0] for m in (m1, m2))
+    for members, zs in (([m1], [z1]), ([m1, m2], [z1, z2])):
+        ens = TeacherEnsemble(members, ["m"] * len(members), task.source_dictionary, task.target_dictionary, None)
+        lp, gold = ens.log_probs_and_gold(sample["net_input"], sample["target"], T)
+        want_lp = torch.stack([torch.softmax(z / T, -1) for z in zs]).mean(0).log()
+        want_gold = torch.stack([torch.softmax(z, -1).gather(-1, y).squeeze(-1) for z in zs]).mean(0).log()
+        torch.testing.assert_close(lp, want_lp, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gold, want_gold, rtol=1e-5, atol=1e-5)
+
+
 def test_bf16_student_and_teacher_loss_is_fp32_and_close(tiny_bin):
     """Under half precision the KD maths still runs in fp32; the teacher keeps the device and
     dtype it was given once (it is never moved to follow the student per step)."""
