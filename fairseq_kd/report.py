@@ -25,11 +25,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from fairseq_kd import fileio
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.study.config import method_base  # variants sort by their base
 
 REQUIRED = ("method", "noise", "arch", "parameters", "decoding", "lr", "seed", "bleu", "chrf")
 OPTIONAL = {"search": "beam", "teacher": "-", "hyp": ""}  # columns older results files lack
-from fairseq_kd.study.config import method_base  # noqa: E402  (variants sort by their base)
-
 GROUP = ("method", "noise", "arch", "parameters", "decoding", "teacher", "lr", "search")
 BASELINE = "none"
 PAIRED = ("noise", "arch", "lr", "search")  # coordinates a KD group shares with its baseline

@@ -9,7 +9,7 @@ import pytest
 import sacrebleu
 import torch
 
-from fairseq_kd import checkpoint_safety
+from fairseq_kd import checkpoint_safety, scoring
 from fairseq_kd.cli import cache as cache_cli
 from fairseq_kd.errors import KDInputError
 from tests import helpers
@@ -47,8 +47,6 @@ def test_word_kd_student_online_teacher_generates_and_scores(tiny_teacher, tmp_p
     # no BLEU margin exists here (the KD-vs-CE margin is tests/test_system_multi30k.py's): check that it
     # decodes real output and that the project's scorer agrees with sacrebleu on it
     assert sum(bool(h.strip()) for h in hyps) >= len(hyps) // 2
-    from fairseq_kd import scoring
-
     ours = scoring.score_lines(hyps, [refs], scoring.ScoreConfig(metrics=("bleu",)))["bleu"]["score"]
     assert ours == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
 

@@ -52,28 +52,30 @@ def bleu_of(prepared, ckpt, tmp_path, name):
     return json.loads(res.stdout)["bleu"]["score"]
 
 
-def valid_kl(prepared, student_ckpt, teacher_ckpt) -> float:
-    """Mean KL(teacher || student) per valid target token (nats), teacher-forced on gold prefixes."""
+def valid_kl(prepared, teacher_ckpt, *student_ckpts) -> list:
+    """Mean KL(teacher || student) per valid target token (nats) of each student, teacher-forced on
+    gold prefixes; the teacher's forward pass is shared by all students."""
     import torch
     from fairseq import checkpoint_utils
 
-    from fairseq_kd import kd_losses  # noqa: F401  (registers the plugin)
+    from fairseq_kd import kd_losses
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(teacher_ckpt), str(student_ckpt)], arg_overrides={"data": str(prepared / "bin")})
-    teacher, student = (m.eval() for m in models)
+        [str(teacher_ckpt), *map(str, student_ckpts)], arg_overrides={"data": str(prepared / "bin")})
+    teacher, *students = (m.eval() for m in models)
     task.load_dataset("valid")
     itr = task.get_batch_iterator(task.dataset("valid"), max_tokens=6000, seed=1).next_epoch_itr(shuffle=False)
-    kl_sum, ntok = 0.0, 0
+    kl_sums, ntok = [0.0] * len(students), 0
     with torch.no_grad():
         for sample in itr:
-            t_lp, s_lp = (m.get_normalized_probs(m(**sample["net_input"]), log_probs=True) for m in (teacher, student))
             valid = sample["target"].ne(task.target_dictionary.pad())  # B x T
-            kl = kd_losses.kl_full(t_lp.float(), s_lp.float())  # B x T
-            kl_sum += float(kl[valid].sum())
+            t_lp = teacher.get_normalized_probs(teacher(**sample["net_input"]), log_probs=True).float()
+            for i, m in enumerate(students):
+                s_lp = m.get_normalized_probs(m(**sample["net_input"]), log_probs=True).float()
+                kl_sums[i] += float(kd_losses.kl_full(t_lp, s_lp)[valid].sum())  # B x T -> scalar
             ntok += int(valid.sum())
-    return kl_sum / ntok
+    return [k / ntok for k in kl_sums]
 
 
 def test_teacher_then_word_kd_student_reach_bleu(prepared, tmp_path):
@@ -93,8 +95,8 @@ def test_teacher_then_word_kd_student_reach_bleu(prepared, tmp_path):
          "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-update", "150",
          "--save-dir", baseline])
     ce_bleu = bleu_of(prepared, baseline / "checkpoint_last.pt", tmp_path, "ce_student")
-    kd_kl = valid_kl(prepared, student / "checkpoint_last.pt", teacher / "checkpoint_last.pt")
-    ce_kl = valid_kl(prepared, baseline / "checkpoint_last.pt", teacher / "checkpoint_last.pt")
+    kd_kl, ce_kl = valid_kl(prepared, teacher / "checkpoint_last.pt", student / "checkpoint_last.pt",
+                            baseline / "checkpoint_last.pt")
     print(f"teacher BLEU {t_bleu:.2f}; word-KD student BLEU {s_bleu:.2f}, KL to teacher {kd_kl:.3f}; "
           f"CE student BLEU {ce_bleu:.2f}, KL to teacher {ce_kl:.3f}")
     # Calibration (session 5, this test's teacher: 25.70 BLEU; students of 150 updates, greedy test BLEU,
