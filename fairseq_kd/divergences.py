@@ -200,6 +200,24 @@ def distribution_divergence(dist, student_lp: torch.Tensor, kind: str = "forward
     return divergence(t, s, kind, beta)
 
 
+def student_divergence(dist, logits: torch.Tensor, kind: str = "forward_kl", beta: float = 0.5,
+                       tail: str = "renormalize", lprobs: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """D(teacher_T, student_T) per position from the student's ``logits`` at the teacher
+    distribution's temperature (no T^2, no mask).  # logits: B x T x V -> B x T
+
+    At T = 1, ``lprobs`` (the CE term's log softmax, when the caller has it) are reused. At
+    T != 1 the forward KL is computed from the logits (``fairseq_kd.fused``: no tempered
+    log-softmax tensor); the other divergences from log softmax(z / T).
+    """
+    T = float(dist.temperature)
+    if T == 1.0:
+        student_lp = lprobs if lprobs is not None else kd_losses.student_log_probs(logits)
+        return distribution_divergence(dist, student_lp, kind, beta, tail)
+    if kind == "forward_kl" and (tail == "renormalize" or not dist.sparse):
+        return dist.kl_logits(logits)  # the same value as dist.kl(log softmax(z / T))
+    return distribution_divergence(dist, kd_losses.student_log_probs(logits, T), kind, beta, tail)
+
+
 def check_options(kind: str, beta: float, topk: int, tail: str) -> None:
     """Refuse impossible option combinations before training starts (usage errors)."""
     if kind not in DIVERGENCES:

@@ -146,6 +146,14 @@ class TeacherDistribution:
             return kd_losses.kl_sparse(self.ids, self.topk_lprobs, student_lp)
         return kd_losses.kl_full(self.lprobs, student_lp)
 
+    def kl_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``kl(log softmax(logits / T))`` without that tensor (``fairseq_kd.fused``).  # B x T x V -> B x T"""
+        from fairseq_kd import fused
+
+        if self.sparse:
+            return fused.tempered_kl_sparse(self.ids, self.topk_lprobs, logits, self.temperature)
+        return fused.tempered_kl_full(self.lprobs, logits, self.temperature)
+
     def nll(self, valid: torch.Tensor) -> torch.Tensor:
         """The teacher's summed NLL of the gold target over ``valid`` positions (a scalar)."""
         return -(self.gold_lprobs * valid).sum()

@@ -6,6 +6,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The tempered KL is compiled (torch.compile, ~25 s per kernel and process) in training; the tests run
+# its eager version (the same formula) in every process they start, and tests/test_fused.py compiles it once.
+os.environ.setdefault("FAIRSEQ_KD_COMPILE", "0")
+
 
 def _shared_data_dir() -> Path:
     """Real corpora: $FAIRSEQ_KD_DATA, else ../shared/data beside the checkout."""

@@ -23,7 +23,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import divergences, gates, hidden, kd_losses, validate
+from fairseq_kd import divergences, gates, hidden, validate
 from fairseq_kd.criteria._common import add_capacity_term, log_averaged, log_seq_kd_metrics, reduce_kd_metrics
 from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
 from fairseq_kd.errors import KDInputError
@@ -132,8 +132,7 @@ class HybridKDCriterion(FairseqCriterion):
         dist = self.teacher.distribution(sample, self.T, self.topk)  # online, ensemble or cache
         if dist is None:
             return logits.new_zeros((), dtype=torch.float32)
-        kl = divergences.distribution_divergence(dist, kd_losses.student_log_probs(logits, self.T), self.divergence,
-                                                 self.jsd_beta, self.topk_tail)  # B x T
+        kl = divergences.student_divergence(dist, logits, self.divergence, self.jsd_beta, self.topk_tail)  # B x T
         return (self.T * self.T) * torch.where(valid, kl, torch.zeros_like(kl)).sum()
 
     @classmethod

@@ -30,7 +30,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import divergences, hidden, kd_losses, onpolicy, validate
+from fairseq_kd import divergences, hidden, onpolicy, validate
 from fairseq_kd.criteria._common import add_capacity_term, log_averaged, reduce_kd_metrics
 from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
 
@@ -129,8 +129,7 @@ class OnPolicyKDCriterion(FairseqCriterion):
         """T^2 * D(teacher_T, student_T) per position on the sample's decoder input (B x T), and
         the teacher's summed NLL of the decoder target (the student's own output on on-policy batches)."""
         dist = self.teacher.distribution(sample, self.T, self.cfg.kd_topk)  # online teacher or ensemble
-        student_lp = kd_losses.student_log_probs(logits, self.T)  # B x T x V
-        d = divergences.distribution_divergence(dist, student_lp, self.kind, self.cfg.kd_jsd_beta, self.tail)
+        d = divergences.student_divergence(dist, logits, self.kind, self.cfg.kd_jsd_beta, self.tail)  # B x T
         return (self.T * self.T) * torch.where(valid, d, torch.zeros_like(d)), dist.nll(valid)
 
     @classmethod

@@ -123,14 +123,14 @@ class WordKDCriterion(FairseqCriterion):
     def kd_term(self, model, sample, logits, lprobs, target, valid, nll):
         """T^2 * D(teacher_T, student_T) per position (D: --kd-divergence; 0 at pad / unselected), and the
         teacher's summed NLL of the gold target. At T = 1 the student's log-probs of the
-        CE term are reused (one log-softmax and its backward less per step)."""
+        CE term are reused (one log-softmax and its backward less per step); at T != 1 the
+        forward KL comes straight from the logits (``divergences.student_divergence``)."""
         T = self.temperature
         dist = self.teacher.distribution(sample, T, self.topk, self.ignore_prefix_size) if self.teacher else None
         if dist is None:  # validation split without a cache and no online teacher: no KD term
             return torch.zeros_like(nll), None
-        student_lp = lprobs if T == 1.0 else kd_losses.student_log_probs(logits, T)  # B x T x V
-        kl = divergences.distribution_divergence(dist, student_lp, self.divergence, self.jsd_beta,
-                                                 self.topk_tail)  # B x T
+        kl = divergences.student_divergence(dist, logits, self.divergence, self.jsd_beta, self.topk_tail,
+                                            lprobs=lprobs)  # B x T
         feed = model.training and getattr(self.task, "feeding_stats", True)  # training batches only
         selected = kd_losses.selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue, feed)
         return (T * T) * torch.where(selected, kl, torch.zeros_like(kl)), dist.nll(valid)
