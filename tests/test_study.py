@@ -96,6 +96,22 @@ def test_one_output_length_limit_for_test_validation_and_distillation():
     assert (defaults.max_len_a, defaults.max_len_b) == (1.2, 10)  # = scripts/decode.sh's defaults
 
 
+def test_teacher_forcing_distils_with_fairseq_when_the_study_uses_ctranslate2():
+    """CTranslate2 has no teacher forcing: that decoding alone goes through the fairseq backend, the
+    others keep the study's backend (a study over all four decodings must not stop at the third)."""
+    from fairseq_kd.cli import distill as distill_cli
+
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
+                        distill_args="--backend ctranslate2 --threads 2")
+    parser = distill_cli.get_parser()
+    for decoding, backend in (("beam", "ctranslate2"), ("greedy", "ctranslate2"), ("sampling", "ctranslate2"),
+                              ("teacher_forcing", "fairseq")):
+        args = parser.parse_args(S.distill_command(cfg, decoding, "out")[1:])
+        assert (args.decoding, args.backend, args.threads) == (decoding, backend, 2)
+    cfg.distill_args = "--backend=ctranslate2"
+    assert parser.parse_args(S.distill_command(cfg, "teacher_forcing", "out")[1:]).backend == "fairseq"
+
+
 def test_missing_tool_and_criterion_are_clear_errors(monkeypatch):
     with pytest.raises(KDInputError, match="fairseq-kd-no-such-tool"):
         S.find_tool("fairseq-kd-no-such-tool")

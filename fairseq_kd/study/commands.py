@@ -157,7 +157,22 @@ def distill_command(cfg: StudyConfig, decoding: str, out: str, teacher: str = ""
         cmd += ["--cpu"]
     elif cfg.precision in ("fp16", "amp"):
         cmd += ["--fp16"]
-    return cmd + shlex.split(cfg.distill_args)
+    extra = shlex.split(cfg.distill_args)
+    if decoding == "teacher_forcing" and _last_value(extra, "--backend") == "ctranslate2":
+        # teacher forcing is one forward pass of the teacher, which CTranslate2 does not expose:
+        # this decoding alone goes through the fairseq backend (argparse keeps the last --backend)
+        extra += ["--backend", "fairseq"]
+    return cmd + extra
+
+
+def _last_value(args: List[str], flag: str) -> str:
+    value = ""
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
 
 
 def shell_text(cmd: List[str]) -> str:
