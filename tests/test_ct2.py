@@ -51,6 +51,19 @@ def test_unconvertible_architecture_names_fairseq_backend(tiny_teacher, tmp_path
 
 
 @pytest.mark.integration
+def test_teacher_forcing_with_ct2_is_refused_before_anything_is_written(tiny_teacher, tmp_path):
+    """A refused run leaves no shard metadata behind (which would block the fairseq backend in the same dir)."""
+    from fairseq_kd.cli import distill
+    from fairseq_kd.errors import KDInputError
+
+    out = tmp_path / "tf"
+    with pytest.raises(KDInputError, match="--backend fairseq"):
+        distill.main(["--data", str(tiny_teacher.data_bin), "--split", "test", "--teacher", str(tiny_teacher.checkpoint),
+                      "-o", str(out), "--cpu", "--no-progress", "--backend", "ctranslate2", "--decoding", "teacher_forcing"])
+    assert not (out / "shards").exists()
+    run_distill(tiny_teacher, out, "--decoding", "teacher_forcing")  # the same dir then works with fairseq
+
+
 def test_glu_teacher_distils_through_ct2_mixed_batches_equal_alone(tiny_teacher, tmp_path):
     """A transformer_glu (swiglu, pre-norm) teacher goes through the project's converter. Greedy equals the
     fairseq backend; beam in mixed-length batches equals beam with every sentence in a batch of its own

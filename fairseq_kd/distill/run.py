@@ -157,6 +157,9 @@ def distill(cfg: DistillConfig) -> Dict:
                            f"{data.tgt_dict_file}")
     if cfg.decoding.decoding == "teacher_forcing" and data.tgt_ds is None:
         raise KDInputError(f"--decoding teacher_forcing needs the gold target {cfg.split}.{src}-{tgt}.{tgt} in {cfg.data}")
+    if cfg.backend == "ctranslate2" and cfg.decoding.decoding == "teacher_forcing":  # before anything is written
+        raise KDInputError("--decoding teacher_forcing is implemented for --backend fairseq only (it is one forward "
+                           "pass of the teacher, which CTranslate2 does not expose): use --backend fairseq")
     if cfg.select != "top" and data.tgt_ds is None:
         raise KDInputError(f"--select {cfg.select} needs the gold target of split '{cfg.split}' in {cfg.data}")
     # the teacher's own dictionaries (its checkpoint's data dir, or --teacher-data), compared symbol by
