@@ -46,7 +46,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from fairseq_kd import kd_losses
+from fairseq_kd import fused, kd_losses
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 TAILS = ("keep", "renormalize")
@@ -206,14 +206,15 @@ def student_divergence(dist, logits: torch.Tensor, kind: str = "forward_kl", bet
     distribution's temperature (no T^2, no mask).  # logits: B x T x V -> B x T
 
     At T = 1, ``lprobs`` (the CE term's log softmax, when the caller has it) are reused. At
-    T != 1 the forward KL is computed from the logits (``fairseq_kd.fused``: no tempered
-    log-softmax tensor); the other divergences from log softmax(z / T).
+    T != 1 the forward KL is computed from the logits by a compiled kernel (``fairseq_kd.fused``:
+    no tempered log-softmax tensor) when compilation works; otherwise, and for the other
+    divergences, from log softmax(z / T).
     """
     T = float(dist.temperature)
     if T == 1.0:
         student_lp = lprobs if lprobs is not None else kd_losses.student_log_probs(logits)
         return distribution_divergence(dist, student_lp, kind, beta, tail)
-    if kind == "forward_kl" and (tail == "renormalize" or not dist.sparse):
+    if kind == "forward_kl" and (tail == "renormalize" or not dist.sparse) and fused.enabled():
         return dist.kl_logits(logits)  # the same value as dist.kl(log softmax(z / T))
     return distribution_divergence(dist, kd_losses.student_log_probs(logits, T), kind, beta, tail)
 

@@ -12,8 +12,10 @@ support, so it can be written without that tensor:
 with ``t`` the teacher's log-probabilities at T, ``p = exp(t)`` and terms with ``p = 0``
 contributing 0 (as ``kd_losses.kl_sparse`` / ``kl_full``). Written this way, ``torch.compile``
 (Inductor) fuses the student's side into one reduction over the vocabulary in forward and one
-elementwise pass in backward. Without a working compiler (or with ``FAIRSEQ_KD_COMPILE=0``)
-the same functions run eagerly: same values, fewer passes than the log-softmax route, no fusion.
+elementwise pass in backward. Run eagerly the same formulas are slower than the log-softmax
+route (more separate passes; ``bench/bench_tempered_kl.py``), so the criteria use them only while
+compilation works (``enabled``): with ``FAIRSEQ_KD_COMPILE=0``, without ``torch.compile`` or after a
+failed compilation they keep the log-softmax route (same values).
 """
 import logging
 import os
@@ -55,6 +57,11 @@ def kl_full_logits(teacher_lp: torch.Tensor, logits: torch.Tensor, temperature: 
 def compile_mode() -> str:
     """``FAIRSEQ_KD_COMPILE``: ``auto`` (default: compile, fall back to eager on failure) or ``0``."""
     return os.environ.get("FAIRSEQ_KD_COMPILE", "auto").strip().lower()
+
+
+def enabled() -> bool:
+    """Whether the criteria should take the fused route (compilation on and not failed so far)."""
+    return compile_mode() not in ("0", "off", "false", "no") and hasattr(torch, "compile") and not _FAILED
 
 
 def _fn(name: str):

@@ -95,3 +95,31 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     got = fused.tempered_kl_sparse(ids, t_top, logits, 2.0)
     torch.testing.assert_close(got, fused.kl_sparse_logits(ids, t_top, logits, 2.0))
     assert "sparse" in fused._FAILED and "torch.compile" in caplog.text
+
+
+def test_student_divergence_takes_the_fused_route_only_when_compilation_is_on(monkeypatch):
+    """At T != 1 the criteria's forward KL goes through dist.kl_logits while compilation works and
+    through log softmax(z / T) otherwise (the eager fused formulas are slower: bench_tempered_kl);
+    both give the same value. At T = 1 the CE log-probs are used either way."""
+    from fairseq_kd import divergences
+    from fairseq_kd.teacher import TeacherDistribution
+
+    logits, t_full, ids, t_top = (x.float() if x.is_floating_point() else x for x in _case(6, dead=False))
+    calls = []
+    real = TeacherDistribution.kl_logits
+    monkeypatch.setattr(TeacherDistribution, "kl_logits", lambda self, z: calls.append(1) or real(self, z))
+    monkeypatch.setattr(fused, "_fn", lambda name: {"sparse": fused.kl_sparse_logits, "full": fused.kl_full_logits}[name])
+    for dist in (TeacherDistribution(2.0, t_top[..., 0], ids=ids, topk_lprobs=t_top),
+                 TeacherDistribution(2.0, t_full[..., 0], lprobs=t_full)):
+        monkeypatch.setenv("FAIRSEQ_KD_COMPILE", "0")
+        slow = divergences.student_divergence(dist, logits)
+        assert not calls
+        monkeypatch.setenv("FAIRSEQ_KD_COMPILE", "auto")
+        monkeypatch.setattr(fused, "_FAILED", set())
+        fast = divergences.student_divergence(dist, logits)
+        assert calls == [1]
+        calls.clear()
+        torch.testing.assert_close(fast, slow)
+        monkeypatch.setattr(fused, "_FAILED", {"sparse"})  # a failed compilation: back to log softmax
+        divergences.student_divergence(dist, logits)
+        assert not calls
