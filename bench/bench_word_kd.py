@@ -11,7 +11,9 @@ T=1 reuses the CE log-probs, T!=1 needs the student's and teacher's log-softmax 
         --teacher exp/main/teacher/checkpoint_best.pt --student-arch transformer_relu_3m
 
 Without ``--teacher`` a teacher of ``--teacher-arch`` is initialised (timing does not
-depend on its weights). Batches come from ``--split`` (default valid, which is cached
+depend on its weights). ``--device cuda --bf16`` runs the students under bf16 autocast and the
+teacher in bf16 (``--teacher-dtype`` default), times with CUDA synchronisation and adds tokens/s
+and peak GPU memory per mode (``bench/gpu_word_kd.sh``: the prepared GPU run). Batches come from ``--split`` (default valid, which is cached
 quickly). Without ``--data`` a synthetic corpus is made.
 """
 import argparse
@@ -77,10 +79,14 @@ def build_modes(data, args, common, modes) -> dict:
     from tests import helpers
 
     comps = {}
+    cuda = getattr(args, "device", "cpu") == "cuda"
+    precision = ["--bf16"] if getattr(args, "bf16", False) else []  # the task's teacher dtype follows it
     for name, extra in modes.items():
-        task, model, crit = helpers.build_components(data, [*common, *extra], arch_args=[],
-                                                     src=args.source_lang, tgt=args.target_lang, seed=1)
+        task, model, crit = helpers.build_components(data, [*common, *precision, *extra], arch_args=[],
+                                                     src=args.source_lang, tgt=args.target_lang, seed=1, cpu=not cuda)
         task.load_dataset(args.split)
+        if cuda:
+            model, crit = model.cuda(), crit.cuda()
         comps[name] = (task, model, crit, torch.optim.Adam(model.parameters(), lr=1e-4))
     ref_state = copy.deepcopy(next(iter(comps.values()))[1].state_dict())  # identical initial students
     for _, model, _, _ in comps.values():
@@ -90,20 +96,35 @@ def build_modes(data, args, common, modes) -> dict:
 
 
 def fixed_batches(task, args) -> list:
-    """The first ``--steps`` batches of ``--split``, tagged with their split as the task does."""
+    """The first ``--steps`` batches of ``--split``, tagged with their split as the task does (on ``--device``)."""
+    from fairseq import utils
+
     ds = task.dataset(args.split)
     itr = task.get_batch_iterator(ds, max_tokens=args.max_tokens, seed=1, ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
-    return [dict(b, kd_split=args.split) for _, b in zip(range(args.steps), itr)]
+    batches = [dict(b, kd_split=args.split) for _, b in zip(range(args.steps), itr)]
+    return [utils.move_to_cuda(b) for b in batches] if getattr(args, "device", "cpu") == "cuda" else batches
 
 
-def train_step(comp, sample) -> dict:
-    """One optimizer step of ``comp`` = (task, model, criterion, optimizer); the criterion's logging output."""
+def train_step(comp, sample, bf16: bool = False) -> dict:
+    """One optimizer step of ``comp`` = (task, model, criterion, optimizer); the criterion's logging output
+    (``bf16``: forward under CUDA bf16 autocast, fp32 master weights, as fairseq's ``--amp`` with bf16)."""
+    import torch
+
     _, model, crit, opt = comp
     opt.zero_grad()
-    loss, _, log = crit(model, sample)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        loss, _, log = crit(model, sample)
     loss.backward()
     opt.step()
     return log
+
+
+def sync(args) -> None:
+    """Wait for queued GPU work, so that wall-clock step times are real."""
+    if args.device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def main():
@@ -111,6 +132,8 @@ def main():
     add_setup_args(p, max_tokens=4096, steps=5)
     p.add_argument("--topk", type=int, default=8, help="cache top-k, and --kd-topk of the online top-k mode")
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 2.0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--bf16", action="store_true", help="students under bf16 autocast, teacher in bf16 (cuda only)")
     p.add_argument("--profile", action="store_true",
                    help="also print a torch.profiler table (top ops by CPU time) of each mode's steps")
     args = p.parse_args()
@@ -118,6 +141,10 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no GPU here")
+    if args.bf16 and args.device != "cuda":
+        p.error("--bf16 needs --device cuda")
     import fairseq_kd  # noqa: F401
     from fairseq_kd.cli import cache as cache_cli
 
@@ -126,7 +153,8 @@ def main():
     cache_dir = work / "cache"
     cache_cli.main(cache_cli.get_parser().parse_args(
         [data, "-s", args.source_lang, "-t", args.target_lang, "--teacher-path", teacher, "--out-dir", str(cache_dir),
-         "--split", args.split, "--topk", str(args.topk), "--max-tokens", str(args.max_tokens), "--no-progress"]))
+         "--split", args.split, "--topk", str(args.topk), "--max-tokens", str(args.max_tokens), "--no-progress",
+         "--device", args.device, "--dtype", "bf16" if args.bf16 else "fp32"]))
 
     common = ["--arch", args.student_arch, "--share-all-embeddings", "--criterion", "word_kd",
               "--valid-subset", args.split, "--train-subset", args.split]
@@ -141,25 +169,33 @@ def main():
     batches = fixed_batches(task, args)
 
     def step(name, sample):
-        train_step(comps[name], sample)
+        train_step(comps[name], sample, args.bf16)
 
     online = comps[f"online_T{args.temperatures[0]:g}"]
     teacher_model = online[0].load_teacher()
     times = {name: [] for name in modes}
     times["teacher_forward"] = []
     peak = {name: 0.0 for name in times}
+    gpu_peak = {name: 0.0 for name in times}
+    tokens = sum(b["ntokens"] for b in batches)  # target tokens per pass over the batches
     for name in modes:  # warm-up
         step(name, batches[0])
     for r in range(args.rounds):
         for name in [*modes, "teacher_forward"]:
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             for sample in batches:
+                sync(args)
                 t = time.perf_counter()
                 if name == "teacher_forward":
                     teacher_model.log_probs(online[0].teacher_net_input(sample))
                 else:
                     step(name, sample)
+                sync(args)
                 times[name].append(time.perf_counter() - t)
                 peak[name] = max(peak[name], rss_mib())
+            if args.device == "cuda":
+                gpu_peak[name] = max(gpu_peak[name], torch.cuda.max_memory_allocated() / 2**20)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
 
     if args.profile:
@@ -184,15 +220,21 @@ def main():
             for k in modes if k != "ce"
         },
         "peak_rss_mib": {k: round(v, 1) for k, v in peak.items()},
+        "target_tokens_per_second": {k: round(tokens / (v * len(batches)), 1) for k, v in med.items()},
         "setup": {"data": data, "split": args.split, "batches": len(batches), "max_tokens": args.max_tokens,
                   "student": args.student_arch, "teacher": args.teacher or args.teacher_arch,
                   "topk": args.topk, "temperatures": args.temperatures, "threads": args.threads,
+                  "device": args.device, "bf16": args.bf16,
                   "torch": torch.__version__},
     }
-    print("| mode | step (s) | ratio to CE |\n|---|---|---|")
-    for k in modes:
-        print(f"| {k} | {med[k]:.4f} | {med[k] / ce:.3f}x |")
-    print(f"| teacher forward alone | {tf:.4f} | {tf / ce:.3f}x |")
+    if args.device == "cuda":
+        res["peak_gpu_mib"] = {k: round(v, 1) for k, v in gpu_peak.items()}
+    tps = res["target_tokens_per_second"]
+    print("| mode | step (s) | ratio to CE | target tokens/s | peak GPU MiB |\n|---|---|---|---|---|")
+    for k in [*modes, "teacher_forward"]:
+        label = "teacher forward alone" if k == "teacher_forward" else k
+        gpu = f"{gpu_peak[k]:.0f}" if args.device == "cuda" else "-"
+        print(f"| {label} | {med[k]:.4f} | {med[k] / ce:.3f}x | {tps[k]:.0f} | {gpu} |")
     print(f"\nonline budget (CE + 1.1 x teacher forward) = {(ce + 1.1 * tf) / ce:.3f}x CE")
     for goal, ok in res["goals"].items():
         print(f"goal {goal}: {'met' if ok else 'NOT met'}")

@@ -131,14 +131,15 @@ def make_tiny_teacher(root: Path, transform: str = "copy", max_epoch: int = 30) 
 
 
 def build_components(data_bin: Path, extra: Sequence[str] = (), arch_args: Sequence[str] = TINY_ARCH_ARGS,
-                     src: str = "src", tgt: str = "tgt", seed: int = 1):
-    """(task, model, criterion) built through fairseq-train's own argument parsing, untrained."""
+                     src: str = "src", tgt: str = "tgt", seed: int = 1, cpu: bool = True):
+    """(task, model, criterion) built through fairseq-train's own argument parsing, untrained
+    (``cpu=False``: without ``--cpu``, so a kd_translation teacher goes to the GPU when there is one)."""
     import torch
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     argv = [str(data_bin), "--user-dir", USER_DIR, "--task", "kd_translation", "--source-lang", src,
-            "--target-lang", tgt, *arch_args, "--cpu", "--seed", str(seed), *extra]
+            "--target-lang", tgt, *arch_args, *(["--cpu"] if cpu else []), "--seed", str(seed), *extra]
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
     cfg = convert_namespace_to_omegaconf(args)
     torch.manual_seed(seed)
