@@ -22,14 +22,14 @@ data_dir="${FAIRSEQ_KD_MULTI30K:-}"   # Multi30k raw files (train/val/test_2016_
 work_dir=exp/main                     # everything this job writes
 vocab_size=4000                       # joint sentencepiece vocabulary
 teacher_args="--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"  # stock fairseq transformer, 6.55M parameters
-teacher_updates=""                    # teacher updates (default by preset: full 750, quick 150)
+teacher_updates=""                    # teacher updates (default by preset: full 750, quick 100)
 teacher_max_tokens=4096               # teacher tokens per batch (per process)
 teacher_lr=0.003                      # teacher peak learning rate (inverse_sqrt)
 teacher_warmup=300                    # teacher warmup updates
 teacher_checkpoint=""                 # an already trained teacher (same data and dictionary): skips stage 2
 student_arch=transformer_relu_3m      # students: this ladder arch, shrunk by student_args
 student_args="--encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"  # 1.3M parameters
-student_updates=""                    # updates per student (default by preset: full 300, quick 80)
+student_updates=""                    # updates per student (default by preset: full 300, quick 50)
 student_max_tokens=4096               # student tokens per batch (per process)
 student_lr=0.003                      # student peak learning rate (inverse_sqrt)
 student_warmup=100                    # student warmup updates
@@ -55,7 +55,7 @@ done
 parse_flags "${args[@]+"${args[@]}"}"
 case "${preset}" in
   full) : "${teacher_updates:=750}" "${student_updates:=300}" "${decoding:=beam}" ;;
-  quick) : "${teacher_updates:=150}" "${student_updates:=80}" "${decoding:=greedy}" ;;
+  quick) : "${teacher_updates:=100}" "${student_updates:=50}" "${decoding:=greedy}" ;;
   *) usage_error "--preset must be full or quick, not '${preset}'" ;;
 esac
 case "${device}" in auto|cpu|cuda) ;; *) usage_error "--device must be auto, cpu or cuda" ;; esac
