@@ -13,8 +13,8 @@ T=1 reuses the CE log-probs, T!=1 needs the student's and teacher's log-softmax 
 Without ``--teacher`` a teacher of ``--teacher-arch`` is initialised (timing does not
 depend on its weights). ``--device cuda --bf16`` runs the students under bf16 autocast and the
 teacher in bf16 (``--teacher-dtype`` default), times with CUDA synchronisation and adds tokens/s
-and peak GPU memory per mode (``bench/gpu_word_kd.sh``: the prepared GPU run). Batches come from ``--split`` (default valid, which is cached
-quickly). Without ``--data`` a synthetic corpus is made.
+and peak GPU memory per mode (``bench/gpu_word_kd.sh``: the prepared GPU run). Batches come from
+``--split`` (default valid, which is cached quickly). Without ``--data`` a synthetic corpus is made.
 """
 import argparse
 import copy
@@ -79,7 +79,7 @@ def build_modes(data, args, common, modes) -> dict:
     from tests import helpers
 
     comps = {}
-    cuda = getattr(args, "device", "cpu") == "cuda"
+    cuda = on_cuda(args)
     precision = ["--bf16"] if getattr(args, "bf16", False) else []  # the task's teacher dtype follows it
     for name, extra in modes.items():
         task, model, crit = helpers.build_components(data, [*common, *precision, *extra], arch_args=[],
@@ -102,7 +102,7 @@ def fixed_batches(task, args) -> list:
     ds = task.dataset(args.split)
     itr = task.get_batch_iterator(ds, max_tokens=args.max_tokens, seed=1, ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
     batches = [dict(b, kd_split=args.split) for _, b in zip(range(args.steps), itr)]
-    return [utils.move_to_cuda(b) for b in batches] if getattr(args, "device", "cpu") == "cuda" else batches
+    return [utils.move_to_cuda(b) for b in batches] if on_cuda(args) else batches
 
 
 def train_step(comp, sample, bf16: bool = False) -> dict:
@@ -119,9 +119,14 @@ def train_step(comp, sample, bf16: bool = False) -> dict:
     return log
 
 
+def on_cuda(args) -> bool:
+    """``--device cuda``; benches that share these helpers without the flag run on CPU."""
+    return getattr(args, "device", "cpu") == "cuda"
+
+
 def sync(args) -> None:
     """Wait for queued GPU work, so that wall-clock step times are real."""
-    if args.device == "cuda":
+    if on_cuda(args):
         import torch
 
         torch.cuda.synchronize()
