@@ -219,6 +219,22 @@ def student_divergence(dist, logits: torch.Tensor, kind: str = "forward_kl", bet
     return distribution_divergence(dist, kd_losses.student_log_probs(logits, T), kind, beta, tail)
 
 
+def fused_ce_and_divergence(dist, model, logits: torch.Tensor, target: torch.Tensor, eps: float, pad: int,
+                            kind: str = "forward_kl", tail: str = "renormalize"):
+    """(label-smoothed CE, NLL, D(teacher_T, student_T)) per position in one compiled pass over the
+    student's ``logits`` (``fused.ce_and_kl``: no log-softmax tensor), or None where that route
+    would not give the criterion's values: no teacher distribution, a divergence other than the
+    forward KL, a top-k teacher with its true tail, a decoder whose output is not a plain log
+    softmax of the logits (adaptive softmax), compilation off or failed.
+    # logits: B x T x V, target: B x T -> 3 x (B x T) or None
+    """
+    if dist is None or kind != "forward_kl" or (dist.sparse and tail != "renormalize"):
+        return None
+    if getattr(getattr(model, "decoder", None), "adaptive_softmax", True) is not None:
+        return None
+    return fused.ce_and_kl(dist, logits, target, eps, pad)
+
+
 def check_options(kind: str, beta: float, topk: int, tail: str) -> None:
     """Refuse impossible option combinations before training starts (usage errors)."""
     if kind not in DIVERGENCES:

@@ -17,13 +17,12 @@ full B x T x V copy per step).
 import logging
 import math
 import os
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from fairseq_kd import checkpoint_safety, kd_losses
+from fairseq_kd import checkpoint_safety, fused, kd_losses
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.fingerprint import file_sha256, files_fingerprint as teacher_fingerprint  # noqa: F401
 
@@ -119,7 +118,6 @@ class TeacherEnsemble(torch.nn.Module):
             return lp, _mean_log_probs(gold)
 
 
-@dataclass
 class TeacherDistribution:
     """The teacher's distribution over a batch's target positions at temperature T (fp32).
 
@@ -127,13 +125,49 @@ class TeacherDistribution:
     (B x T x K, renormalised over the K ids: the cache has only these; an online teacher
     asked for ``topk`` gives both). ``gold_lprobs`` (B x T) is log p_teacher(gold token) at T = 1, for logging
     the teacher's NLL. Values at padded positions are arbitrary: callers mask them.
+
+    A single online teacher may instead hand over its raw ``logits`` (B x T x V, its dtype) and the
+    ``target`` (B x T): ``lprobs`` and ``gold_lprobs`` are then computed on first use, and
+    ``fused.ce_and_kl`` never needs them (it reads the logits and fills ``gold_lprobs`` itself), so
+    the criterion's common path writes no teacher-side B x T x V tensor at all.
     """
 
-    temperature: float
-    gold_lprobs: torch.Tensor
-    lprobs: Optional[torch.Tensor] = None
-    ids: Optional[torch.Tensor] = None
-    topk_lprobs: Optional[torch.Tensor] = None
+    def __init__(self, temperature: float, gold_lprobs: Optional[torch.Tensor] = None,
+                 lprobs: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None,
+                 topk_lprobs: Optional[torch.Tensor] = None, logits: Optional[torch.Tensor] = None,
+                 target: Optional[torch.Tensor] = None):
+        if gold_lprobs is None and logits is None:
+            raise ValueError("a TeacherDistribution needs gold_lprobs, or logits and target to compute them")
+        self.temperature, self._gold, self._lprobs = temperature, gold_lprobs, lprobs
+        self.ids, self.topk_lprobs, self.logits, self.target = ids, topk_lprobs, logits, target
+
+    @property
+    def lprobs(self) -> Optional[torch.Tensor]:
+        """Full log softmax(z / T) (fp32), from ``logits`` on first use when given those.  # B x T x V"""
+        if self._lprobs is None and self.logits is not None:
+            with torch.no_grad():
+                self._lprobs = _tempered([self.logits], self.temperature)
+        return self._lprobs
+
+    @property
+    def gold_lprobs(self) -> torch.Tensor:
+        """log p_teacher(gold) at T = 1.  # B x T"""
+        if self._gold is None:
+            with torch.no_grad():
+                self._gold = fused.teacher_gold(self.logits, self.target) if self._lprobs is None else None
+                if self._gold is None:  # compilation off, or the log-softmax is there anyway
+                    lp1 = self.lprobs if self.temperature == 1.0 else F.log_softmax(self.logits.float(), dim=-1)
+                    self._gold = lp1.gather(-1, self.target.unsqueeze(-1)).squeeze(-1)
+        return self._gold
+
+    @gold_lprobs.setter
+    def gold_lprobs(self, value: torch.Tensor) -> None:
+        self._gold = value
+
+    @property
+    def from_logits(self) -> bool:
+        """Full, and still only logits (nothing V-wide computed from them yet)."""
+        return self.ids is None and self._lprobs is None and self.logits is not None
 
     @property
     def sparse(self) -> bool:
@@ -192,6 +226,15 @@ class TeacherSource:
         if not getattr(self.task, "has_teacher", False):
             return None
         teacher = self.task.load_teacher()
+        if len(teacher.models) == 1 and fused.enabled():  # the fused route reads the logits
+            logits = teacher.logits(self.task.teacher_net_input(sample))[0][:, prefix:]  # B x T x V
+            if topk == 0:
+                return TeacherDistribution(temperature, logits=logits, target=target)
+            with torch.no_grad():
+                values, ids = logits.topk(topk, dim=-1)  # the order of z / T; renormalising drops lse(z / T)
+                values = values.float() / temperature  # B x T x K
+                topk_lp = values - values.logsumexp(-1, keepdim=True)
+            return TeacherDistribution(temperature, logits=logits, target=target, ids=ids, topk_lprobs=topk_lp)
         lp, gold = teacher.log_probs_and_gold(self.task.teacher_net_input(sample), sample["target"], temperature)
         lp, gold = lp[:, prefix:], gold[:, prefix:]  # B x T x V, B x T
         if topk > 0:

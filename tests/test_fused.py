@@ -64,6 +64,8 @@ def test_gradcheck_float64():
 def test_compiled_equals_eager(monkeypatch):
     """The compiled kernels (Inductor, as training uses them by default) give the eager values and
     gradients in fp32, for two batch shapes (dynamic shapes: one compilation)."""
+    from fairseq_kd.teacher import TeacherDistribution
+
     monkeypatch.setenv("FAIRSEQ_KD_COMPILE", "auto")
     monkeypatch.setattr(fused, "_COMPILED", {})
     monkeypatch.setattr(fused, "_FAILED", set())
@@ -78,8 +80,34 @@ def test_compiled_equals_eager(monkeypatch):
             got.sum().backward()
             torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6)
+        target = _targets(logits)  # CE + NLL + KL in one compiled pass, at T = 1 and 2
+        for dist in (TeacherDistribution(1.0, t_top[..., 0], ids=ids, topk_lprobs=t_top),
+                     TeacherDistribution(2.0, t_full[..., 0], lprobs=t_full)):
+            a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+            eager = (fused.ce_kl_sparse_logits(a, target, ids, t_top, dist.temperature, 0.1, 1) if dist.sparse
+                     else fused.ce_kl_full_logits(a, target, t_full, dist.temperature, 0.1, 1))
+            got = fused.ce_and_kl(dist, b, target, 0.1, 1)
+            sum(x.sum() for x in eager).backward()
+            sum(x.sum() for x in got).backward()
+            for x, y in zip(got, eager):
+                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6)
+        zt = torch.randn(logits.shape, generator=torch.Generator().manual_seed(n[0])) * 3  # raw teacher logits
+        lazy = TeacherDistribution(2.0, logits=zt, target=target)
+        a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+        eager = fused.ce_kl_teacher_logits(a, target, zt, 2.0, 0.1, 1)
+        got = fused.ce_and_kl(lazy, b, target, 0.1, 1)
+        sum(x.sum() for x in eager[:3]).backward()
+        sum(x.sum() for x in got).backward()
+        for x, y in zip(got + (lazy.gold_lprobs,), eager):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6)
+        assert lazy.from_logits  # the teacher's log-softmax was never computed
+        fresh = TeacherDistribution(2.0, logits=zt, target=target)  # its gold log-prob alone: one compiled pass
+        torch.testing.assert_close(fresh.gold_lprobs, fused.gold_log_probs(zt, target), rtol=1e-5, atol=1e-5)
+        assert fresh.from_logits
     assert not fused._FAILED, "torch.compile failed here: the eager fallback ran instead"
-    assert set(fused._COMPILED) == {"sparse", "full"}
+    assert set(fused._COMPILED) == {"sparse", "full", "ce_sparse", "ce_full", "ce_tlogits", "gold"}
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
@@ -123,3 +151,88 @@ def test_student_divergence_takes_the_fused_route_only_when_compilation_is_on(mo
         monkeypatch.setattr(fused, "_FAILED", {"sparse"})  # a failed compilation: back to log softmax
         divergences.student_divergence(dist, logits)
         assert not calls
+
+
+def _targets(logits, pad=1, seed=8):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(2, logits.size(-1), logits.shape[:-1], generator=g)
+    target[0, -2:] = pad  # a shorter sentence: padded positions
+    return target
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+@pytest.mark.parametrize("kind", ["sparse", "full"])
+def test_ce_and_kl_equal_fairseq_ce_and_the_log_softmax_route(kind, T):
+    """CE, NLL and KL from the logits in one pass = fairseq's label_smoothed_nll_loss on
+    log softmax(z) and kd_losses' KL on log softmax(z / T): values and gradients (float64, pads,
+    teacher probabilities exactly 0)."""
+    from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+
+    logits, t_full, ids, t_top = _case(7)
+    target, pad, eps, V = _targets(logits), 1, 0.1, logits.size(-1)
+    a = logits.clone().requires_grad_()
+    ce, nll = label_smoothed_nll_loss(torch.log_softmax(a, -1).view(-1, V), target.view(-1), eps, pad, reduce=False)
+    s_T = torch.log_softmax(a / T, -1)
+    kl = kd_losses.kl_sparse(ids, t_top, s_T) if kind == "sparse" else kd_losses.kl_full(t_full, s_T)
+    ref = (ce.view(-1), nll.view(-1), kl.view(-1))
+    b = logits.clone().requires_grad_()
+    got = (fused.ce_kl_sparse_logits(b, target, ids, t_top, T, eps, pad) if kind == "sparse"
+           else fused.ce_kl_full_logits(b, target, t_full, T, eps, pad))
+    for x, y in zip(got, ref):
+        torch.testing.assert_close(x.reshape(-1), y)
+    w = (0.6, 0.3, 0.4 * T * T)  # every output's gradient counts
+    sum(wi * y.sum() for wi, y in zip(w, ref)).backward()
+    sum(wi * x.sum() for wi, x in zip(w, got)).backward()
+    torch.testing.assert_close(b.grad, a.grad)
+    assert torch.all(got[0][target.eq(pad)] == 0) and torch.all(got[1][target.eq(pad)] == 0)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_ce_and_kl_from_teacher_logits_equal_the_log_softmax_route(T):
+    """From the teacher's raw logits: the same CE, NLL, KL as from its log softmax(zt / T), and
+    its gold log-prob at T = 1; the lazy TeacherDistribution gives the same lprobs / gold."""
+    from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+    from fairseq_kd.teacher import TeacherDistribution
+
+    logits, _, _, _ = _case(11)
+    zt = torch.randn(logits.shape, generator=torch.Generator().manual_seed(12), dtype=torch.float64) * 3
+    target, pad, eps, V = _targets(logits), 1, 0.1, logits.size(-1)
+    t_T = torch.log_softmax(zt / T, -1)
+    a = logits.clone().requires_grad_()
+    ce, nll = label_smoothed_nll_loss(torch.log_softmax(a, -1).view(-1, V), target.view(-1), eps, pad, reduce=False)
+    kl = kd_losses.kl_full(t_T, torch.log_softmax(a / T, -1))
+    gold = torch.log_softmax(zt, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    b = logits.clone().requires_grad_()
+    got = fused.ce_kl_teacher_logits(b, target, zt, T, eps, pad)
+    for x, y in zip(got, (ce.view(-1), nll.view(-1), kl.view(-1), gold.view(-1))):
+        torch.testing.assert_close(x.reshape(-1), y)
+    (ce.sum() + 0.5 * nll.sum() + T * T * kl.sum()).backward()
+    (got[0].sum() + 0.5 * got[1].sum() + T * T * got[2].sum()).backward()
+    torch.testing.assert_close(b.grad, a.grad)
+    lazy = TeacherDistribution(T, logits=zt, target=target)
+    assert lazy.from_logits
+    torch.testing.assert_close(lazy.gold_lprobs, gold.float())  # fp32, as the online teacher
+    torch.testing.assert_close(lazy.lprobs, t_T.float())
+    assert not lazy.from_logits
+
+
+def test_ce_and_kl_gradcheck_float64():
+    logits, t_full, ids, t_top = _case(9, n=(2, 3), V=11, K=4, dead=False)
+    target = _targets(logits)
+    z = logits.clone().requires_grad_()
+    for T in (1.0, 2.0):
+        assert torch.autograd.gradcheck(lambda x: fused.ce_kl_sparse_logits(x, target, ids, t_top, T, 0.1, 1), (z,))
+        assert torch.autograd.gradcheck(lambda x: fused.ce_kl_full_logits(x, target, t_full, T, 0.1, 1), (z,))
+        assert torch.autograd.gradcheck(lambda x: fused.ce_kl_teacher_logits(x, target, t_full * 2, T, 0.1, 1), (z,))
+
+
+def test_ce_and_kl_is_none_while_compilation_is_off(monkeypatch):
+    from fairseq_kd.teacher import TeacherDistribution
+
+    logits, t_full, _, _ = (x.float() for x in _case(10, dead=False))
+    dist = TeacherDistribution(1.0, t_full[..., 0], lprobs=t_full)
+    monkeypatch.setenv("FAIRSEQ_KD_COMPILE", "0")
+    assert fused.ce_and_kl(dist, logits, _targets(logits), 0.1, 1) is None
+    monkeypatch.setenv("FAIRSEQ_KD_COMPILE", "auto")
+    monkeypatch.setattr(fused, "_FAILED", {"ce_full"})  # a failed compilation: the caller keeps its route
+    assert fused.ce_and_kl(dist, logits, _targets(logits), 0.1, 1) is None

@@ -293,3 +293,38 @@ def test_teacher_dtype_defaults_to_the_students_training_dtype(tiny_bin, flags, 
     task, _, _ = helpers.build_components(tiny_bin, extra=flags)
     assert task.teacher_dtype() == dtype
     assert task.teacher_device() == torch.device("cpu")  # --cpu
+
+
+@pytest.mark.parametrize("T,topk", [(1.0, 0), (2.0, 0), (2.0, 5)])
+def test_fused_route_gives_the_log_softmax_routes_loss_logs_and_gradients(tiny_bin, monkeypatch, T, topk):
+    """With compilation on, CE, NLL and KL come from ``fused.ce_and_kl`` (run eagerly here; the
+    compiled kernel equals it: tests/test_fused.py); the loss, every logged value (NLL, KD, the
+    teacher's NLL, accuracy, the selection's NLL ranking) and the gradients are the
+    log-softmax route's."""
+    from fairseq_kd import fused
+
+    task, model, _ = helpers.build_components(tiny_bin)
+    model.eval()
+    attach_teacher(task, [perturbed_copy(model)])
+    sample = helpers.first_batch(task)
+    calls = []
+    monkeypatch.setattr(fused, "_fn", lambda name: calls.append(name) or fused._EAGER[name])
+    monkeypatch.setattr(fused, "_FAILED", set())
+    out = {}
+    for mode in ("0", "auto"):
+        monkeypatch.setenv("FAIRSEQ_KD_COMPILE", mode)
+        crit = make_criterion(task, kd_alpha=0.4, kd_temperature=T, kd_topk=topk, label_smoothing=0.1,
+                              kd_selection="word", report_accuracy=True)
+        model.zero_grad()
+        loss, size, log = crit(model, sample)
+        loss.backward()
+        out[mode] = (loss.detach(), log, grads(model))
+    # the fused routes ran with compilation on only: the online teacher hands over its logits (a top-k
+    # one its top-k from them, and its gold log-prob from one more pass over them)
+    assert calls == (["ce_sparse", "gold"] if topk else ["ce_tlogits"])
+    (l0, log0, g0), (l1, log1, g1) = out["0"], out["auto"]
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-4)
+    for key in ("nll_loss", "kd_loss", "teacher_nll_loss", "n_correct", "total"):
+        torch.testing.assert_close(log1[key], log0[key], rtol=1e-5, atol=1e-4)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

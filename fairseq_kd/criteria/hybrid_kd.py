@@ -108,10 +108,17 @@ class HybridKDCriterion(FairseqCriterion):
             net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T (the teacher's translation)
         valid = target.ne(self.padding_idx)  # B x T
-        lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V (fp32)
-        ce, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), self.eps,
-                                          self.padding_idx, reduce=True)
-        kd = self.token_kd(sample, net_output[0], valid)  # scalar, summed over tokens
+        dist = self.teacher.distribution(sample, self.T, self.topk)  # online, ensemble or cache; None: no teacher
+        terms = divergences.fused_ce_and_divergence(dist, model, net_output[0], target, self.eps, self.padding_idx,
+                                                    self.divergence, self.topk_tail)
+        if terms is not None:  # CE, NLL and KL in one compiled pass over the logits
+            ce_pos, nll_pos, kl = terms  # B x T each (0 CE / NLL at pad)
+            ce, nll, kd = ce_pos.sum(), nll_pos.sum(), self.masked_kd(kl, valid)
+        else:
+            lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V (fp32)
+            ce, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), self.eps,
+                                              self.padding_idx, reduce=True)
+            kd = self.token_kd(dist, net_output[0], valid)  # scalar, summed over tokens
         sample_size = target.size(0) if self.sentence_avg else sample["ntokens"]
         if hasattr(self, "balance"):
             loss, weights = self.balance(kd, ce, sample_size)
@@ -127,12 +134,15 @@ class HybridKDCriterion(FairseqCriterion):
         logging_output["loss"] = loss.data
         return loss, sample_size, logging_output
 
-    def token_kd(self, sample, logits, valid) -> torch.Tensor:
+    def token_kd(self, dist, logits, valid) -> torch.Tensor:
         """Summed T^2 * D(teacher_T, student_T) over the non-pad target positions (D = --kd-divergence)."""
-        dist = self.teacher.distribution(sample, self.T, self.topk)  # online, ensemble or cache
         if dist is None:
             return logits.new_zeros((), dtype=torch.float32)
-        kl = divergences.student_divergence(dist, logits, self.divergence, self.jsd_beta, self.topk_tail)  # B x T
+        return self.masked_kd(divergences.student_divergence(dist, logits, self.divergence, self.jsd_beta,
+                                                             self.topk_tail), valid)
+
+    def masked_kd(self, kl, valid) -> torch.Tensor:
+        """T^2 * the sum of the per-position divergence ``kl`` (B x T) over ``valid`` positions."""
         return (self.T * self.T) * torch.where(valid, kl, torch.zeros_like(kl)).sum()
 
     @classmethod

@@ -95,45 +95,52 @@ class WordKDCriterion(FairseqCriterion):
         """Returns the (summed or per-token) loss and the logging dict."""
         target = model.get_targets(sample, net_output)  # B x T
         logits, target = self._trim(net_output[0], target)  # B x T x V
-        lprobs = model.get_normalized_probs((logits,) + tuple(net_output[1:]), log_probs=True)  # fp32
         valid = target.ne(self.padding_idx)  # B x T
-        flat_lprobs, flat_target = lprobs.view(-1, lprobs.size(-1)), target.reshape(-1)  # (B*T) x V, (B*T)
         if self.alpha == 0.0 and reduce:  # fairseq's label_smoothed_cross_entropy, operation for operation
-            loss, nll_sum = label_smoothed_nll_loss(flat_lprobs, flat_target, self.eps, self.padding_idx, reduce=True)
-            return loss, self._accuracy({"nll_loss": nll_sum.data}, lprobs, target, valid)
-        ce_loss, nll = label_smoothed_nll_loss(flat_lprobs, flat_target, self.eps, self.padding_idx, reduce=False)
-        ce_loss, nll = ce_loss.view(-1), nll.view(-1)  # (B*T)
-        logging = self._accuracy({"nll_loss": nll.data.sum()}, lprobs, target, valid)
+            lprobs = model.get_normalized_probs((logits,) + tuple(net_output[1:]), log_probs=True)  # fp32
+            loss, nll_sum = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), self.eps,
+                                                    self.padding_idx, reduce=True)
+            return loss, self._accuracy({"nll_loss": nll_sum.data}, logits, target, valid)
+        dist = self.teacher.distribution(sample, self.temperature, self.topk, self.ignore_prefix_size) \
+            if self.alpha > 0 and self.teacher else None  # None: e.g. a valid split without a cache
+        terms = divergences.fused_ce_and_divergence(dist, model, logits, target, self.eps, self.padding_idx,
+                                                    self.divergence, self.topk_tail)
+        if terms is not None:  # CE, NLL and KL in one compiled pass over the logits
+            ce_loss, nll, kl = (t.reshape(-1) for t in terms)  # (B*T) each
+        else:
+            lprobs = model.get_normalized_probs((logits,) + tuple(net_output[1:]), log_probs=True)  # fp32
+            ce_loss, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), self.eps,
+                                                   self.padding_idx, reduce=False)
+            ce_loss, nll = ce_loss.view(-1), nll.view(-1)  # (B*T)
+            kl = None if dist is None else divergences.student_divergence(
+                dist, logits, self.divergence, self.jsd_beta, self.topk_tail, lprobs=lprobs).view(-1)
+        logging = self._accuracy({"nll_loss": nll.data.sum()}, logits, target, valid)
         if self.alpha == 0.0:
             loss = ce_loss
         else:
-            kd, teacher_nll = self.kd_term(model, sample, logits, lprobs, target, valid, nll.view_as(target))  # B x T
+            kd = self.kd_term(kl, nll.view_as(target), valid, model)  # B x T
             loss = (1.0 - self.alpha) * ce_loss + self.alpha * kd.view(-1)
             logging["kd_loss"] = kd.data.sum()
-            if teacher_nll is not None:
-                logging["teacher_nll_loss"] = teacher_nll.data.sum()
+            if dist is not None:
+                logging["teacher_nll_loss"] = dist.nll(valid).data.sum()
         return (loss.sum() if reduce else loss), logging
 
-    def _accuracy(self, logging, lprobs, target, valid):
-        if self.report_accuracy:
-            logging["n_correct"] = (lprobs.argmax(-1).eq(target) & valid).sum().data
+    def _accuracy(self, logging, logits, target, valid):
+        if self.report_accuracy:  # argmax of the logits = argmax of the log-probs
+            logging["n_correct"] = (logits.argmax(-1).eq(target) & valid).sum().data
             logging["total"] = valid.sum().data
         return logging
 
-    def kd_term(self, model, sample, logits, lprobs, target, valid, nll):
-        """T^2 * D(teacher_T, student_T) per position (D: --kd-divergence; 0 at pad / unselected), and the
-        teacher's summed NLL of the gold target. At T = 1 the student's log-probs of the
-        CE term are reused (one log-softmax and its backward less per step); at T != 1 the
-        forward KL comes straight from the logits (``divergences.student_divergence``)."""
+    def kd_term(self, kl, nll, valid, model):
+        """T^2 * D(teacher_T, student_T) per position (D: --kd-divergence; 0 at pad / unselected, and
+        everywhere when there is no teacher for the batch: ``kl`` None).  # B x T"""
+        if kl is None:  # validation split without a cache and no online teacher: no KD term
+            return torch.zeros_like(nll)
+        kl = kl.view_as(nll)
         T = self.temperature
-        dist = self.teacher.distribution(sample, T, self.topk, self.ignore_prefix_size) if self.teacher else None
-        if dist is None:  # validation split without a cache and no online teacher: no KD term
-            return torch.zeros_like(nll), None
-        kl = divergences.student_divergence(dist, logits, self.divergence, self.jsd_beta, self.topk_tail,
-                                            lprobs=lprobs)  # B x T
         feed = model.training and getattr(self.task, "feeding_stats", True)  # training batches only
         selected = kd_losses.selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue, feed)
-        return (T * T) * torch.where(selected, kl, torch.zeros_like(kl)), dist.nll(valid)
+        return (T * T) * torch.where(selected, kl, torch.zeros_like(kl))
 
     # --- metrics --------------------------------------------------------------------
     @classmethod
