@@ -19,7 +19,7 @@ only lse(z) and z at the gold token (nll = lse - z_gold, -sum_v lp = V lse - sum
 and KL come from one compiled pass over the logits and the student's log-softmax is never
 written either; a single online teacher hands over its raw logits, so neither is its own
 (``ce_kl_teacher_logits``, with the teacher's gold log-prob from the same pass). Forward and
-backward of the loss on a 2048 x 3,996 batch drop from 36 / 72 ms (cache / online, T = 1) to
+backward of the loss on a 2048 x 3,996 batch drop from 46 / 72 ms (cache / online, T = 1) to
 23 / 36 ms on two CPU threads (``bench/bench_tempered_kl.py``, docs/benchmarks.md). Run eagerly the same formulas are slower than the log-softmax
 route (more separate passes; ``bench/bench_tempered_kl.py``), so the criteria use them only while
 compilation works (``enabled``): with ``FAIRSEQ_KD_COMPILE=0``, without ``torch.compile`` or after a
