@@ -171,6 +171,12 @@ def token_divergence(teacher_lp: torch.Tensor, student_lp: torch.Tensor, kind: s
     return d
 
 
+def is_dist_kl(dist, kind: str, tail: str) -> bool:
+    """Whether D is exactly ``dist.kl`` (the forward KL, full or on the renormalised top-k): the case
+    the fast routes (``dist.kl``, ``dist.kl_logits``, ``fused.ce_and_kl``) compute."""
+    return kind == "forward_kl" and (tail == "renormalize" or not dist.sparse)
+
+
 def distribution_divergence(dist, student_lp: torch.Tensor, kind: str = "forward_kl", beta: float = 0.5,
                             tail: str = "renormalize") -> torch.Tensor:
     """D(teacher, student) per position for a ``fairseq_kd.teacher.TeacherDistribution``
@@ -181,7 +187,7 @@ def distribution_divergence(dist, student_lp: torch.Tensor, kind: str = "forward
     top-k (all a cache has; forward KL is then exactly ``dist.kl``, word_kd's top-k KL),
     ``keep`` its true tail mass (needs the online teacher's full distribution).
     """
-    if kind == "forward_kl" and (tail == "renormalize" or not dist.sparse):
+    if is_dist_kl(dist, kind, tail):
         return dist.kl(student_lp)  # the interface's own (fast) KL: legacy word_kd/hybrid_kd values
     if not dist.sparse:
         return divergence(dist.lprobs, student_lp, kind, beta)
@@ -214,7 +220,7 @@ def student_divergence(dist, logits: torch.Tensor, kind: str = "forward_kl", bet
     if T == 1.0:
         student_lp = lprobs if lprobs is not None else kd_losses.student_log_probs(logits)
         return distribution_divergence(dist, student_lp, kind, beta, tail)
-    if kind == "forward_kl" and (tail == "renormalize" or not dist.sparse) and fused.enabled():
+    if is_dist_kl(dist, kind, tail) and fused.enabled():
         return dist.kl_logits(logits)  # the same value as dist.kl(log softmax(z / T))
     return distribution_divergence(dist, kd_losses.student_log_probs(logits, T), kind, beta, tail)
 
@@ -228,7 +234,7 @@ def fused_ce_and_divergence(dist, model, logits: torch.Tensor, target: torch.Ten
     softmax of the logits (adaptive softmax), compilation off or failed.
     # logits: B x T x V, target: B x T -> 3 x (B x T) or None
     """
-    if dist is None or kind != "forward_kl" or (dist.sparse and tail != "renormalize"):
+    if dist is None or not is_dist_kl(dist, kind, tail):
         return None
     if getattr(getattr(model, "decoder", None), "adaptive_softmax", True) is not None:
         return None

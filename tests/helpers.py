@@ -155,3 +155,18 @@ def first_batch(task, split: str = "train", n: int = 8):
         task.load_dataset(split)
     ds = task.dataset(split)
     return ds.collater([ds[i] for i in range(min(n, len(ds)))])
+
+
+def run_both_loss_routes(monkeypatch, run):
+    """``run()`` with ``FAIRSEQ_KD_COMPILE=0`` (the log-softmax route), then ``auto`` (fairseq_kd.fused's
+    kernels, run eagerly here and recorded): returns (names of the kernels called, {mode: run()})."""
+    from fairseq_kd import fused
+
+    calls = []
+    monkeypatch.setattr(fused, "_fn", lambda name: calls.append(name) or fused._EAGER[name])
+    monkeypatch.setattr(fused, "_FAILED", set())
+    out = {}
+    for mode in ("0", "auto"):
+        monkeypatch.setenv("FAIRSEQ_KD_COMPILE", mode)
+        out[mode] = run()
+    return calls, out

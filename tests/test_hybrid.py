@@ -77,22 +77,18 @@ def test_fused_route_gives_the_log_softmax_routes_loss_and_gradients(small, tmp_
     """With compilation on, hybrid_kd's CE and KL come from ``fused.ce_and_kl`` (eager here; compiled
     = eager in tests/test_fused.py): the same loss, logged CE / NLL / KD and gradients as the
     log-softmax route."""
-    from fairseq_kd import fused
-
     task, model, crit, batch = build(small, tmp_path, "--hybrid-weight", "0.4", "--kd-temperature", "2",
                                      "--label-smoothing", "0.1")
     sample = task.distilled_sample(batch)
-    calls = []
-    monkeypatch.setattr(fused, "_fn", lambda name: calls.append(name) or fused._EAGER[name])
-    monkeypatch.setattr(fused, "_FAILED", set())
-    out = {}
-    for mode in ("0", "auto"):
-        monkeypatch.setenv("FAIRSEQ_KD_COMPILE", mode)
+
+    def run():
         model.zero_grad()
         torch.manual_seed(0)  # the same dropout masks
         loss, _, log = crit(model, sample)
         loss.backward()
-        out[mode] = (loss.detach(), log, [p.grad.clone() for p in model.parameters() if p.grad is not None])
+        return loss.detach(), log, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    calls, out = helpers.run_both_loss_routes(monkeypatch, run)
     assert calls == ["ce_tlogits"]  # the online teacher's logits, read in the same pass
     (l0, log0, g0), (l1, log1, g1) = out["0"], out["auto"]
     torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-4)

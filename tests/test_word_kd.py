@@ -301,24 +301,20 @@ def test_fused_route_gives_the_log_softmax_routes_loss_logs_and_gradients(tiny_b
     compiled kernel equals it: tests/test_fused.py); the loss, every logged value (NLL, KD, the
     teacher's NLL, accuracy, the selection's NLL ranking) and the gradients are the
     log-softmax route's."""
-    from fairseq_kd import fused
-
     task, model, _ = helpers.build_components(tiny_bin)
     model.eval()
     attach_teacher(task, [perturbed_copy(model)])
     sample = helpers.first_batch(task)
-    calls = []
-    monkeypatch.setattr(fused, "_fn", lambda name: calls.append(name) or fused._EAGER[name])
-    monkeypatch.setattr(fused, "_FAILED", set())
-    out = {}
-    for mode in ("0", "auto"):
-        monkeypatch.setenv("FAIRSEQ_KD_COMPILE", mode)
+
+    def run():
         crit = make_criterion(task, kd_alpha=0.4, kd_temperature=T, kd_topk=topk, label_smoothing=0.1,
                               kd_selection="word", report_accuracy=True)
         model.zero_grad()
         loss, size, log = crit(model, sample)
         loss.backward()
-        out[mode] = (loss.detach(), log, grads(model))
+        return loss.detach(), log, grads(model)
+
+    calls, out = helpers.run_both_loss_routes(monkeypatch, run)
     # the fused routes ran with compilation on only: the online teacher hands over its logits (a top-k
     # one its top-k from them, and its gold log-prob from one more pass over them)
     assert calls == (["ce_sparse", "gold"] if topk else ["ce_tlogits"])
