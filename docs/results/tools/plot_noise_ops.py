@@ -8,8 +8,9 @@ e.g.   python docs/results/tools/plot_noise_ops.py docs/results/study_noise_ops.
          swap=docs/results/study_noise_swap.csv all=docs/results/study_noise_all.csv
 """
 import argparse
-import csv
-import statistics
+import logging
+import os
+import sys
 from collections import defaultdict
 
 import matplotlib
@@ -17,20 +18,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+from fairseq_kd import report  # noqa: E402  (seed means and stds: the report's own summarize)
+
+logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq leaves the root logger at DEBUG
+
 METHODS = ("none", "word", "seq")
 LABEL = {"none": "CE", "word": "word-KD", "seq": "seq-KD"}
 
 
 def seed_stats(path, search):
     """{method: {noise: (mean, std, n)}} of the test BLEU over seeds, for one search."""
-    runs = defaultdict(list)
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            if r["search"] == search and r["method"] in METHODS:
-                runs[r["method"], float(r["noise"])].append(float(r["bleu"]))
     out = defaultdict(dict)
-    for (m, z), xs in runs.items():
-        out[m][z] = (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0, len(xs))
+    for g in report.summarize(report.load_csv(path)):
+        if g["search"] == search and g["method"] in METHODS:
+            out[g["method"]][g["noise"]] = (g["bleu_mean"], g["bleu_std"], g["n"])
     return out
 
 
