@@ -37,6 +37,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-lang", "-t", required=True, help="target language suffix")
     g.add_argument("--test-ref", required=True, help="raw (detokenized) reference of --gen-subset, line-aligned")
     g.add_argument("--gen-subset", default="test", help="binarized split decoded and scored")
+    g.add_argument("--extra-test", nargs="+", default=[], metavar="SPLIT=REF",
+                   help="more test sets decoded like --gen-subset: binarized split and its raw reference; rows in "
+                        "OUT_DIR/results.SPLIT.csv")
     g.add_argument("--teacher", default=None, help="teacher checkpoint (needed by word / seq / hybrid)")
     g.add_argument("--teachers", nargs="+", default=[],
                    help="several teacher checkpoints as a grid axis (each KD cell once per teacher; e.g. a large "
@@ -70,6 +73,17 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--validate-interval-updates", type=int, default=500,
                    help="validation (loss + greedy BLEU for the updates curve) every N updates")
     g.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing of the gold term")
+    g.add_argument("--patience", type=int, default=0,
+                   help="train each student until the validation metric has not improved for this many validations "
+                        "(every --validate-interval-updates; --max-update is then the cap) and decode its best "
+                        "checkpoint; 0: fixed budget, last checkpoint")
+    g.add_argument("--best-metric", default="bleu", choices=["bleu", "loss"],
+                   help="validation metric of --patience and the best checkpoint (bleu: greedy valid BLEU)")
+    g.add_argument("--cache-topk", type=int, default=0,
+                   help="methods of --cache-methods read the teacher's top-k from a cache built once "
+                        "(fairseq-kd-cache) instead of running the teacher every step; 0: online teacher")
+    g.add_argument("--cache-methods", nargs="+", default=["word"], metavar="METHOD",
+                   help="methods that read the cache with --cache-topk (clean-data cells only)")
     g.add_argument("--train-args", default="", help="extra fairseq-train flags, e.g. '--dropout 0.3'")
     g.add_argument("--method-args", nargs="*", default=[], metavar="METHOD=FLAGS",
                    help="extra flags for one method, e.g. word='--kd-alpha 0.7'")
@@ -119,9 +133,21 @@ def check_options(args) -> None:
                         ("--max-len-b", args.max_len_b)):
         validate.non_negative(flag, value)
     validate.in_range("--label-smoothing", args.label_smoothing, 0.0, 1.0, hi_open=True)
+    validate.non_negative("--patience", args.patience)
+    validate.non_negative("--cache-topk", args.cache_topk)
     for lr in args.lrs:
         validate.positive("--lrs", lr)
     validate.positive("--noise-swap-window", args.noise_swap_window)
+
+
+def _extra_tests(specs):
+    out = []
+    for spec in specs:
+        split, sep, ref = spec.partition("=")
+        if not (sep and split and ref):
+            raise KDInputError(f"--extra-test {spec!r}: write SPLIT=REF, e.g. test1=raw/test1.en")
+        out.append((split, ref))
+    return out
 
 
 def config_from_args(args):
@@ -135,7 +161,9 @@ def config_from_args(args):
         seeds=args.seeds, noise_ops=args.noise_ops, noise_side=args.noise_side,
         noise_swap_window=args.noise_swap_window, max_update=args.max_update, max_tokens=args.max_tokens,
         warmup_updates=args.warmup_updates, validate_interval_updates=args.validate_interval_updates,
-        label_smoothing=args.label_smoothing, train_args=args.train_args,
+        label_smoothing=args.label_smoothing, patience=args.patience, best_metric=args.best_metric,
+        cache_topk=args.cache_topk, cache_methods=args.cache_methods, extra_tests=_extra_tests(args.extra_test),
+        train_args=args.train_args,
         method_args=_method_args(args.method_args), searches=args.searches, beam=args.beam, max_len_a=args.max_len_a,
         max_len_b=args.max_len_b, bpe=args.bpe, gen_args=args.gen_args,
         distill_args=args.distill_args, device="cuda" if args.gpu else args.device,
@@ -159,7 +187,8 @@ def cli_main(argv=None) -> int:
         from fairseq_kd import guard
 
         guard.check_paths({"--data": args.data, "--test-ref": args.test_ref, "--teacher": args.teacher,
-                           "--teachers": args.teachers, "--spm-model": args.spm_model},
+                           "--teachers": args.teachers, "--spm-model": args.spm_model,
+                           "--extra-test": [ref for _, ref in cfg.extra_tests]},
                           {"--out-dir": args.out_dir}, "fairseq-kd-study")
         runner = S.run_inprocess if args.in_process else S.run_logged
         with guard.DirLock(args.out_dir, "fairseq-kd-study"):  # a second study here would share cells and logs

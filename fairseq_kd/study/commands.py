@@ -24,7 +24,7 @@ def find_tool(name: str) -> str:
     """Path of a console tool: on PATH, else beside this Python; clear error if missing."""
     beside = Path(sys.executable).parent / name
     path = shutil.which(name) or (str(beside) if beside.exists() else None)
-    module = {"fairseq-kd-distill": "fairseq_kd.cli.distill"}.get(name)
+    module = {"fairseq-kd-distill": "fairseq_kd.cli.distill", "fairseq-kd-cache": "fairseq_kd.cli.cache"}.get(name)
     if module and importlib.util.find_spec(module) is None:
         path = None
     if path is None:
@@ -105,21 +105,31 @@ def shared_train_flags(cfg: StudyConfig, cell: Cell, save_dir: str) -> List[str]
              "--required-batch-size-multiple", "1"]
     if cfg.bpe != "none":
         flags += ["--eval-bleu-remove-bpe", cfg.bpe]
-    return flags + noise_flags(cfg, cell.noise) + hardware_flags(cfg) + shlex.split(cfg.train_args)
+    return flags + convergence_flags(cfg) + noise_flags(cfg, cell.noise) + hardware_flags(cfg) + shlex.split(cfg.train_args)
+
+
+def convergence_flags(cfg: StudyConfig) -> List[str]:
+    """Early stopping on the validation metric (``cfg.patience`` validations without improvement) and
+    checkpoint_best.pt kept by that metric; nothing for a fixed budget."""
+    if not cfg.patience:
+        return []
+    flags = ["--patience", str(cfg.patience), "--best-checkpoint-metric", cfg.best_metric]
+    return flags + (["--maximize-best-checkpoint-metric"] if cfg.best_metric == "bleu" else [])
 
 
 def cell_teacher(cfg: StudyConfig, cell: Cell) -> str:
     return cell.teacher if cell.teacher != NO_DECODING else cfg.teacher
 
 
-def method_flags(cfg: StudyConfig, cell: Cell) -> List[str]:
-    """What the method itself adds: criterion, teacher, online decoding, user's method_args.
+def method_flags(cfg: StudyConfig, cell: Cell, cache: str = "") -> List[str]:
+    """What the method itself adds: criterion, teacher (online, or its top-k ``cache`` dir), online decoding,
+    user's method_args.
 
     A variant ``BASE.LABEL`` gets BASE's method_args, then its own (later flags win)."""
     spec = method_spec(cell.method)
     flags = ["--criterion", spec["criterion"], *spec.get("flags", [])]
     if spec["teacher"]:
-        flags += ["--teacher-path", cell_teacher(cfg, cell)]
+        flags += ["--teacher-cache", cache] if cache else ["--teacher-path", cell_teacher(cfg, cell)]
     if spec["decoding"] and spec["data"] == "corpus":
         flags += ["--seq-kd-decoding", cell.decoding]
     base = method_base(cell.method)
@@ -129,14 +139,23 @@ def method_flags(cfg: StudyConfig, cell: Cell) -> List[str]:
 
 
 def train_command(cfg: StudyConfig, cell: Cell, data: str, save_dir: str, rank: int = 0,
-                  port: int = 0) -> List[str]:
+                  port: int = 0, cache: str = "") -> List[str]:
     return [find_tool("fairseq-train"), data, "--user-dir", USER_DIR, *shared_train_flags(cfg, cell, save_dir),
-            *method_flags(cfg, cell), *rank_flags(cfg, rank, port)]
+            *method_flags(cfg, cell, cache), *rank_flags(cfg, rank, port)]
 
 
-def generate_command(cfg: StudyConfig, data: str, checkpoint: str, beam: int = 0) -> List[str]:
+def cache_command(cfg: StudyConfig, data: str, teacher: str, out: str) -> List[str]:
+    """fairseq-kd-cache of the train and valid splits of ``data`` (the teacher's top-``cfg.cache_topk``)."""
+    cmd = [find_tool("fairseq-kd-cache"), data, "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang,
+           "--teacher-path", teacher, "--out-dir", out, "--split", "train", "--split", "valid",
+           "--topk", str(cfg.cache_topk), "--max-tokens", str(cfg.max_tokens), "--no-progress"]
+    return cmd + (["--device", "cpu"] if cfg.resolved_device() == "cpu" else [])
+
+
+def generate_command(cfg: StudyConfig, data: str, checkpoint: str, beam: int = 0, subset: str = "") -> List[str]:
     cmd = [find_tool("fairseq-generate"), data, "--user-dir", USER_DIR, "--path", checkpoint,
-           "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang, "--gen-subset", cfg.gen_subset,
+           "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang, "--gen-subset",
+           subset or cfg.gen_subset,
            "--beam", str(beam or cfg.beam), "--max-tokens", str(cfg.max_tokens), "--num-workers", "0",
            "--max-len-a", fmt_num(cfg.max_len_a), "--max-len-b", str(cfg.max_len_b),
            "--required-batch-size-multiple", "1"]  # else up to 7 test sentences vanish (fairseq#5036)
@@ -174,6 +193,3 @@ def _last_value(args: List[str], flag: str) -> str:
             value = a.split("=", 1)[1]
     return value
 
-
-def shell_text(cmd: List[str]) -> str:
-    return shlex.join(cmd)

@@ -28,7 +28,9 @@ NO_DECODING = "-"  # the decoding coordinate of methods that use no distilled da
 
 KEY_FIELDS = ("method", "noise", "arch", "decoding", "lr", "seed", "teacher")
 RESULT_FIELDS = [*KEY_FIELDS, "search", "parameters", "bleu", "chrf", "tok_bleu", "signature", "train_time",
-                 "updates", "cell", "hyp"]
+                 "updates", "best_update", "stop", "cell", "hyp"]
+STOP_RULES = ("budget", "patience")  # why training ended: the fixed --max-update, or validation stopped improving
+BEST_METRICS = ("bleu", "loss")  # the validation metric that picks the decoded checkpoint under --patience
 CURVE_FIELDS = [*KEY_FIELDS, "updates", "valid_bleu", "valid_loss"]
 
 # What each method trains with. ``data``: "corpus" or "distilled" (offline seq-KD data,
@@ -132,6 +134,16 @@ class StudyConfig:
     warmup_updates: int = 400
     validate_interval_updates: int = 500
     label_smoothing: float = 0.1
+    # convergence: patience > 0 trains until the validation metric has not improved for that many
+    # validations (--max-update is then the cap) and decodes checkpoint_best.pt; 0 = fixed budget, last checkpoint
+    patience: int = 0
+    best_metric: str = "bleu"  # bleu (greedy valid BLEU, --eval-bleu) | loss
+    # offline teacher: methods listed here read a top-k cache of the teacher (fairseq-kd-cache, built once
+    # per data dir) instead of running the teacher every step; 0 = online teacher for every method
+    cache_topk: int = 0
+    cache_methods: Sequence[str] = ("word",)
+    # more test sets, each decoded like gen_subset: (binarized split, raw reference); rows in results.<split>.csv
+    extra_tests: Sequence[Tuple[str, str]] = ()
     train_args: str = ""  # extra fairseq-train flags (shlex), after the defaults
     method_args: Dict[str, str] = field(default_factory=dict)  # method -> extra flags (the only per-method knob)
     # decoding / scoring
@@ -196,6 +208,25 @@ class StudyConfig:
         for lang in (self.source_lang, self.target_lang):
             if not os.path.isfile(os.path.join(self.data, f"dict.{lang}.txt")):
                 raise KDInputError(f"--data {self.data} has no dict.{lang}.txt: check --source-lang/--target-lang")
+        if self.patience < 0:
+            raise KDInputError(f"--patience {self.patience}: pass 0 (fixed budget) or a positive number of validations")
+        if self.best_metric not in BEST_METRICS:
+            raise KDInputError(f"unknown --best-metric {self.best_metric!r}: choose from {', '.join(BEST_METRICS)}")
+        if self.cache_topk < 0:
+            raise KDInputError(f"--cache-topk {self.cache_topk}: pass 0 (online teacher) or a positive k")
+        for m in self.cache_methods:
+            if method_base(m) not in ("word", "hybrid"):
+                raise KDInputError(f"--cache-methods {m}: only word and hybrid (and their variants) read a teacher "
+                                   f"cache; the others need the teacher online")
+        for split, ref in self.extra_tests:
+            if split == self.gen_subset or not re.fullmatch(r"[A-Za-z0-9_]+", split):
+                raise KDInputError(f"--extra-test {split}={ref}: name a binarized split other than --gen-subset")
+            if not os.path.isfile(os.path.join(self.data, f"{split}.{self.source_lang}-{self.target_lang}."
+                                                          f"{self.source_lang}.idx")):
+                raise KDInputError(f"--extra-test {split}={ref}: {self.data} has no binarized split {split!r}; "
+                                   f"prepare it (data_prep/prepare_multi30k.sh --test-sets ...)")
+            if not os.path.isfile(ref):
+                raise KDInputError(f"--extra-test {split}={ref}: no such reference file")
         if not os.path.isfile(self.test_ref):
             raise KDInputError(f"--test-ref {self.test_ref}: no such file; pass the raw reference of the test split")
         needs_teacher = any(uses_teacher(m) for m in self.methods)
@@ -207,8 +238,18 @@ class StudyConfig:
     def settings_fingerprint(self) -> Dict:
         """Non-grid settings that change results: a resume must use the same ones."""
         grid = {"methods", "noise", "archs", "decodings", "lrs", "seeds", "searches", "teachers", "keep_going",
-                "out_dir", "device"}
-        return {k: v for k, v in asdict(self).items() if k not in grid}
+                "out_dir", "device", "extra_tests"}
+        out = {k: v for k, v in asdict(self).items() if k not in grid}
+        if not self.patience:  # fixed budget: same fingerprint as before the convergence options existed
+            out.pop("patience"), out.pop("best_metric")
+        if not self.cache_topk:
+            out.pop("cache_topk"), out.pop("cache_methods")
+        return out
+
+    def uses_cache(self, cell: "Cell") -> bool:
+        """Whether ``cell`` reads the teacher's top-k cache: a cache method, clean data (a cache holds the
+        teacher's distributions for the clean source), with a teacher."""
+        return bool(self.cache_topk) and cell.method in self.cache_methods and not cell.noise
 
 
 def uses_teacher(method: str) -> bool:

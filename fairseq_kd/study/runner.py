@@ -8,10 +8,16 @@ this process, after ``world.fresh_world()``):
    ``fairseq-kd-distill`` builds once per (decoding strategy, teacher), shared by all cells;
 2. ``fairseq-train --user-dir fairseq_kd --task kd_translation`` (``commands.train_command``);
    validation loss and greedy BLEU (``--eval-bleu``) every ``validate_interval_updates``;
-3. ``fairseq-generate`` of ``checkpoint_last.pt`` (the fixed budget) on the test split with
-   each test search (beam ``cfg.beam``, greedy), hypotheses restored to input order;
+   with ``cfg.patience``, until the validation metric (greedy BLEU or loss) has not improved for that
+   many validations, ``--max-update`` being the cap; cache methods read the teacher's top-k
+   (``fairseq-kd-cache``, built once per data dir) instead of running it every step;
+3. ``fairseq-generate`` of ``checkpoint_last.pt`` (the fixed budget) or ``checkpoint_best.pt``
+   (with patience) on the test split with each test search (beam ``cfg.beam``, greedy),
+   hypotheses restored to input order; likewise on every ``cfg.extra_tests`` split;
 4. sacrebleu BLEU / chrF against the raw reference (``fairseq_kd.scoring``);
-5. one row per search in ``results.csv`` and the validation curve in ``curves.csv``.
+5. one row per search in ``results.csv`` (``results.<split>.csv`` for extra test sets: written
+   first, so a recorded main row means the cell is complete) and the validation curve in
+   ``curves.csv``; rows carry the updates trained, the best checkpoint's update and the stop rule.
 
 Resume: a (cell, search) already in ``results.csv`` is skipped; inside a cell, finished
 steps are skipped (``train.json``, ``hyp.<search>.txt``) and fairseq-train itself resumes
@@ -71,6 +77,10 @@ def _tool_main(tool: str, argv: List[str]) -> None:
         from fairseq_kd.cli.distill import main
 
         main(argv)
+    elif tool == "fairseq-kd-cache":
+        from fairseq_kd.cli.cache import get_parser, main
+
+        main(get_parser().parse_args(argv))
     else:
         raise KDInputError(f"no in-process entry point for {tool}")
 
@@ -151,6 +161,8 @@ class Study:
         C.find_tool("fairseq-generate")
         if any(method_spec(c.method)["data"] == "distilled" for c in cells):
             C.find_tool("fairseq-kd-distill")
+        if any(self.cfg.uses_cache(c) for c in cells):
+            C.find_tool("fairseq-kd-cache")
         C.check_criteria(self.cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         settings = self.out / "study.json"
@@ -214,14 +226,30 @@ class Study:
             self.runner(C.distill_command(self.cfg, decoding, str(out), teacher), str(out.parent / f"{decoding}.log"))
         return str(out / "bin")
 
-    def train(self, cell: Cell, data: str, save_dir: str, log: str) -> None:
+    def teacher_cache(self, data: str, teacher: str) -> str:
+        """Build (once) the teacher's top-k cache of ``data``'s train and valid splits; returns its dir."""
+        name = "corpus" if data == self.cfg.data else os.path.basename(os.path.dirname(data.rstrip("/")))
+        if teacher != self.cfg.teacher:
+            name += "_" + teacher_name(teacher).replace("/", "-")
+        out = self.out / "cache" / f"{name}_top{self.cfg.cache_topk}"
+        done = out / ".complete"
+        if not done.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            logger.info("caching the teacher's top-%d of %s into %s", self.cfg.cache_topk, data, out)
+            self.launched.append("fairseq-kd-cache")
+            t0 = time.time()
+            self.runner(C.cache_command(self.cfg, data, teacher, str(out)), str(out.parent / f"{out.name}.log"))
+            fileio.atomic_write_json(done, {"seconds": round(time.time() - t0, 2), "data": data, "teacher": teacher})
+        return str(out)
+
+    def train(self, cell: Cell, data: str, save_dir: str, log: str, cache: str = "") -> None:
         self.launched.append("fairseq-train")
         if self.cfg.nprocs == 1 or self.cfg.resolved_device() == "cuda":  # one command (fairseq spawns on GPU)
-            self.runner(C.train_command(self.cfg, cell, data, save_dir, 0, C.free_port()), log)
+            self.runner(C.train_command(self.cfg, cell, data, save_dir, 0, C.free_port(), cache), log)
         else:
             port = C.free_port()
-            run_ranks([C.train_command(self.cfg, cell, data, save_dir, r, port) for r in range(self.cfg.nprocs)],
-                      log)
+            run_ranks([C.train_command(self.cfg, cell, data, save_dir, r, port, cache)
+                       for r in range(self.cfg.nprocs)], log)
 
     def run_cell(self, cell: Cell) -> List[Dict]:
         cfg = self.cfg
@@ -230,52 +258,79 @@ class Study:
         spec = method_spec(cell.method)
         teacher = C.cell_teacher(cfg, cell)
         data = self.distilled_data(cell.decoding, teacher) if spec["data"] == "distilled" else cfg.data
+        cache = self.teacher_cache(data, teacher) if cfg.uses_cache(cell) else ""
 
         # 1. train (skipped when train.json exists; fairseq resumes from checkpoint_last.pt)
         train_json = cdir / "train.json"
         if not train_json.exists():
             log = cdir / "train.log"
             t0 = time.time()
-            self.train(cell, data, str(cdir / "checkpoints"), str(log))
+            self.train(cell, data, str(cdir / "checkpoints"), str(log), cache)
             info = parse_train_log(log.read_text(encoding="utf-8", errors="replace"))
             info["train_time"] = round(time.time() - t0, 2)
+            info.update(stopping(info, cfg))
             if info["parameters"] is None:
                 raise RuntimeError(f"no parameter count in {log}: did fairseq-train start?")
             fileio.atomic_write_json(train_json, info)
         info = json.loads(train_json.read_text())
-        ckpt = cdir / "checkpoints" / "checkpoint_last.pt"
-
-        from fairseq_kd import scoring
+        ckpt = cdir / "checkpoints" / ("checkpoint_best.pt" if cfg.patience else "checkpoint_last.pt")
 
         key = dict(zip(KEY_FIELDS, cell.key()))
-        rows = []
-        for search, beam in cfg.test_searches():
-            # 2. decode the test split (skipped when the hypotheses exist)
-            hyp_path = cdir / f"hyp.{search}.txt"
-            if not hyp_path.exists():
-                log = cdir / f"generate.{search}.log"
-                self.launched.append("fairseq-generate")
-                self.runner(C.generate_command(cfg, cfg.data, str(ckpt), beam), str(log))
-                fileio.atomic_write_lines(hyp_path, parse_generate(log.read_text(encoding="utf-8",
-                                                                                 errors="replace")))
-            # 3. score
-            score = scoring.score_files(str(hyp_path), [cfg.test_ref])
-            fileio.atomic_write_json(cdir / f"score.{search}.json", score)
-            rows.append({**key, "search": search, "parameters": info["parameters"],
-                         "bleu": round(score["bleu"]["score"], 2), "chrf": round(score["chrf"]["score"], 2),
-                         "tok_bleu": round(score["tok_bleu"]["score"], 2), "signature": score["bleu"]["signature"],
-                         "train_time": info["train_time"], "updates": info["updates"], "cell": cell.slug(),
-                         "hyp": os.path.relpath(hyp_path, self.out)})
-        # 4. record: curves first, so a kill between the two writes leaves the cell unrecorded
-        # and it reruns (its curve rows are replaced, not duplicated)
+        # 2-3. decode and score the extra test sets, then the main one; record: curves first, extra test
+        # sets next, the main results last, so a kill between writes leaves the cell unrecorded and it
+        # reruns (its rows are replaced, not duplicated)
+        extra = [(split, ref, self.out / f"results.{split}.csv") for split, ref in cfg.extra_tests]
         curve_rows = [{**key, "updates": n, "valid_bleu": p.get("valid_bleu", ""), "valid_loss": p["valid_loss"]}
                       for n, p in info["curve"]]
         replace_rows_atomic(self.curves, lambda r: row_key(r) == cell.key(), curve_rows, CURVE_FIELDS)
-        searches = {r["search"] for r in rows}
-        replace_rows_atomic(self.results, lambda r: row_key(r) == cell.key() and r.get("search") in searches, rows,
-                            RESULT_FIELDS)
+        for split, ref, path in [*extra, (cfg.gen_subset, cfg.test_ref, self.results)]:
+            rows = [{**key, **row} for row in self.decode_and_score(cell, cdir, ckpt, info, split, ref)]
+            searches = {r["search"] for r in rows}
+            replace_rows_atomic(path, lambda r: row_key(r) == cell.key() and r.get("search") in searches, rows,
+                                RESULT_FIELDS)
         for row in rows:
-            logger.info("cell %s (%s): BLEU %.2f chrF %.2f (%s params, %s updates, %.0fs)", cell.slug(),
-                        row["search"], row["bleu"], row["chrf"], row["parameters"], row["updates"],
-                        row["train_time"])
+            logger.info("cell %s (%s): BLEU %.2f chrF %.2f (%s params, %s updates, best at %s, stop: %s, %.0fs)",
+                        cell.slug(), row["search"], row["bleu"], row["chrf"], row["parameters"], row["updates"],
+                        row["best_update"], row["stop"], row["train_time"])
         return rows
+
+    def decode_and_score(self, cell: Cell, cdir: Path, ckpt: Path, info: Dict, split: str, ref: str) -> List[Dict]:
+        """One row per test search of ``split`` (hypotheses and scores kept in the cell dir; skipped if there)."""
+        from fairseq_kd import scoring
+
+        cfg, rows = self.cfg, []
+        tag = "" if split == cfg.gen_subset else f"{split}."  # the main test split keeps its old file names
+        for search, beam in cfg.test_searches():
+            hyp_path = cdir / f"hyp.{tag}{search}.txt"
+            if not hyp_path.exists():
+                log = cdir / f"generate.{tag}{search}.log"
+                self.launched.append("fairseq-generate")
+                self.runner(C.generate_command(cfg, cfg.data, str(ckpt), beam, split), str(log))
+                fileio.atomic_write_lines(hyp_path, parse_generate(log.read_text(encoding="utf-8",
+                                                                                 errors="replace")))
+            score = scoring.score_files(str(hyp_path), [ref])
+            fileio.atomic_write_json(cdir / f"score.{tag}{search}.json", score)
+            rows.append({"search": search, "parameters": info["parameters"],
+                         "bleu": round(score["bleu"]["score"], 2), "chrf": round(score["chrf"]["score"], 2),
+                         "tok_bleu": round(score["tok_bleu"]["score"], 2), "signature": score["bleu"]["signature"],
+                         "train_time": info["train_time"], "updates": info["updates"],
+                         "best_update": info.get("best_update", ""), "stop": info.get("stop", ""),
+                         "cell": cell.slug(), "hyp": os.path.relpath(hyp_path, self.out)})
+        return rows
+
+
+def stopping(info: Dict, cfg: StudyConfig) -> Dict:
+    """Why training ended and which validation the decoded checkpoint comes from.
+
+    With patience: the last validation point that reached the best value (fairseq rewrites
+    checkpoint_best.pt on ties, ``a >= best``, while its early stopping counts only strict improvements),
+    and "patience" when training ended before the cap. Fixed budget: the last update."""
+    if not cfg.patience:
+        return {"best_update": info["updates"], "stop": "budget"}
+    curve = [(n, p.get(f"valid_{cfg.best_metric}")) for n, p in info["curve"]]
+    curve = [(n, v) for n, v in curve if v is not None]
+    if not curve:
+        raise RuntimeError(f"no validation {cfg.best_metric} in the training log: cannot tell the best checkpoint")
+    sign = 1 if cfg.best_metric == "bleu" else -1
+    best = max(curve, key=lambda nv: (sign * nv[1], nv[0]))[0]
+    return {"best_update": best, "stop": "patience" if info["updates"] < cfg.max_update else "budget"}

@@ -6,6 +6,9 @@ module-level state that a new process would not have:
 * ``fairseq.checkpoint_utils.save_checkpoint.best``: the best validation loss so far. Left
   over from the previous cell, it becomes the next cell's ``best_loss`` and decides whether
   ``checkpoint_best.pt`` is written (it was not, when the previous cell had a lower loss);
+* ``fairseq_cli.train.should_stop_early.best`` / ``.num_runs``: the early-stopping (``--patience``)
+  state; left over, the next cell compares its first validation with the previous cell's best
+  and may stop at once;
 * ``fairseq.logging.metrics`` aggregators and meters (``fairseq_cli.train.main`` resets them,
   ``fairseq-generate`` does not);
 * the random number generators (``random``, NumPy's and torch's global generators).
@@ -30,6 +33,11 @@ def fresh_world() -> None:
 
     if hasattr(checkpoint_utils.save_checkpoint, "best"):
         del checkpoint_utils.save_checkpoint.best
+    from fairseq_cli import train as fairseq_train
+
+    for attr in ("best", "num_runs"):
+        if hasattr(fairseq_train.should_stop_early, attr):
+            delattr(fairseq_train.should_stop_early, attr)
     metrics.reset()
     random.seed(0)
     np.random.seed(0)

@@ -1,0 +1,101 @@
+"""fairseq-kd-study: students trained to convergence (patience, best checkpoint), the teacher's top-k
+cache for word-level students, and extra test sets."""
+import csv
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+
+from fairseq_kd import study as S
+from fairseq_kd.errors import KDInputError
+from fairseq_kd.study.runner import stopping
+from tests.test_study import TINY_TRAIN_ARGS
+
+
+def _cfg(**kw):
+    base = dict(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t", max_update=100, patience=2)
+    base.update(kw)
+    return S.StudyConfig(**base)
+
+
+def test_stopping_reads_the_first_best_validation_and_the_stop_rule():
+    curve = [[10, {"valid_loss": 5.0, "valid_bleu": 3.0}], [20, {"valid_loss": 4.0, "valid_bleu": 7.0}],
+             [30, {"valid_loss": 4.5, "valid_bleu": 7.0}], [40, {"valid_loss": 3.9, "valid_bleu": 6.0}]]
+    # BLEU: 7.0 reached at 20 and again at 30 (fairseq rewrites checkpoint_best.pt on ties)
+    assert stopping({"updates": 40, "curve": curve}, _cfg()) == {"best_update": 30, "stop": "patience"}
+    assert stopping({"updates": 40, "curve": curve}, _cfg(best_metric="loss")) == {"best_update": 40,
+                                                                                   "stop": "patience"}
+    assert stopping({"updates": 100, "curve": curve}, _cfg())["stop"] == "budget"
+    assert stopping({"updates": 100, "curve": curve}, _cfg(patience=0)) == {"best_update": 100, "stop": "budget"}
+    with pytest.raises(RuntimeError, match="no validation bleu"):
+        stopping({"updates": 40, "curve": [[10, {"valid_loss": 5.0}]]}, _cfg())
+
+
+def test_convergence_flags_and_cache_route_in_the_commands():
+    cfg = _cfg(teacher="t.pt", cache_topk=8, methods=["none", "word", "word.h"])
+    none, word, variant = (S.Cell(m, 0.0, "transformer", S.NO_DECODING, 1e-3, 1) for m in ("none", "word", "word.h"))
+    flags = S.train_command(cfg, none, "data", "save")
+    i = flags.index("--patience")
+    assert flags[i:i + 5] == ["--patience", "2", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"]
+    assert cfg.uses_cache(word) and not cfg.uses_cache(variant) and not cfg.uses_cache(none)
+    assert not cfg.uses_cache(S.Cell("word", 0.1, "transformer", S.NO_DECODING, 1e-3, 1))  # noisy source: online
+    cached = S.train_command(cfg, word, "data", "save", cache="CACHE")
+    assert cached[cached.index("--teacher-cache") + 1] == "CACHE" and "--teacher-path" not in cached
+    assert "--patience" not in S.train_command(_cfg(patience=0), none, "data", "save")
+    # a fixed-budget study keeps the fingerprint it had before these options existed (old studies resume)
+    assert "patience" not in _cfg(patience=0).settings_fingerprint()
+    assert {"patience", "best_metric", "cache_topk"} <= set(cfg.settings_fingerprint())
+
+
+def test_bad_convergence_options_are_refused(tmp_path):
+    (tmp_path / "dict.s.txt").write_text("a 1\n")
+    (tmp_path / "dict.t.txt").write_text("a 1\n")
+    (tmp_path / "ref").write_text("x\n")
+    ok = dict(data=str(tmp_path), test_ref=str(tmp_path / "ref"))
+    for kw, msg in (({"patience": -1}, "--patience"), ({"best_metric": "chrf"}, "--best-metric"),
+                    ({"cache_topk": 4, "cache_methods": ["seq"]}, "--cache-methods"),
+                    ({"extra_tests": [("test1", str(tmp_path / "ref"))]}, "no binarized split 'test1'")):
+        with pytest.raises(KDInputError, match=msg):
+            _cfg(**ok, **kw).validate()
+
+
+@pytest.mark.integration
+def test_patience_stops_decodes_the_best_checkpoint_and_caches_the_teacher(tiny_teacher, tmp_path):
+    """A frozen student (lr 1e-9) cannot improve its validation BLEU: with patience 1 and a validation
+    every 2 updates fairseq stops at update 4; the tie at update 4 rewrites checkpoint_best.pt (fairseq's
+    ``a >= best``), so the decoded checkpoint is the one of update 4. The second cell must not inherit
+    the first one's early-stopping state (in-process runs).
+    word-KD reads the teacher's top-k cache, built once; a second test set gets its own results file."""
+    raw = tiny_teacher.raw
+    cfg = S.StudyConfig(data=str(tiny_teacher.data_bin), out_dir=str(tmp_path / "conv"),
+                        test_ref=str(raw / "test.tgt"), source_lang="src", target_lang="tgt",
+                        teacher=str(tiny_teacher.checkpoint), methods=["none", "word"], lrs=[1e-9], seeds=[1],
+                        max_update=40, warmup_updates=1, validate_interval_updates=2, max_tokens=1000, beam=1,
+                        bpe="none", train_args=TINY_TRAIN_ARGS, patience=1, cache_topk=4,
+                        extra_tests=[("valid", str(raw / "valid.tgt"))])
+    study = S.Study(cfg, runner=S.run_inprocess)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = study.run(progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["ran"] == 2 and study.launched.count("fairseq-kd-cache") == 1
+    out = Path(cfg.out_dir)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    extra = list(csv.DictReader(open(out / "results.valid.csv")))
+    assert [r["method"] for r in rows] == [r["method"] for r in extra] == ["none", "word"]
+    refs = {"test": (raw / "test.tgt").read_text().splitlines(), "valid": (raw / "valid.tgt").read_text().splitlines()}
+    for split, table in (("test", rows), ("valid", extra)):
+        for row in table:
+            assert (row["updates"], row["best_update"], row["stop"]) == ("4", "4", "patience")
+            hyps = (out / row["hyp"]).read_text().splitlines()
+            assert len(hyps) == len(refs[split])
+            assert float(row["bleu"]) == round(sacrebleu.corpus_bleu(hyps, [refs[split]]).score, 2)
+    for row in rows:
+        best = torch.load(out / "cells" / row["cell"] / "checkpoints" / "checkpoint_best.pt", weights_only=False)
+        assert best["optimizer_history"][-1]["num_updates"] == 4
+        assert "checkpoint_best.pt" in (out / "cells" / row["cell"] / "generate.beam1.log").read_text()
+    word_log = (out / "cells" / rows[1]["cell"] / "train.log").read_text()
+    assert "--teacher-cache" in word_log and "--teacher-path" not in word_log.split("$ ")[-1].split("\n")[0]
