@@ -1,29 +1,69 @@
-"""exp/studies/capacity_all: the capacity study's rows plus the main study's none / word / seq rows
-(seeds 1 2), whose student (the shrunk post-norm relu_3m, 1.31M) is the ladder's ~1M point; that arch
-is renamed transformer_relu_3m_shrunk so it does not merge with the 2.3M full rung of the same name."""
-import json, os, shutil, sys
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
-from fairseq_kd.study.config import RESULT_FIELDS, CURVE_FIELDS
+"""The capacity study's report dir: its rows plus a main study's noise-0 rows of the given methods and
+seeds, whose student (the shrunk post-norm relu_3m, 1.31M) is the ladder's ~1M point. That arch is
+renamed (default transformer_relu_3m_shrunk) so it does not merge with the 2.3M full rung of the same
+name; the main study's cells are linked as OUT/cells_main, the capacity study's as OUT/cells.
+
+Usage: python docs/results/tools/merge_capacity.py --capacity exp/studies/capacity --main exp/main/study \
+           --out exp/studies/capacity_all
+"""
+import argparse
+import os
+import shutil
+import sys
+
+from fairseq_kd.cli import run_tool
+from fairseq_kd.errors import KDInputError
+from fairseq_kd.study.config import CURVE_FIELDS, RESULT_FIELDS
 from fairseq_kd.study.records import read_csv, write_csv_atomic
-CAP, MAIN, DST = "exp/studies/capacity", "exp/main/study", "exp/studies/capacity_all"
-os.makedirs(DST, exist_ok=True)
-for name, src in (("cells", CAP + "/cells"), ("cells_main", MAIN + "/cells")):
-    link = os.path.join(DST, name)
-    if not os.path.lexists(link):
-        os.symlink(os.path.relpath(src, DST), link)
-keep = lambda r: r["method"] in ("none", "word", "seq") and r["seed"] in ("1", "2") and float(r["noise"]) == 0
-def shrunk(rows, results):
+
+
+def renamed(rows, keep, arch, results):
+    """The kept rows with ``arch`` set; results rows' hypothesis paths pointed into cells_main/."""
     out = []
     for r in rows:
         if keep(r):
-            r = dict(r, arch="transformer_relu_3m_shrunk")
+            r = dict(r, arch=arch)
             if results:
                 r["hyp"] = r["hyp"].replace("cells/", "cells_main/", 1)
             out.append(r)
     return out
-res = shrunk(read_csv(MAIN + "/results.csv"), True) + read_csv(CAP + "/results.csv")
-cur = shrunk(read_csv(MAIN + "/curves.csv"), False) + read_csv(CAP + "/curves.csv")
-write_csv_atomic(DST + "/results.csv", res, list(RESULT_FIELDS))
-write_csv_atomic(DST + "/curves.csv", cur, list(CURVE_FIELDS))
-shutil.copy(CAP + "/study.json", DST + "/study.json")
-print(len(res), "rows in", DST)
+
+
+def merge_capacity(cap, main_study, dst, methods=("none", "word", "seq"), seeds=(1, 2),
+                   arch="transformer_relu_3m_shrunk"):
+    """Write DST/results.csv, curves.csv, study.json (the capacity study's); returns the result rows."""
+    for d in (cap, main_study):
+        if not os.path.isfile(os.path.join(d, "results.csv")):
+            raise KDInputError(f"{d}/results.csv: not found; pass a finished study's out-dir")
+    os.makedirs(dst, exist_ok=True)
+    for name, src in (("cells", os.path.join(cap, "cells")), ("cells_main", os.path.join(main_study, "cells"))):
+        link = os.path.join(dst, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.relpath(src, dst), link)
+    methods, seeds = set(methods), {str(s) for s in seeds}
+    keep = lambda r: r["method"] in methods and r["seed"] in seeds and float(r["noise"]) == 0  # noqa: E731
+    res = renamed(read_csv(os.path.join(main_study, "results.csv")), keep, arch, True)
+    res += read_csv(os.path.join(cap, "results.csv"))
+    cur = renamed(read_csv(os.path.join(main_study, "curves.csv")), keep, arch, False)
+    cur += read_csv(os.path.join(cap, "curves.csv"))
+    write_csv_atomic(os.path.join(dst, "results.csv"), res, list(RESULT_FIELDS))
+    write_csv_atomic(os.path.join(dst, "curves.csv"), cur, list(CURVE_FIELDS))
+    shutil.copy(os.path.join(cap, "study.json"), os.path.join(dst, "study.json"))
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--capacity", required=True, help="the capacity study's out-dir")
+    ap.add_argument("--main", dest="main_study", required=True, help="the main study's out-dir")
+    ap.add_argument("--out", required=True, help="the merged dir to write (for fairseq-kd-report)")
+    ap.add_argument("--methods", nargs="+", default=["none", "word", "seq"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--arch-name", default="transformer_relu_3m_shrunk", help="arch given to the main study's rows")
+    a = ap.parse_args(argv)
+    res = merge_capacity(a.capacity, a.main_study, a.out, a.methods, a.seeds, a.arch_name)
+    print(len(res), "rows in", a.out)
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool("merge_capacity", main)[0])

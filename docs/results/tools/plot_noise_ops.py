@@ -1,16 +1,14 @@
-"""One figure for study 3d: each noise operation (alone, and all three together) side by side, BLEU of
+"""One figure for the noise study: each noise operation (alone, and all three together) side by side, BLEU of
 none / word / seq vs the noise rate (seed mean, error bars = std over seeds), one panel per operation,
 and a printed table of the KD gains over CE and the drop from rate 0 to the highest rate.
 
-Usage: python plot_noise_ops.py OUT.png [--search beam5] NAME=results.csv [NAME=results.csv ...]
-e.g.   python docs/results/tools/plot_noise_ops.py docs/results/study_noise_ops.png \
+Usage: python docs/results/tools/plot_noise_ops.py OUT.png [--search beam5] NAME=results.csv [NAME=results.csv ...]
+e.g.   python docs/results/tools/plot_noise_ops.py docs/results/study_noise_ops_beam5.png \
          deletion=docs/results/study_noise_deletion.csv substitution=docs/results/study_noise_substitution.csv \
          swap=docs/results/study_noise_swap.csv all=docs/results/study_noise_all.csv
 """
 import argparse
 import logging
-import os
-import sys
 from collections import defaultdict
 
 import matplotlib
@@ -18,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 from fairseq_kd import report  # noqa: E402  (seed means and stds: the report's own summarize)
 
 logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq leaves the root logger at DEBUG
@@ -36,12 +33,12 @@ def seed_stats(path, search):
     return out
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
     ap.add_argument("studies", nargs="+", metavar="NAME=CSV")
     ap.add_argument("--search", default="beam5")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     studies = [s.split("=", 1) for s in a.studies]
     fig, axes = plt.subplots(1, len(studies), figsize=(3.6 * len(studies), 3.4), sharey=True)
     axes = [axes] if len(studies) == 1 else axes
