@@ -11,7 +11,7 @@ of the work done (with --threads 1 it equals the wall time of an idle machine).
     python bench/bench_distill.py --teacher CKPT --data-bin DIR [--split train --limit 2000]
     python bench/bench_distill.py            # no teacher given: trains the tiny copy teacher
 
-Goals (issue #3): fairseq backend >= 1.0x fairseq-generate; ctranslate2 int8 >= 3x with
+Goals: fairseq backend >= 1.0x fairseq-generate; ctranslate2 int8 >= 3x with
 BLEU within 0.5.
 """
 import argparse

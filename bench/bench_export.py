@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO / "bench"))
 BIN = Path(sys.executable).parent
 
 # name -> (arch, extra training args, default updates); the vocabulary is the prepared data's.
-# Recipe chosen on Multi30k valid (greedy BLEU after 300 updates, lr 0.003, warmup 100, 1 thread,
-# session 5): post-norm glu_3m 0.6 (it ignored the source: one output for every sentence), post-norm
+# Recipe chosen on Multi30k valid (greedy BLEU after 300 updates, lr 0.003, warmup 100, 1 thread):
+# post-norm glu_3m 0.6 (it ignored the source: one output for every sentence), post-norm
 # relu_3m 5.8, pre-norm glu_3m 14.8, pre-norm glu_9m 14.9; so the ladder students train pre-norm. Pre-norm
 # glu_20m at lr 0.003 gave 3.1 (three distinct outputs): it trains at lr 0.001.
 PRE_NORM = ["--encoder-normalize-before", "--decoder-normalize-before"]

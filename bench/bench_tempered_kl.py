@@ -6,9 +6,9 @@ x V): label-smoothed CE at T = 1 plus the T^2-weighted forward KL at T, for a te
 
 * ``log_softmax``: the student's log softmax(z / T) materialised (the code before fused.py);
 * ``fused_eager``: ``fused.kl_*_logits`` run eagerly;
-* ``fused_compiled``: the same through ``torch.compile`` (the criteria's route before session 9);
+* ``fused_compiled``: the same through ``torch.compile`` (the criteria's route before ``ce_and_kl``);
 * ``ce_fused``: CE, NLL and KL together from the logits, compiled (``fused.ce_and_kl``: no
-  log-softmax tensor at all; the criteria's route since session 9), at T and at T = 1 (``t1_ce_fused``).
+  log-softmax tensor at all; the criteria's route), at T and at T = 1 (``t1_ce_fused``).
   The full teacher enters as raw logits (as an online teacher's does now) and its softmax is
   computed inside the timed pass, while the other routes get its log-probabilities for free;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 10: bf16 word_kd step time with the 146M ladder teacher and a ~20M
+# The prepared GPU check: bf16 word_kd step time with the 146M ladder teacher and a ~20M
 # student, online (full and top-8) and cached, at T=1 and T=2, as ratios to CE, with target tokens/s and
 # peak GPU memory per mode. One command, well under 10 minutes on one H100/H200-class GPU.
 #
