@@ -104,6 +104,29 @@ def check_paths(inputs: Mapping[str, Paths], outputs: Mapping[str, Paths], tool:
                            f"path outside every input.")
 
 
+CHECKPOINT_PATH_KEYS = ("data", "teacher_path", "teacher_data", "teacher_cache", "spm_model")
+
+
+def named_by_checkpoint(cfg, label: str = "checkpoint") -> dict:
+    """Every path a checkpoint's config names (its data dirs, teacher files, cache): inputs for
+    ``check_paths``, so that no output can replace what the checkpoint was made from.
+
+    ``cfg``: a loaded checkpoint (dict with ``cfg`` or ``args``), its ``cfg``, or its task config."""
+    def get(obj, key):
+        return obj.get(key) if hasattr(obj, "get") and not hasattr(obj, key) else getattr(obj, key, None)
+
+    if isinstance(cfg, Mapping) and ("cfg" in cfg or "args" in cfg):
+        cfg = cfg.get("cfg") or cfg.get("args")
+    task = get(cfg, "task") if cfg is not None else None
+    task = task if task is not None else cfg
+    named = {}
+    for key in CHECKPOINT_PATH_KEYS:
+        value = get(task, key) if task is not None else None
+        if isinstance(value, str) and value:
+            named[f"{label}'s {key}"] = [v for v in value.split(os.pathsep) if v]
+    return named
+
+
 # ---------------------------------------------------------------- directory lock
 
 

@@ -193,6 +193,16 @@ def check_options(args) -> None:
         raise KDInputError(f"--device {args.device}: torch sees no GPU here; pass --device cpu")
 
 
+def check_teacher_paths(args) -> None:
+    """The paths each teacher checkpoint names (its data dir, its own teachers) are inputs too."""
+    from fairseq_kd import guard
+    from fairseq_kd.checkpoint_safety import load_checkpoint
+
+    for path in args.teacher_path.split(":"):
+        state = load_checkpoint(path, trust_file=args.trust_checkpoint)
+        guard.check_paths(guard.named_by_checkpoint(state, "--teacher-path"), {"--out-dir": args.out_dir})
+
+
 def main(args) -> list:
     import fairseq_kd  # noqa: F401  (allowlist + registration)
     from fairseq_kd import guard, validate
@@ -202,6 +212,7 @@ def main(args) -> list:
     if args.part and args.merge:
         raise KDInputError("--part and --merge exclude each other: run the parts first, then --merge once")
     check_options(args)
+    check_teacher_paths(args)
     # one writer per directory: the cache directory, or a part's own directory (parts run side by side)
     splits = args.split or ["train"]
     with guard.DirLock(parts.part_dir(args.out_dir, args.part) if args.part else args.out_dir, "fairseq-kd-cache"):

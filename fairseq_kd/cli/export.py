@@ -56,7 +56,7 @@ def cli_main(argv=None) -> int:
     from fairseq_kd.cli import run_tool
 
     code, summary = run_tool("fairseq-kd-export", main, argv)
-    if code == 0:
+    if code == 0 and summary is not None:  # None: --help
         print(json.dumps(summary, indent=1, sort_keys=True))
     return code
 

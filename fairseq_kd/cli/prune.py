@@ -146,6 +146,7 @@ def prune_checkpoint(inp: str, out: str, tolerance: float = 1e-4, verify: bool =
     if os.path.exists(out) and not force:
         raise KDInputError(f"{out} exists: choose another -o or pass --force to overwrite it")
     state = load_checkpoint(inp, trust_file=trust)
+    guard.check_paths(guard.named_by_checkpoint(state), {"--output": out})  # its data dir, teacher files
     margs = _model_args(state)
     arch = _get(margs, "arch") or _get(margs, "_name")
     if arch not in ARCH_MODEL_REGISTRY or not issubclass(ARCH_MODEL_REGISTRY[arch], TransformerGLUModel):

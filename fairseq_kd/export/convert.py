@@ -17,6 +17,7 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
+from fairseq_kd import fileio, guard
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.export.spec import LAYER_NORM_EPS, build_spec
 
@@ -48,8 +49,7 @@ def export_model(model, src_dict, tgt_dict, out_dir: str, quantization: str = "n
     """Write the CTranslate2 directory of a built fairseq model; returns the export metadata."""
     if quantization not in QUANTIZATIONS:
         raise KDInputError(f"--quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
-    if os.path.exists(out_dir) and not force:
-        raise KDInputError(f"{out_dir} already exists: choose another OUT_DIR or pass --force to replace it")
+    check_replaceable(out_dir, force)
     model.eval()
     spec, info = build_spec(model)
     spec.register_source_vocabulary(ct2_vocabulary(src_dict))
@@ -75,20 +75,74 @@ def export_model(model, src_dict, tgt_dict, out_dir: str, quantization: str = "n
     meta.update(info)
     meta.update({"quantization": quantization, "format": 1, "spm": spm_files,
                  "max_target_positions": int(model.decoder.max_positions())})
-    tmp = f"{out_dir.rstrip('/')}.tmp.{os.getpid()}"
+    tmp = f"{os.path.abspath(out_dir)}.tmp.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
         spec.save(tmp)
-        with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-            f.write("\n")
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        meta["files"] = {name: os.path.getsize(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
+        fileio.atomic_write_json(os.path.join(tmp, META_FILE), meta)
+        publish(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def check_replaceable(out_dir: str, force: bool) -> None:
+    """Refuse an ``OUT_DIR`` that ``--force`` may not replace: only a previous export (its
+    ``fairseq_kd_export.json`` present, nothing but export files beside it) is ever deleted."""
+    here = os.getcwd()
+    if guard.resolve(out_dir) == guard.resolve(here) or guard._inside(here, out_dir):
+        raise KDInputError(f"OUT_DIR {out_dir} is (or contains) the current directory {here}: "
+                           f"choose a new directory for the export")
+    if not os.path.lexists(out_dir):
+        return
+    if not force:
+        raise KDInputError(f"{out_dir} already exists: choose another OUT_DIR or pass --force to replace it")
+    if not os.path.isdir(out_dir) or os.path.islink(out_dir):
+        raise KDInputError(f"{out_dir} exists and is not a directory: --force replaces only a previous export "
+                           f"directory; choose another OUT_DIR")
+    if not os.path.isfile(os.path.join(out_dir, META_FILE)):
+        raise KDInputError(f"{out_dir} is not a fairseq-kd-export directory (no {META_FILE}): --force replaces "
+                           f"only a previous export, never other files; choose another OUT_DIR")
+    foreign = sorted(n for n in os.listdir(out_dir) if not _export_file(n))
+    if foreign:
+        raise KDInputError(f"{out_dir} holds files an export does not write ({', '.join(foreign[:5])}): --force "
+                           f"would delete them; move them away or choose another OUT_DIR")
+
+
+def _export_file(name: str) -> bool:
+    return (name in (META_FILE, "model.bin", "config.json") or name.endswith("vocabulary.json")
+            or name.endswith("vocabulary.txt") or name in ("spm.model", "source.spm.model", "target.spm.model"))
+
+
+def export_complete(model_dir: str) -> bool:
+    """A finished export: its metadata lists every file with its size, and each file has that size
+    (a directory cut by a full disk or a copy is not complete)."""
+    try:
+        files = read_meta(model_dir).get("files")
+    except (OSError, ValueError):
+        return False
+    if not files or "model.bin" not in files:
+        return False
+    for name, size in files.items():
+        path = os.path.join(model_dir, name)
+        if not os.path.isfile(path) or os.path.getsize(path) != size:
+            return False
+    return True
+
+
+def publish(tmp: str, out_dir: str) -> None:
+    """Move the finished directory ``tmp`` to ``out_dir``; an old ``out_dir`` is moved aside first and
+    deleted only once the new one is in place."""
+    old = None
+    if os.path.lexists(out_dir):
+        old = f"{os.path.abspath(out_dir)}.old.{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
 
 
 SUPPORTED_MODELS = ("transformer", "transformer_glu")
@@ -141,6 +195,8 @@ def export_checkpoint(checkpoint: str, out_dir: str, quantization: str = "none",
     if not os.path.isfile(checkpoint) and ":" not in checkpoint:
         raise KDInputError(f"checkpoint not found: {checkpoint}")
     model, src_dict, tgt_dict, cfg = load_single(checkpoint, data, trust)
+    # the checkpoint's own data dir (never passed as --data) and teacher files are inputs too
+    guard.check_paths(guard.named_by_checkpoint(cfg), {"OUT_DIR": out_dir})
     data_dir = data or cfg.task.data
     if spm_model is None:
         spm_model = find_spm_model(data_dir)

@@ -1,0 +1,99 @@
+"""Defects of a hostile probe, one test each: data loss, wrong-direction teachers, full disks,
+stuck states, silent wrong results, tracebacks and weak messages.
+
+Truths: the bytes of every file that must survive, the language pair stored in a checkpoint,
+the exit code and the one-line message of each refusal.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.reliability_helpers import run_cli
+
+ct2 = pytest.importorskip("ctranslate2")
+
+
+def snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def checkpoint_with_task(src_ckpt: Path, dst: Path, **task) -> Path:
+    """A copy of the checkpoint with some task fields changed (data dir, languages)."""
+    import torch
+
+    import fairseq_kd  # noqa: F401  (allowlists fairseq's checkpoint types)
+
+    state = torch.load(src_ckpt, weights_only=True)
+    state["cfg"]["task"].update(task)
+    torch.save(state, dst)
+    return dst
+
+
+def export(argv, capsys):
+    from fairseq_kd.cli import export as cli
+
+    return run_cli(cli.__name__, [str(a) for a in argv], capsys)
+
+
+# ---------------------------------------------------------------- 1. data loss
+
+
+@pytest.mark.integration
+def test_export_force_never_deletes_what_is_not_an_export(tiny_teacher, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"
+    shutil.copytree(tiny_teacher.data_bin, work / "bin")
+    (work / "notes.txt").write_text("mine\n")
+    ckpt = checkpoint_with_task(tiny_teacher.checkpoint, tmp_path / "student.pt", data=str(work / "bin"))
+    before = snapshot(work)
+    # OUT_DIR holding the checkpoint's own data dir (stored in it, never passed as --data)
+    rc, err = export([ckpt, work, "--force"], capsys)
+    assert rc == 2 and "checkpoint's data" in err and "Traceback" not in err, err
+    assert snapshot(work) == before
+    # an export inside the checkpoint's data dir would lie inside an input
+    rc, err = export([ckpt, work / "bin" / "ct2"], capsys)
+    assert rc == 2 and "lies inside" in err, err
+    # the current directory, and any directory that is not a previous export
+    monkeypatch.chdir(work)
+    rc, err = export([ckpt, ".", "--force", "--data", tiny_teacher.data_bin], capsys)
+    assert rc == 2 and "current directory" in err, err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    rc, err = export([ckpt, other, "--force", "--data", tiny_teacher.data_bin], capsys)
+    assert rc == 2 and "not a fairseq-kd-export directory" in err, err
+    assert snapshot(work) == before and (other / "keep.txt").read_text() == "x"
+    # a previous export is replaced; a foreign file put into it makes it not replaceable
+    out = tmp_path / "ct2"
+    assert export([ckpt, out, "--data", tiny_teacher.data_bin], capsys)[0] == 0
+    assert export([ckpt, out, "--force", "--data", tiny_teacher.data_bin], capsys)[0] == 0
+    (out / "results.txt").write_text("x")
+    rc, err = export([ckpt, out, "--force", "--data", tiny_teacher.data_bin], capsys)
+    assert rc == 2 and "results.txt" in err and (out / "results.txt").exists(), err
+    assert not [p for p in tmp_path.iterdir() if ".tmp." in p.name or ".old." in p.name]
+
+
+def test_export_help_prints_no_null(capsys):
+    from fairseq_kd.cli import export as cli
+
+    assert cli.cli_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: fairseq-kd-export" in out and "null" not in out
+
+
+@pytest.mark.integration
+def test_cache_and_prune_treat_the_checkpoints_data_dir_as_an_input(tiny_teacher, tmp_path, capsys):
+    from fairseq_kd.cli import cache, prune
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_teacher.data_bin, work / "bin")
+    ckpt = checkpoint_with_task(tiny_teacher.checkpoint, tmp_path / "teacher.pt", data=str(work / "bin"))
+    before = snapshot(work)
+    rc, err = run_cli(cache.__name__, [str(tiny_teacher.data_bin), "--teacher-path", str(ckpt), "--out-dir",
+                                       str(work), "--split", "valid", "--no-progress"], capsys)
+    assert rc == 2 and "--teacher-path's data" in err, err
+    rc, err = run_cli(prune.__name__, ["-i", str(ckpt), "-o", str(work / "bin" / "pruned.pt")], capsys)
+    assert rc == 2 and "checkpoint's data" in err, err
+    assert snapshot(work) == before
