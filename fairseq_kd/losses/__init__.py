@@ -1,0 +1,1 @@
+"""The loss maths of every fairseq-kd criterion."""
