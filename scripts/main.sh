@@ -9,9 +9,12 @@
 #   0 environment (scripts/setup_env.sh)      1 prepare Multi30k (sentencepiece, binarize)
 #   2 train the teacher (or take --teacher-checkpoint)
 #   3 teacher BLEU (beam 5) on valid and test_2016_flickr
-#   4 students CE / word-KD / seq-KD / hybrid of one size and one budget (the study runner); seq-KD data =
-#     the teacher's beam translations of train; every student decoded with beam 5 and greedy
-#   5 the table: each KD student against CE, paired bootstrap (also WORK_DIR/results.md)
+#   4 students CE / word-KD / seq-KD / hybrid of one size and one budget, 3 seeds each (the study runner);
+#     seq-KD data = the teacher's beam translations of train; word-KD and hybrid read the teacher's top-k
+#     from a cache built once (fairseq-kd-cache), so a KD student costs what a CE student costs;
+#     every student decoded with beam 5
+#   5 the table: mean +/- std over seeds, each KD method against CE (paired bootstrap over the test
+#     sentences, seed-averaged BLEU), stage wall times (also WORK_DIR/results.md)
 # A killed run restarts where it stopped: fairseq-train resumes from checkpoint_last.pt and the
 # study runner skips finished cells. Budgets were chosen on the validation set (docs/results.md).
 set -euo pipefail
@@ -37,8 +40,9 @@ methods="none word seq hybrid"        # KD methods compared with the CE baseline
 hybrid_weight=0.5                     # hybrid: fixed gate g (g * word-level KL + (1 - g) * CE on the distilled data)
 decoding=""                           # how the teacher translates train for seq-KD / hybrid (default by preset: full beam 5, quick greedy)
 distill_backend=ctranslate2           # fairseq-kd-distill backend for the seq-KD data (int8 on CPU)
-searches="beam greedy"                # test decodings of every student
-seeds=1                               # student seeds (space-separated; the table gives mean +/- std)
+searches="beam"                      # test decodings of every student ("beam greedy" for both)
+seeds=""                              # student seeds (default by preset: full "1 2 3", quick "1"); mean +/- std
+cache_topk=8                          # word-KD / hybrid read the teacher's top-k from a cache (0: teacher online)
 device=auto                           # auto | cpu | cuda
 precision=fp32                        # fp32 | fp16 | bf16 | amp (GPU only; also --fp16 / --bf16 / --amp)
 nprocs=1                              # training processes (CPU: one per rank, gloo; GPU: fairseq's spawn)
@@ -54,8 +58,8 @@ for a in "$@"; do  # value-less precision switches
 done
 parse_flags "${args[@]+"${args[@]}"}"
 case "${preset}" in
-  full) : "${teacher_updates:=750}" "${student_updates:=300}" "${decoding:=beam}" ;;
-  quick) : "${teacher_updates:=100}" "${student_updates:=50}" "${decoding:=greedy}" ;;
+  full) : "${teacher_updates:=750}" "${student_updates:=300}" "${decoding:=beam}" "${seeds:=1 2 3}" ;;
+  quick) : "${teacher_updates:=100}" "${student_updates:=50}" "${decoding:=greedy}" "${seeds:=1}" ;;
   *) usage_error "--preset must be full or quick, not '${preset}'" ;;
 esac
 case "${device}" in auto|cpu|cuda) ;; *) usage_error "--device must be auto, cpu or cuda" ;; esac
@@ -63,6 +67,8 @@ case "${precision}" in fp32|fp16|bf16|amp) ;; *) usage_error "--precision must b
 for n in teacher_updates student_updates nprocs threads; do
   [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || usage_error "--${n//_/-} must be a positive integer"
 done
+[[ "${cache_topk}" =~ ^[0-9]+$ ]] || usage_error "--cache-topk must be 0 (online teacher) or a positive integer"
+[[ "${seeds}" =~ ^[0-9]+( [0-9]+)*$ ]] || usage_error "--seeds must be space-separated integers, e.g. \"1 2 3\""
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run_stage() { [[ ${stage} -le $1 && $1 -le ${stop_stage} ]]; }
@@ -72,6 +78,8 @@ prep_dir="${work_dir}/multi30k"
 teacher_dir="${work_dir}/teacher"
 study_dir="${work_dir}/study"
 t0=$(date +%s)
+timing="${work_dir}/timing.tsv"  # stage<TAB>seconds, one line per stage run (the table prints them)
+stage_done() { printf '%s\t%s\n' "$1" "$(( $(date +%s) - $2 ))" >> "${timing}"; }
 label="${preset}"
 [[ "${preset}" == quick ]] && label="quick (SMOKE RUN: budgets far too small for meaningful numbers)"
 log "preset ${label}: teacher ${teacher_updates} updates, students ${student_updates} updates, methods ${methods}"
@@ -137,13 +145,16 @@ if run_stage 2; then
     log "stage 2: teacher exists (${teacher_dir}/checkpoint_last.pt), skipping"
   else
     log "stage 2: training the teacher (${teacher_updates} updates of ${teacher_max_tokens} tokens x ${nprocs})"
+    ts=$(date +%s)
     train_teacher 2>&1 | tee -a "${work_dir}/teacher.log" | grep --line-buffered -E "\| (train_inner|valid) \|" >&2
     touch "${teacher_dir}/.done"
+    stage_done "2 teacher, ${teacher_updates} updates" "${ts}"
   fi
 fi
 teacher="${teacher_dir}/checkpoint_last.pt"  # the fixed budget's last checkpoint
 
 if run_stage 3; then
+  ts=$(date +%s)
   for split in valid test; do
     [[ -f "${work_dir}/teacher.${split}.json" ]] && continue
     log "stage 3: teacher BLEU on ${split} (beam 5)"
@@ -153,10 +164,12 @@ if run_stage 3; then
     fairseq-kd-score -i "${work_dir}/teacher.${split}.en" -r "${prep_dir}/raw/${split}.en" \
       -o "${work_dir}/teacher.${split}.json" >/dev/null
   done
+  stage_done "3 teacher decoding (valid, test)" "${ts}"
 fi
 
 if run_stage 4; then
   log "stage 4: students (${methods}) of ${student_arch}, ${student_updates} updates each, seeds ${seeds}"
+  ts=$(date +%s)
   # shellcheck disable=SC2086  # the lists are meant to split into words
   fairseq-kd-study --data "${prep_dir}/bin" -s de -t en --test-ref "${prep_dir}/raw/test.en" \
     --spm-model "${prep_dir}/spm.model" --teacher "${teacher}" --out-dir "${study_dir}" \
@@ -165,7 +178,9 @@ if run_stage 4; then
     --validate-interval-updates "${student_updates}" --beam 5 --searches ${searches} --in-process \
     --train-args "--share-all-embeddings --dropout 0.1 --num-workers 0 ${student_args}" \
     --method-args "hybrid=--hybrid-weight ${hybrid_weight}" \
-    --distill-args "--backend ${distill_backend} --threads ${threads} --shard-size 8000" "${study_hw[@]}"
+    --distill-args "--backend ${distill_backend} --threads ${threads} --shard-size 8000" "${study_hw[@]}" \
+    --cache-topk "${cache_topk}" --cache-methods word hybrid
+  stage_done "4 students (${methods}; seeds ${seeds}) with distillation and caches" "${ts}"
 fi
 
 if run_stage 5; then
@@ -175,7 +190,7 @@ if run_stage 5; then
     echo "## Multi30k de-en, test_2016_flickr (sacrebleu), preset ${label}"
     echo
     python - "${work_dir}" "${study_dir}" "${decoding}" <<'PY'
-import json, os, sys
+import csv, glob, json, os, sys
 work, study, decoding = sys.argv[1:4]
 t = {s: json.load(open(os.path.join(work, f"teacher.{s}.json"))) for s in ("valid", "test")}
 summary = os.path.join(study, "distilled", decoding, "summary.json")
@@ -185,6 +200,23 @@ if os.path.isfile(summary):
     print(f"seq-KD data: the teacher's {decoding} translations of train, BLEU {s.get('bleu', '?')} against the gold "
           f"targets  ")
 print(f"`{t['test']['bleu']['signature']}`")
+print()
+print("| stage | wall time (s) |")
+print("|---|---:|")
+timing = os.path.join(work, "timing.tsv")
+for line in (open(timing, encoding="utf-8").read().splitlines() if os.path.isfile(timing) else []):
+    name, secs = line.rsplit("\t", 1)
+    print(f"| {name} | {secs} |")
+for done in sorted(glob.glob(os.path.join(study, "cache", "*", ".complete"))):
+    c = json.load(open(done))
+    print(f"| of which: teacher top-k cache of {os.path.basename(os.path.dirname(done))} | {c['seconds']:.0f} |")
+rows = list(csv.DictReader(open(os.path.join(study, "results.csv"), encoding="utf-8")))
+per = {}
+for r in rows:
+    if r["search"] == rows[0]["search"]:
+        per.setdefault(r["method"], []).append(float(r["train_time"]))
+for m, times in per.items():
+    print(f"| of which: training {m} students (mean of {len(times)}) | {sum(times) / len(times):.0f} |")
 PY
     echo
     cat "${work_dir}/report/table.md"

@@ -99,3 +99,28 @@ def test_patience_stops_decodes_the_best_checkpoint_and_caches_the_teacher(tiny_
         assert "checkpoint_best.pt" in (out / "cells" / row["cell"] / "generate.beam1.log").read_text()
     word_log = (out / "cells" / rows[1]["cell"] / "train.log").read_text()
     assert "--teacher-cache" in word_log and "--teacher-path" not in word_log.split("$ ")[-1].split("\n")[0]
+
+
+def test_preflight_checks_reference_lines_and_teacher_direction(tiny_teacher, tmp_path):
+    """Before any training: a reference of another length than its split, a teacher trained in the other
+    direction, and a file that is no checkpoint are refused naming the file."""
+    raw = tiny_teacher.raw
+    short = tmp_path / "short.tgt"
+    short.write_text("".join(l + "\n" for l in (raw / "test.tgt").read_text().splitlines()[:-1]))
+    base = dict(data=str(tiny_teacher.data_bin), out_dir=str(tmp_path / "o"), test_ref=str(raw / "test.tgt"),
+                source_lang="src", target_lang="tgt", teacher=str(tiny_teacher.checkpoint), methods=["word"])
+    S.StudyConfig(**base).validate()  # the good setup passes
+    with pytest.raises(KDInputError, match=r"short.tgt has 39 lines but the binarized split 'test'.* has 40"):
+        S.StudyConfig(**{**base, "test_ref": str(short)}).validate()
+    with pytest.raises(KDInputError, match="--extra-test valid=.*short.tgt has 39 lines"):
+        S.StudyConfig(**base, extra_tests=[("valid", str(short))]).validate()
+    state = torch.load(tiny_teacher.checkpoint, weights_only=False)
+    state["cfg"]["task"]["source_lang"], state["cfg"]["task"]["target_lang"] = "tgt", "src"
+    reverse = tmp_path / "reverse.pt"
+    torch.save(state, reverse)
+    with pytest.raises(KDInputError, match=r"reverse.pt translates tgt->src but the study trains src->tgt"):
+        S.StudyConfig(**{**base, "teacher": str(reverse)}).validate()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(KDInputError, match="junk.pt"):
+        S.StudyConfig(**{**base, "teacher": str(junk)}).validate()

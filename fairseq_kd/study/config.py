@@ -234,6 +234,13 @@ class StudyConfig:
         if needs_teacher and not (teachers and all(os.path.isfile(p) for t in teachers for p in t.split(":"))):
             raise KDInputError(f"methods {', '.join(self.methods)} need a teacher: pass --teacher CKPT "
                                f"(got {teachers or None!r})")
+        check_reference_lines(self.data, self.gen_subset, self.source_lang, self.target_lang, self.test_ref,
+                              "--test-ref")
+        for split, ref in self.extra_tests:
+            check_reference_lines(self.data, split, self.source_lang, self.target_lang, ref, f"--extra-test {split}=")
+        if needs_teacher:
+            for path in {p for t in teachers for p in t.split(":")}:
+                check_teacher(path, self.source_lang, self.target_lang)
 
     def settings_fingerprint(self) -> Dict:
         """Non-grid settings that change results: a resume must use the same ones."""
@@ -250,6 +257,37 @@ class StudyConfig:
         """Whether ``cell`` reads the teacher's top-k cache: a cache method, clean data (a cache holds the
         teacher's distributions for the clean source), with a teacher."""
         return bool(self.cache_topk) and cell.method in self.cache_methods and not cell.noise
+
+
+def check_reference_lines(data: str, split: str, src: str, tgt: str, ref: str, flag: str) -> None:
+    """The raw reference must have one line per sentence of the binarized split it scores (checked before
+    any training: a wrong file would only fail after the first cell's hours of training)."""
+    from fairseq.data import indexed_dataset
+
+    from fairseq_kd import fileio
+
+    prefix = os.path.join(data, f"{split}.{src}-{tgt}.{src}")
+    if not indexed_dataset.dataset_exists(prefix, impl="mmap"):
+        raise KDInputError(f"{data} has no binarized split {split!r} ({prefix}.idx): check --gen-subset / "
+                           f"--extra-test and the languages")
+    n_ref, n_bin = fileio.count_lines(ref), len(indexed_dataset.MMapIndexedDataset(prefix))
+    if n_ref != n_bin:
+        raise KDInputError(f"{flag}{ref} has {n_ref} lines but the binarized split {split!r} of {data} has {n_bin} "
+                           f"sentences: pass the raw reference of that split (prepare_multi30k.sh writes it as "
+                           f"raw/{split}.{tgt})")
+
+
+def check_teacher(path: str, src: str, tgt: str) -> None:
+    """The teacher must load as a fairseq checkpoint and translate the study's direction (checked before any
+    cell: a bad teacher would only fail when the first KD cell starts, after the baselines)."""
+    from fairseq_kd.checkpoint_safety import load_checkpoint
+
+    state = load_checkpoint(path)  # KDInputError naming the file when it is not a fairseq checkpoint
+    task = (state.get("cfg") or {}).get("task") or {}
+    pair = (task.get("source_lang"), task.get("target_lang"))
+    if all(pair) and pair != (src, tgt):
+        raise KDInputError(f"--teacher {path} translates {pair[0]}->{pair[1]} but the study trains {src}->{tgt}: "
+                           f"pass a teacher trained in the study's direction")
 
 
 def uses_teacher(method: str) -> bool:
