@@ -165,6 +165,8 @@ def distill(cfg: DistillConfig) -> Dict:
     # the teacher's own dictionaries (its checkpoint's data dir, or --teacher-data), compared symbol by
     # symbol with --data's: never --data's own, which would make the check compare a file with itself
     teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.teacher_data, trust=cfg.trust_checkpoint)
+    from fairseq_kd.langpair import check_teacher_pair  # a teacher trained in the other direction
+    check_teacher_pair(teacher.cfg, src, tgt, cfg.teacher_path, cfg.data)
     check_same_dictionary(teacher.src_dict, "the teacher's source dictionary", data.src_dict, data.src_dict_file, "source")
     check_same_dictionary(teacher.tgt_dict, "the teacher's target dictionary", data.tgt_dict, data.tgt_dict_file, "target")
 

@@ -129,6 +129,8 @@ class KDTranslationTask(TranslationTask):
 
             teacher = load_teacher(self.cfg.teacher_path, task=self, teacher_data=self.cfg.teacher_data,
                                    trust=self.cfg.teacher_trust_checkpoint)
+            from fairseq_kd.langpair import check_teacher_pair  # a teacher trained in the other direction
+            check_teacher_pair(teacher.cfg, self.cfg.source_lang, self.cfg.target_lang, self.cfg.teacher_path, self.cfg.data)
             self._teacher = teacher.place(self.teacher_device(), self.teacher_dtype())
         return self._teacher
 
