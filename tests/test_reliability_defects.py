@@ -97,3 +97,39 @@ def test_cache_and_prune_treat_the_checkpoints_data_dir_as_an_input(tiny_teacher
     rc, err = run_cli(prune.__name__, ["-i", str(ckpt), "-o", str(work / "bin" / "pruned.pt")], capsys)
     assert rc == 2 and "checkpoint's data" in err, err
     assert snapshot(work) == before
+
+
+# ---------------------------------------------------------------- 2. teacher trained in the other direction
+
+
+def test_pair_conflict_rule():
+    from fairseq_kd.langpair import pair_conflict, stored_pair
+
+    assert pair_conflict(("en", "de"), ("de", "en")) == "it was trained in the other direction"
+    assert pair_conflict(("de", "fr"), ("de", "en")) is not None
+    assert pair_conflict(("de", "en"), ("de", "en")) is None
+    assert pair_conflict(("src", "tgt"), ("de", "en")) is None  # other naming scheme: cannot be told
+    assert pair_conflict((None, None), ("de", "en")) is None
+    assert stored_pair({"task": {"source_lang": "en", "target_lang": "de"}}) == ("en", "de")
+
+
+@pytest.mark.integration
+def test_reversed_teacher_is_refused_by_distill_cache_and_task(tiny_teacher, tmp_path, capsys):
+    from fairseq_kd.cli import cache, distill
+    from fairseq_kd.errors import KDInputError
+    from tests import helpers
+
+    # same joined dictionary, same data dir: only the stored direction tells the teachers apart
+    rev = checkpoint_with_task(tiny_teacher.checkpoint, tmp_path / "rev.pt", source_lang="tgt", target_lang="src")
+    data = str(tiny_teacher.data_bin)
+    rc, err = run_cli(distill.__name__, ["--data", data, "--split", "valid", "--teacher", str(rev), "-o",
+                                         str(tmp_path / "d"), "--cpu", "--no-progress"], capsys)
+    assert rc == 2 and "other direction" in err, err
+    rc, err = run_cli(cache.__name__, [data, "--teacher-path", str(rev), "--out-dir", str(tmp_path / "c"),
+                                       "--split", "valid", "--no-progress"], capsys)
+    assert rc == 2 and "other direction" in err, err
+    with pytest.raises(KDInputError, match="other direction"):  # kd_translation --teacher-path
+        task, _, _ = helpers.build_components(tiny_teacher.data_bin, ["--criterion", "label_smoothed_cross_entropy",
+                                                                       "--teacher-path", str(rev)])
+        task.load_teacher()
+    assert not (tmp_path / "d" / "summary.json").exists() and not list((tmp_path / "c").glob("valid*"))
