@@ -19,6 +19,7 @@ from omegaconf import II
 
 from fairseq_kd.distill.decoding import DECODING_CHOICES
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.quant import int8_training
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,13 @@ class KDTranslationConfig(TranslationConfig):
         default=False, metadata={"help": "do not keep the teacher's targets on disk (re-decode after a restart)"})
     seq_kd_memo_flush: int = field(
         default=1000, metadata={"help": "write the memo to disk every N newly decoded sentences"})
+    # --- int8-aware fine-tuning (fairseq_kd/quant.py) ----------------------------------
+    int8_qat_updates: int = field(
+        default=0, metadata={"help": "simulate CTranslate2's int8 inference (weights and each linear layer's "
+                                     "input quantized per row, straight-through gradients) in the forward pass "
+                                     "of the last N updates (needs --max-update; 0: off)"})
     # --- globals -----------------------------------------------------------------
+    max_update: int = II("optimization.max_update")
     cpu: bool = II("common.cpu")
     fp16: bool = II("common.fp16")
     bf16: bool = II("common.bf16")
@@ -218,8 +225,9 @@ class KDTranslationTask(TranslationTask):
             sample, extra = self._distilled(sample)
         self.feeding_stats = not ignore_grad  # fairseq's dummy batches (ignore_grad) feed no statistics
         try:
-            loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer,
-                                                                    update_num, ignore_grad)
+            with int8_training(model, self.cfg, update_num):  # --int8-qat-updates: the last N updates int8-aware
+                loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer,
+                                                                        update_num, ignore_grad)
         finally:
             self.feeding_stats = False
         logging_output.update(extra)
