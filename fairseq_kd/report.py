@@ -17,13 +17,12 @@ p-value and 95% interval); ``*`` marks p < 0.05. Plots (matplotlib, Agg backend)
 When a coordinate not on a plot's axes varies (e.g. several archs on the noise plot),
 it is added to the line labels rather than averaged away.
 """
-import io
 import math
 import os
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from fairseq_kd import fileio
+from fairseq_kd import fileio, integrity
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study.config import method_base  # variants sort by their base
 
@@ -53,31 +52,18 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def load_csv(path: str, required: Sequence[str] = REQUIRED) -> List[Dict]:
-    """Rows with typed numeric fields; a clear error for missing files/columns/bad numbers."""
-    import csv
-
+    """Rows with typed numeric fields, checked by ``fairseq_kd.integrity`` (missing columns, cut rows,
+    values outside their domain, a cell recorded twice, mixed sacrebleu signatures: one line naming the
+    file and line; exact copies of a row counted once)."""
     if not os.path.isfile(path):
         raise KDInputError(f"{path}: no such file; pass the results.csv written by fairseq-kd-study")
-    # UTF-8 checked, split on \n only (fairseq_kd.fileio)
-    reader = csv.DictReader(io.StringIO(fileio.read_text(path, "results file"), newline=""))
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
-    if missing:
-        raise KDInputError(f"{path}: missing column(s) {', '.join(missing)}; expected a fairseq-kd-study "
-                           f"results file with columns {', '.join(required)}")
-    rows = []
-    for n, row in enumerate(reader, 2):
-        if None in row or any(row[c] is None for c in reader.fieldnames):  # restkey / restval of csv
-            raise KDInputError(f"{path}:{n}: the row has a different number of fields than the header (a cut "
-                               f"or interleaved write); delete that line and re-run fairseq-kd-study to redo it")
+    rows = integrity.read_table(path, "results file", required)[1]
+    for row in rows:
         for key, typ in NUMERIC.items():
-            if key in row and row[key] not in (None, ""):
-                try:
-                    row[key] = typ(float(row[key])) if typ is int else typ(row[key])
-                except ValueError:
-                    raise KDInputError(f"{path}:{n}: {key}={row[key]!r} is not a number") from None
+            if row.get(key) not in (None, ""):
+                row[key] = typ(float(row[key])) if typ is int else typ(row[key])  # checked by integrity
         for key, default in OPTIONAL.items():
             row[key] = row.get(key) or default
-        rows.append(row)
     return rows
 
 
@@ -121,9 +107,9 @@ def test_references(results_dir: str, test_ref: Optional[str] = None) -> Optiona
     settings = os.path.join(results_dir, "study.json")
     if not os.path.isfile(settings):
         return None
-    import json
-
-    recorded = json.loads(fileio.read_text(settings)).get("test_ref")
+    recorded = integrity.load_json(settings, "it is the study's settings file: re-run fairseq-kd-study to rewrite "
+                                             "it, or pass --test-ref").get("test_ref")
+    recorded = recorded if isinstance(recorded, str) else None
     for path in (recorded, os.path.join(results_dir, recorded or "")):
         if recorded and os.path.isfile(path):
             return fileio.read_lines(path)

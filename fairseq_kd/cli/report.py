@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from fairseq_kd import fileio, guard
+from fairseq_kd import fileio, guard, integrity
 from fairseq_kd.errors import KDInputError
 
 
@@ -49,8 +49,9 @@ def cli_main(argv=None) -> int:
         curves_path = args.curves or os.path.join(os.path.dirname(os.path.abspath(args.results)), "curves.csv")
         curves = None
         if os.path.isfile(curves_path):
-            curves = R.load_csv(curves_path, required=("method", "noise", "arch", "decoding", "lr", "seed",
-                                                       "updates", "valid_bleu")) or None
+            curves = [r for r in R.load_csv(curves_path, required=("method", "noise", "arch", "decoding", "lr", "seed",
+                                                                   "updates", "valid_bleu"))
+                      if r["valid_bleu"] != ""] or None  # points without --eval-bleu are not plotted
         elif args.curves:
             raise KDInputError(f"--curves {args.curves}: no such file")
         summary = R.summarize(rows)
@@ -60,7 +61,7 @@ def cli_main(argv=None) -> int:
                                   n_samples=args.bootstrap_samples)
         table = R.markdown_table(summary)
         os.makedirs(out_dir, exist_ok=True)
-        for name, text in (("table.md", table), ("summary.json", json.dumps(summary, indent=1))):
+        for name, text in (("table.md", table), ("summary.json", integrity.dumps_json(summary, indent=1))):
             fileio.atomic_write_text(os.path.join(out_dir, name), text)
         plots = [] if args.no_plots else R.make_plots(rows, curves, out_dir)
     except KDInputError as e:

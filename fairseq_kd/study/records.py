@@ -4,21 +4,19 @@ import io
 import os
 from typing import Dict, List
 
-from fairseq_kd import fileio
+from fairseq_kd import fileio, integrity
 from fairseq_kd.errors import KDInputError
 
 
 def read_csv(path: str) -> List[Dict]:
-    """Rows of a results/curves file; a cut or interleaved row is refused naming the file and line."""
-    if not os.path.isfile(path):
+    """Rows of a results/curves file (none if it does not exist), checked by ``fairseq_kd.integrity``: a cut
+    or interleaved row, a value outside its domain, a cell recorded twice with other values is refused
+    naming the file and line; exact copies of a row are kept once (a copy is never another seed)."""
+    if not os.path.exists(path):
         return []
-    reader = csv.DictReader(io.StringIO(fileio.read_text(path, "results file"), newline=""))
-    rows = list(reader)
-    for n, row in enumerate(rows, 2):
-        if None in row or any(v is None for v in row.values()):  # more / fewer fields than the header
-            raise KDInputError(f"{path}:{n}: the row has a different number of fields than the header (a cut or "
-                               f"interleaved write); delete that line and re-run to redo its cell")
-    return rows
+    if not os.path.isfile(path):
+        raise KDInputError(f"{path}: not a regular file; remove it or pass another --out-dir")
+    return integrity.read_table(path)[1]
 
 
 def write_csv_atomic(path: str, rows: List[Dict], fields: List[str]) -> None:

@@ -13,18 +13,22 @@ import sys
 
 from fairseq_kd.cli import run_tool
 from fairseq_kd.errors import KDInputError
-from fairseq_kd.study.config import CURVE_FIELDS, RESULT_FIELDS
+from fairseq_kd.integrity import merge_rows
+from fairseq_kd.study.config import CURVE_FIELDS, NO_DECODING, RESULT_FIELDS, Cell
 from fairseq_kd.study.records import read_csv, write_csv_atomic
 
 
 def renamed(rows, keep, arch, results):
-    """The kept rows with ``arch`` set; results rows' hypothesis paths pointed into cells_main/."""
+    """The kept rows with ``arch`` set (and their ``cell`` named after it); results rows' hypothesis paths
+    pointed into cells_main/."""
     out = []
     for r in rows:
         if keep(r):
             r = dict(r, arch=arch)
             if results:
                 r["hyp"] = r["hyp"].replace("cells/", "cells_main/", 1)
+                r["cell"] = Cell(r["method"], float(r["noise"]), arch, r["decoding"], float(r["lr"]),
+                                 int(r["seed"]), r.get("teacher") or NO_DECODING).slug()
             out.append(r)
     return out
 
@@ -42,10 +46,12 @@ def merge_capacity(cap, main_study, dst, methods=("none", "word", "seq"), seeds=
             os.symlink(os.path.relpath(src, dst), link)
     methods, seeds = set(methods), {str(s) for s in seeds}
     keep = lambda r: r["method"] in methods and r["seed"] in seeds and float(r["noise"]) == 0  # noqa: E731
-    res = renamed(read_csv(os.path.join(main_study, "results.csv")), keep, arch, True)
-    res += read_csv(os.path.join(cap, "results.csv"))
-    cur = renamed(read_csv(os.path.join(main_study, "curves.csv")), keep, arch, False)
-    cur += read_csv(os.path.join(cap, "curves.csv"))
+    res = merge_rows([(os.path.join(main_study, "results.csv"),
+                       renamed(read_csv(os.path.join(main_study, "results.csv")), keep, arch, True)),
+                      (os.path.join(cap, "results.csv"), read_csv(os.path.join(cap, "results.csv")))])
+    cur = merge_rows([(os.path.join(main_study, "curves.csv"),
+                       renamed(read_csv(os.path.join(main_study, "curves.csv")), keep, arch, False)),
+                      (os.path.join(cap, "curves.csv"), read_csv(os.path.join(cap, "curves.csv")))])
     write_csv_atomic(os.path.join(dst, "results.csv"), res, list(RESULT_FIELDS))
     write_csv_atomic(os.path.join(dst, "curves.csv"), cur, list(CURVE_FIELDS))
     shutil.copy(os.path.join(cap, "study.json"), os.path.join(dst, "study.json"))

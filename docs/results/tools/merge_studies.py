@@ -1,6 +1,7 @@
 """Merge study out-dirs that ran side by side (e.g. one seed each: two processes never share one
-results.csv) into one for fairseq-kd-report: the union of their results / curves rows (a cell's row
-kept once, first source wins), every cell dir symlinked into DST/cells, study.json of the first.
+results.csv) into one for fairseq-kd-report: the union of their results / curves rows (a row found
+in several sources kept once; a cell whose row differs between sources is refused: one seed measured
+twice), every cell dir symlinked into DST/cells, study.json of the first.
 
 Usage: python docs/results/tools/merge_studies.py DST SRC1 [SRC2 ...]
 """
@@ -11,7 +12,8 @@ import sys
 
 from fairseq_kd.cli import run_tool
 from fairseq_kd.errors import KDInputError
-from fairseq_kd.study.config import CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS
+from fairseq_kd.integrity import merge_rows
+from fairseq_kd.study.config import CURVE_FIELDS, RESULT_FIELDS
 from fairseq_kd.study.records import read_csv, write_csv_atomic
 
 
@@ -21,20 +23,13 @@ def merge_studies(dst, srcs):
         if not os.path.isfile(os.path.join(src, "results.csv")):
             raise KDInputError(f"{src}/results.csv: not found; pass finished study out-dirs as SRC")
     os.makedirs(os.path.join(dst, "cells"), exist_ok=True)
-    res, cur, seen_r, seen_c = [], [], set(), set()
+    res = merge_rows([(os.path.join(src, "results.csv"), read_csv(os.path.join(src, "results.csv"))) for src in srcs])
+    cur = merge_rows([(os.path.join(src, "curves.csv"), read_csv(os.path.join(src, "curves.csv"))) for src in srcs])
     for src in srcs:
         for r in read_csv(os.path.join(src, "results.csv")):
-            if (r["cell"], r["search"]) not in seen_r:
-                seen_r.add((r["cell"], r["search"]))
-                res.append(r)
-                link = os.path.join(dst, "cells", r["cell"])
-                if not os.path.lexists(link):
-                    os.symlink(os.path.realpath(os.path.join(src, "cells", r["cell"])), link)
-        for r in read_csv(os.path.join(src, "curves.csv")):
-            key = tuple(r[k] for k in (*KEY_FIELDS, "updates"))
-            if key not in seen_c:
-                seen_c.add(key)
-                cur.append(r)
+            link = os.path.join(dst, "cells", r["cell"])
+            if not os.path.lexists(link):
+                os.symlink(os.path.realpath(os.path.join(src, "cells", r["cell"])), link)
     write_csv_atomic(os.path.join(dst, "results.csv"), res, list(RESULT_FIELDS))
     write_csv_atomic(os.path.join(dst, "curves.csv"), cur, list(CURVE_FIELDS))
     shutil.copy(os.path.join(srcs[0], "study.json"), os.path.join(dst, "study.json"))
@@ -44,7 +39,7 @@ def merge_studies(dst, srcs):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dst", help="the merged dir to write")
-    ap.add_argument("srcs", nargs="+", metavar="SRC", help="study out-dirs, first wins on a repeated cell")
+    ap.add_argument("srcs", nargs="+", metavar="SRC", help="study out-dirs (a cell in several must have one row)")
     a = ap.parse_args(argv)
     res, cur = merge_studies(a.dst, a.srcs)
     print(len(res), "result rows,", len(cur), "curve rows in", a.dst)
