@@ -218,11 +218,10 @@ class TeacherCache:
             partial = os.path.join(folder, f"{split}.partial")
             hint = " (an unfinished run is in .partial: re-run fairseq-kd-cache to resume it)" if os.path.isdir(partial) else ""
             raise KDInputError(f"teacher cache {meta_path} not found{hint}")
-        try:
-            with open(meta_path) as f:
-                meta = json.load(f)
-        except (OSError, json.JSONDecodeError) as err:
-            raise KDInputError(f"teacher cache {meta_path} is corrupt ({err}): delete {folder} and re-run fairseq-kd-cache")
+        from fairseq_kd import integrity  # no NaN, repeated keys or negative counts; one line naming the file
+
+        meta = integrity.load_json(meta_path, f"the teacher cache is corrupt: delete {folder} and re-run "
+                                   "fairseq-kd-cache", counts=("k", "n_sentences", "n_tokens"), what="cache meta")
         if meta.get("format") != FORMAT_VERSION:
             raise KDInputError(f"teacher cache {meta_path} has format {meta.get('format')}, expected {FORMAT_VERSION}: re-run fairseq-kd-cache")
         teacher_fp = None

@@ -33,8 +33,9 @@ class ShardStore:
         os.makedirs(workdir, exist_ok=True)
         meta_file = os.path.join(workdir, "meta.json")
         if os.path.exists(meta_file):
-            with open(meta_file, encoding="utf-8") as f:
-                old = json.load(f)
+            from fairseq_kd import integrity
+
+            old = integrity.load_json(meta_file, "use another --output-dir, or pass --overwrite to start over")
             if old != meta:
                 diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
                 raise KDInputError(

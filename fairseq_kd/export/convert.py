@@ -214,8 +214,9 @@ def read_meta(model_dir: str) -> Dict:
     path = os.path.join(model_dir, META_FILE)
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    from fairseq_kd import integrity
+
+    return integrity.load_json(path, "re-export the model with fairseq-kd-export", counts=("params",))
 
 
 def source_tokens(dictionary, ids: torch.Tensor, eos: Optional[int] = None) -> Sequence[str]:
