@@ -3,9 +3,12 @@
     fairseq-kd-distill --data data-bin --split train --teacher teacher.pt --output-dir distilled \
         --decoding beam --beam 5 [--nbest 5 --select sentence_bleu] [--backend ctranslate2]
 
+    fairseq-kd-distill --data student-bin --split train --teacher-ct2 opus-mt-ct2 --spm-model spm.model -o distilled
+
 Writes ``OUT/{split}.{src,tgt}`` (line i = source line i; sentencepiece pieces, plus
-``{split}.detok.*`` with ``--spm-model``), ``OUT/bin/`` (binarized with the teacher's
-dictionaries, for fairseq-train) and ``OUT/summary.json`` (also printed on stdout).
+``{split}.detok.*`` with ``--spm-model``), ``OUT/bin/`` (binarized with --data's
+dictionaries, for fairseq-train) and ``OUT/summary.json`` (also printed on stdout). With
+``--filter`` the dropped pairs are left out and ``OUT/{split}.ids`` lists the kept line numbers.
 Interrupted runs resume from ``OUT/shards`` and produce byte-identical files.
 
 Parallel workers (any machines sharing OUT; files byte-identical to one worker's):
@@ -25,13 +28,25 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fairseq-kd-distill", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("input")
-    g.add_argument("--data", required=True, help="binarized data dir (fairseq-preprocess with the teacher's dicts)")
+    g.add_argument("--data", required=True, help="binarized data dir (fairseq-preprocess with the teacher's dicts; "
+                                                  "with --teacher-ct2 the student's)")
     g.add_argument("--split", default="train", help="split to distil")
     g.add_argument("--source-lang", "-s", default=None, help="source language (inferred from the files if omitted)")
     g.add_argument("--target-lang", "-t", default=None, help="target language (inferred from the files if omitted)")
     g = p.add_argument_group("teacher")
-    g.add_argument("--teacher", "--path", dest="teacher", required=True,
+    g.add_argument("--teacher", "--path", dest="teacher", default=None,
                    help="teacher checkpoint, or several joined by ':' (ensemble, probabilities averaged)")
+    g.add_argument("--teacher-ct2", default=None, metavar="DIR",
+                   help="instead of --teacher: any CTranslate2 translation model (OPUS-MT/Marian, NLLB, M2M100, ...) "
+                        "with its own tokenizer; its text is re-encoded with --spm-model into --data's dictionaries")
+    g.add_argument("--teacher-spm", nargs="+", default=[], metavar="MODEL",
+                   help="--teacher-ct2's sentencepiece model (both sides) or SRC TGT models; default: "
+                        "source.spm/target.spm or sentencepiece.bpe.model in DIR")
+    g.add_argument("--teacher-source-prefix", default=None, help="--teacher-ct2: token before the source (NLLB: eng_Latn)")
+    g.add_argument("--teacher-target-prefix", default=None,
+                   help="--teacher-ct2: forced first target token, dropped from the output (NLLB: deu_Latn, M2M100: __de__)")
+    g.add_argument("--source-text", default=None,
+                   help="--teacher-ct2: raw source text of the split (default: --data's source decoded by --spm-model)")
     g.add_argument("--teacher-data", default=None, help="dir of the teacher's dict.*.txt if not --data")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="fully unpickle the teacher checkpoint(s) (trusted legacy files only)")
@@ -68,6 +83,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard-size", type=int, default=2000, help="sentences per resumable shard")
     g.add_argument("--overwrite", action="store_true", help="discard finished shards and start over")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--filter", default="", metavar="SPEC",
+                   help="drop distilled pairs, comma-separated: empty (empty teacher output), copy (output = source), "
+                        "ratio=R (token length ratio > R), score=P (lowest P%% of teacher scores); counts in summary.json")
     g.add_argument("--max-failed-fraction", type=float, default=0.01,
                    help="sentences the teacher fails on (e.g. NaN) get their gold target, counted by cause in the "
                         "summary; the run fails (nothing published) when more than this fraction of the split fails")
@@ -107,6 +125,14 @@ def config_from_args(args):
         raise KDInputError("--fp16 and --bf16 exclude each other: pass one of them")
     if args.part is not None and args.merge:
         raise KDInputError("--part and --merge exclude each other: run the N parts, then merge them")
+    if (args.teacher is None) == (args.teacher_ct2 is None):
+        raise KDInputError("pass one teacher: --teacher CHECKPOINT (fairseq) or --teacher-ct2 DIR (CTranslate2)")
+    if args.teacher_ct2 is None and (args.teacher_spm or args.teacher_source_prefix or args.teacher_target_prefix
+                                     or args.source_text):
+        raise KDInputError("--teacher-spm, --teacher-*-prefix and --source-text are for --teacher-ct2")
+    from fairseq_kd.distill.filters import parse_filters
+
+    parse_filters(args.filter)  # a bad spec is refused before anything loads
     if args.select != "top" and dcfg.nbest < 2:
         raise KDInputError(f"--select {args.select} chooses among n-best hypotheses: pass --nbest N (N >= 2, <= --beam)")
     return DistillConfig(
@@ -118,7 +144,9 @@ def config_from_args(args):
         fp16=args.fp16, bf16=args.bf16, copy_splits=[s for s in args.copy_splits.split(",") if s],
         trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite, progress=not args.no_progress,
         max_failed_fraction=args.max_failed_fraction, part=str(args.part) if args.part is not None else None,
-        merge=args.merge)
+        merge=args.merge, teacher_ct2=args.teacher_ct2, teacher_spm=list(args.teacher_spm),
+        teacher_source_prefix=args.teacher_source_prefix, teacher_target_prefix=args.teacher_target_prefix,
+        source_text=args.source_text, filters=args.filter)
 
 
 def main(argv=None) -> dict:
@@ -129,7 +157,13 @@ def main(argv=None) -> dict:
 
     args = get_parser().parse_args(argv)
     cfg = config_from_args(args)
-    guard.check_paths({"--data": args.data, "--teacher": args.teacher.split(":"), "--teacher-data": args.teacher_data,
+    if cfg.teacher_ct2:
+        from fairseq_kd.distill.ct2_teacher import check_options
+
+        check_options(cfg)
+    guard.check_paths({"--data": args.data, "--teacher": args.teacher.split(":") if args.teacher else None,
+                       "--teacher-data": args.teacher_data, "--teacher-ct2": args.teacher_ct2,
+                       "--teacher-spm": list(args.teacher_spm), "--source-text": args.source_text,
                        "--spm-model": args.spm_model, "--spm-model-tgt": args.spm_model_tgt},
                       {"--output-dir": args.output_dir}, "fairseq-kd-distill")
     lock_dir = args.output_dir  # one run per output directory; parallel parts each lock their own

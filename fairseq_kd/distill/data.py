@@ -75,24 +75,21 @@ class SplitData:
     def gold(self, i: int) -> Optional[torch.Tensor]:
         return None if self.tgt_ds is None else self.tgt_ds[i]
 
-    def batches(self, ids: range, max_tokens: int, batch_size: int, same_length: bool = True) -> List[List[int]]:
+    def batches(self, ids: range, max_tokens: int, batch_size: int) -> List[List[int]]:
         """Length-sorted batches of ``ids`` (padded size <= ``max_tokens``), as fairseq-generate makes them.
 
-        ``same_length``: each batch holds a single source length. fairseq's max length
-        (a * src_len + b) is taken over a batch, so equal-length batches make every output
-        independent of its batch mates; the fairseq backend does not need this (its search
-        gives every sentence its own limit, ``decoding.SentenceMaxLen``), CTranslate2 does.
+        Mixed source lengths: every backend gives each sentence its own length limit, so an
+        output does not depend on its batch mates.
         """
         ids = np.asarray(list(ids))
         order = ids[np.lexsort((ids, self.src_ds.sizes[ids]))]  # by source length, then id
-        batches, cur, longest = [], [], 0
+        batches, cur = [], []
         for i in order.tolist():
             n = int(self.src_ds.sizes[i])  # the longest so far: ids are sorted by length
-            if cur and ((same_length and n != longest) or len(cur) + 1 > batch_size or n * (len(cur) + 1) > max_tokens):
+            if cur and (len(cur) + 1 > batch_size or n * (len(cur) + 1) > max_tokens):
                 batches.append(cur)
                 cur = []
             cur.append(i)
-            longest = n
         if cur:
             batches.append(cur)
         return batches

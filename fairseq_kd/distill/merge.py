@@ -7,8 +7,8 @@ same batching inside a shard, over its own contiguous block of shards, in
 * completeness: parts ``0..N-1`` all present and finished (``PART.json``), no part of another
   split beside them (``fairseq_kd.parts.collect``);
 * fingerprints: each part's settings equal this job's (teacher checkpoint bytes, data and
-  dictionaries, decoding, backend, shard size, ...), recomputed here from ``--teacher`` and
-  ``--data``;
+  dictionaries, decoding, backend, shard size, ...), recomputed here from ``--teacher`` (or
+  ``--teacher-ct2``) and ``--data``;
 * ids and counts: each part's manifest covers exactly the sentence ids of its block of
   shards, and every shard file holds exactly its ids, in order.
 
@@ -21,6 +21,7 @@ import shutil
 from typing import Dict
 
 from fairseq_kd import fileio
+from fairseq_kd.distill.config import PART_TOOL, meta_of, teacher_fingerprint
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger(__name__)
@@ -31,17 +32,11 @@ def merge_parts(cfg) -> Dict:
     from fairseq_kd import parts
     from fairseq_kd.distill.data import Detokenizer, SplitData, infer_langs
     from fairseq_kd.distill.publish import publish, unpublish
-    from fairseq_kd.distill.run import PART_TOOL, meta_of
     from fairseq_kd.distill.shards import ShardStore, shard_ranges
-    from fairseq_kd.teacher import split_paths, teacher_fingerprint
 
     src, tgt = infer_langs(cfg.data, cfg.split, cfg.source_lang, cfg.target_lang)
     data = SplitData(cfg.data, cfg.split, src, tgt)
-    paths = split_paths(cfg.teacher_path)
-    for p in paths:
-        if not os.path.isfile(p):
-            raise KDInputError(f"teacher checkpoint not found: {p} (fix --teacher; the merge checks its fingerprint)")
-    meta = meta_of(cfg, data, teacher_fingerprint(paths))
+    meta = meta_of(cfg, data, teacher_fingerprint(cfg))  # checkpoint bytes, or the CTranslate2 teacher's content
     ranges = shard_ranges(len(data), cfg.shard_size)
     command = "fairseq-kd-distill (same flags)"
     found = parts.collect(cfg.output_dir, PART_TOOL, meta, command=command)  # N from the parts on disk

@@ -9,6 +9,7 @@ from typing import Dict
 import torch
 
 from fairseq_kd import fileio
+from fairseq_kd.distill import filters
 from fairseq_kd.distill.data import SplitData, split_prefix, to_pieces
 from fairseq_kd.distill.fallback import check_failures, failed_by_cause
 from fairseq_kd.distill.shards import ShardStore, atomic_write_lines, atomic_write_text
@@ -32,14 +33,24 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
     out = cfg.output_dir
     src_pieces = [to_pieces(data.src_dict, data.src_ds[i]) for i in range(len(data))]
     tgt_pieces = [to_pieces(data.tgt_dict, r["tgt"]) for r in records]
-    n_src = atomic_write_lines(os.path.join(out, f"{split}.{src}"), src_pieces)
-    n_tgt = atomic_write_lines(os.path.join(out, f"{split}.{tgt}"), tgt_pieces)
     hyp_text = [detok_tgt(p) for p in tgt_pieces]
+    src_text = [detok_src(p) for p in src_pieces]
+    spec = filters.parse_filters(getattr(cfg, "filters", ""))
+    reasons = filters.drop_reasons(records, src_text, hyp_text, [len(p.split()) for p in src_pieces],
+                                   [len(r["tgt"]) - 1 for r in records], spec)
+    kept = [i for i, reason in enumerate(reasons) if reason is None]  # every line without --filter
+    ids_file = os.path.join(out, f"{split}.ids")
+    if spec.active:  # line j of the published files is sentence kept[j] of the split
+        atomic_write_lines(ids_file, (str(i) for i in kept))
+    elif os.path.exists(ids_file):
+        os.remove(ids_file)
+    n_src = atomic_write_lines(os.path.join(out, f"{split}.{src}"), (src_pieces[i] for i in kept))
+    n_tgt = atomic_write_lines(os.path.join(out, f"{split}.{tgt}"), (tgt_pieces[i] for i in kept))
     if detok_tgt.sp is not None:
-        atomic_write_lines(os.path.join(out, f"{split}.detok.{src}"), (detok_src(p) for p in src_pieces))
-        atomic_write_lines(os.path.join(out, f"{split}.detok.{tgt}"), hyp_text)
-    if not (n_src == n_tgt == len(data)):
-        raise RuntimeError(f"alignment check failed: wrote {n_src} source / {n_tgt} target lines for {len(data)}")
+        atomic_write_lines(os.path.join(out, f"{split}.detok.{src}"), (src_text[i] for i in kept))
+        atomic_write_lines(os.path.join(out, f"{split}.detok.{tgt}"), (hyp_text[i] for i in kept))
+    if not (n_src == n_tgt == len(kept)):
+        raise RuntimeError(f"alignment check failed: wrote {n_src} source / {n_tgt} target lines for {len(kept)}")
 
     # binarized copy with the teacher's dictionaries, ready for fairseq-train
     bin_dir = os.path.join(out, "bin")
@@ -47,8 +58,8 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
     for lang, d in ((src, data.src_dict), (tgt, data.tgt_dict)):
         with fileio.atomic_open(os.path.join(bin_dir, f"dict.{lang}.txt")) as f:
             d.save(f)
-    for lang, d, items in ((src, data.src_dict, (data.src_ds[i] for i in range(len(data)))),
-                           (tgt, data.tgt_dict, (torch.tensor(r["tgt"]) for r in records))):
+    for lang, d, items in ((src, data.src_dict, (data.src_ds[i] for i in kept)),
+                           (tgt, data.tgt_dict, (torch.tensor(records[i]["tgt"]) for i in kept))):
         prefix = os.path.join(bin_dir, f"{split}.{src}-{tgt}.{lang}")
         builder = indexed_dataset.make_builder(prefix + ".bin.tmp", impl="mmap", vocab_size=len(d))
         for t in items:
@@ -57,8 +68,8 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
         os.replace(prefix + ".bin.tmp", prefix + ".bin")
         os.replace(prefix + ".idx.tmp", prefix + ".idx")
     check = indexed_dataset.MMapIndexedDataset(os.path.join(bin_dir, f"{split}.{src}-{tgt}.{tgt}"))
-    if len(check) != len(data):
-        raise RuntimeError(f"alignment check failed: binarized target has {len(check)} lines for {len(data)}")
+    if len(check) != len(kept):
+        raise RuntimeError(f"alignment check failed: binarized target has {len(check)} lines for {len(kept)}")
     for other in cfg.copy_splits:
         for lang in (src, tgt):
             p = split_prefix(cfg.data, other, src, tgt, lang)
@@ -80,7 +91,8 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
         "failed_by_cause": failed,
         "fallback_to_gold": sum(r["fallback"] is not None and data.tgt_ds is not None for r in records),
         "nbest_rank_histogram": _histogram(r["rank"] for r in records),
-        "backend": cfg.backend, "decoding": asdict(cfg.decoding), "select": cfg.select,
+        "unk_tokens": sum(t == data.tgt_dict.unk() for r in records for t in r["tgt"]),
+        "backend": "ct2-teacher" if getattr(cfg, "teacher_ct2", None) else cfg.backend, "decoding": asdict(cfg.decoding), "select": cfg.select,
         "text_level": "detokenized" if detok_tgt.sp is not None else "pieces",
         "outputs": {"text": [f"{split}.{src}", f"{split}.{tgt}"], "bin": "bin"},
     }
@@ -90,6 +102,8 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
         summary["bleu"] = round(bleu.corpus_score(hyp_text, [refs]).score, 2)
         summary["chrf"] = round(chrf.corpus_score(hyp_text, [refs]).score, 2)
         summary["bleu_signature"] = str(bleu.get_signature())
+    if spec.active:  # bleu/chrf above: the teacher on the whole split; the published corpus keeps "kept" pairs
+        summary["filtered"] = {**filters.counts(reasons), "spec": getattr(cfg, "filters", "")}
     summary["signature"] = signature(cfg, store.meta)
     atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
@@ -97,7 +111,8 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
 
 def unpublish(out: str, split: str, src: str, tgt: str) -> None:
     """Remove a previous run's published files (summary.json first: it marks a finished output)."""
-    for name in ("summary.json", f"{split}.{src}", f"{split}.{tgt}", f"{split}.detok.{src}", f"{split}.detok.{tgt}"):
+    for name in ("summary.json", f"{split}.{src}", f"{split}.{tgt}", f"{split}.detok.{src}", f"{split}.detok.{tgt}",
+                 f"{split}.ids"):
         path = os.path.join(out, name)
         if os.path.exists(path):
             os.remove(path)

@@ -4,16 +4,17 @@ become a plain-text and a binarized parallel corpus (line i = source line i).
 Work is done in shards (``shards.ShardStore``) so an interrupted run resumes; the
 final files are written only after the alignment of every shard has been checked.
 
-Pieces: ``data`` (the split, batches, text), ``fairseq_backend`` / ``ct2`` (one backend
-each, same ``decode(ids) -> {id: [hyp, ...]}`` interface), ``publish`` (checks and final
-files), this module (configuration, the shard loop, hypothesis choice and fallbacks).
+Pieces: ``config`` (the job and what its shards depend on), ``data`` (the split, batches,
+text), ``fairseq_backend`` / ``ct2`` (a fairseq teacher) / ``ct2_teacher`` (any CTranslate2
+model with its own tokenizer), one backend each with the same ``decode(ids) -> {id: [hyp, ...]}``
+interface, ``publish`` (checks, ``filters``, final files), ``merge`` (parts of N workers), this
+module (the shard loop, hypothesis choice and fallbacks).
 """
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
@@ -21,6 +22,7 @@ import torch
 from fairseq_kd.distill import decoding as dec
 from fairseq_kd.distill import fallback
 from fairseq_kd.distill import select as sel
+from fairseq_kd.distill.config import PART_TOOL, DistillConfig, meta_of, teacher_fingerprint  # noqa: F401 (re-exported)
 from fairseq_kd.distill.data import Detokenizer, SplitData, infer_langs, to_pieces  # noqa: F401 (re-exported)
 from fairseq_kd.distill.publish import publish, unpublish
 from fairseq_kd.distill.shards import ShardStore, atomic_write_text, shard_ranges
@@ -28,52 +30,17 @@ from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-PART_TOOL = "fairseq-kd-distill"  # the tool name in a part's manifest (``fairseq_kd.parts``)
-
-
-@dataclass
-class DistillConfig:
-    """Everything ``fairseq-kd-distill`` needs (the CLI fills it from its flags)."""
-    data: str  # binarized data dir (fairseq-preprocess output, the teacher's dictionaries)
-    teacher_path: str  # checkpoint, or several joined by ':' (ensemble)
-    output_dir: str
-    split: str = "train"
-    source_lang: Optional[str] = None
-    target_lang: Optional[str] = None
-    teacher_data: Optional[str] = None  # where the teacher's dict.*.txt live, if not ``data``
-    decoding: dec.DecodingConfig = field(default_factory=dec.DecodingConfig)
-    select: str = "top"
-    backend: str = "fairseq"  # fairseq | ctranslate2
-    ct2_compute_type: str = "auto"
-    max_tokens: int = 6000
-    batch_size: int = 256
-    shard_size: int = 2000
-    seed: int = 1
-    spm_model: Optional[str] = None  # sentencepiece model for detokenized text and BLEU
-    spm_model_tgt: Optional[str] = None  # target-side model when the sides have separate ones
-    threads: int = 0  # torch / CTranslate2 CPU threads; 0 = library default
-    cpu: bool = False
-    fp16: bool = False
-    bf16: bool = False
-    copy_splits: List[str] = field(default_factory=list)
-    trust_checkpoint: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    max_failed_fraction: float = 0.01  # sentences the decoder fails on fall back to gold; more than this fails the run
-    part: Optional[str] = None  # "I/N" (0-based I): only worker I's block of shards, into OUT/parts/I-of-N
-    merge: bool = False  # check the finished parts in OUT/parts and publish them (``merge.py``)
-
 
 # --- backends ----------------------------------------------------------------------
-def same_length_batches(backend: str) -> bool:
-    """No backend needs batches of one source length: fairseq's search gives every sentence its own
-    limit (``decoding.SentenceMaxLen``), CTranslate2's outputs are cut or redone to it (``export.decode``)."""
-    del backend
-    return False
-
-
 def build_backend(teacher, data: SplitData, cfg: DistillConfig):
+    """The decoder of ``cfg``: a CTranslate2 teacher (its own tokenization), or the loaded fairseq
+    ``teacher`` through fairseq or its CTranslate2 conversion. No backend needs batches of one source
+    length: fairseq's search gives every sentence its own limit (``decoding.SentenceMaxLen``),
+    CTranslate2's outputs are cut or redone to it (``export.decode``)."""
+    if cfg.teacher_ct2:
+        from fairseq_kd.distill.ct2_teacher import CT2TeacherBackend
+
+        return CT2TeacherBackend(data, cfg)
     if cfg.backend == "fairseq":
         from fairseq_kd.distill.fairseq_backend import FairseqBackend
 
@@ -91,7 +58,7 @@ def decode_shard(backend, data: SplitData, ids: range, cfg: DistillConfig, detok
     """Records ``{id: {"tgt": ids, "fallback": ..., "rank": ..., "score": ...}}`` for one shard."""
     eos = data.tgt_dict.eos()
     records = {}
-    for batch in data.batches(ids, cfg.max_tokens, cfg.batch_size, same_length=same_length_batches(cfg.backend)):
+    for batch in data.batches(ids, cfg.max_tokens, cfg.batch_size):
         hyps, failed = fallback.decode_with_fallback(backend, batch)  # a sentence that raises costs only itself
         for i in batch:
             records[i] = choose(hyps.get(i) or [], data.gold(i), cfg.select, data.tgt_dict, detok_tgt, eos)
@@ -120,17 +87,6 @@ def choose(hyps: List[Dict], gold: Optional[torch.Tensor], select: str, tgt_dict
         return {**rec, "cause": cause} if cause else rec
     h = hyps[rank]
     return {"tgt": h["tokens"].tolist(), "fallback": None, "rank": rank, "score": round(h["score"], 6)}
-
-
-def meta_of(cfg: DistillConfig, data: SplitData, teacher_fp: str) -> Dict:
-    """What the outputs depend on (resuming with other values is refused)."""
-    return {
-        "format": FORMAT_VERSION, "teacher": teacher_fp, "data": data.fingerprint(), "split": cfg.split,
-        "langs": f"{data.src}-{data.tgt}", "decoding": cfg.decoding.signature(), "select": cfg.select,
-        "backend": cfg.backend + (f":{cfg.ct2_compute_type}" if cfg.backend == "ctranslate2" else ""),
-        "shard_size": cfg.shard_size, "max_tokens": cfg.max_tokens, "batch_size": cfg.batch_size, "seed": cfg.seed,
-        "batching": "same_length" if same_length_batches(cfg.backend) else "mixed",
-    }
 
 
 def distill(cfg: DistillConfig) -> Dict:
@@ -162,13 +118,19 @@ def distill(cfg: DistillConfig) -> Dict:
                            "pass of the teacher, which CTranslate2 does not expose): use --backend fairseq")
     if cfg.select != "top" and data.tgt_ds is None:
         raise KDInputError(f"--select {cfg.select} needs the gold target of split '{cfg.split}' in {cfg.data}")
-    # the teacher's own dictionaries (its checkpoint's data dir, or --teacher-data), compared symbol by
-    # symbol with --data's: never --data's own, which would make the check compare a file with itself
-    teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.teacher_data, trust=cfg.trust_checkpoint)
-    from fairseq_kd.langpair import check_teacher_pair  # a teacher trained in the other direction
-    check_teacher_pair(teacher.cfg, src, tgt, cfg.teacher_path, cfg.data)
-    check_same_dictionary(teacher.src_dict, "the teacher's source dictionary", data.src_dict, data.src_dict_file, "source")
-    check_same_dictionary(teacher.tgt_dict, "the teacher's target dictionary", data.tgt_dict, data.tgt_dict_file, "target")
+    teacher = None
+    if not cfg.teacher_ct2:
+        # the teacher's own dictionaries (its checkpoint's data dir, or --teacher-data), compared symbol by
+        # symbol with --data's: never --data's own, which would make the check compare a file with itself
+        teacher = load_teacher(cfg.teacher_path, teacher_data=cfg.teacher_data, trust=cfg.trust_checkpoint)
+        from fairseq_kd.langpair import check_teacher_pair  # a teacher trained in the other direction
+        check_teacher_pair(teacher.cfg, src, tgt, cfg.teacher_path, cfg.data)
+        check_same_dictionary(teacher.src_dict, "the teacher's source dictionary", data.src_dict, data.src_dict_file,
+                              "source")
+        check_same_dictionary(teacher.tgt_dict, "the teacher's target dictionary", data.tgt_dict, data.tgt_dict_file,
+                              "target")
+    else:  # its own tokenizer and vocabulary; loaded (and refused) before anything is written
+        backend = build_backend(None, data, cfg)
 
     work = parts.part_dir(cfg.output_dir, part) if part else os.path.join(cfg.output_dir, "shards")
     if cfg.overwrite:  # the old published files go first: an interrupted run never leaves them beside new shards
@@ -176,9 +138,10 @@ def distill(cfg: DistillConfig) -> Dict:
             unpublish(cfg.output_dir, cfg.split, src, tgt)
         if os.path.isdir(work):
             shutil.rmtree(work)
-    meta = meta_of(cfg, data, teacher.fingerprint())
+    meta = meta_of(cfg, data, teacher_fingerprint(cfg, teacher))
     store = ShardStore(work, {**meta, "part": str(part)} if part else meta)
-    backend = build_backend(teacher, data, cfg)
+    if teacher is not None:
+        backend = build_backend(teacher, data, cfg)
     detok_src, detok_tgt = Detokenizer(cfg.spm_model), Detokenizer(cfg.spm_model_tgt or cfg.spm_model)
 
     ranges = shard_ranges(len(data), cfg.shard_size)

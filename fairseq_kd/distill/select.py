@@ -30,8 +30,3 @@ def select_index(hyps: List[str], reference: Optional[str], select: str) -> int:
     scores = [fn(h, reference) for h in hyps]
     return max(range(len(hyps)), key=lambda i: (scores[i], -i))
 
-
-def select_scores(hyps: List[str], reference: str, select: str) -> List[float]:
-    """The similarity of each hypothesis to the reference (for logs and tests)."""
-    fn = similarity_fn(select)
-    return [0.0] * len(hyps) if fn is None else [fn(h, reference) for h in hyps]
