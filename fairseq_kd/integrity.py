@@ -88,6 +88,9 @@ def parse_csv(path: str, text: str) -> Tuple[List[str], List[Tuple[str, Dict[str
     """Header and ("file:line", row) pairs of a CSV text; syntax errors name the file and line."""
     if text.startswith("\ufeff"):
         text = text[1:]
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise KDInputError(f"{path}:{line}: a NUL byte (a binary file, or one cut by a crash); {DELETE_FIX}")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None) or []
