@@ -22,7 +22,9 @@ setup(
         "sentencepiece>=0.1.99",
         "tqdm",
     ],
-    extras_require={"ct2": ["ctranslate2>=4.0"], "plot": ["matplotlib>=3.7"], "test": ["pytest>=7"]},
+    extras_require={"ct2": ["ctranslate2>=4.0"], "plot": ["matplotlib>=3.7"], "test": ["pytest>=7"],
+                    # converting Hugging Face teachers (OPUS-MT/Marian, NLLB, M2M100) for --teacher-ct2
+                    "teachers": ["ctranslate2>=4.0", "transformers>=4.40"]},
     entry_points={
         "console_scripts": [
             "fairseq-kd-cache = fairseq_kd.cli.cache:cli_main",

@@ -14,7 +14,7 @@ torch_build="${FAIRSEQ_KD_TORCH:-cpu}"            # cpu | cuda: which torch buil
 torch_index="${FAIRSEQ_KD_TORCH_INDEX:-https://download.pytorch.org/whl/cu126}"  # where the CUDA build comes from
 
 case "${torch_build}" in cpu|cuda) ;; *) echo "setup_env.sh: FAIRSEQ_KD_TORCH must be cpu or cuda, not '${torch_build}'" >&2; exit 2 ;; esac
-stack_id() { cat "${repo}/requirements.txt" "${repo}/setup.py"; [[ "${torch_build}" == cpu ]] || echo "torch=${torch_build}"; }
+stack_id() { cat "${repo}/requirements.txt" "${repo}/requirements-test.txt" "${repo}/setup.py"; [[ "${torch_build}" == cpu ]] || echo "torch=${torch_build}"; }
 want="$(stack_id | sha256sum | cut -d' ' -f1)"
 if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]; then
   exit 0
@@ -43,6 +43,7 @@ if ! "${venv}/bin/python" -c "import fairseq, fairseq.data.data_utils_fast" 2>/d
 fi
 log "installing the rest of requirements.txt"
 "${pip[@]}" -r "${repo}/requirements.txt"
+"${pip[@]}" -r "${repo}/requirements-test.txt"   # test-only (transformers: the tiny local Marian teacher)
 "${pip[@]}" --no-build-isolation --no-deps -e "${repo}"
 "${venv}/bin/python" -c "import numpy, torch, fairseq, fairseq_kd; assert numpy.__version__ < '2', numpy.__version__"
 echo "${want}" > "${stamp}"
