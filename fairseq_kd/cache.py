@@ -14,6 +14,7 @@ so a killed run resumes where it stopped; the files move into place and ``S.meta
 is written (atomically, last) only when every sentence is done. Opening checks the
 fingerprint and the exact file sizes, so a stale or truncated cache is refused.
 """
+import errno
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from fairseq_kd import fingerprint as fp_mod
-from fairseq_kd.errors import KDInputError
+from fairseq_kd.errors import KDInputError, disk_error, is_disk_error
 from fairseq_kd.fileio import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,23 @@ def _expected_sizes(n_sent: int, n_tok: int, k: int) -> Dict[str, int]:
     return sizes
 
 
+def allocate(path: str, nbytes: int, fresh: bool) -> None:
+    """``path`` with ``nbytes`` really allocated on disk (``ENOSPC`` now, not a SIGBUS later);
+    zeros when ``fresh``, else its bytes are kept (a resumed run)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
+    try:
+        if os.fstat(fd).st_size > nbytes:
+            os.ftruncate(fd, nbytes)
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.ftruncate(fd, nbytes)  # a filesystem without fallocate: sparse, as before
+    finally:
+        os.close(fd)
+
+
 class TeacherCacheWriter:
     """Fills a split's cache batch by batch; resumable; publishes atomically in ``finish``."""
 
@@ -106,15 +124,25 @@ class TeacherCacheWriter:
                     shutil.rmtree(self.partial)
                     os.makedirs(self.partial)
         resume = os.path.exists(plan_path)
-        mode = "r+" if resume else "w+"
-        self.arrays = {
-            name: np.memmap(_path(self.partial, split, name), dtype=dtype, mode=mode,
-                            shape=(max(self.n_tok, 1), k) if name != "gold" else (max(self.n_tok, 1),))
-            for name, (dtype, _) in ARRAYS.items()
-        }
-        self.done = np.memmap(_path(self.partial, split, "done"), dtype=np.uint8, mode=mode, shape=(max(self.n_sent, 1),))
+        shapes = {name: (max(self.n_tok, 1), k) if name != "gold" else (max(self.n_tok, 1),) for name in ARRAYS}
+        shapes["done"] = (max(self.n_sent, 1),)
+        dtypes = {**{name: dtype for name, (dtype, _) in ARRAYS.items()}, "done": np.uint8}
+        try:  # every byte allocated up front: a full disk is an error here, never a SIGBUS mid-run
+            for name, shape in shapes.items():
+                allocate(_path(self.partial, split, name), int(np.prod(shape)) * np.dtype(dtypes[name]).itemsize,
+                         fresh=not resume)
+            self.arrays = {name: np.memmap(_path(self.partial, split, name), dtype=dtypes[name], mode="r+",
+                                           shape=shapes[name]) for name in ARRAYS}
+            self.done = np.memmap(_path(self.partial, split, "done"), dtype=np.uint8, mode="r+", shape=shapes["done"])
+            if not resume:
+                self.offsets.tofile(_path(self.partial, split, "offsets"))
+        except OSError as err:
+            if not resume:
+                shutil.rmtree(self.partial, ignore_errors=True)
+            if is_disk_error(err):
+                raise disk_error(err, self.partial) from None
+            raise
         if not resume:
-            self.offsets.tofile(_path(self.partial, split, "offsets"))
             atomic_write_json(plan_path, plan)  # written after the arrays exist: marks a resumable run
 
     def todo(self) -> np.ndarray:

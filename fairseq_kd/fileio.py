@@ -18,6 +18,7 @@ import sys
 import tempfile
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
+from fairseq_kd import errors
 from fairseq_kd.errors import KDInputError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -59,8 +60,9 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', not {mode!r}")
     path = os.fspath(path)
-    tmp = _tmp_for(path)
+    tmp = None
     try:
+        tmp = _tmp_for(path)
         kwargs = {} if "b" in mode else {"encoding": encoding, "newline": newline}
         with open(tmp, mode, **kwargs) as f:
             yield f
@@ -69,8 +71,12 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
         _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    except OSError as err:
+        if errors.is_disk_error(err):  # full or read-only disk: one line; the old file stays
+            raise errors.disk_error(err, path) from None
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -124,7 +130,7 @@ def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> int:
 
 def atomic_write_many(files: Dict[PathLike, Sequence[str]]) -> None:
     """Write several line files; every temporary is complete before the first replace."""
-    tmps = []
+    tmps, path = [], None
     try:
         for path, lines in files.items():
             path = os.fspath(path)
@@ -137,6 +143,10 @@ def atomic_write_many(files: Dict[PathLike, Sequence[str]]) -> None:
         for tmp, path in tmps:
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
+    except OSError as err:
+        if errors.is_disk_error(err):
+            raise errors.disk_error(err, path) from None
+        raise
     finally:
         for tmp, _ in tmps:
             if os.path.exists(tmp):

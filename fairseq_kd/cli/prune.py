@@ -24,7 +24,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from fairseq_kd import guard, validate
+from fairseq_kd import fileio, guard, validate
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger("fairseq_kd.cli.prune")
@@ -132,7 +132,6 @@ def prune_checkpoint(inp: str, out: str, tolerance: float = 1e-4, verify: bool =
                      trust: bool = False, force: bool = False) -> Dict:
     """Prune ``inp`` into ``out``; returns the report (params before/after, per-layer units)."""
     import fairseq_kd  # noqa: F401  (allowlist + registrations)
-    from fairseq import checkpoint_utils
     from fairseq.models import ARCH_MODEL_REGISTRY
     from omegaconf import OmegaConf
 
@@ -195,7 +194,8 @@ def prune_checkpoint(inp: str, out: str, tolerance: float = 1e-4, verify: bool =
     else:
         state["args"] = new_args
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    checkpoint_utils.torch_persistent_save(state, out)  # tmp file + rename
+    with fileio.atomic_open(out, "wb") as f:  # tmp file + rename; a full disk leaves no .tmp behind
+        torch.save(state, f)
     return report
 
 

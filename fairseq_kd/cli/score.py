@@ -54,7 +54,11 @@ def cli_main(argv=None) -> int:
         for name in cfg.metrics:
             print(f"{name}: {result[name]['verbose']} | {result[name]['signature']}")
     if args.output:
-        fileio.atomic_write_json(args.output, result, sort_keys=False)
+        try:
+            fileio.atomic_write_json(args.output, result, sort_keys=False)
+        except KDInputError as e:  # a full or read-only disk
+            print(f"fairseq-kd-score: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from fairseq_kd import fileio, guard
-from fairseq_kd.errors import KDInputError
+from fairseq_kd.errors import KDInputError, disk_error, is_disk_error
 from fairseq_kd.export.spec import LAYER_NORM_EPS, build_spec
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,10 @@ def export_model(model, src_dict, tgt_dict, out_dir: str, quantization: str = "n
         meta["files"] = {name: os.path.getsize(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
         fileio.atomic_write_json(os.path.join(tmp, META_FILE), meta)
         publish(tmp, out_dir)
+    except OSError as err:
+        if is_disk_error(err):  # a full or read-only disk: one line; an old export stays as it was
+            raise disk_error(err, out_dir) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
