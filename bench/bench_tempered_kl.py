@@ -1,4 +1,4 @@
-"""The word-KD loss at T != 1 on one batch of logits: log-softmax route vs fairseq_kd.fused.
+"""The word-KD loss at T != 1 on one batch of logits: log-softmax route vs fairseq_kd.losses.fused.
 
 Times forward + backward of what word_kd computes per step on the student's logits (N positions
 x V): label-smoothed CE at T = 1 plus the T^2-weighted forward KL at T, for a teacher top-k
@@ -41,7 +41,7 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from fairseq_kd import fused, kd_losses
+    from fairseq_kd.losses import basic as kd_losses, fused
     from fairseq_kd.teacher import TeacherDistribution
 
     os.environ["FAIRSEQ_KD_COMPILE"] = "auto"
@@ -64,7 +64,7 @@ def main(argv=None):
             T_ = 1.0 if route == "t1_ce_fused" else T
             dist = (TeacherDistribution(T_, t_top[..., 0], ids=ids, topk_lprobs=t_top) if kind == "cache"
                     else TeacherDistribution(T_, logits=t_full, target=target))  # online: raw logits
-            c, _, kd = fused.ce_and_kl(dist, z, target, eps, pad)
+            c, _, kd, _ = fused.ce_and_kl(dist, z, target, eps, pad)
             return (0.5 * c + 0.5 * T_ * T_ * kd).sum()
         lp = F.log_softmax(z, -1)
         if route == "t1":

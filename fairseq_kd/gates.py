@@ -34,6 +34,16 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def gate_value(weight_logit: torch.Tensor) -> torch.Tensor:
+    """The gate g in (0, 1) from its logit (one value), as a 0-dim tensor."""
+    return torch.sigmoid(weight_logit.float()).reshape(())
+
+
+def mix(token_loss: torch.Tensor, sentence_loss: torch.Tensor, g) -> torch.Tensor:
+    """g * token-level + (1 - g) * sentence-level (summed losses)."""
+    return g * token_loss + (1.0 - g) * sentence_loss
+
+
 class FixedGate(torch.nn.Module):
     def __init__(self, weight: float):
         super().__init__()
@@ -43,7 +53,7 @@ class FixedGate(torch.nn.Module):
 
     def forward(self, token_loss: torch.Tensor, sentence_loss: torch.Tensor, n_tokens) -> Tuple[torch.Tensor, Dict]:
         g = self.weight
-        return g * token_loss + (1.0 - g) * sentence_loss, {"gate": g, "w_tok": g, "w_sent": 1.0 - g}
+        return mix(token_loss, sentence_loss, g), {"gate": g, "w_tok": g, "w_sent": 1.0 - g}
 
 
 class LearnedGate(torch.nn.Module):
@@ -57,8 +67,8 @@ class LearnedGate(torch.nn.Module):
         self.gate_logit = torch.nn.Parameter(torch.tensor([logit(weight)]))
 
     def forward(self, token_loss, sentence_loss, n_tokens):
-        g = torch.sigmoid(self.gate_logit.float()).reshape(())
-        loss = g * token_loss + (1.0 - g) * sentence_loss
+        g = gate_value(self.gate_logit)
+        loss = mix(token_loss, sentence_loss, g)
         gv = float(g.detach())
         return loss, {"gate": gv, "w_tok": gv, "w_sent": 1.0 - gv}
 

@@ -158,19 +158,14 @@ class HiddenDistiller(torch.nn.Module):
     def student_capture(self, model):
         return capture(model, {side: [s for s, _ in self.pairs[side]] for side in self.sides})
 
-    def teacher_states(self, teacher_model, net_input: Dict) -> Dict:
-        """The teacher's mapped layer outputs on ``net_input`` (no autograd)."""
-        layers = {side: [t for _, t in self.pairs[side]] for side in self.sides}
-        with torch.no_grad(), capture(teacher_model, layers) as states:
-            if "decoder" in self.sides:
-                teacher_model(**net_input)
-            else:  # the encoder alone is enough
-                teacher_model.encoder(net_input["src_tokens"], src_lengths=net_input.get("src_lengths"))
-        return states
+    def teacher_layers(self) -> Tuple[Tuple[str, Tuple[int, ...]], ...]:
+        """The teacher layers this term reads, per side (a ``teacher.TeacherRequest``'s ``hidden``)."""
+        return tuple((side, tuple(sorted({t for _, t in self.pairs[side]}))) for side in self.sides)
 
-    def term(self, student_states: Dict, teacher_model, net_input: Dict, pad: int) -> torch.Tensor:
-        """W * (per-token hidden-state distance, averaged over mapped layers, summed over sides).  # scalar"""
-        teacher_states = self.teacher_states(teacher_model, net_input)
+    def term(self, student_states: Dict, teacher_states: Dict, net_input: Dict, pad: int) -> torch.Tensor:
+        """W * (per-token hidden-state distance, averaged over mapped layers, summed over sides).  # scalar
+
+        ``teacher_states``: ``{(side, layer): T x B x C}`` from the teacher's forward on ``net_input``."""
         masks = {"encoder": net_input["src_tokens"].ne(pad), "decoder": net_input["prev_output_tokens"].ne(pad)}
         total = None
         for side in self.sides:
@@ -185,23 +180,25 @@ class HiddenDistiller(torch.nn.Module):
         return self.weight * total
 
 
-def build_distiller(task, weight: float, loss: str = "mse", map_spec: Optional[str] = None,
+def build_distiller(teacher, weight: float, loss: str = "mse", map_spec: Optional[str] = None,
                     decoder: bool = False) -> Optional[HiddenDistiller]:
-    """The criterion's distiller (None when ``weight`` is 0): student widths recorded by the
-    task when it built the model, teacher widths from its (first) checkpoint."""
+    """The criterion's distiller (None when ``weight`` is 0), from a ``fairseq_kd.teacher.Teacher``:
+    the student's widths recorded by the task when it built the model, the teacher's from its (first)
+    checkpoint."""
     if not weight:
         return None
-    student = getattr(task, "student_dims", None)
+    student = teacher.student_dims if teacher is not None else None
     if student is None:
         raise KDInputError("--kd-hidden-weight needs --task kd_translation with a Transformer student "
                            "(the task records the student's layer widths when it builds the model)")
-    teacher = task.load_teacher()
-    return HiddenDistiller(weight, str(loss), map_spec, decoder, student, model_dims(teacher_members(teacher)[0]))
+    if not teacher.online:
+        raise KDInputError("--kd-hidden-weight needs the teacher's hidden states: pass --teacher-path CKPT")
+    return HiddenDistiller(weight, str(loss), map_spec, decoder, student, model_dims(teacher.ensemble.models[0]))
 
 
-def teacher_members(teacher) -> List[torch.nn.Module]:
-    """The fairseq models of a teacher ensemble (its first one gives the hidden states)."""
-    return list(getattr(teacher, "models"))
+def teacher_layers(distiller: Optional[HiddenDistiller]) -> Tuple[Tuple[str, Tuple[int, ...]], ...]:
+    """What to ask the teacher for (nothing when the term is off)."""
+    return distiller.teacher_layers() if distiller is not None else ()
 
 
 def capture_student(distiller: Optional[HiddenDistiller], model):
@@ -209,13 +206,13 @@ def capture_student(distiller: Optional[HiddenDistiller], model):
     return distiller.student_capture(model) if distiller is not None else contextlib.nullcontext({})
 
 
-def add_hidden_term(distiller: Optional[HiddenDistiller], states: Dict, task, sample: Dict, loss: torch.Tensor,
-                    sample_size, pad: int, logging_output: Dict) -> torch.Tensor:
-    """``loss + term * sample_size`` (the term is per token, the loss summed); logs ``hidden_loss``."""
+def add_hidden_term(distiller: Optional[HiddenDistiller], states: Dict, teacher_states: Dict, sample: Dict,
+                    loss: torch.Tensor, sample_size, pad: int, logging_output: Dict) -> torch.Tensor:
+    """``loss + term * sample_size`` (the term is per token, the loss summed); logs ``hidden_loss``.
+    ``teacher_states``: the ``hidden`` of the batch's ``teacher.TeacherOutput`` (no teacher runs here)."""
     if distiller is None:
         return loss
-    teacher = teacher_members(task.load_teacher())[0]
-    term = distiller.term(states, teacher, sample["net_input"], pad)
+    term = distiller.term(states, teacher_states, sample["net_input"], pad)
     logging_output["hidden_loss"] = float(term.detach()) * float(sample_size)
     return loss + term.to(loss.dtype) * sample_size
 

@@ -1,11 +1,12 @@
 """Teachers: load one checkpoint or an ensemble, check its dictionaries, and answer the one
 question every KD criterion asks: *the teacher's distribution for this batch*.
 
-``TeacherSource.distribution(sample, T)`` gives it, whatever the teacher is: an online
-single model, an ensemble (probabilities averaged), or the offline top-k cache written by
-``fairseq-kd-cache``. It returns a ``TeacherDistribution``: full log-probabilities at
-temperature T (online) or top-k ids with renormalised log-probabilities at T (cache, or
-``--kd-topk``), plus the teacher's log-probability of the gold token at T = 1.
+``Teacher`` (built once by the task, handed to the criteria) gives it for a ``TeacherRequest``,
+whatever the teacher is: an online single model, an ensemble (probabilities averaged), or the
+offline top-k cache written by ``fairseq-kd-cache``. Its ``TeacherOutput`` holds a
+``TeacherDistribution`` (full log-probabilities at temperature T (online) or top-k ids with
+renormalised log-probabilities at T (cache, or ``--kd-topk``), plus the teacher's log-probability
+of the gold token at T = 1) and the requested hidden states, all from one teacher forward.
 
 A teacher is held by the task, never by the student model, so it never enters the
 optimizer or the student's checkpoint. Its device and dtype are set once when it loads
@@ -14,16 +15,19 @@ It only ever runs under ``torch.no_grad()`` (not inference mode: its outputs are
 the student's backward, which inference tensors cannot be, and cloning them out costs a
 full B x T x V copy per step).
 """
+import contextlib
 import logging
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from fairseq_kd import checkpoint_safety, fused, kd_losses
+from fairseq_kd import checkpoint_safety
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.losses import basic, fused
 from fairseq_kd.fingerprint import file_sha256, files_fingerprint as teacher_fingerprint  # noqa: F401
 
 logger = logging.getLogger(__name__)
@@ -103,33 +107,36 @@ class TeacherEnsemble(torch.nn.Module):
             return _tempered(self.logits(net_input), temperature)
 
     def log_probs_and_gold(self, net_input: Dict, target: torch.Tensor, temperature: float = 1.0):
-        """(log-probs at T: B x T x V, log-prob of ``target`` at T = 1: B x T), one forward pass.
-
-        At T != 1 the gold log-prob needs each member's normaliser at T = 1 too: one fused
-        log-softmax kernel and a gather, measured 30 % cheaper on CPU than ``torch.logsumexp``
-        (which runs max, subtract, exp and sum as separate passes over the vocabulary)."""
+        """(log-probs at T: B x T x V, log-prob of ``target`` at T = 1: B x T), one forward pass."""
         with torch.no_grad():
-            logits = self.logits(net_input)
-            lp = _tempered(logits, temperature)
-            if temperature == 1.0:
-                return lp, lp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            gold = [F.log_softmax(z.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-                    for z in logits]  # each B x T
-            return lp, _mean_log_probs(gold)
+            return _tempered_and_gold(self.logits(net_input), target, temperature)
+
+    def hidden_states(self, net_input: Dict, layers: Mapping[str, Sequence[int]]) -> Dict:
+        """The first member's outputs of ``layers`` (``{side: [1-based layer]}``) on ``net_input``, from
+        one pass (the encoder alone when no decoder layer is asked for).  # {(side, i): T x B x C}"""
+        from fairseq_kd.hidden import capture
+
+        model = self.models[0]
+        with torch.no_grad(), capture(model, layers) as states:
+            if "decoder" in layers:
+                model(**net_input)
+            else:
+                model.encoder(net_input["src_tokens"], src_lengths=net_input.get("src_lengths"))
+        return dict(states)
 
 
 class TeacherDistribution:
-    """The teacher's distribution over a batch's target positions at temperature T (fp32).
+    """The teacher's distribution over a batch's target positions at temperature T (fp32); read-only.
 
     ``lprobs`` (full, B x T x V: online teachers) and/or ``ids`` + ``topk_lprobs``
     (B x T x K, renormalised over the K ids: the cache has only these; an online teacher
     asked for ``topk`` gives both). ``gold_lprobs`` (B x T) is log p_teacher(gold token) at T = 1, for logging
     the teacher's NLL. Values at padded positions are arbitrary: callers mask them.
 
-    A single online teacher may instead hand over its raw ``logits`` (B x T x V, its dtype) and the
-    ``target`` (B x T): ``lprobs`` and ``gold_lprobs`` are then computed on first use, and
-    ``fused.ce_and_kl`` never needs them (it reads the logits and fills ``gold_lprobs`` itself), so
-    the criterion's common path writes no teacher-side B x T x V tensor at all.
+    A single online teacher may instead hold its raw ``logits`` (B x T x V, its dtype) and the
+    ``target`` (B x T): ``lprobs`` and ``gold_lprobs`` are then computed on first use (and kept), and
+    ``losses.fused.ce_and_kl`` reads the logits directly, so the criterion's common path writes no
+    teacher-side B x T x V tensor at all.
     """
 
     def __init__(self, temperature: float, gold_lprobs: Optional[torch.Tensor] = None,
@@ -140,6 +147,15 @@ class TeacherDistribution:
             raise ValueError("a TeacherDistribution needs gold_lprobs, or logits and target to compute them")
         self.temperature, self._gold, self._lprobs = temperature, gold_lprobs, lprobs
         self.ids, self.topk_lprobs, self.logits, self.target = ids, topk_lprobs, logits, target
+
+    @classmethod
+    def from_log_probs(cls, temperature: float, lprobs: torch.Tensor, gold_lprobs: torch.Tensor,
+                       topk: int = 0) -> "TeacherDistribution":
+        """Full log-probabilities at T (B x T x V), restricted to the top ``topk`` when > 0 (renormalised)."""
+        if topk > 0:
+            ids, topk_lp = basic.topk_renormalized(lprobs, topk)  # B x T x K
+            return cls(temperature, gold_lprobs, lprobs=lprobs, ids=ids, topk_lprobs=topk_lp)
+        return cls(temperature, gold_lprobs, lprobs=lprobs)
 
     @property
     def lprobs(self) -> Optional[torch.Tensor]:
@@ -160,10 +176,6 @@ class TeacherDistribution:
                     self._gold = lp1.gather(-1, self.target.unsqueeze(-1)).squeeze(-1)
         return self._gold
 
-    @gold_lprobs.setter
-    def gold_lprobs(self, value: torch.Tensor) -> None:
-        self._gold = value
-
     @property
     def from_logits(self) -> bool:
         """Full, and still only logits (nothing V-wide computed from them yet)."""
@@ -171,76 +183,132 @@ class TeacherDistribution:
 
     @property
     def sparse(self) -> bool:
-        """Top-k (``ids``/``topk_lprobs``) is what ``kl`` uses; ``lprobs`` may also be there."""
+        """Top-k (``ids``/``topk_lprobs``) is what the KL uses; ``lprobs`` may also be there."""
         return self.ids is not None
 
-    def kl(self, student_lp: torch.Tensor) -> torch.Tensor:
-        """KL(teacher_T || student_T) per position; ``student_lp`` is log softmax(z / T).  # B x T x V -> B x T"""
-        if self.sparse:
-            return kd_losses.kl_sparse(self.ids, self.topk_lprobs, student_lp)
-        return kd_losses.kl_full(self.lprobs, student_lp)
 
-    def kl_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """``kl(log softmax(logits / T))`` without that tensor (``fairseq_kd.fused``).  # B x T x V -> B x T"""
-        from fairseq_kd import fused
+@dataclass(frozen=True)
+class TeacherRequest:
+    """What a criterion needs from the teacher for every batch, fixed when the criterion is built.
 
-        if self.sparse:
-            return fused.tempered_kl_sparse(self.ids, self.topk_lprobs, logits, self.temperature)
-        return fused.tempered_kl_full(self.lprobs, logits, self.temperature)
-
-    def nll(self, valid: torch.Tensor) -> torch.Tensor:
-        """The teacher's summed NLL of the gold target over ``valid`` positions (a scalar)."""
-        return -(self.gold_lprobs * valid).sum()
+    ``temperature`` / ``topk``: the distribution (``distribution`` False: none); ``prefix``: target
+    positions to skip; ``hidden``: ``((side, (teacher layers, 1-based)), ...)`` whose outputs to return.
+    """
+    temperature: float = 1.0
+    topk: int = 0
+    prefix: int = 0
+    distribution: bool = True
+    hidden: Tuple[Tuple[str, Tuple[int, ...]], ...] = ()
 
 
-class TeacherSource:
-    """The one place that answers "the teacher's distribution for this batch".
+@dataclass(frozen=True)
+class TeacherOutput:
+    """The teacher's answer for one batch: its distribution (None: no teacher for this batch, e.g. a
+    valid split without a cache) and the requested layer outputs ``{(side, layer): T x B x C}``."""
+    distribution: Optional[TeacherDistribution]
+    hidden: Mapping[Tuple[str, int], torch.Tensor]
 
-    ``task`` is a ``kd_translation`` task: its offline cache for the sample's split
-    (``sample["kd_split"]``, set by the task's train/valid step) is preferred, else its
-    online teacher or ensemble (already on its device and dtype).
+
+def teacher_input(sample: Dict) -> Dict:
+    """The teacher's input: the clean source when the student's was noised, else the student's."""
+    return sample.get("teacher_net_input") or sample["net_input"]
+
+
+class Teacher:
+    """The teacher as the criteria see it, built once by the task and handed to them: the ensemble
+    (already on its device and dtype; None with a cache only), the offline caches by split (filled by
+    the task as splits load), the task's teacher options (``cfg``) and the shapes of the student it
+teaches. It never calls back into the
+    task: ``teacher(sample, request)`` answers from the sample alone (its ``kd_split`` picks the cache,
+    its ``teacher_net_input`` the teacher's input) with ONE teacher forward at most: distribution and
+    hidden states come from the same pass. One exception: hidden states when the teacher reads another
+    source than the student (on-the-fly noise, clean teacher input) come from an extra pass over the
+    student's source, so that positions correspond.
     """
 
-    def __init__(self, task):
-        self.task = task
+    def __init__(self, ensemble: Optional[TeacherEnsemble], caches: Mapping[str, object], pad: int, cfg=None,
+                 student_dims: Optional[Dict[str, Tuple[int, int]]] = None):
+        self.ensemble, self.caches, self.pad, self.cfg = ensemble, caches, pad, cfg
+        self.student_dims = student_dims
 
-    def cache_for(self, sample):
-        return self.task.cache_for(sample) if hasattr(self.task, "cache_for") else None
+    @property
+    def path(self) -> Optional[str]:
+        """``--teacher-path`` (None without an online teacher)."""
+        return self.cfg.teacher_path if self.cfg is not None else None
 
-    def available(self, sample) -> bool:
-        return self.cache_for(sample) is not None or bool(getattr(self.task, "has_teacher", False))
+    @property
+    def cache_dir(self) -> Optional[str]:
+        """``--teacher-cache`` (None without one)."""
+        return self.cfg.teacher_cache if self.cfg is not None else None
 
-    def distribution(self, sample, temperature: float = 1.0, topk: int = 0,
-                     prefix: int = 0) -> Optional[TeacherDistribution]:
-        """The teacher's distribution for ``sample["target"]`` (without its first ``prefix``
-        positions) at ``temperature``, restricted to the top ``topk`` tokens when ``topk`` > 0;
-        None when there is no teacher for this batch (e.g. a valid split without a cache)."""
-        target = sample["target"][:, prefix:]  # B x T
-        cache = self.cache_for(sample)
+    @property
+    def online(self) -> bool:
+        return self.ensemble is not None
+
+    def __call__(self, sample: Dict, request: TeacherRequest) -> TeacherOutput:
+        cache = self.caches.get(sample.get("kd_split")) if request.distribution else None
+        layers = {side: tuple(ids) for side, ids in request.hidden}
+        run_full = request.distribution and cache is None and self.ensemble is not None
+        if layers and self.ensemble is None:
+            raise KDInputError("hidden-state distillation needs an online teacher: pass --teacher-path CKPT")
+        t_input = teacher_input(sample)
+        same_input = t_input is sample["net_input"]
+        states, logits = {}, None
+        if run_full:
+            with _capture(self.ensemble, layers if same_input else {}) as captured:
+                logits = self.ensemble.logits(t_input)  # the one forward: B x T x V per member
+            states = dict(captured)
+        if layers and not (run_full and same_input):
+            states = self.ensemble.hidden_states(sample["net_input"], layers)
+        dist = None
         if cache is not None:
-            ids, probs, gold = cache.lookup(sample, target, self.task.target_dictionary.pad(), prefix)  # B x T x K
-            if 0 < topk < ids.size(-1):  # cached ids are sorted by probability
-                ids, probs = ids[..., :topk], probs[..., :topk]
-            return TeacherDistribution(temperature, gold, ids=ids,
-                                       topk_lprobs=kd_losses.temper_topk_probs(probs, temperature))
-        if not getattr(self.task, "has_teacher", False):
-            return None
-        teacher = self.task.load_teacher()
-        if len(teacher.models) == 1 and fused.enabled():  # the fused route reads the logits
-            logits = teacher.logits(self.task.teacher_net_input(sample))[0][:, prefix:]  # B x T x V
-            if topk == 0:
-                return TeacherDistribution(temperature, logits=logits, target=target)
+            dist = self._cached(cache, sample, request)
+        elif logits is not None:
+            dist = self._online(logits, sample["target"], request)
+        return TeacherOutput(dist, states)
+
+    def _cached(self, cache, sample, request: TeacherRequest) -> TeacherDistribution:
+        target = sample["target"][:, request.prefix:]  # B x T
+        ids, probs, gold = cache.lookup(sample, target, self.pad, request.prefix)  # B x T x K
+        if 0 < request.topk < ids.size(-1):  # cached ids are sorted by probability
+            ids, probs = ids[..., :request.topk], probs[..., :request.topk]
+        return TeacherDistribution(request.temperature, gold, ids=ids,
+                                   topk_lprobs=basic.temper_topk_probs(probs, request.temperature))
+
+    def _online(self, logits: List[torch.Tensor], target: torch.Tensor, request: TeacherRequest):
+        T, k, prefix = request.temperature, request.topk, request.prefix
+        if len(logits) == 1 and fused.enabled():  # the fused route reads the logits
+            z = logits[0][:, prefix:]  # B x T x V
+            if k == 0:
+                return TeacherDistribution(T, logits=z, target=target[:, prefix:])
             with torch.no_grad():
-                values, ids = logits.topk(topk, dim=-1)  # the order of z / T; renormalising drops lse(z / T)
-                values = values.float() / temperature  # B x T x K
+                values, ids = z.topk(k, dim=-1)  # the order of z / T; renormalising drops lse(z / T)
+                values = values.float() / T  # B x T x K
                 topk_lp = values - values.logsumexp(-1, keepdim=True)
-            return TeacherDistribution(temperature, logits=logits, target=target, ids=ids, topk_lprobs=topk_lp)
-        lp, gold = teacher.log_probs_and_gold(self.task.teacher_net_input(sample), sample["target"], temperature)
-        lp, gold = lp[:, prefix:], gold[:, prefix:]  # B x T x V, B x T
-        if topk > 0:
-            ids, topk_lp = kd_losses.topk_renormalized(lp, topk)  # B x T x K
-            return TeacherDistribution(temperature, gold, lprobs=lp, ids=ids, topk_lprobs=topk_lp)
-        return TeacherDistribution(temperature, gold, lprobs=lp)
+            return TeacherDistribution(T, logits=z, target=target[:, prefix:], ids=ids, topk_lprobs=topk_lp)
+        with torch.no_grad():
+            lp, gold = _tempered_and_gold(logits, target, T)
+        return TeacherDistribution.from_log_probs(T, lp[:, prefix:], gold[:, prefix:], k)
+
+
+def _capture(ensemble: TeacherEnsemble, layers: Mapping[str, Sequence[int]]):
+    """Record the first member's layer outputs during a forward (nothing when ``layers`` is empty)."""
+    from fairseq_kd.hidden import capture
+
+    return capture(ensemble.models[0], layers) if layers else contextlib.nullcontext({})
+
+
+def _tempered_and_gold(logits: List[torch.Tensor], target: torch.Tensor, temperature: float):
+    """(log of the members' averaged softmax(z / T): B x T x V, log-prob of ``target`` at T = 1: B x T).
+
+    At T != 1 the gold log-prob needs each member's normaliser at T = 1 too: one fused
+    log-softmax kernel and a gather, measured 30 % cheaper on CPU than ``torch.logsumexp``
+    (which runs max, subtract, exp and sum as separate passes over the vocabulary)."""
+    lp = _tempered(logits, temperature)
+    if temperature == 1.0:
+        return lp, lp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    gold = [F.log_softmax(z.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1) for z in logits]
+    return lp, _mean_log_probs(gold)
 
 
 def _tempered(logits: List[torch.Tensor], temperature: float) -> torch.Tensor:

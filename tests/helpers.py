@@ -158,9 +158,9 @@ def first_batch(task, split: str = "train", n: int = 8):
 
 
 def run_both_loss_routes(monkeypatch, run):
-    """``run()`` with ``FAIRSEQ_KD_COMPILE=0`` (the log-softmax route), then ``auto`` (fairseq_kd.fused's
+    """``run()`` with ``FAIRSEQ_KD_COMPILE=0`` (the log-softmax route), then ``auto`` (fairseq_kd.losses.fused's
     kernels, run eagerly here and recorded): returns (names of the kernels called, {mode: run()})."""
-    from fairseq_kd import fused
+    from fairseq_kd.losses import fused
 
     calls = []
     monkeypatch.setattr(fused, "_fn", lambda name: calls.append(name) or fused._EAGER[name])

@@ -1,9 +1,9 @@
-"""fairseq_kd.fused: the tempered forward KL from logits equals the log-softmax route (values and
+"""fairseq_kd.losses.fused: the tempered forward KL from logits equals the log-softmax route (values and
 gradients), eager and compiled, and the criteria use it at T != 1."""
 import pytest
 import torch
 
-from fairseq_kd import fused, kd_losses
+from fairseq_kd.losses import basic as kd_losses, fused
 
 
 def _case(seed=0, n=(3, 5), V=37, K=6, dead=True):
@@ -87,6 +87,8 @@ def test_compiled_equals_eager(monkeypatch):
             eager = (fused.ce_kl_sparse_logits(a, target, ids, t_top, dist.temperature, 0.1, 1) if dist.sparse
                      else fused.ce_kl_full_logits(a, target, t_full, dist.temperature, 0.1, 1))
             got = fused.ce_and_kl(dist, b, target, 0.1, 1)
+            assert got[3] is None  # the distribution holds its gold log-prob itself
+            got = got[:3]
             sum(x.sum() for x in eager).backward()
             sum(x.sum() for x in got).backward()
             for x, y in zip(got, eager):
@@ -96,10 +98,12 @@ def test_compiled_equals_eager(monkeypatch):
         lazy = TeacherDistribution(2.0, logits=zt, target=target)
         a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
         eager = fused.ce_kl_teacher_logits(a, target, zt, 2.0, 0.1, 1)
+        before = {k: id(v) for k, v in vars(lazy).items()}
         got = fused.ce_and_kl(lazy, b, target, 0.1, 1)
+        assert {k: id(v) for k, v in vars(lazy).items()} == before  # the teacher's result is only read
         sum(x.sum() for x in eager[:3]).backward()
-        sum(x.sum() for x in got).backward()
-        for x, y in zip(got + (lazy.gold_lprobs,), eager):
+        sum(x.sum() for x in got[:3]).backward()
+        for x, y in zip(got, eager):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6)
         assert lazy.from_logits  # the teacher's log-softmax was never computed
@@ -126,16 +130,16 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
 
 
 def test_student_divergence_takes_the_fused_route_only_when_compilation_is_on(monkeypatch):
-    """At T != 1 the criteria's forward KL goes through dist.kl_logits while compilation works and
+    """At T != 1 the criteria's forward KL goes through dist_kl_logits while compilation works and
     through log softmax(z / T) otherwise (the eager fused formulas are slower: bench_tempered_kl);
     both give the same value. At T = 1 the CE log-probs are used either way."""
-    from fairseq_kd import divergences
+    from fairseq_kd.losses import divergences
     from fairseq_kd.teacher import TeacherDistribution
 
     logits, t_full, ids, t_top = (x.float() if x.is_floating_point() else x for x in _case(6, dead=False))
     calls = []
-    real = TeacherDistribution.kl_logits
-    monkeypatch.setattr(TeacherDistribution, "kl_logits", lambda self, z: calls.append(1) or real(self, z))
+    real = divergences.dist_kl_logits
+    monkeypatch.setattr(divergences, "dist_kl_logits", lambda dist, z: calls.append(1) or real(dist, z))
     monkeypatch.setattr(fused, "_fn", lambda name: {"sparse": fused.kl_sparse_logits, "full": fused.kl_full_logits}[name])
     for dist in (TeacherDistribution(2.0, t_top[..., 0], ids=ids, topk_lprobs=t_top),
                  TeacherDistribution(2.0, t_full[..., 0], lprobs=t_full)):

@@ -6,6 +6,7 @@ import torch
 
 from fairseq_kd import hidden
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.teacher import TeacherEnsemble
 from tests import helpers
 from tests.test_word_kd import tiny_bin  # noqa: F401  (module fixture)
 
@@ -33,6 +34,12 @@ def build_pair(tiny_bin, teacher_arch):
     return task, student, teacher, helpers.first_batch(task, n=6)
 
 
+def teacher_states(model, hd, net_input):
+    """The teacher's mapped layer outputs, as ``fairseq_kd.teacher.Teacher`` hands them to a criterion."""
+    ens = TeacherEnsemble([model], ["in-memory"], None, None, None)
+    return ens.hidden_states(net_input, dict(hd.teacher_layers()))
+
+
 @pytest.mark.parametrize("kind", hidden.HIDDEN_LOSSES)
 def test_self_teacher_gives_zero_term_and_zero_gradient(tiny_bin, kind):
     task, student, _, batch = build_pair(tiny_bin, helpers.TINY_ARCH_ARGS)
@@ -42,7 +49,8 @@ def test_self_teacher_gives_zero_term_and_zero_gradient(tiny_bin, kind):
     assert len(hd.proj) == 0  # same widths: identity projection
     with hd.student_capture(student) as states:
         student(**batch["net_input"])
-    term = hd.term(states, teacher, batch["net_input"], task.target_dictionary.pad())
+    term = hd.term(states, teacher_states(teacher, hd, batch["net_input"]), batch["net_input"],
+                   task.target_dictionary.pad())
     term.backward()
     assert abs(float(term)) < 1e-6
     assert max(p.grad.abs().max().item() for p in student.parameters() if p.grad is not None) < 1e-5
@@ -59,7 +67,7 @@ def test_projection_and_value_against_fairseq_encoder_states(tiny_bin):
     net_input = batch["net_input"]
     with hd.student_capture(student) as states:
         student(**net_input)
-    term = hd.term(states, teacher, net_input, pad)
+    term = hd.term(states, teacher_states(teacher, hd, net_input), net_input, pad)
     # independent truth: fairseq's own return_all_hiddens states (index 0 = embeddings)
     s = student.encoder(net_input["src_tokens"], net_input["src_lengths"], return_all_hiddens=True)["encoder_states"][1]
     with torch.no_grad():

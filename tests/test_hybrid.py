@@ -65,7 +65,7 @@ def test_learned_gate_gradient_and_logging(small, tmp_path):  # noqa: F811
 
 @pytest.mark.unit
 def test_mix_by_hand():
-    from fairseq_kd.criteria.hybrid_kd import gate_value, mix
+    from fairseq_kd.gates import gate_value, mix
 
     g = gate_value(torch.tensor(0.0))
     assert float(g) == 0.5

@@ -7,7 +7,8 @@ import pytest
 import torch
 from fairseq import metrics
 
-from fairseq_kd import divergences, onpolicy
+from fairseq_kd import onpolicy
+from fairseq_kd.losses import divergences
 from fairseq_kd.criteria.onpolicy_kd import OnPolicyKDConfig, OnPolicyKDCriterion
 from tests import helpers
 from tests.test_word_kd import attach_teacher, grads, make_criterion, perturbed_copy
@@ -159,7 +160,7 @@ def test_hidden_term_through_a_projection(tiny_bin):
     task, model, _ = helpers.build_components(tiny_bin)
     _, wide, _ = helpers.build_components(tiny_bin, arch_args=WIDE_ARCH, seed=3)
     attach_teacher(task, [wide])
-    task.student_dims = hidden.model_dims(model)  # what kd_translation records when it builds the student
+    assert task.teacher.student_dims == hidden.model_dims(model)  # what kd_translation recorded when it built it
     batch = helpers.first_batch(task, n=8)
     plain = make_onpolicy(task, onpolicy_lambda=0.0)
     with_hidden = make_onpolicy(task, onpolicy_lambda=0.0, kd_hidden_weight=0.5)

@@ -58,7 +58,7 @@ def valid_kl(prepared, teacher_ckpt, *student_ckpts) -> list:
     import torch
     from fairseq import checkpoint_utils
 
-    from fairseq_kd import kd_losses
+    from fairseq_kd.losses import basic as kd_losses
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(

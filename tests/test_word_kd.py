@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from fairseq_kd import kd_losses
+from fairseq_kd.losses import basic as kd_losses
+from fairseq_kd.losses import selection
 from fairseq_kd.criteria.word_kd import WordKDCriterion
 from fairseq_kd.teacher import TeacherEnsemble
 from tests import helpers
@@ -29,8 +30,8 @@ def make_criterion(task, **kw):
 def attach_teacher(task, models):
     """Give the task an in-memory teacher (what --teacher-path would load)."""
     task.cfg.teacher_path = "in-memory"
-    task._teacher = TeacherEnsemble(models, ["in-memory"], task.source_dictionary, task.target_dictionary, None)
-    return task._teacher
+    task.set_teacher(TeacherEnsemble(models, ["in-memory"], task.source_dictionary, task.target_dictionary, None))
+    return task.load_teacher()
 
 
 def perturbed_copy(model):
@@ -191,27 +192,27 @@ def test_padding_never_contributes(tiny_bin):
 def test_selection_masks_pick_highest_ce():
     ce = torch.tensor([[0.1, 5.0, 0.3, 2.0], [4.0, 0.2, 0.0, 0.0]])
     valid = torch.tensor([[True, True, True, True], [True, True, False, False]])
-    word = kd_losses.selection_mask(ce, valid, "word", 0.5)
+    word = selection.selection_mask(ce, valid, "word", 0.5)
     assert word.tolist() == [[False, True, False, True], [True, False, False, False]]
-    batch = kd_losses.selection_mask(ce, valid, "batch", 0.5)  # 6 valid tokens -> top 3: 5.0, 4.0, 2.0
+    batch = selection.selection_mask(ce, valid, "batch", 0.5)  # 6 valid tokens -> top 3: 5.0, 4.0, 2.0
     assert batch.tolist() == [[False, True, False, True], [True, False, False, False]]
-    queue = kd_losses.CEQueue(100)
-    first = kd_losses.selection_mask(ce, valid, "global", 0.5, queue)  # empty queue: the batch's own quantile
+    queue = selection.CEQueue(100)
+    first = selection.selection_mask(ce, valid, "global", 0.5, queue)  # empty queue: the batch's own quantile
     assert first.tolist() == batch.tolist()
     assert queue.values.numel() == 0 and queue.threshold(0.5) is None  # this update's values wait for its end
     queue.end_update()
     assert sorted(queue.values.tolist()) == sorted(ce[valid].tolist())
     queue.add(torch.full((96,), 10.0))  # a history of high CE values
     queue.end_update()
-    glob = kd_losses.selection_mask(ce, valid, "global", 0.5, queue, feed=False)
+    glob = selection.selection_mask(ce, valid, "global", 0.5, queue, feed=False)
     assert not glob.any()  # nothing in this batch exceeds the global median
-    history = kd_losses.CEQueue(100)  # earlier updates' CE all at 3.0 (a hand-set global threshold)
+    history = selection.CEQueue(100)  # earlier updates' CE all at 3.0 (a hand-set global threshold)
     history.add(torch.full((100,), 3.0))
     history.end_update()
-    picked = kd_losses.selection_mask(ce, valid, "global", 0.5, history, feed=False)
+    picked = selection.selection_mask(ce, valid, "global", 0.5, history, feed=False)
     assert picked.tolist() == [[False, True, False, False], [True, False, False, False]]  # 5.0, 4.0: not batch's top 3
     assert queue.pending == []  # feed=False (validation) leaves the queue alone
-    restored = kd_losses.CEQueue(100)
+    restored = selection.CEQueue(100)
     restored.load_state_dict(queue.state_dict())
     assert restored.values.numel() == 100 and torch.equal(restored.values, queue.values)  # FIFO kept the last 100
 

@@ -72,3 +72,20 @@ def log_seq_kd_metrics(logging_outputs: List[Dict], total) -> None:
         metrics.log_scalar("gold_frac", total("seq_kd_gold") / max(total("nsentences"), 1), round=3)
         if any("seq_kd_decoded" in log for log in logging_outputs):  # decoded in these steps, all workers
             metrics.log_scalar_sum("teacher_decoded", total("seq_kd_decoded"), round=0)
+
+
+def teacher_of(task):
+    """The ``fairseq_kd.teacher.Teacher`` a ``kd_translation`` task built (None for any other task)."""
+    from fairseq_kd.tasks.kd_translation import KDTranslationTask
+
+    return task.teacher if isinstance(task, KDTranslationTask) else None
+
+
+def student_log_probs(model, net_output):
+    """The student's fp32 log-probabilities, as fairseq's criteria get them (a thunk for the loss entry)."""
+    return lambda: model.get_normalized_probs(net_output, log_probs=True)  # B x T x V
+
+
+def plain_softmax(model) -> bool:
+    """The decoder's output is a plain softmax of its logits (no adaptive softmax): the fused route applies."""
+    return getattr(getattr(model, "decoder", None), "adaptive_softmax", True) is None

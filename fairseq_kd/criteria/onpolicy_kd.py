@@ -6,7 +6,7 @@ Per training batch, with probability lambda (``--onpolicy-lambda``, optionally o
 (greedy or sampled at ``--onpolicy-temperature``; no gradient through the sampling) and its
 outputs replace the gold target as the decoder input; otherwise the gold target is used.
 The teacher (or ensemble; on the clean source when the student's is noised) scores the same
-prefixes, and the loss is the chosen divergence (``fairseq_kd.divergences``) at every
+prefixes, and the loss is the chosen divergence (``fairseq_kd.losses``) at every
 non-pad position:
 
     loss = sum_t T^2 * D(p_teacher_T(. | x, y_<t), p_student_T(. | x, y_<t))
@@ -26,17 +26,19 @@ from dataclasses import dataclass, field
 import torch
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import divergences, hidden, onpolicy, validate
-from fairseq_kd.criteria._common import add_capacity_term, log_averaged, reduce_kd_metrics
-from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
+from fairseq_kd import hidden, losses, onpolicy, validate
+from fairseq_kd.criteria._common import (add_capacity_term, log_averaged, plain_softmax, reduce_kd_metrics,
+                                         student_log_probs, teacher_of)
+from fairseq_kd.criteria._options import KDLossConfig, loss_spec
+from fairseq_kd.errors import KDInputError
+from fairseq_kd.teacher import TeacherRequest
 
 
 @dataclass
-class OnPolicyKDConfig(DivergenceConfig, hidden.HiddenKDConfig):
+class OnPolicyKDConfig(KDLossConfig, hidden.HiddenKDConfig):
     onpolicy_lambda: float = field(default=0.5, metadata={
         "help": "probability that a training batch uses the student's own outputs as decoder input"})
     onpolicy_schedule: ChoiceEnum(["constant", "exp"]) = field(default="constant", metadata={
@@ -49,9 +51,6 @@ class OnPolicyKDConfig(DivergenceConfig, hidden.HiddenKDConfig):
     onpolicy_max_len_b: int = field(default=10, metadata={"help": "max output length = a * source length + b"})
     kd_alpha: float = field(default=1.0, metadata={
         "help": "gold batches: (1 - alpha) * label-smoothed CE + alpha * divergence; on-policy batches: divergence"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "epsilon of the gold CE term (alpha < 1)"})
-    kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of teacher and student"})
-    kd_topk: int = field(default=0, metadata={"help": "compare on the teacher's top-k tokens plus a tail; 0 = all"})
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
@@ -61,28 +60,24 @@ class OnPolicyKDCriterion(FairseqCriterion):
 
     def __init__(self, task, cfg: OnPolicyKDConfig):
         super().__init__(task)
-        if not getattr(task.cfg, "teacher_path", None):
-            raise ValueError("onpolicy_kd needs --task kd_translation with --teacher-path (an online teacher: "
-                             "a cache cannot score the student's own prefixes)")
-        if not 0.0 <= cfg.onpolicy_lambda <= 1.0:
-            raise ValueError(f"--onpolicy-lambda must be in [0, 1], got {cfg.onpolicy_lambda}")
-        if not 0.0 < cfg.onpolicy_decay < 1.0 and str(cfg.onpolicy_schedule) == "exp":
-            raise ValueError(f"--onpolicy-decay must be in (0, 1), got {cfg.onpolicy_decay}")
-        if not 0.0 <= cfg.kd_alpha <= 1.0:
-            raise ValueError(f"--kd-alpha must be in [0, 1], got {cfg.kd_alpha}")
-        if cfg.kd_temperature <= 0 or cfg.onpolicy_temperature <= 0:
-            raise ValueError("--kd-temperature and --onpolicy-temperature must be > 0")
-        if getattr(task.cfg, "teacher_cache", None):
-            raise ValueError("onpolicy_kd scores the student's own prefixes online: drop --teacher-cache")
-        validate.kd_criterion_options(task, cfg.label_smoothing, cfg.kd_topk)
-        self.kind, self.tail = str(cfg.kd_divergence), str(cfg.kd_topk_tail)
-        check_divergence_options(task, self.kind, cfg.kd_jsd_beta, cfg.kd_topk, self.tail)
-        self.teacher = task.teacher_source  # fairseq_kd.teacher.TeacherSource
+        self.teacher = teacher_of(task)
+        if self.teacher is None or not self.teacher.path:
+            raise KDInputError("onpolicy_kd needs --task kd_translation with --teacher-path (an online teacher: "
+                               "a cache cannot score the student's own prefixes)")
+        validate.probability("--onpolicy-lambda", cfg.onpolicy_lambda)
+        if str(cfg.onpolicy_schedule) == "exp":
+            validate.probability("--onpolicy-decay", cfg.onpolicy_decay, open_low=True, open_high=True)
+        validate.probability("--kd-alpha", cfg.kd_alpha)
+        validate.finite_positive("--onpolicy-temperature", cfg.onpolicy_temperature)
+        if self.teacher.cache_dir:
+            raise KDInputError("onpolicy_kd scores the student's own prefixes online: drop --teacher-cache")
+        self.spec = loss_spec(None, len(task.target_dictionary), cfg.label_smoothing, cfg.kd_temperature,
+                              cfg.kd_topk, cfg.kd_divergence, cfg.kd_jsd_beta, cfg.kd_topk_tail)
         self.cfg = cfg
-        self.T = float(cfg.kd_temperature)
         self.trained_batches = 0  # fallback update counter when fairseq's meter is absent
-        self.hidden = hidden.build_distiller(task, cfg.kd_hidden_weight, cfg.kd_hidden_loss, cfg.kd_hidden_map,
-                                             cfg.kd_hidden_decoder)  # projections train with the student
+        self.hidden = hidden.build_distiller(self.teacher, cfg.kd_hidden_weight, cfg.kd_hidden_loss,
+                                             cfg.kd_hidden_map, cfg.kd_hidden_decoder)  # projections train with the student
+        self.request = TeacherRequest(self.spec.temperature, self.spec.topk, hidden=hidden.teacher_layers(self.hidden))
 
     def current_lambda(self) -> float:
         meter = metrics.get_meter("default", "num_updates")  # the trainer logs it after every update
@@ -110,27 +105,21 @@ class OnPolicyKDCriterion(FairseqCriterion):
             net_output = model(**sample["net_input"])
         target = sample["target"]  # B x T
         valid = target.ne(pad)  # B x T
-        kd, teacher_nll = self.kd_term(net_output[0], sample, valid)
-        kd = kd.sum()
-        lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V (fp32)
-        ce, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1),
-                                          self.cfg.label_smoothing, pad, reduce=True)
+        teacher = self.teacher(sample, self.request)  # on the sample's decoder input (gold or the student's own)
+        terms = losses.ce_and_divergence(self.spec, net_output[0], target, pad, teacher.distribution,
+                                         student_log_probs(model, net_output), fusable=plain_softmax(model),
+                                         reduce=True)
+        kd, ce, nll = terms.kd.sum(), terms.ce, terms.nll
         alpha = 1.0 if on else self.cfg.kd_alpha
         loss = kd if alpha == 1.0 else (1.0 - alpha) * ce + alpha * kd
         sample_size = target.size(0) if self.cfg.sentence_avg else sample["ntokens"]
-        logging_output.update(kd_loss=kd.data, nll_loss=nll.data, teacher_nll_loss=teacher_nll.data,
+        logging_output.update(kd_loss=kd.data, nll_loss=nll.data, teacher_nll_loss=terms.teacher_nll(valid).data,
                               ntokens=sample["ntokens"], nsentences=target.size(0), sample_size=sample_size)
-        loss = hidden.add_hidden_term(self.hidden, states, self.task, sample, loss, sample_size, pad, logging_output)
+        loss = hidden.add_hidden_term(self.hidden, states, teacher.hidden, sample, loss, sample_size, pad,
+                                      logging_output)
         loss = add_capacity_term(model, loss, sample_size, logging_output)
         logging_output["loss"] = loss.data
         return loss, sample_size, logging_output
-
-    def kd_term(self, logits, sample, valid):
-        """T^2 * D(teacher_T, student_T) per position on the sample's decoder input (B x T), and
-        the teacher's summed NLL of the decoder target (the student's own output on on-policy batches)."""
-        dist = self.teacher.distribution(sample, self.T, self.cfg.kd_topk)  # online teacher or ensemble
-        d = divergences.student_divergence(dist, logits, self.kind, self.cfg.kd_jsd_beta, self.tail)  # B x T
-        return (self.T * self.T) * torch.where(valid, d, torch.zeros_like(d)), dist.nll(valid)
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

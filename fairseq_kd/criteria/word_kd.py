@@ -3,9 +3,9 @@
 loss = (1 - alpha) * label-smoothed NLL(gold) + alpha * T^2 * KL(teacher_T || student_T)
 
 summed over non-pad target tokens (``--kd-divergence reverse_kl|jsd`` replaces the KL,
-``fairseq_kd.divergences``; ``--kd-hidden-weight`` adds hidden-state distillation,
-``fairseq_kd.hidden``). The teacher is the task's (online, an ensemble
-averages probabilities) or its offline top-k cache (``--teacher-cache``). With
+``fairseq_kd.losses``; ``--kd-hidden-weight`` adds hidden-state distillation,
+``fairseq_kd.hidden``). The teacher is the task's ``fairseq_kd.teacher.Teacher`` (online, an
+ensemble averages probabilities, or its offline top-k cache, ``--teacher-cache``). With
 ``--kd-alpha 0`` no teacher is needed and the loss is exactly fairseq's
 ``label_smoothed_cross_entropy``.
 """
@@ -13,23 +13,23 @@ from dataclasses import dataclass, field
 
 import torch
 from fairseq.criterions import FairseqCriterion, register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_kd import divergences, hidden, kd_losses, validate
-from fairseq_kd.criteria._common import add_capacity_term, reduce_kd_metrics
-from fairseq_kd.criteria._options import DivergenceConfig, check_divergence_options
+from fairseq_kd import hidden, losses, validate
+from fairseq_kd.criteria._common import (add_capacity_term, plain_softmax, reduce_kd_metrics, student_log_probs,
+                                         teacher_of)
+from fairseq_kd.criteria._options import KDLossConfig, loss_spec
+from fairseq_kd.errors import KDInputError
+from fairseq_kd.losses.selection import CEQueue, selection_mask
+from fairseq_kd.teacher import TeacherRequest
 
 KD_SELECTION_CHOICES = ChoiceEnum(["none", "word", "batch", "global"])
 
 
 @dataclass
-class WordKDConfig(DivergenceConfig, hidden.HiddenKDConfig):
+class WordKDConfig(KDLossConfig, hidden.HiddenKDConfig):
     kd_alpha: float = field(default=0.5, metadata={"help": "weight of the KD term; 0 = label-smoothed CE only"})
-    kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of teacher and student"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "epsilon for label smoothing of the gold NLL term"})
-    kd_topk: int = field(default=0, metadata={"help": "restrict the teacher to its top-k tokens (renormalised); 0 = all"})
     kd_selection: KD_SELECTION_CHOICES = field(
         default="none", metadata={"help": "selective distillation: distil only on the highest-CE tokens of each "
                                           "sentence (word), batch (batch) or a global queue (global)"}
@@ -52,77 +52,66 @@ class WordKDCriterion(FairseqCriterion):
                  kd_divergence="forward_kl", kd_jsd_beta=0.5, kd_topk_tail="renormalize", kd_hidden_weight=0.0,
                  kd_hidden_loss="mse", kd_hidden_map=None, kd_hidden_decoder=False):
         super().__init__(task)
-        if not 0.0 <= kd_alpha <= 1.0:
-            raise ValueError(f"--kd-alpha must be in [0, 1], got {kd_alpha}")
-        if kd_temperature <= 0:
-            raise ValueError(f"--kd-temperature must be > 0, got {kd_temperature}")
-        validate.kd_criterion_options(task, label_smoothing, kd_topk, kd_selection_ratio, kd_selection_queue_size)
-        self.alpha, self.temperature, self.eps = kd_alpha, kd_temperature, label_smoothing
-        self.topk, self.selection, self.selection_ratio = kd_topk, str(kd_selection), kd_selection_ratio
-        self.queue = kd_losses.CEQueue(kd_selection_queue_size) if self.selection == "global" else None
-        if self.queue is not None and hasattr(task, "register_state"):  # shared by workers, checkpointed
+        validate.probability("--kd-alpha", kd_alpha)
+        validate.kd_criterion_options(None, kd_selection_ratio=kd_selection_ratio,
+                                      kd_selection_queue_size=kd_selection_queue_size)
+        self.teacher = teacher_of(task)  # fairseq_kd.teacher.Teacher, or None for a plain translation task
+        self.spec = loss_spec(self.teacher, len(task.target_dictionary), label_smoothing, kd_temperature, kd_topk,
+                              kd_divergence, kd_jsd_beta, kd_topk_tail)
+        if kd_alpha > 0 and not (self.teacher is not None and (self.teacher.path or self.teacher.cache_dir)):
+            raise KDInputError("word_kd with --kd-alpha > 0 needs --task kd_translation with --teacher-path or "
+                               "--teacher-cache")
+        self.alpha, self.selection, self.selection_ratio = kd_alpha, str(kd_selection), kd_selection_ratio
+        self.queue = CEQueue(kd_selection_queue_size) if self.selection == "global" else None
+        if self.queue is not None and self.teacher is not None:  # shared by workers, checkpointed
             task.register_update_hook(self.queue.end_update)
             task.register_state("kd_selection_queue", self.queue)
         self.report_accuracy, self.ignore_prefix_size, self.sentence_avg = report_accuracy, ignore_prefix_size, sentence_avg
-        self.teacher = getattr(task, "teacher_source", None)  # fairseq_kd.teacher.TeacherSource
-        needs_teacher = kd_alpha > 0
-        if needs_teacher and not (getattr(task.cfg, "teacher_path", None) or getattr(task.cfg, "teacher_cache", None)):
-            raise ValueError("word_kd with --kd-alpha > 0 needs --task kd_translation with --teacher-path or --teacher-cache")
-        self.divergence, self.jsd_beta, self.topk_tail = str(kd_divergence), kd_jsd_beta, str(kd_topk_tail)
-        check_divergence_options(task, self.divergence, kd_jsd_beta, kd_topk, self.topk_tail)
-        self.hidden = hidden.build_distiller(task, kd_hidden_weight, kd_hidden_loss, kd_hidden_map, kd_hidden_decoder)
+        self.hidden = hidden.build_distiller(self.teacher, kd_hidden_weight, kd_hidden_loss, kd_hidden_map,
+                                             kd_hidden_decoder)
+        self.request = TeacherRequest(self.spec.temperature, self.spec.topk, ignore_prefix_size,
+                                      distribution=kd_alpha > 0, hidden=hidden.teacher_layers(self.hidden))
 
     # --- forward ------------------------------------------------------------------
     def forward(self, model, sample, reduce=True):
         with hidden.capture_student(self.hidden, model) as states:
             net_output = model(**sample["net_input"])
-        loss, logging_output = self.compute_loss(model, net_output, sample, reduce=reduce)
+        teacher = self.teacher(sample, self.request) if self.alpha > 0 or self.hidden is not None else None
+        loss, logging_output = self.compute_loss(model, net_output, sample, teacher, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output.update(ntokens=sample["ntokens"], nsentences=sample["target"].size(0), sample_size=sample_size)
         if reduce:
-            loss = hidden.add_hidden_term(self.hidden, states, self.task, sample, loss, sample_size,
-                                          self.padding_idx, logging_output)
+            loss = hidden.add_hidden_term(self.hidden, states, teacher.hidden if teacher else {}, sample, loss,
+                                          sample_size, self.padding_idx, logging_output)
             loss = add_capacity_term(model, loss, sample_size, logging_output)
         logging_output["loss"] = loss.data.sum() if not reduce else loss.data
         return loss, sample_size, logging_output
 
-    def _trim(self, x, target):
-        if self.ignore_prefix_size > 0:
-            x, target = x[:, self.ignore_prefix_size:], target[:, self.ignore_prefix_size:]
-        return x, target
-
-    def compute_loss(self, model, net_output, sample, reduce=True):
-        """Returns the (summed or per-token) loss and the logging dict."""
+    def compute_loss(self, model, net_output, sample, teacher=None, reduce=True):
+        """Returns the (summed or per-token) loss and the logging dict (``teacher``: the batch's
+        ``teacher.TeacherOutput``)."""
         target = model.get_targets(sample, net_output)  # B x T
-        logits, target = self._trim(net_output[0], target)  # B x T x V
+        logits = net_output[0]  # B x T x V
+        if self.ignore_prefix_size > 0:
+            logits, target = logits[:, self.ignore_prefix_size:], target[:, self.ignore_prefix_size:]
         valid = target.ne(self.padding_idx)  # B x T
-        if self.alpha == 0.0 and reduce:  # fairseq's label_smoothed_cross_entropy, operation for operation
-            lprobs = model.get_normalized_probs((logits,) + tuple(net_output[1:]), log_probs=True)  # fp32
-            loss, nll_sum = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), self.eps,
-                                                    self.padding_idx, reduce=True)
-            return loss, self._accuracy({"nll_loss": nll_sum.data}, logits, target, valid)
-        dist = self.teacher.distribution(sample, self.temperature, self.topk, self.ignore_prefix_size) \
-            if self.alpha > 0 and self.teacher else None  # None: e.g. a valid split without a cache
-        terms = divergences.fused_ce_and_divergence(dist, model, logits, target, self.eps, self.padding_idx,
-                                                    self.divergence, self.topk_tail)
-        if terms is not None:  # CE, NLL and KL in one compiled pass over the logits
-            ce_loss, nll, kl = (t.reshape(-1) for t in terms)  # (B*T) each
-        else:
-            lprobs = model.get_normalized_probs((logits,) + tuple(net_output[1:]), log_probs=True)  # fp32
-            ce_loss, nll = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target.reshape(-1), self.eps,
-                                                   self.padding_idx, reduce=False)
-            ce_loss, nll = ce_loss.view(-1), nll.view(-1)  # (B*T)
-            kl = None if dist is None else divergences.student_divergence(
-                dist, logits, self.divergence, self.jsd_beta, self.topk_tail, lprobs=lprobs).view(-1)
-        logging = self._accuracy({"nll_loss": nll.data.sum()}, logits, target, valid)
+        dist = teacher.distribution if teacher is not None and self.alpha > 0 else None  # None: e.g. no valid cache
+        exact_ce = self.alpha == 0.0 and reduce  # fairseq's label_smoothed_cross_entropy, operation for operation
+        terms = losses.ce_and_divergence(self.spec, logits, target, self.padding_idx, dist,
+                                         student_log_probs(model, (logits,) + tuple(net_output[1:])),
+                                         fusable=plain_softmax(model), reduce=exact_ce)
+        logging = self._accuracy({"nll_loss": terms.nll.data.sum()}, logits, target, valid)
+        if exact_ce:
+            return terms.ce, logging
+        ce_loss = terms.ce.reshape(-1)  # (B*T)
         if self.alpha == 0.0:
             loss = ce_loss
         else:
-            kd = self.kd_term(kl, nll.view_as(target), valid, model)  # B x T
+            kd = self.selected(terms.kd, terms.nll, valid, model, sample)  # B x T
             loss = (1.0 - self.alpha) * ce_loss + self.alpha * kd.view(-1)
             logging["kd_loss"] = kd.data.sum()
             if dist is not None:
-                logging["teacher_nll_loss"] = dist.nll(valid).data.sum()
+                logging["teacher_nll_loss"] = terms.teacher_nll(valid).data
         return (loss.sum() if reduce else loss), logging
 
     def _accuracy(self, logging, logits, target, valid):
@@ -131,16 +120,14 @@ class WordKDCriterion(FairseqCriterion):
             logging["total"] = valid.sum().data
         return logging
 
-    def kd_term(self, kl, nll, valid, model):
-        """T^2 * D(teacher_T, student_T) per position (D: --kd-divergence; 0 at pad / unselected, and
-        everywhere when there is no teacher for the batch: ``kl`` None).  # B x T"""
-        if kl is None:  # validation split without a cache and no online teacher: no KD term
+    def selected(self, kd, nll, valid, model, sample):
+        """The KD term (T^2 * D per position) on the selected positions, 0 elsewhere, and everywhere when
+        there is no teacher for the batch (``kd`` None).  # B x T"""
+        if kd is None:  # validation split without a cache and no online teacher: no KD term
             return torch.zeros_like(nll)
-        kl = kl.view_as(nll)
-        T = self.temperature
-        feed = model.training and getattr(self.task, "feeding_stats", True)  # training batches only
-        selected = kd_losses.selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue, feed)
-        return (T * T) * torch.where(selected, kl, torch.zeros_like(kl))
+        feed = model.training and bool(sample.get("kd_feeds_stats", False))  # counted training batches only
+        chosen = selection_mask(nll, valid, self.selection, self.selection_ratio, self.queue, feed)
+        return torch.where(chosen, kd, torch.zeros_like(kd))
 
     # --- metrics --------------------------------------------------------------------
     @classmethod

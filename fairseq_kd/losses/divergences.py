@@ -25,7 +25,7 @@ top-k view below). Every function returns one value per position (``...``).
 Terms where a probability is exactly 0 count 0 (0 log 0 = 0), also in the gradient; a
 term q log(q / 0) of the reverse KL is +inf, as it should be (see the top-k view).
 
-**Top-k view** (``topk_view``): the vocabulary is lumped into K + 1 buckets, the teacher's
+**Top-k view** (``bucket_view``): the vocabulary is lumped into K + 1 buckets, the teacher's
 K most probable tokens and one *tail* bucket holding every other token; both
 distributions are compared on these buckets (a coarse-graining, so each divergence is at
 most its full-vocabulary value, and equal to it when K >= V). The student's tail mass is
@@ -33,20 +33,21 @@ most its full-vocabulary value, and equal to it when K >= V). The student's tail
 
 * ``tail="keep"``: 1 - its top-k mass (exact; needs the teacher's full distribution);
 * ``tail="renormalize"``: 0, its top-k probabilities renormalised to sum to 1 (what an
-  offline top-k cache holds). ``forward_kl`` is then exactly ``kd_losses.kl_sparse``
+  offline top-k cache holds). ``forward_kl`` is then exactly ``basic.kl_sparse``
   (word_kd's ``--kd-topk``); ``jsd`` stays finite; ``reverse_kl`` is +inf as soon as the
   student puts mass outside the top-k, so that combination is refused.
 
-``token_divergence`` puts it together: temperature T (both distributions at softmax(z/T),
-computed by the caller), the T^2 factor that keeps gradient magnitudes comparable across
-temperatures (Hinton et al. 2015), and a padding mask.
+``student_divergence`` compares a teacher distribution (``fairseq_kd.teacher.TeacherDistribution``)
+with the student's logits at the distribution's temperature; ``fairseq_kd.losses.terms`` adds the
+CE term, the T^2 factor and the padding mask.
 """
 import math
 from typing import Optional, Tuple
 
 import torch
 
-from fairseq_kd.losses import basic as kd_losses, fused
+from fairseq_kd.errors import KDInputError
+from fairseq_kd.losses import basic, fused
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 TAILS = ("keep", "renormalize")
@@ -120,61 +121,24 @@ def bucket_view(ids: torch.Tensor, teacher_top_lp: torch.Tensor, student_lp: tor
     return torch.cat([teacher_top_lp.to(s_top.dtype), t_tail], -1), torch.cat([s_top, s_tail], -1)
 
 
-def topk_view(teacher_lp: torch.Tensor, student_lp: torch.Tensor, k: int,
-              tail: str = "keep") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Both distributions on K + 1 buckets: the teacher's top-k tokens, then the tail.
-
-    # teacher_lp, student_lp: ... x V -> (... x (K+1), ... x (K+1)); K >= V: unchanged
-    """
-    if tail not in TAILS:
-        raise ValueError(f"unknown top-k tail rule {tail!r}; choose one of {', '.join(TAILS)}")
-    if k <= 0 or k >= teacher_lp.size(-1):
-        return teacher_lp, student_lp
-    ids = teacher_lp.detach().topk(k, dim=-1).indices  # ... x K
-    t_top = teacher_lp.gather(-1, ids)
-    if tail == "keep":
-        return bucket_view(ids, t_top, student_lp, _tail_log_mass(teacher_lp, ids))
-    return bucket_view(ids, t_top - t_top.logsumexp(-1, keepdim=True), student_lp)
-
-
-def topk_divergence(teacher_lp: torch.Tensor, student_lp: torch.Tensor, kind: str, k: int,
-                    tail: str = "keep", beta: float = 0.5) -> torch.Tensor:
-    """The divergence on the top-k view (or the full vocabulary for k <= 0).  # ... x V -> ..."""
-    if kind == "reverse_kl" and tail == "renormalize" and 0 < k < teacher_lp.size(-1):
-        raise ValueError("reverse KL against a teacher renormalised to its top-k is infinite whenever the student "
-                         "puts mass outside them: use an online teacher (tail 'keep'), or forward_kl / jsd")
-    if kind == "forward_kl" and (k <= 0 or k >= teacher_lp.size(-1)):
-        return kd_losses.kl_full(teacher_lp, student_lp)  # two dot products: word_kd's fast path
-    if kind == "forward_kl" and tail == "renormalize":
-        ids, t_lp = kd_losses.topk_renormalized(teacher_lp, k)
-        return kd_losses.kl_sparse(ids, t_lp, student_lp)  # the same value without the tail bucket
-    t, s = topk_view(teacher_lp, student_lp, k, tail)
-    return divergence(t, s, kind, beta)
-
-
-def token_divergence(teacher_lp: torch.Tensor, student_lp: torch.Tensor, kind: str = "forward_kl",
-                     temperature: float = 1.0, mask: Optional[torch.Tensor] = None, topk: int = 0,
-                     tail: str = "keep", beta: float = 0.5) -> torch.Tensor:
-    """T^2 * D(p_teacher_T, p_student_T) per position, 0 where ``mask`` is False.
-
-    ``teacher_lp`` / ``student_lp`` are log softmax(z / T) (``kd_losses.student_log_probs``,
-    ``TeacherEnsemble.log_probs(net_input, T)``), cast to fp32 if lower precision.
-    # B x T x V, mask B x T -> B x T
-    """
-    if teacher_lp.dtype in (torch.float16, torch.bfloat16):
-        teacher_lp = teacher_lp.float()
-    if student_lp.dtype in (torch.float16, torch.bfloat16):
-        student_lp = student_lp.float()
-    d = (temperature * temperature) * topk_divergence(teacher_lp, student_lp, kind, topk, tail, beta)
-    if mask is not None:
-        d = torch.where(mask, d, torch.zeros_like(d))  # also drops inf/nan at pad positions
-    return d
-
-
 def is_dist_kl(dist, kind: str, tail: str) -> bool:
-    """Whether D is exactly ``dist.kl`` (the forward KL, full or on the renormalised top-k): the case
-    the fast routes (``dist.kl``, ``dist.kl_logits``, ``fused.ce_and_kl``) compute."""
+    """Whether D is exactly ``dist_kl`` (the forward KL, full or on the renormalised top-k): the case
+    the fast routes (``dist_kl``, ``dist_kl_logits``, ``fused.ce_and_kl``) compute."""
     return kind == "forward_kl" and (tail == "renormalize" or not dist.sparse)
+
+
+def dist_kl(dist, student_lp: torch.Tensor) -> torch.Tensor:
+    """KL(teacher_T || student_T) per position; ``student_lp`` is log softmax(z / T).  # B x T x V -> B x T"""
+    if dist.sparse:
+        return basic.kl_sparse(dist.ids, dist.topk_lprobs, student_lp)
+    return basic.kl_full(dist.lprobs, student_lp)
+
+
+def dist_kl_logits(dist, logits: torch.Tensor) -> torch.Tensor:
+    """``dist_kl(dist, log softmax(logits / T))`` without that tensor (``fused``).  # B x T x V -> B x T"""
+    if dist.sparse:
+        return fused.tempered_kl_sparse(dist.ids, dist.topk_lprobs, logits, dist.temperature)
+    return fused.tempered_kl_full(dist.lprobs, logits, dist.temperature)
 
 
 def distribution_divergence(dist, student_lp: torch.Tensor, kind: str = "forward_kl", beta: float = 0.5,
@@ -184,11 +148,11 @@ def distribution_divergence(dist, student_lp: torch.Tensor, kind: str = "forward
 
     Full distributions are compared over the vocabulary; a top-k one (the cache, or
     ``--kd-topk``) on the K + 1 buckets: ``renormalize`` uses the teacher's renormalised
-    top-k (all a cache has; forward KL is then exactly ``dist.kl``, word_kd's top-k KL),
+    top-k (all a cache has; forward KL is then exactly ``dist_kl``, word_kd's top-k KL),
     ``keep`` its true tail mass (needs the online teacher's full distribution).
     """
     if is_dist_kl(dist, kind, tail):
-        return dist.kl(student_lp)  # the interface's own (fast) KL: legacy word_kd/hybrid_kd values
+        return dist_kl(dist, student_lp)  # two dot products (full) or a gather (top-k): the fast KL
     if not dist.sparse:
         return divergence(dist.lprobs, student_lp, kind, beta)
     if tail == "keep":
@@ -212,42 +176,26 @@ def student_divergence(dist, logits: torch.Tensor, kind: str = "forward_kl", bet
     distribution's temperature (no T^2, no mask).  # logits: B x T x V -> B x T
 
     At T = 1, ``lprobs`` (the CE term's log softmax, when the caller has it) are reused. At
-    T != 1 the forward KL is computed from the logits by a compiled kernel (``fairseq_kd.fused``:
+    T != 1 the forward KL is computed from the logits by a compiled kernel (``fused``:
     no tempered log-softmax tensor) when compilation works; otherwise, and for the other
     divergences, from log softmax(z / T).
     """
     T = float(dist.temperature)
     if T == 1.0:
-        student_lp = lprobs if lprobs is not None else kd_losses.student_log_probs(logits)
+        student_lp = lprobs if lprobs is not None else basic.student_log_probs(logits)
         return distribution_divergence(dist, student_lp, kind, beta, tail)
     if is_dist_kl(dist, kind, tail) and fused.enabled():
-        return dist.kl_logits(logits)  # the same value as dist.kl(log softmax(z / T))
-    return distribution_divergence(dist, kd_losses.student_log_probs(logits, T), kind, beta, tail)
-
-
-def fused_ce_and_divergence(dist, model, logits: torch.Tensor, target: torch.Tensor, eps: float, pad: int,
-                            kind: str = "forward_kl", tail: str = "renormalize"):
-    """(label-smoothed CE, NLL, D(teacher_T, student_T)) per position in one compiled pass over the
-    student's ``logits`` (``fused.ce_and_kl``: no log-softmax tensor), or None where that route
-    would not give the criterion's values: no teacher distribution, a divergence other than the
-    forward KL, a top-k teacher with its true tail, a decoder whose output is not a plain log
-    softmax of the logits (adaptive softmax), compilation off or failed.
-    # logits: B x T x V, target: B x T -> 3 x (B x T) or None
-    """
-    if dist is None or not is_dist_kl(dist, kind, tail):
-        return None
-    if getattr(getattr(model, "decoder", None), "adaptive_softmax", True) is not None:
-        return None
-    return fused.ce_and_kl(dist, logits, target, eps, pad)
+        return dist_kl_logits(dist, logits)  # the same value as dist_kl(dist, log softmax(z / T))
+    return distribution_divergence(dist, basic.student_log_probs(logits, T), kind, beta, tail)
 
 
 def check_options(kind: str, beta: float, topk: int, tail: str) -> None:
     """Refuse impossible option combinations before training starts (usage errors)."""
     if kind not in DIVERGENCES:
-        raise ValueError(f"unknown --kd-divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
+        raise KDInputError(f"unknown --kd-divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
     if tail not in TAILS:
-        raise ValueError(f"unknown --kd-topk-tail {tail!r}; choose one of {', '.join(TAILS)}")
+        raise KDInputError(f"unknown --kd-topk-tail {tail!r}; choose one of {', '.join(TAILS)}")
     if kind == "jsd":
         check_beta(beta)
     if kind == "reverse_kl" and tail == "renormalize" and topk > 0:
-        raise ValueError("--kd-divergence reverse_kl with --kd-topk needs --kd-topk-tail keep")
+        raise KDInputError("--kd-divergence reverse_kl with --kd-topk needs --kd-topk-tail keep")

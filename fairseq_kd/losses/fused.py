@@ -10,11 +10,11 @@ support, so it can be written without that tensor:
     full (the whole vocabulary):       KL = sum_v p_v t_v - (p . z) / T + m lse(z / T)
 
 with ``t`` the teacher's log-probabilities at T, ``p = exp(t)`` and terms with ``p = 0``
-contributing 0 (as ``kd_losses.kl_sparse`` / ``kl_full``). Written this way, ``torch.compile``
+contributing 0 (as ``basic.kl_sparse`` / ``kl_full``). Written this way, ``torch.compile``
 (Inductor) fuses the student's side into one reduction over the vocabulary in forward and one
 elementwise pass in backward.
 
-The criteria go one step further (``ce_and_kl``, session 9): the label-smoothed CE term needs
+The criteria go one step further (``ce_and_kl``): the label-smoothed CE term needs
 only lse(z) and z at the gold token (nll = lse - z_gold, -sum_v lp = V lse - sum_v z), so CE, NLL
 and KL come from one compiled pass over the logits and the student's log-softmax is never
 written either; a single online teacher hands over its raw logits, so neither is its own
@@ -190,22 +190,22 @@ def teacher_gold(logits: torch.Tensor, target: torch.Tensor) -> Optional[torch.T
     return _call("gold", logits, target)
 
 
-def ce_and_kl(dist, logits: torch.Tensor, target: torch.Tensor, eps: float,
-              pad: int) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(label-smoothed CE, NLL, forward KL(teacher_T || student_T)) per position for a
-    ``teacher.TeacherDistribution``, compiled into one pass over the student's logits (no
-    log-softmax tensor, at any T); None while compilation is off or has failed (eagerly these
-    formulas are slower than the log-softmax route, so the caller keeps that route). A
-    distribution that holds only the teacher's logits is read from them (its log-softmax is
-    never written) and gets its ``gold_lprobs`` from the same pass.
-    # logits: B x T x V, target: B x T -> 3 x (B x T)
+def ce_and_kl(dist, logits: torch.Tensor, target: torch.Tensor, eps: float, pad: int
+              ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
+    """(label-smoothed CE, NLL, forward KL(teacher_T || student_T), the teacher's gold log-prob at T = 1
+    or None) per position for a ``teacher.TeacherDistribution``, compiled into one pass over the
+    student's logits (no log-softmax tensor, at any T); None while compilation is off or has failed
+    (eagerly these formulas are slower than the log-softmax route, so the caller keeps that route). A
+    distribution that holds only the teacher's logits is read from them (its log-softmax is never
+    written), and its gold log-prob comes from the same pass (else the fourth value is None: the
+    distribution has it). The distribution is only read.
+    # logits: B x T x V, target: B x T -> 4 x (B x T)
     """
     name = "ce_sparse" if dist.sparse else "ce_tlogits" if dist.from_logits else "ce_full"
     if not enabled() or name in _FAILED:
         return None
     if name == "ce_tlogits":
         ce, nll, kl, gold = _call(name, logits, target, dist.logits, float(dist.temperature), float(eps), int(pad))
-        dist.gold_lprobs = gold.detach()
-        return ce, nll, kl
+        return ce, nll, kl, gold.detach()
     teacher = (dist.ids, dist.topk_lprobs) if dist.sparse else (dist.lprobs,)
-    return _call(name, logits, target, *teacher, float(dist.temperature), float(eps), int(pad))
+    return (*_call(name, logits, target, *teacher, float(dist.temperature), float(eps), int(pad)), None)

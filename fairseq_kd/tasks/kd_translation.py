@@ -3,9 +3,10 @@
 The teacher (one checkpoint or a ``:``-joined ensemble) is loaded once when the student
 is built for training, its dictionaries are compared symbol by symbol with the task's
 before any update, and it lives on the task: never in the student's parameters, the
-optimizer or the student's checkpoint. Criteria reach it through ``load_teacher`` (placed
-on the student's device and dtype) and ``teacher_net_input`` (the clean source when the
-student sees on-the-fly noise).
+optimizer or the student's checkpoint. Criteria get ``task.teacher``, a
+``fairseq_kd.teacher.Teacher`` built once (ensemble on the student's device and dtype, the
+offline caches, the student's layer shapes): it answers a criterion's ``TeacherRequest`` from
+the sample alone and never calls back into the task.
 """
 import logging
 import os
@@ -111,21 +112,17 @@ class KDTranslationTask(TranslationTask):
         from fairseq_kd.noise import NoiseConfig
 
         NoiseConfig(cfg.noise_deletion, cfg.noise_substitution, cfg.noise_swap, cfg.noise_swap_window)  # checks rates
-        self._teacher = None
-        self.student_dims = None  # {side: (layers, width)} of the student being trained (fairseq_kd.hidden)
+        self._teacher = None  # fairseq_kd.teacher.TeacherEnsemble, loaded once
+        self._teacher_view = None  # fairseq_kd.teacher.Teacher: what criteria get
+        self._student_dims = None  # {side: (layers, width)} of the student being trained (fairseq_kd.hidden)
         self.teacher_caches = {}  # split -> fairseq_kd.cache.TeacherCache
         self.seq_targets = None  # distill.online.OnlineTargets when a criterion trains on teacher targets
         self._train_epoch = 1
-        self.feeding_stats = False  # True while a real (non-dummy) training batch runs
         self._update_hooks = []  # called once per optimizer step on every worker
         self._stateful = {}  # name -> object with state_dict/load_state_dict, kept in the checkpoint
         self._restored = None  # task_state read back from the checkpoint training resumed from
 
     # --- teacher ---------------------------------------------------------------
-    @property
-    def has_teacher(self) -> bool:
-        return bool(self.cfg.teacher_path)
-
     def load_teacher(self):
         """Load the teacher (once), check its dictionaries against the task's, and put it on
         its device and dtype (once: never moved per step)."""
@@ -159,15 +156,25 @@ class KDTranslationTask(TranslationTask):
         return TEACHER_DTYPES[str(name)]
 
     @property
-    def teacher_source(self):
-        """``fairseq_kd.teacher.TeacherSource``: the teacher's distribution for a batch (cache or online)."""
-        from fairseq_kd.teacher import TeacherSource
+    def teacher(self):
+        """``fairseq_kd.teacher.Teacher``: the one object criteria get the teacher from (built once)."""
+        ensemble = self.load_teacher() if self.cfg.teacher_path else None
+        if self._teacher_view is None or self._teacher_view.ensemble is not ensemble:
+            from fairseq_kd.teacher import Teacher
 
-        return TeacherSource(self)
+            self._teacher_view = Teacher(ensemble, self.teacher_caches, self.target_dictionary.pad(), self.cfg,
+                                         student_dims=self._student_dims)
+        return self._teacher_view
+
+    def set_teacher(self, ensemble) -> None:
+        """Use an already loaded ``TeacherEnsemble`` (in memory) as this task's teacher."""
+        self._teacher, self._teacher_view = ensemble, None
 
     def teacher_net_input(self, sample):
         """The teacher's input: the clean source if the student's was noised, else the same."""
-        return sample.get("teacher_net_input") or sample["net_input"]
+        from fairseq_kd.teacher import teacher_input
+
+        return teacher_input(sample)
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
@@ -178,7 +185,8 @@ class KDTranslationTask(TranslationTask):
         if not from_checkpoint:  # layer counts and widths: hidden-state distillation sizes its projections
             from fairseq_kd.hidden import model_dims_or_none
 
-            self.student_dims = model_dims_or_none(model)
+            self._student_dims = model_dims_or_none(model)
+            self._teacher_view = None  # built for this student on first use
         return model
 
     # --- data ------------------------------------------------------------------
@@ -209,27 +217,20 @@ class KDTranslationTask(TranslationTask):
             self.cfg.teacher_cache, split, dataset=self.datasets[split], task=self,
             teacher_paths=self.cfg.teacher_path)
 
-    def cache_for(self, sample):
-        """The teacher cache covering the sample's split (``sample["kd_split"]``), or None."""
-        return self.teacher_caches.get(sample.get("kd_split"))
-
     # --- steps -----------------------------------------------------------------
     # Samples are tagged with their split (``kd_split``: training batches come from
     # --train-subset, validation batches from a single --valid-subset; with several the
-    # cache is not used for validation), and seq-KD criteria get the teacher's targets
-    # in the sample itself.
+    # cache is not used for validation) and, for training batches that count (not fairseq's
+    # dummy batches, ``ignore_grad``), ``kd_feeds_stats`` (they feed running statistics such
+    # as the global selection queue); seq-KD criteria get the teacher's targets in the sample.
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        sample = dict(sample, kd_split=self.cfg.train_subset)
+        sample = dict(sample, kd_split=self.cfg.train_subset, kd_feeds_stats=not ignore_grad)
         extra = {}
         if self.seq_targets is not None:
             sample, extra = self._distilled(sample)
-        self.feeding_stats = not ignore_grad  # fairseq's dummy batches (ignore_grad) feed no statistics
-        try:
-            with int8_training(model, self.cfg, update_num):  # --int8-qat-updates: the last N updates int8-aware
-                loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer,
-                                                                        update_num, ignore_grad)
-        finally:
-            self.feeding_stats = False
+        with int8_training(model, self.cfg, update_num):  # --int8-qat-updates: the last N updates int8-aware
+            loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer,
+                                                                    update_num, ignore_grad)
         logging_output.update(extra)
         return loss, sample_size, logging_output
 
