@@ -223,6 +223,18 @@ def merge_parts(folder: str, split: str, dataset, k: int, fp: Dict, part_folders
     return writer.finish()
 
 
+def remove_split(folder: str, split: str, parts: bool = True) -> None:
+    """Delete a split's cache (meta first: never a meta beside missing arrays), its partial and (``parts``)
+    the workers' parts."""
+    for name in ["meta", "offsets", *ARRAYS]:
+        path = _path(folder, split, name)
+        if os.path.lexists(path):
+            os.remove(path)
+    for sub in (f"{split}.partial", split) if parts else (f"{split}.partial",):
+        if os.path.isdir(os.path.join(folder, sub)):
+            shutil.rmtree(os.path.join(folder, sub))
+
+
 @dataclass
 class TeacherCache:
     """Read-only view of a finished split cache, checked against the task's data."""
@@ -251,7 +263,7 @@ class TeacherCache:
         meta = integrity.load_json(meta_path, f"the teacher cache is corrupt: delete {folder} and re-run "
                                    "fairseq-kd-cache", counts=("k", "n_sentences", "n_tokens"), what="cache meta")
         if meta.get("format") != FORMAT_VERSION:
-            raise KDInputError(f"teacher cache {meta_path} has format {meta.get('format')}, expected {FORMAT_VERSION}: re-run fairseq-kd-cache")
+            raise KDInputError(f"teacher cache {meta_path} has format {meta.get('format')}, expected {FORMAT_VERSION}: re-run fairseq-kd-cache with --overwrite")
         teacher_fp = None
         if teacher_paths:
             from fairseq_kd.teacher import split_paths
@@ -268,7 +280,7 @@ class TeacherCache:
                 raise KDInputError(
                     f"teacher cache {meta_path} is stale: its {key} fingerprint does not match the current "
                     f"{'teacher checkpoint(s)' if key == 'teacher' else key.replace('_', ' ')}. Re-run "
-                    f"fairseq-kd-cache for split {split} into {folder} (or point --teacher-cache elsewhere)."
+                    f"fairseq-kd-cache --split {split} --overwrite into {folder} (or point --teacher-cache elsewhere)."
                 )
         n_sent, n_tok, k = meta["n_sentences"], meta["n_tokens"], meta["k"]
         for name, size in _expected_sizes(n_sent, n_tok, k).items():
@@ -276,10 +288,10 @@ class TeacherCache:
             actual = os.path.getsize(path) if os.path.exists(path) else None
             if actual != size:
                 raise KDInputError(f"teacher cache file {path} is {'missing' if actual is None else f'truncated or corrupt ({actual} bytes, expected {size})'}: "
-                                   f"re-run fairseq-kd-cache for split {split}")
+                                   f"re-run fairseq-kd-cache --split {split} --overwrite")
         offsets = np.fromfile(_path(folder, split, "offsets"), dtype=np.int64)
         if not np.array_equal(offsets, target_offsets(dataset)):
-            raise KDInputError(f"teacher cache {folder} ({split}) is not aligned with the dataset's targets: re-run fairseq-kd-cache")
+            raise KDInputError(f"teacher cache {folder} ({split}) is not aligned with the dataset's targets: re-run fairseq-kd-cache with --overwrite")
 
         def mm(name, shape):
             dtype = ARRAYS[name][0]

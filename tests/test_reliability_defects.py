@@ -319,3 +319,28 @@ def test_fairseq_train_refusal_is_one_line_exit_2(tiny_teacher, tmp_path):
     r = _python("import sys; sys.argv[0] = 'fairseq-train'; from fairseq_cli.train import cli_main; cli_main()", *argv)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert r.stderr.strip().splitlines()[-1].startswith("fairseq-train: error: ") and "deletion rate" in r.stderr
+
+
+# ---------------------------------------------------------------- 4. stuck states
+
+
+@pytest.mark.integration
+def test_truncated_cache_is_rebuilt_with_overwrite(tiny_teacher, tmp_path, capsys):
+    from fairseq_kd.cli import cache
+
+    out = tmp_path / "cache"
+
+    def run(*extra):
+        return run_cli(cache.__name__, [str(tiny_teacher.data_bin), "--teacher-path", str(tiny_teacher.checkpoint),
+                                        "--out-dir", str(out), "--split", "valid", "--topk", "4", "--no-progress",
+                                        *extra], capsys)
+
+    assert run()[0] == 0
+    good = snapshot(out)
+    ids = out / "valid.ids.i32"
+    ids.write_bytes(ids.read_bytes()[:100])  # a copy or a disk cut it short
+    rc, err = run()
+    assert rc == 2 and "truncated" in err and "--overwrite" in err, err
+    assert run()[0] == 2  # the advised fix is not "the same command again"
+    assert run("--overwrite")[0] == 0
+    assert snapshot(out) == good

@@ -44,6 +44,9 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("cache")
     g.add_argument("--out-dir", required=True, help="cache directory (pass it to --teacher-cache)")
     g.add_argument("--topk", type=int, default=8, help="teacher tokens kept per target position")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete each split's finished or unfinished cache first and rebuild it (a truncated or "
+                        "stale cache, other settings)")
     g = p.add_argument_group("compute")
     g.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch")
     g.add_argument("--batch-size", type=int, default=None, help="sentences per batch")
@@ -97,13 +100,15 @@ def part_fingerprint(fp: dict, args) -> dict:
 
 def merge_split(task, teacher, split: str, args) -> dict:
     """Check the N parts of a split and publish the merged cache."""
-    from fairseq_kd.cache import TeacherCache, merge_parts
+    from fairseq_kd.cache import TeacherCache, merge_parts, remove_split
 
     task.load_dataset(split)
     dataset = task.dataset(split)
+    if args.overwrite:
+        remove_split(args.out_dir, split, parts=False)
     if TeacherCache.exists(args.out_dir, split):
         raise KDInputError(f"--merge: {args.out_dir} already holds a finished {split} cache: nothing to merge "
-                           f"(delete {args.out_dir}/{split}.* to rebuild it)")
+                           f"(pass --overwrite to replace it with the parts' merge)")
     fp = split_fingerprint(task, split, dataset, teacher, args.dtype)
     found = parts.collect(parts_root(args, split), "fairseq-kd-cache", part_fingerprint(fp, args),
                           command=f"fairseq-kd-cache ... --split {split}")
@@ -118,17 +123,24 @@ def cache_split(task, teacher, split: str, args) -> dict:
     """Fill (or resume) the cache of one split, or with ``--part`` one worker's slice of it."""
     from tqdm import tqdm
 
-    from fairseq_kd.cache import TeacherCache, TeacherCacheWriter
+    from fairseq_kd.cache import TeacherCache, TeacherCacheWriter, remove_split
 
+    if args.overwrite and not args.part:
+        remove_split(args.out_dir, split)
     if TeacherCache.exists(args.out_dir, split):
         task.load_dataset(split)
-        cache = TeacherCache.open(args.out_dir, split, task.dataset(split), task, args.teacher_path)  # validates
+        try:
+            cache = TeacherCache.open(args.out_dir, split, task.dataset(split), task, args.teacher_path)  # validates
+        except KDInputError as err:  # truncated, stale: the same command cannot fix it, --overwrite can
+            if "--overwrite" in str(err):
+                raise
+            raise KDInputError(f"{err}. To rebuild it, re-run this command with --overwrite") from None
         with open(os.path.join(args.out_dir, f"{split}.meta.json")) as f:
             dtype = json.load(f)["fingerprint"].get("dtype", "fp32")
         if (cache.k, dtype) != (args.topk, args.dtype):  # never report "exists" for other settings
             raise KDInputError(f"{args.out_dir} already holds a finished {split} cache with --topk {cache.k} "
                                f"--dtype {dtype}, not --topk {args.topk} --dtype {args.dtype}: use another "
-                               f"--out-dir, or delete {args.out_dir}/{split}.* to rebuild it")
+                               f"--out-dir, or pass --overwrite to rebuild it")
         logger.info("split %s: cache complete in %s, skipping", split, args.out_dir)
         return {"split": split, "status": "exists"}
     task.load_dataset(split)
