@@ -35,6 +35,11 @@ def test_method_args_reach_the_criteria():
 
 @pytest.mark.integration
 def test_onpolicy_cell_end_to_end(tiny_teacher, tmp_path):
+    import torch
+
+    from fairseq_kd import scoring
+    from tests import helpers
+
     cfg = S.StudyConfig(data=str(tiny_teacher.data_bin), out_dir=str(tmp_path / "study"),
                         test_ref=str(tiny_teacher.raw / "test.tgt"), source_lang="src", target_lang="tgt",
                         teacher=str(tiny_teacher.checkpoint), methods=["onpolicy"], seeds=[1], lrs=[0.005],
@@ -45,7 +50,18 @@ def test_onpolicy_cell_end_to_end(tiny_teacher, tmp_path):
     summary = S.Study(cfg, runner=S.run_inprocess).run(progress=False)
     rows = list(csv.DictReader(open(summary["results"])))
     assert [(r["method"], r["updates"]) for r in rows] == [("onpolicy", "8")]
-    assert float(rows[0]["bleu"]) >= 0 and rows[0]["signature"]
+    assert rows[0]["signature"]
+    # the cell's checkpoint was trained 8 updates by onpolicy_kd with the cell's own options
+    ckpt = tmp_path / "study" / "cells" / rows[0]["cell"] / "checkpoints" / "checkpoint_last.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    crit = state["cfg"]["criterion"]
+    assert (crit["_name"], crit["onpolicy_lambda"], crit["onpolicy_sampling"], crit["kd_divergence"]) == \
+        ("onpolicy_kd", 0.5, "greedy", "jsd")
+    assert state["optimizer_history"][-1]["num_updates"] == 8
+    # and its recorded BLEU is that checkpoint's: fairseq-generate (the study's search) scored by sacrebleu
+    hyps = helpers.generate(tiny_teacher.data_bin, ckpt, beam=1, extra=["--max-len-a", "1.2", "--max-len-b", "10"])
+    expected = scoring.score_lines(hyps, [scoring.read_lines(cfg.test_ref)])["bleu"]["score"]
+    assert float(rows[0]["bleu"]) == round(expected, 2)
 
 
 def test_method_variants_are_cells_of_their_own_with_the_base_flags_then_theirs():
