@@ -87,3 +87,31 @@ def test_cosine_by_hand():
     got = hidden.state_distance(s, t, "cosine")
     torch.testing.assert_close(got, torch.tensor([[1 - 2 ** -0.5, 2.0]]))
     torch.testing.assert_close(hidden.state_distance(s, t, "mse"), torch.tensor([[0.5, 4.5]]))
+
+
+class _Backward:
+    """The one optimizer method fairseq's ``task.train_step`` calls."""
+
+    def backward(self, loss):
+        loss.backward()
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_one_teacher_forward_per_training_step_with_word_kd_and_hidden_states(tiny_bin, decoder):
+    """word_kd + hidden-state distillation through the task's train_step: the teacher's encoder and
+    decoder each run exactly once per step (distribution and hidden states come from one pass)."""
+    from tests.test_word_kd import attach_teacher, make_criterion, perturbed_copy
+
+    task, model, _ = helpers.build_components(tiny_bin)
+    teacher = perturbed_copy(model)
+    attach_teacher(task, [teacher])
+    crit = make_criterion(task, kd_alpha=0.5, kd_temperature=2.0, kd_hidden_weight=1.0,
+                          kd_hidden_decoder=decoder)
+    calls = {"encoder": 0, "decoder": 0}
+    for side in calls:
+        getattr(teacher, side).register_forward_hook(lambda *_, side=side: calls.__setitem__(side, calls[side] + 1))
+    sample = helpers.first_batch(task, n=6)
+    for step in range(2):
+        loss, _, log = task.train_step(sample, model, crit, _Backward(), update_num=step)
+        assert calls == {"encoder": step + 1, "decoder": step + 1}
+        assert log["hidden_loss"] > 0 and log["kd_loss"] > 0

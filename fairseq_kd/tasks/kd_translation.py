@@ -158,17 +158,20 @@ class KDTranslationTask(TranslationTask):
     @property
     def teacher(self):
         """``fairseq_kd.teacher.Teacher``: the one object criteria get the teacher from (built once)."""
-        ensemble = self.load_teacher() if self.cfg.teacher_path else None
-        if self._teacher_view is None or self._teacher_view.ensemble is not ensemble:
+        if self._teacher_view is None:
             from fairseq_kd.teacher import Teacher
 
+            ensemble = self.load_teacher() if self.cfg.teacher_path else None
             self._teacher_view = Teacher(ensemble, self.teacher_caches, self.target_dictionary.pad(), self.cfg,
                                          student_dims=self._student_dims)
         return self._teacher_view
 
     def set_teacher(self, ensemble) -> None:
-        """Use an already loaded ``TeacherEnsemble`` (in memory) as this task's teacher."""
-        self._teacher, self._teacher_view = ensemble, None
+        """Use an already loaded ``TeacherEnsemble`` (in memory) as this task's teacher (criteria
+        already built see it: they hold the task's one ``Teacher``)."""
+        self._teacher = ensemble
+        if self._teacher_view is not None:
+            self._teacher_view.ensemble = ensemble
 
     def teacher_net_input(self, sample):
         """The teacher's input: the clean source if the student's was noised, else the same."""
@@ -186,7 +189,8 @@ class KDTranslationTask(TranslationTask):
             from fairseq_kd.hidden import model_dims_or_none
 
             self._student_dims = model_dims_or_none(model)
-            self._teacher_view = None  # built for this student on first use
+            if self._teacher_view is not None:
+                self._teacher_view.student_dims = self._student_dims
         return model
 
     # --- data ------------------------------------------------------------------
