@@ -233,12 +233,3 @@ def run_child(cmd: Sequence[str], **kwargs) -> int:
         proc.kill()
         proc.wait()
         raise
-
-
-def as_list(paths: Paths) -> List[str]:
-    """``None`` / one path / several -> list of path strings."""
-    if paths is None:
-        return []
-    if isinstance(paths, (str, os.PathLike)):
-        return [os.fspath(paths)]
-    return [os.fspath(p) for p in paths if p is not None]

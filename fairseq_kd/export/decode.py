@@ -26,7 +26,7 @@ per call, the largest of the batch):
   step cannot be read off the hypotheses, so sentences are grouped by their own limit.
 """
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 PAD_SYMBOL = "<blank>"
 EOS_SYMBOL = "</s>"
@@ -128,15 +128,3 @@ class FairseqLikeDecoder:
             for i, res in zip(idx, results):
                 out[i] = self._finish(res, limits[i], sources[i])
         return out  # type: ignore[return-value]
-
-
-def iter_chunks(items: Iterable, size: int):
-    """Consecutive lists of at most ``size`` items."""
-    chunk = []
-    for x in items:
-        chunk.append(x)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

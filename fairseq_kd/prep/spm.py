@@ -71,7 +71,3 @@ def decode_lines(sp, lines: Sequence[str]) -> List[str]:
 
 def encode_file(sp, src, dst) -> int:
     return atomic_write_lines(dst, encode_lines(sp, read_lines(src)))
-
-
-def decode_file(sp, src, dst) -> int:
-    return atomic_write_lines(dst, decode_lines(sp, read_lines(src)))
