@@ -19,7 +19,6 @@ Ensembles, teacher forcing and n-best sampling raise a ``KDInputError`` naming
 """
 import logging
 import os
-import shutil
 from typing import Dict, List
 
 from fairseq_kd.errors import KDInputError
@@ -35,16 +34,16 @@ def cache_dir_for(checkpoint: str, fingerprint: str) -> str:
 
 def convert_teacher(teacher, checkpoint: str, fingerprint: str) -> str:
     """Export the loaded ``teacher`` (once; cached) and return the CTranslate2 model directory."""
+    from fairseq_kd.export.convert import export_complete, export_model, publish
+
     out = cache_dir_for(checkpoint, fingerprint)
-    if os.path.isfile(os.path.join(out, "model.bin")):
+    if export_complete(out):  # every file at its recorded size: a conversion cut short is rebuilt
         return out
     try:
         import ctranslate2  # noqa: F401
     except ImportError:
         raise KDInputError("--backend ctranslate2 needs the ctranslate2 package (pip install ctranslate2), "
                            "or use --backend fairseq") from None
-    from fairseq_kd.export.convert import export_model
-
     os.makedirs(os.path.dirname(out), exist_ok=True)
     logger.info("ctranslate2: converting %s -> %s (once)", checkpoint, out)
     tmp = f"{out}.tmp.{os.getpid()}"
@@ -54,10 +53,7 @@ def convert_teacher(teacher, checkpoint: str, fingerprint: str) -> str:
     except KDInputError as err:
         raise KDInputError(f"CTranslate2 cannot convert the teacher {checkpoint}: {err}. Use --backend fairseq "
                            f"(decodes any fairseq architecture).") from None
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process published it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, out)  # an incomplete or concurrent conversion is moved aside, then deleted
     return out
 
 
