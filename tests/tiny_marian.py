@@ -121,4 +121,4 @@ def world(tmp_path_factory) -> dict:
         done.write_text("ok\n")
     return {"root": root, "spm": root / "student_spm" / "spm.model", "bin": root / "student_bin",
             "text": root / "student_text", "same": root / "ct2_same", "other": root / "ct2_other",
-            "hf_same": root / "hf_same"}
+            "hf_same": root / "hf_same", "hf_other": root / "hf_other"}
