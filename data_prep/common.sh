@@ -119,6 +119,30 @@ lock_out_dir() {
 # all_exist FILE...: true when every file exists (a stage's outputs).
 all_exist() { local f; for f in "$@"; do [[ -e "${f}" ]] || return 1; done; }
 
+# inputs_stamp FILE...: what a stage read (size, mtime, path per existing file).
+inputs_stamp() { local f; for f in "$@"; do [[ -e "${f}" ]] && stat -L -c '%s %Y %n' "${f}"; done; return 0; }
+
+# any_empty FILE...: true when one of the files is empty (a stage that produced nothing).
+any_empty() { local f; for f in "$@"; do [[ -s "${f}" ]] || return 0; done; return 1; }
+
+# stage1_current INPUTS...: true when the caller's raw_files exist and were made from these inputs as they
+# are now (size, mtime), recorded in raw/.inputs; otherwise drops raw/.inputs and what stages 2-4 made
+# from the old text (spm model, pieces, bin/), which is stale once stage 1 runs again.
+stage1_current() {
+  local stamp="${raw}/.inputs"
+  if all_exist "${raw_files[@]}" && ! any_empty "${raw_files[@]}" && [[ ! -f "${stamp}" ]]; then
+    inputs_stamp "$@" > "${stamp}"  # made before inputs were stamped: taken as current
+  fi
+  if all_exist "${raw_files[@]}" && [[ -f "${stamp}" && "$(cat "${stamp}")" == "$(inputs_stamp "$@")" ]]; then
+    return 0
+  fi
+  rm -rf "${stamp}" "${out_dir}/spm.model" "${out_dir}/spm.vocab" "${out_dir}/spm" "${out_dir}/bin"
+  return 1
+}
+
+# stage1_done INPUTS...: stage 1 completed for these inputs (written last).
+stage1_done() { inputs_stamp "$@" > "${raw}/.inputs"; }
+
 # raw_files_for DIR: sets the global array raw_files to DIR/<split>.<src> DIR/<split>.<tgt>
 # for every split in the caller's splits array.
 raw_files_for() { local s; raw_files=(); for s in "${splits[@]}"; do raw_files+=("$1/${s}.${src}" "$1/${s}.${tgt}"); done; }

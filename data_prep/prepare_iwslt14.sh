@@ -62,8 +62,8 @@ raw_files_for "${raw}"
 
 # ---- stage 1: extract train/valid from train.tags and test from the XML (into a temp folder) ----
 if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then
-  if all_exist "${raw_files[@]}"; then
-    log "stage 1: skip (extracted text exists in ${raw})"
+  if stage1_current "${_inputs[@]}"; then
+    log "stage 1: skip (extracted text exists in ${raw}, inputs unchanged)"
   else
     xml=()
     IFS=, read -r -a names <<< "${test_sets}"
@@ -79,6 +79,7 @@ if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then
       --min-len "${min_len}" --max-len "${max_len}" --ratio "${ratio}" >&2
     commit_dir "${tmp}" "${raw}"
     trap - EXIT
+    stage1_done "${_inputs[@]}"
   fi
   save_settings "${out_dir}" "${settings}"
 fi

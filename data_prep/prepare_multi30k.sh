@@ -9,7 +9,8 @@
 #   DIR/spm.model  DIR/spm/{train,valid,test}.{de,en}   joint sentencepiece model and pieces
 #   DIR/bin/       fairseq-preprocess --joined-dictionary (dict.de.txt, train.de-en.de.bin ...)
 # Extra test sets (--test-sets test_2016_flickr,test_2017_flickr) become test1, test2, ...
-# Each stage is skipped when its outputs exist, so a second run is instant.
+# Each stage is skipped when its outputs exist (stage 1: made from the inputs as they are now), so a
+# second run is instant.
 set -euo pipefail
 
 # ---- options: each variable is also a --kebab-case flag ----
@@ -67,8 +68,8 @@ raw_files_for "${raw}"
 
 # ---- stage 1: clean (train filtered by length/ratio; valid/test only whitespace-normalized) ----
 if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then
-  if all_exist "${raw_files[@]}"; then
-    log "stage 1: skip (cleaned text exists in ${raw})"
+  if stage1_current "${_inputs[@]}"; then
+    log "stage 1: skip (cleaned text exists in ${raw}, inputs unchanged)"
   else
     log "stage 1: cleaning into ${raw}"
     eval_pairs=()
@@ -80,6 +81,7 @@ if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then
     # checks that every pair is aligned before it writes anything
     prep clean --min-len "${min_len}" --max-len "${max_len}" --ratio "${ratio}" "${eval_pairs[@]}" \
       --pair "${data_dir}/train.${src}" "${data_dir}/train.${tgt}" "${raw}/train.${src}" "${raw}/train.${tgt}" >&2
+    stage1_done "${_inputs[@]}"
   fi
   save_settings "${out_dir}" "${settings}"
 fi

@@ -74,8 +74,9 @@ raw_files_for "${raw}"
 
 # ---- stage 1: test from SGML, cleaned train, valid (newstest2013 or carved), in a temp folder ----
 if [[ ${stage} -le 1 && 1 -le ${stop_stage} ]]; then
-  if all_exist "${raw_files[@]}"; then
-    log "stage 1: skip (cleaned text exists in ${raw})"
+  _stage1_inputs=("${_corpus_files[@]}" "${test_dir}"/newstest2014-deen-*.sgm "${valid_dir}"/newstest2013*)
+  if stage1_current "${_stage1_inputs[@]}"; then
+    log "stage 1: skip (cleaned text exists in ${raw}, inputs unchanged)"
   else
     tmp="${out_dir}/.raw.tmp$$"
     trap 'rm -rf "${tmp}"' EXIT
@@ -121,6 +122,7 @@ pass --valid-dir with it (from http://statmt.org/wmt14/dev.tgz), or --valid-fall
     fi
     commit_dir "${tmp}" "${raw}"
     trap - EXIT
+    stage1_done "${_stage1_inputs[@]}"
   fi
   save_settings "${out_dir}" "${settings}"
 fi

@@ -344,3 +344,56 @@ def test_truncated_cache_is_rebuilt_with_overwrite(tiny_teacher, tmp_path, capsy
     assert run()[0] == 2  # the advised fix is not "the same command again"
     assert run("--overwrite")[0] == 0
     assert snapshot(out) == good
+
+
+@pytest.mark.integration
+def test_prepare_multi30k_reruns_stage_1_when_its_inputs_change(tmp_path):
+    import subprocess
+    import sys
+
+    data, out = tmp_path / "m30k", tmp_path / "out"
+    data.mkdir()
+    for name in ("val", "test_2016_flickr"):
+        (data / f"{name}.de").write_text("ein Hund\n" * 3)
+        (data / f"{name}.en").write_text("a dog\n" * 3)
+    (data / "train.de").write_text("")
+    (data / "train.en").write_text("")
+
+    def prepare():
+        root = Path(__file__).resolve().parents[1]
+        return subprocess.run(["bash", str(root / "data_prep/prepare_multi30k.sh"), "--data-dir", str(data),
+                               "--out-dir", str(out), "--stop-stage", "1"], capture_output=True, text=True,
+                              env={**os.environ, "PYTHON": sys.executable})
+
+    r = prepare()  # an empty corpus is refused at once, not after sentencepiece fails on it
+    assert r.returncode == 2 and "train.de: no sentence pair left to write: it is empty" in r.stderr, r.stderr[-2000:]
+    assert not (out / "raw" / "train.de").exists()
+    (data / "train.de").write_text("eine Katze\nein Haus\n")
+    (data / "train.en").write_text("a cat\na house\n")
+    assert prepare().returncode == 0
+    assert (out / "raw" / "train.en").read_text() == "a cat\na house\n"
+    (data / "train.en").write_text("one cat\none house\n")  # the corpus fixed after a run: stage 1 again
+    os.utime(data / "train.en", (1, 1))
+    r = prepare()
+    assert r.returncode == 0 and (out / "raw" / "train.en").read_text() == "one cat\none house\n", r.stderr[-2000:]
+    r = prepare()
+    assert r.returncode == 0 and "stage 1: skip" in r.stderr
+
+
+@pytest.mark.integration
+def test_truncated_ctranslate2_conversion_is_rebuilt(tiny_teacher, tmp_path):
+    from fairseq_kd.distill.ct2 import convert_teacher
+    from fairseq_kd.export.convert import export_complete
+    from fairseq_kd.teacher import load_teacher
+
+    ckpt = tmp_path / "teacher.pt"
+    shutil.copyfile(tiny_teacher.checkpoint, ckpt)
+    teacher = load_teacher(str(ckpt))
+    out = Path(convert_teacher(teacher, str(ckpt), "f" * 64))
+    good = snapshot(out)
+    model = out / "model.bin"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # a full disk or a copy cut it
+    assert not export_complete(str(out))
+    assert convert_teacher(teacher, str(ckpt), "f" * 64) == str(out)
+    assert snapshot(out) == good and export_complete(str(out))
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no .tmp / .old left

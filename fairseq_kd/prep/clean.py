@@ -8,6 +8,7 @@ together, so the output stays aligned by construction.
 from dataclasses import dataclass, asdict
 from typing import List, Sequence, Tuple
 
+from fairseq_kd.errors import KDInputError
 from fairseq_kd.prep.textio import check_aligned, normalize, read_lines, write_parallel_atomic
 
 
@@ -47,6 +48,11 @@ def clean_files(src_in, tgt_in, src_out, tgt_out, cfg: CleanConfig, filter_pairs
     check_aligned([(src_in, tgt_in)])
     src, tgt = read_lines(src_in), read_lines(tgt_in)
     out_s, out_t, _ = clean_pairs(src, tgt, cfg, filter_pairs)
+    if not out_s:  # an empty corpus would only fail later (sentencepiece, fairseq-preprocess), and stick
+        why = "it is empty" if not src else f"the length filter (--min-len {cfg.min_len} --max-len {cfg.max_len} " \
+                                              f"--ratio {cfg.ratio:g}) drops all {len(src)} pairs"
+        raise KDInputError(f"{src_in}: no sentence pair left to write: {why}; fix the corpus (or the filter) "
+                           f"and re-run")
     write_parallel_atomic([src_out, tgt_out], [out_s, out_t])
     return {"input": str(src_in), "lines_in": len(src), "lines_out": len(out_s),
             "dropped": len(src) - len(out_s), "filtered": filter_pairs,
