@@ -2,6 +2,7 @@
 
 ``decoding`` turns a teacher into target token ids (beam, greedy, sampling, teacher
 forcing), ``select`` picks among n-best hypotheses (seq-inter), ``shards`` writes a
-distilled corpus resumably, ``ct2`` decodes with CTranslate2, ``memo`` keeps the online
-targets of ``seq_kd``/``hybrid_kd`` on disk.
+distilled corpus resumably, ``ct2`` decodes a fairseq teacher with CTranslate2,
+``ct2_teacher`` makes any CTranslate2 model (its own tokenizer) the teacher, ``filters``
+cleans the published corpus, ``memo`` keeps the online targets of ``seq_kd``/``hybrid_kd`` on disk.
 """
