@@ -1,4 +1,5 @@
-"""CTranslate2 backend: reproduces the fairseq backend's greedy output (float32), converts once,
+"""CTranslate2 backend: reproduces the fairseq backend's greedy output (float32; int8: fairseq's under
+CTranslate2's int8 arithmetic, fairseq_kd.quant), converts once,
 refuses what it cannot convert with an error naming --backend fairseq."""
 import os
 
@@ -11,9 +12,16 @@ ct2 = pytest.importorskip("ctranslate2")
 
 
 @pytest.mark.integration
-def test_ct2_greedy_equals_fairseq_greedy_and_converts_once(tiny_teacher, tmp_path):
+def test_ct2_greedy_equals_fairseq_greedy_and_converts_once(tiny_teacher, tmp_path, caplog):
+    import logging
+
+    import sacrebleu
+
+    from fairseq_kd import quant
     from fairseq_kd.distill.ct2 import cache_dir_for
-    from fairseq_kd.teacher import teacher_fingerprint
+    from fairseq_kd.distill.data import SplitData
+    from fairseq_kd.teacher import load_teacher, teacher_fingerprint
+    from tests.test_export import fairseq_outputs
 
     run_distill(tiny_teacher, tmp_path / "fs", "--decoding", "greedy")
     run_distill(tiny_teacher, tmp_path / "ct2", "--decoding", "greedy", "--backend", "ctranslate2",
@@ -22,10 +30,23 @@ def test_ct2_greedy_equals_fairseq_greedy_and_converts_once(tiny_teacher, tmp_pa
     cache = cache_dir_for(str(tiny_teacher.checkpoint), teacher_fingerprint([str(tiny_teacher.checkpoint)]))
     model_bin = f"{cache}/model.bin"
     mtime = os.path.getmtime(model_bin)
-    summary = run_distill(tiny_teacher, tmp_path / "int8", "--decoding", "greedy", "--backend", "ctranslate2",
-                          "--threads", "2")  # auto = int8 on CPU, from the same cached conversion
+    with caplog.at_level(logging.INFO, logger="fairseq_kd.distill.ct2"):
+        summary = run_distill(tiny_teacher, tmp_path / "int8", "--decoding", "greedy", "--backend", "ctranslate2",
+                              "--threads", "2")  # auto = int8 on CPU, from the same cached conversion
     assert os.path.getmtime(model_bin) == mtime
-    assert summary["sentences"] == 40 and summary["bleu"] is not None
+    assert any(r.getMessage().endswith("on cpu (int8)") for r in caplog.records)
+    # int8 outputs: fairseq's greedy search on the teacher under CTranslate2's int8 arithmetic (fairseq_kd.quant)
+    data = SplitData(str(tiny_teacher.data_bin), "test", "src", "tgt")
+    sources = [data.src_ds[i].long() for i in range(len(data))]
+    model = load_teacher(str(tiny_teacher.checkpoint)).models[0].eval()
+    assert fairseq_outputs(model, data.tgt_dict, sources, "greedy") == lines(tmp_path / "fs" / "test.tgt")
+    with quant.int8_simulation(model):
+        expected8 = fairseq_outputs(model, data.tgt_dict, sources, "greedy")
+    hyps8 = lines(tmp_path / "int8" / "test.tgt")
+    assert hyps8 == expected8
+    # and its BLEU is sacrebleu's on those outputs against the gold targets
+    refs = lines(tiny_teacher.raw / "test.tgt")
+    assert summary["sentences"] == 40 and summary["bleu"] == round(sacrebleu.corpus_bleu(hyps8, [refs]).score, 2)
 
 
 @pytest.mark.integration
