@@ -78,8 +78,24 @@ def test_self_teacher_gives_zero_kl_and_zero_kd_gradient(tiny_bin, topk):
     if topk == 0:
         assert abs(float(log["kd_loss"])) < 1e-4
         assert max(g.abs().max().item() for g in grads(model)) < 1e-5
-    else:  # a top-k teacher is not the student: KL > 0, but it is finite and backpropagates
-        assert float(log["kd_loss"]) > 0 and math.isfinite(float(log["kd_loss"]))
+        return
+    # a top-k teacher is not the student: with p = q, KL(p_k || q) = -log(Z_k) per token, Z_k the top-k
+    # mass of softmax(z / T); the loss is T^2 times its sum over non-pad tokens, and its gradient is
+    # that of T^2 sum p_k (log p_k - log_softmax(z / T)) with p_k fixed (a plain-torch reference)
+    T, mask = 2.0, sample["target"].ne(task.target_dictionary.pad())
+    got = grads(model)
+    model.zero_grad()
+    lp = torch.log_softmax(model(**sample["net_input"])[0].float() / T, -1)
+    top, ids = lp.detach().exp().topk(topk, -1)
+    z_k = top.sum(-1)
+    assert float(log["kd_loss"]) == pytest.approx(-(T * T) * z_k.log()[mask].sum().item(), rel=1e-5)
+    assert float(loss) == pytest.approx(float(log["kd_loss"]), rel=1e-6)  # alpha 1: the KD term only
+    p_k = top / z_k.unsqueeze(-1)
+    ref = (T * T) * (p_k * (p_k.log() - lp.gather(-1, ids))).sum(-1)[mask].sum()
+    ref.backward()
+    for g, r in zip(got, grads(model)):
+        assert torch.allclose(g, r, rtol=1e-4, atol=1e-6)
+    assert max(g.abs().max().item() for g in got) > 1e-3  # the top-k KD gradient is not zero
 
 
 class FixedLogits(torch.nn.Module):
