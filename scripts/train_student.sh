@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # Train a student end to end from a trained teacher, with the KD method of your choice.
 #   scripts/train_student.sh --kd seq    --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_seq
-#   scripts/train_student.sh --kd hybrid --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_hybrid
+#   scripts/train_student.sh --kd hybrid_online --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_hybrid
 #   scripts/train_student.sh --kd word ... --device cuda --bf16 --nprocs 4     # 4 GPUs, bf16 (teacher in bf16 too)
-# --kd none: CE on gold; word: word_kd (online teacher); seq: CE on fairseq-kd-distill's
-# offline corpus (stage 1 runs scripts/distill.sh); hybrid: hybrid_kd (teacher targets
-# online, memoized under the save dir; learned gate). Stages: 1 distil (seq only),
-# 2 train, 3 evaluate on the test split (sacrebleu). Steps whose outputs exist are skipped.
+# --kd takes the study's methods (fairseq_kd/study/config.py METHOD_SPECS: criterion, data, teacher,
+# flags; `python -m fairseq_kd.methods --list`): none: CE on gold; word: word_kd (online teacher);
+# seq: CE on fairseq-kd-distill's offline corpus; hybrid: hybrid_kd on that corpus; hybrid_online:
+# hybrid_kd on teacher targets made online (memoized under the save dir); seq_online: seq_kd;
+# onpolicy: onpolicy_kd. Methods on the distilled corpus run scripts/distill.sh in stage 1.
+# Stages: 1 distil, 2 train, 3 evaluate on the test split (sacrebleu). Steps whose outputs exist are skipped.
 set -euo pipefail
 
 # --- variables (each can be given as --name value) -----------------------------------
 stage=1                  # first stage to run
 stop_stage=3             # last stage to run
-kd=seq                   # none | word | seq | hybrid
+kd=seq                   # a METHOD_SPECS method: none | word | seq | seq_online | hybrid | hybrid_online | onpolicy
 teacher=""               # teacher checkpoint (not needed for --kd none)
 data_bin=""              # binarized data with the teacher's dictionaries
 exp_dir=""               # experiment dir: distilled/, checkpoints/, test.log
-decoding=beam            # teacher decoding for seq (offline) and hybrid (online: beam|greedy|teacher_forcing)
+decoding=beam            # teacher decoding of the distilled corpus, or of online teacher targets (beam|greedy|teacher_forcing)
 beam=5                   # beam size of the teacher
-backend=fairseq          # seq only: fairseq | ctranslate2 decoding of the distilled corpus
+backend=fairseq          # distilled corpus: fairseq | ctranslate2 decoding
 arch=transformer         # student architecture
 arch_args="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings --dropout 0.3"
 max_epoch=30             # training epochs
@@ -39,20 +41,25 @@ extra=""                 # extra flags for fairseq-train
 . "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, usage_error
 # shellcheck source=scripts/hw.sh
 . "$(dirname "${BASH_SOURCE[0]}")/hw.sh"  # --device / --precision / --nprocs
-usage() { echo "usage: $0 --kd none|word|seq|hybrid --data-bin DIR --exp-dir DIR [--teacher CKPT] [--device auto|cpu|cuda] [--fp16|--bf16|--amp] [--nprocs N] [--stage N --stop-stage N] ..." >&2; exit 2; }
+usage() { echo "usage: $0 --kd METHOD --data-bin DIR --exp-dir DIR [--teacher CKPT] [--device auto|cpu|cuda] [--fp16|--bf16|--amp] [--nprocs N] [--stage N --stop-stage N] ..." >&2; exit 2; }
 hw_split_switches "$@"
 parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 hw_resolve
 [[ -n "${data_bin}" && -n "${exp_dir}" ]] || usage
-case "${kd}" in none|word|seq|hybrid) ;; *) echo "$0: --kd must be none, word, seq or hybrid" >&2; exit 2 ;; esac
-[[ "${kd}" == none || -n "${teacher}" ]] || { echo "$0: --kd ${kd} needs --teacher" >&2; exit 2; }
+# the method -> criterion mapping has one home: the study's METHOD_SPECS
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+spec="$(PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}" "${python:-python3}" -m fairseq_kd.methods "${kd}")" ||
+  { echo "$0: --kd ${kd} is not a method" >&2; exit 2; }
+eval "${spec}"  # method_criterion, method_data (corpus|distilled), method_teacher (true|false), method_flags
+[[ "${method_teacher}" == false && "${method_data}" == corpus || -n "${teacher}" ]] || {
+  echo "$0: --kd ${kd} needs --teacher" >&2; exit 2; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 user_dir="$(cd "${here}/.." && pwd)/fairseq_kd"
 train_data="${data_bin}"
 mkdir -p "${exp_dir}"
 
-if [[ ${stage} -le 1 && ${stop_stage} -ge 1 && "${kd}" == seq ]]; then
+if [[ ${stage} -le 1 && ${stop_stage} -ge 1 && "${method_data}" == distilled ]]; then
   echo "stage 1: offline distilled corpus"
   distill_precision="${precision}"
   [[ "${precision}" == bf16 ]] && distill_precision=fp16  # fairseq-kd-distill decodes in fp32 or fp16
@@ -60,20 +67,26 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 && "${kd}" == seq ]]; then
     --decoding "${decoding}" --beam "${beam}" --backend "${backend}" --spm-model "${spm_model}" \
     --device "${device}" --precision "${distill_precision}" --nprocs "${nprocs}" --dry-run "${dry_run}"
 fi
-[[ "${kd}" == seq ]] && train_data="${exp_dir}/distilled/bin"
+[[ "${method_data}" == distilled ]] && train_data="${exp_dir}/distilled/bin"
 
 if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
   if [[ -f "${exp_dir}/checkpoints/checkpoint_last.pt" && -f "${exp_dir}/train.done" ]]; then
     echo "stage 2: ${exp_dir} already trained, skipping"
   else
     echo "stage 2: training the student (--kd ${kd}) on ${train_data}"
-    case "${kd}" in
-      none|seq) kd_args=(--task translation --criterion label_smoothed_cross_entropy --label-smoothing 0.1) ;;
-      word) kd_args=(--task kd_translation --teacher-path "${teacher}" --criterion word_kd --kd-alpha "${kd_alpha}" --label-smoothing 0.1) ;;
-      hybrid) kd_args=(--task kd_translation --teacher-path "${teacher}" --criterion hybrid_kd
-                       --hybrid-gate "${hybrid_gate}" --hybrid-weight "${hybrid_weight}" --label-smoothing 0.1
-                       --seq-kd-decoding "${decoding}" --seq-kd-beam "${beam}") ;;
+    kd_args=(--criterion "${method_criterion}" --label-smoothing 0.1 ${method_flags[@]+"${method_flags[@]}"})
+    if [[ "${method_teacher}" == true ]]; then
+      kd_args=(--task kd_translation --teacher-path "${teacher}" "${kd_args[@]}")
+    else
+      kd_args=(--task translation "${kd_args[@]}")
+    fi
+    case "${method_criterion}" in  # this script's knobs of each criterion
+      word_kd) kd_args+=(--kd-alpha "${kd_alpha}") ;;
+      hybrid_kd) kd_args+=(--hybrid-gate "${hybrid_gate}" --hybrid-weight "${hybrid_weight}") ;;
     esac
+    if [[ "${method_criterion}" == seq_kd || "${method_criterion}" == hybrid_kd && "${method_data}" == corpus ]]; then
+      kd_args+=(--seq-kd-decoding "${decoding}" --seq-kd-beam "${beam}")  # teacher targets made online
+    fi
     # shellcheck disable=SC2086
     fairseq_train_n "${exp_dir}/train.log" "${train_data}" --user-dir "${user_dir}" "${kd_args[@]}" --arch "${arch}" \
       ${arch_args} --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt \

@@ -169,7 +169,7 @@ student() {
     seq) args+=(--kd none --data-bin "${distilled}/bin") ;;  # CE on the distilled corpus (its test split is the original)
     word) args+=(--kd word --teacher "${teacher}" --data-bin "${bin}" --kd-alpha 0.5
             --extra "-s ${src} -t ${tgt} --teacher-cache ${cache}") ;;
-    hybrid) args+=(--kd hybrid --teacher "${teacher}" --data-bin "${bin}" --decoding beam --beam 5) ;;
+    hybrid) args+=(--kd hybrid_online --teacher "${teacher}" --data-bin "${bin}" --decoding beam --beam 5) ;;
   esac
   bash "${recipe_repo}/scripts/train_student.sh" "${args[@]}"
 }
