@@ -8,7 +8,8 @@
 * **Lines.** Text is split on ``\\n`` only: a lone ``\\r``, U+2028 or a form feed inside
   a sentence stays inside its line (``str.splitlines`` and text-mode universal newlines
   would break it and shift every following line). Input must be UTF-8; anything else
-  is refused with a ``KDInputError`` naming the file and the fix.
+  is refused with a ``KDInputError`` naming the file and the fix; a leading byte-order mark
+  (Notepad, Excel) is dropped, never kept as text of the first line.
 * **fairseq-generate output.** ``H-<id>\\t<score>\\t<text>`` lines -> hypotheses by id.
 """
 import contextlib
@@ -174,16 +175,30 @@ def decode_utf8(data: bytes, name: str) -> str:
         raise KDInputError(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start}); {UTF8_FIX}") from None
 
 
+BOM = "\ufeff"  # a UTF-8 byte-order mark (Notepad, Excel): never part of the first line's text
+
+
+def check_file(path: PathLike, missing: Optional[str] = None, what: str = "file") -> None:
+    """``KDInputError`` unless ``path`` is a file: a directory is called one (not "no such file"); a
+    missing path gets ``missing`` (default: names ``what``)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise KDInputError(f"{path} is a directory, not a {what}: pass the {what} itself (one of the files in it?)")
+    if not os.path.isfile(path):
+        raise KDInputError(missing or f"{path}: no such file ({what} not found); pass an existing file")
+
+
 def read_text(path: PathLike, what: str = "file") -> str:
-    """Whole UTF-8 file; ``-`` reads stdin. Missing file / bad encoding -> KDInputError."""
+    """Whole UTF-8 file (a leading BOM dropped); ``-`` reads stdin. Missing file / bad encoding -> KDInputError."""
     path = os.fspath(path)
     if path == "-":
-        return decode_utf8(sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode(),
+        text = decode_utf8(sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode(),
                            "<stdin>")
-    if not os.path.isfile(path):
-        raise KDInputError(f"{path}: no such file ({what} not found); pass an existing file")
-    with open(path, "rb") as f:
-        return decode_utf8(f.read(), path)
+    else:
+        check_file(path, what=what)
+        with open(path, "rb") as f:
+            text = decode_utf8(f.read(), path)
+    return text[1:] if text.startswith(BOM) else text
 
 
 def read_lines(path: PathLike, what: str = "file") -> List[str]:
@@ -196,12 +211,12 @@ def iter_lines(path: PathLike, what: str = "file") -> Iterator[str]:
     path = os.fspath(path)
     if path == "-":
         if not hasattr(sys.stdin, "buffer"):  # a text stream (tests): already decoded
-            yield from split_lines(sys.stdin.read())
+            text = sys.stdin.read()
+            yield from split_lines(text[1:] if text.startswith(BOM) else text)
             return
         yield from _decoded(sys.stdin.buffer, "<stdin>")
         return
-    if not os.path.isfile(path):
-        raise KDInputError(f"{path}: no such file ({what} not found); pass an existing file")
+    check_file(path, what=what)
     with open(path, "rb") as f:
         yield from _decoded(f, path)
 
@@ -213,6 +228,8 @@ def _decoded(binary, name: str) -> Iterator[str]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise KDInputError(f"{name}: not valid UTF-8 ({e.reason} at byte {offset + e.start}); {UTF8_FIX}") from None
+        if offset == 0 and line.startswith(BOM):
+            line = line[1:]
         offset += len(raw)
         yield line[:-1] if line.endswith("\n") else line
 
@@ -220,8 +237,7 @@ def _decoded(binary, name: str) -> Iterator[str]:
 def count_lines(path: PathLike) -> int:
     """Number of lines as ``read_lines`` sees them (a last line without newline counts)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise KDInputError(f"{path}: file not found; check the path")
+    check_file(path, f"{path}: file not found; check the path")
     n, last = 0, b"\n"
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

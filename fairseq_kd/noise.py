@@ -25,6 +25,7 @@ Realized rates (``NoiseStats.rates``) are per word the operation was applied to:
 deletion over input words, substitution and swap over the words left after deletion.
 """
 import bisect
+import math
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -275,6 +276,9 @@ def read_vocab(path: str, unit: str) -> UnigramSampler:
             text, count = (parts[0], parts[1]) if len(parts) == 2 and _is_number(parts[1]) else (line, "1")
         if not _is_number(count):
             raise KDInputError(f"{path}:{n}: count {count!r} is not a number; write 'word<TAB>count' per line")
+        if not 0 <= float(count) < math.inf:  # NaN, inf and negatives would be dropped or skew every draw
+            raise KDInputError(f"{path}:{n}: count {count!r} is not a finite number >= 0; fix that line "
+                               f"(counts are occurrences)")
         words = split_words(text.split(), unit)
         if len(words) != 1:
             raise KDInputError(f"{path}:{n}: {text!r} is {len(words)} words for unit={unit}; write one word per line")

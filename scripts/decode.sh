@@ -54,6 +54,9 @@ guard_args=(--input "${data_bin}" --input "${input}")
 for c in "${ckpts[@]}"; do guard_args+=(--input "${c}"); done
 [[ "${spm_model}" == none ]] || guard_args+=(--input "${spm_model}")
 prep guard --tool decode.sh "${guard_args[@]}" --output "${out}" --output "${out}.pieces" --output "${out}.log"
+# refuse (exit 2) a checkpoint trained with other dictionaries (same size, other order) or the other direction
+dict_args=(); for c in "${ckpts[@]}"; do dict_args+=(--checkpoint "${c}"); done
+prep dicts "${dict_args[@]}" --data-bin "${data_bin}" --src "${src}" --tgt "${tgt}" >/dev/null
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/decode.XXXXXX")"
 trap 'rm -rf "${work}"' EXIT

@@ -397,3 +397,57 @@ def test_truncated_ctranslate2_conversion_is_rebuilt(tiny_teacher, tmp_path):
     assert convert_teacher(teacher, str(ckpt), "f" * 64) == str(out)
     assert snapshot(out) == good and export_complete(str(out))
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no .tmp / .old left
+
+
+# ---------------------------------------------------------------- 5. silent wrong results
+
+
+def test_a_bom_is_not_text(tmp_path, capsys):
+    from fairseq_kd import fileio
+    from fairseq_kd.cli import noise, score
+
+    ref = tmp_path / "ref.txt"
+    ref.write_text("a small house by the river\nthe cat sleeps\n", encoding="utf-8")
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_bytes(b"\xef\xbb\xbf" + ref.read_bytes())  # Notepad's UTF-8
+    assert fileio.read_lines(hyp) == fileio.read_lines(ref) == list(fileio.iter_lines(hyp))
+    rc = run_cli(score.__name__, ["-r", str(ref), "-i", str(hyp), "--metrics", "bleu"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["bleu"]["score"] == 100.0
+    out = tmp_path / "noisy.txt"
+    assert run_cli(noise.__name__, ["-i", str(hyp), "-o", str(out), "--swap", "1", "--seed", "3"]) == 0
+    assert "\ufeff" not in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("count", ["-3", "nan", "inf"])
+def test_noise_vocab_counts_must_be_finite_and_not_negative(count, tmp_path):
+    from fairseq_kd.errors import KDInputError
+    from fairseq_kd.noise import read_vocab
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(f"Haus\t5\nKatze\t{count}\n", encoding="utf-8")
+    with pytest.raises(KDInputError, match=rf"vocab.txt:2: count '{count}' is not a finite number >= 0"):
+        read_vocab(str(vocab), "word")
+
+
+@pytest.mark.integration
+def test_decode_sh_refuses_a_reordered_dictionary_of_the_same_size(tiny_teacher, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_reliability_silent import swap_dictionary_symbols
+
+    data = tmp_path / "bin"
+    shutil.copytree(tiny_teacher.data_bin, data)
+    swap_dictionary_symbols(data)
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["bash", str(root / "scripts/decode.sh"), "--data-bin", str(data), "--checkpoint",
+                        str(tiny_teacher.checkpoint), "--out", str(tmp_path / "hyp"), "--src", "src", "--tgt", "tgt",
+                        "--spm-model", "none", "--subset", "valid"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and "is not the source dictionary" in r.stderr and "first difference at id 4" in r.stderr, \
+        r.stderr[-2000:]
+    assert not (tmp_path / "hyp").exists()
+    from fairseq_kd.prep.dicts import check_checkpoint_dicts  # the checkpoint's own data-bin passes
+
+    assert check_checkpoint_dicts(str(tiny_teacher.checkpoint), str(tiny_teacher.data_bin), "src", "tgt")["checked"] \
+        == ["source", "target"]

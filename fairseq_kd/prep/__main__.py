@@ -98,6 +98,11 @@ def _write_test(a, srcs, tgts, kind):
     return {kind: len(s), "out": [a.out_src, a.out_tgt]}
 
 
+def _cmd_dicts(a):
+    from fairseq_kd.prep.dicts import check_checkpoint_dicts
+    return [check_checkpoint_dicts(c, a.data_bin, a.src, a.tgt) for c in a.checkpoint]
+
+
 def _cmd_xml(a):
     from fairseq_kd.prep.iwslt import read_xml_pair
     if len(a.files) % 2:
@@ -284,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--out-pieces", default=None, help="also write the ordered piece-level hypotheses")
     c.set_defaults(fn=_cmd_hyps)
+
+    c = sub.add_parser("dicts", help="refuse checkpoints trained with other dictionaries or direction than --data-bin")
+    c.add_argument("--checkpoint", action="append", required=True, help="a checkpoint (repeatable)")
+    c.add_argument("--data-bin", required=True)
+    c.add_argument("--src", required=True)
+    c.add_argument("--tgt", required=True)
+    c.set_defaults(fn=_cmd_dicts)
 
     c = sub.add_parser("guard", help="refuse outputs that are, contain or lie inside an input (exit 2)")
     c.add_argument("--tool", default="", help="tool name for the message")
