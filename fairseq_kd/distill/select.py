@@ -4,7 +4,7 @@ hypothesis closest to the reference, by sacrebleu's sentence BLEU or chrF.
 ``top`` keeps the teacher's best-scoring hypothesis (plain seq-KD). Ties keep the
 earlier (higher-ranked) hypothesis, so the choice is deterministic.
 """
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 SELECT_CHOICES = ("top", "sentence_bleu", "chrf")
 
