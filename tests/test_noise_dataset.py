@@ -118,3 +118,44 @@ def test_kd_translation_trains_with_noise_and_clean_teacher(tiny_teacher, tmp_pa
     task.load_dataset("valid")
     assert isinstance(task.datasets["train"], NoisyLanguagePairDataset)
     assert not isinstance(task.datasets["valid"], NoisyLanguagePairDataset)  # valid/test stay clean
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("teacher_input", ["noisy", "clean"])
+def test_teacher_reads_the_source_noise_teacher_input_names(tiny_teacher, teacher_input, monkeypatch):
+    """One training step of word_kd with source noise: every teacher forward reads the student's noisy
+    source (``--noise-teacher-input noisy``) or the clean source of the same sentences (``clean``).
+    The teacher's input is captured at its encoder (any encoder but the student's)."""
+    from fairseq.models.transformer import TransformerEncoderBase
+
+    from tests import helpers
+
+    task, model, criterion = helpers.build_components(tiny_teacher.data_bin, extra=[
+        "--criterion", "word_kd", "--teacher-path", str(tiny_teacher.checkpoint), "--noise-deletion", "0.3",
+        "--noise-swap", "0.3", "--noise-side", "source", "--noise-teacher-input", teacher_input])
+    seen, forward = [], TransformerEncoderBase.forward
+
+    def recording(self, src_tokens, *args, **kwargs):
+        if self is not model.encoder:
+            seen.append(src_tokens.clone())
+        return forward(self, src_tokens, *args, **kwargs)
+
+    monkeypatch.setattr(TransformerEncoderBase, "forward", recording)
+    sample = helpers.first_batch(task, n=16)
+    clean_task, _, _ = helpers.build_components(tiny_teacher.data_bin, extra=[
+        "--criterion", "word_kd", "--teacher-path", str(tiny_teacher.checkpoint)])
+    clean_task.load_dataset("train")
+    pad = task.source_dictionary.pad()
+    student = [row[row.ne(pad)].tolist() for row in sample["net_input"]["src_tokens"]]
+    clean = [clean_task.dataset("train")[i]["source"].tolist() for i in sample["id"].tolist()]
+    assert student != clean  # the noise changed some sources: the two cases differ
+
+    class Backward:  # the part of fairseq's optimizer train_step uses
+        def backward(self, loss):
+            loss.backward()
+
+    task.train_step(sample, model, criterion, Backward(), update_num=0)
+    assert seen, "the teacher never ran"
+    for src_tokens in seen:
+        got = [row[row.ne(pad)].tolist() for row in src_tokens]
+        assert got == (student if teacher_input == "noisy" else clean)
