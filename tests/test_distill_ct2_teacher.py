@@ -201,3 +201,34 @@ def test_unusable_teachers_are_refused_in_one_line(w, tmp_path, capsys):
     assert "inside the input --teacher-ct2" in msg
     assert "pass one teacher" in one_line_error(w, tmp_path, capsys, "-o", out)
     assert not (tmp_path / "out" / "shards").exists()  # nothing written by a refused run
+
+
+@pytest.mark.integration
+def test_seq_inter_chrf_picks_among_the_teachers_nbest(w, tmp_path):
+    import ctranslate2
+    import sacrebleu
+    import sentencepiece as spm
+    from fairseq.data import Dictionary
+
+    out = tmp_path / "nbest"
+    summary = distil(w, out, "other", "--nbest", "2", "--select", "chrf")
+    translator = ctranslate2.Translator(str(w["other"]), device="cpu", compute_type="float32")
+    t_sp = spm.SentencePieceProcessor(model_file=str(w["other"] / "source.spm"))
+    s_sp = spm.SentencePieceProcessor(model_file=str(w["spm"]))
+    src = (w["text"] / "train.src").read_text(encoding="utf-8").splitlines()
+    gold = [s_sp.decode(line.split()) for line in (w["root"] / "student_raw" / "train.tgt").read_text().splitlines()]
+    d = Dictionary.load(str(w["bin"] / "dict.tgt.txt"))
+    want, ranks = [], []
+    for text, ref in zip(src, gold):
+        tokens = t_sp.encode(text, out_type=str) + ["</s>"]
+        res = translator.translate_batch([tokens], beam_size=BEAM, num_hypotheses=2, max_decoding_length=int(A * len(tokens) + B),
+                                         min_decoding_length=1, return_scores=True, max_input_length=0)[0]
+        pieces = [[p if d.index(p) != d.unk() else "<unk>" for p in s_sp.encode(t_sp.decode_pieces(list(h)), out_type=str)]
+                  for h in res.hypotheses]  # the student's pieces, as its dictionary holds them
+        chrf = [sacrebleu.sentence_chrf(s_sp.decode(p), [ref]).score for p in pieces]
+        k = max(range(len(pieces)), key=lambda j: (chrf[j], -j))
+        want.append(" ".join(pieces[k]))
+        ranks.append(k)
+    assert (out / "train.tgt").read_text(encoding="utf-8").splitlines() == want
+    assert summary["nbest_rank_histogram"] == {str(r): ranks.count(r) for r in sorted(set(ranks))}
+    assert 0 < ranks.count(1) < len(ranks)  # both ranks chosen: the selection is exercised
