@@ -341,3 +341,15 @@ def test_fused_route_gives_the_log_softmax_routes_loss_logs_and_gradients(tiny_b
         torch.testing.assert_close(log1[key], log0[key], rtol=1e-5, atol=1e-4)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("T", [float("nan"), float("inf"), 0.0])
+def test_temperature_must_be_finite_and_positive(tiny_bin, T):
+    """--kd-temperature nan / inf / 0 is refused when the criterion is built, in one line naming the flag."""
+    from fairseq_kd.errors import KDInputError
+
+    task, model, _ = helpers.build_components(tiny_bin)
+    attach_teacher(task, [perturbed_copy(model)])
+    with pytest.raises(KDInputError, match="--kd-temperature") as err:
+        make_criterion(task, kd_temperature=T)
+    assert "\n" not in str(err.value)
