@@ -30,10 +30,22 @@ UTF8_FIX = "re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf
 # ---------------------------------------------------------------- atomic writes
 
 
+def make_dirs(folder: PathLike, what: str = "output directory") -> None:
+    """``os.makedirs(folder, exist_ok=True)``, but a regular file in the way is one line naming it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = os.fspath(folder)
+        while blocker and not os.path.exists(blocker):
+            blocker = os.path.dirname(blocker)
+        raise KDInputError(f"{what} {os.fspath(folder)} cannot be created: {blocker} is a file, not a directory; "
+                           f"choose another path (or move that file away)") from None
+
+
 def _tmp_for(path: str) -> str:
     """A fresh temporary file next to ``path`` (same filesystem, so os.replace is atomic)."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    make_dirs(folder, f"the folder of {path}")
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     os.close(fd)
     return tmp
@@ -183,7 +195,8 @@ def check_file(path: PathLike, missing: Optional[str] = None, what: str = "file"
     missing path gets ``missing`` (default: names ``what``)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise KDInputError(f"{path} is a directory, not a {what}: pass the {what} itself (one of the files in it?)")
+        raise KDInputError(f"{path} is a directory where a file ({what}) is expected: pass the file itself "
+                           f"(one of the files in it?)")
     if not os.path.isfile(path):
         raise KDInputError(missing or f"{path}: no such file ({what} not found); pass an existing file")
 

@@ -158,7 +158,9 @@ class DirLock:
             return None
 
     def acquire(self) -> "DirLock":
-        os.makedirs(self.folder, exist_ok=True)
+        from fairseq_kd.fileio import make_dirs
+
+        make_dirs(self.folder)  # a regular file in the way: one line, not a traceback
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children (PEP 446)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

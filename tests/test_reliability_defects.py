@@ -451,3 +451,64 @@ def test_decode_sh_refuses_a_reordered_dictionary_of_the_same_size(tiny_teacher,
 
     assert check_checkpoint_dicts(str(tiny_teacher.checkpoint), str(tiny_teacher.data_bin), "src", "tgt")["checked"] \
         == ["source", "target"]
+
+
+# ---------------------------------------------------------------- 6. one line instead of a traceback
+
+from tests.test_translate import exported  # noqa: E402,F401  (fixture: spm model, random model, its export)
+
+
+@pytest.mark.integration
+def test_translate_cuts_a_line_longer_than_the_model_and_translates_the_rest(exported, tmp_path, caplog):
+    from fairseq_kd.cli import translate
+
+    root, sp, d, model, lines = exported
+    lines = [x for x in lines if x][:6]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run_cli(translate.__name__, [str(root / "ct2"), "-i", str(tmp_path / "in.txt"), "-o",
+                                        str(tmp_path / "ref.txt"), "--beam", "1", "--no-progress"]) == 0
+    long_line = " ".join(["ein hund läuft über die wiese"] * 350)  # ~10,000 characters, > 1024 positions
+    (tmp_path / "in2.txt").write_text("\n".join(lines[:3] + [long_line] + lines[3:]) + "\n", encoding="utf-8")
+    rc = run_cli(translate.__name__, [str(root / "ct2"), "-i", str(tmp_path / "in2.txt"), "-o",
+                                      str(tmp_path / "out.txt"), "--beam", "1", "--no-progress"])
+    assert rc == 0 and "line 4: 3850 pieces, more than the model's 1024 source positions" in caplog.text
+    out = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    ref = (tmp_path / "ref.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(out) == 7 and out[:3] + out[4:] == ref
+
+
+@pytest.mark.integration
+def test_translate_refusals_are_one_line(exported, tmp_path, capsys):
+    from fairseq_kd.cli import translate
+
+    root = exported[0]
+    (tmp_path / "in.txt").write_text("ein hund\n", encoding="utf-8")
+    (tmp_path / "not.model").write_text("not a sentencepiece model\n")
+    (tmp_path / "file").write_text("x")
+    base = [str(root / "ct2"), "-i", str(tmp_path / "in.txt"), "--no-progress"]
+    for extra, says in ((["--compute-type", "float16"], "--compute-type float16 is not supported on cpu"),
+                        (["--spm-model", str(tmp_path / "not.model")], "is not a sentencepiece model"),
+                        (["-o", str(tmp_path / "file" / "out.txt")], "is a file, not a directory"),
+                        (["--spm-model", str(tmp_path)], "is a directory where a file (sentencepiece model) is expected")):
+        rc, err = run_cli(translate.__name__, base + extra, capsys)
+        assert rc == 2 and says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (extra, err)
+    rc, err = run_cli(translate.__name__, [str(root / "ct2"), "-i", str(tmp_path)], capsys)
+    assert rc == 2 and "is a directory where a file (input file) is expected" in err, err
+
+
+@pytest.mark.integration
+def test_cache_refuses_small_max_tokens_missing_split_and_file_out_dir(tiny_teacher, tmp_path, capsys):
+    from fairseq_kd.cli import cache
+
+    def run(out, *extra):
+        return run_cli(cache.__name__, [str(tiny_teacher.data_bin), "--teacher-path", str(tiny_teacher.checkpoint),
+                                        "--out-dir", str(out), "--topk", "4", "--no-progress", *extra], capsys)
+
+    rc, err = run(tmp_path / "c", "--split", "valid", "--max-tokens", "3")
+    assert rc == 2 and "--max-tokens 3 is below the longest sentence" in err, err
+    rc, err = run(tmp_path / "c", "--split", "tset")
+    assert rc == 2 and "--split tset: no binarized tset split" in err and "test" in err, err
+    (tmp_path / "file").write_text("x")
+    rc, err = run(tmp_path / "file", "--split", "valid")
+    assert rc == 2 and "is a file, not a directory" in err, err
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.name != ".fairseq-kd.lock"]

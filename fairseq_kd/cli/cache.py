@@ -83,6 +83,12 @@ def plan_batches(dataset, args) -> list:
     from fairseq.data import data_utils
 
     order = np.arange(len(dataset))
+    sizes = np.asarray([dataset.num_tokens(i) for i in order] if not hasattr(dataset, "num_tokens_vec")
+                       else dataset.num_tokens_vec(order))
+    if len(sizes) and sizes.max() > args.max_tokens:
+        raise KDInputError(f"--max-tokens {args.max_tokens} is below the longest sentence of the split "
+                           f"({int(sizes.max())} tokens, sentence {int(sizes.argmax())}): pass --max-tokens "
+                           f"{int(sizes.max())} or more")
     order = order[np.argsort(dataset.num_tokens_vec(order) if hasattr(dataset, "num_tokens_vec")
                              else dataset.src_sizes[order], kind="stable")]
     return data_utils.batch_by_size(order, dataset.num_tokens, max_tokens=args.max_tokens,
@@ -147,8 +153,8 @@ def cache_split(task, teacher, split: str, args) -> dict:
     dataset = task.dataset(split)
     fp = split_fingerprint(task, split, dataset, teacher, args.dtype)
     folder = parts.part_dir(parts_root(args, split), args.part) if args.part else args.out_dir
+    plan = plan_batches(dataset, args)  # before anything is written: --max-tokens against the longest sentence
     writer = TeacherCacheWriter(folder, split, dataset, args.topk, part_fingerprint(fp, args) if args.part else fp)
-    plan = plan_batches(dataset, args)
     mine = plan[args.part.slice(len(plan))] if args.part else plan
     done = writer.done[: writer.n_sent].astype(bool)
     batches = [b for b in mine if not done[b].all()]  # whole batches are marked done together
@@ -205,6 +211,20 @@ def check_options(args) -> None:
         raise KDInputError(f"--device {args.device}: torch sees no GPU here; pass --device cpu")
 
 
+def check_splits(task, splits, data: str) -> None:
+    """Every split to cache is binarized in the data dir (before the teacher loads)."""
+    import glob
+
+    folder = data.split(":")[0]
+    src, tgt = task.cfg.source_lang, task.cfg.target_lang
+    have = sorted({os.path.basename(p).split(".")[0] for p in glob.glob(os.path.join(folder, "*.idx"))})
+    for split in splits:
+        if not any(os.path.exists(os.path.join(folder, f"{split}.{a}-{b}.{src}.idx")) for a, b in ((src, tgt), (tgt, src))):
+            raise KDInputError(f"--split {split}: no binarized {split} split for {src}-{tgt} in {folder} (it holds: "
+                               f"{', '.join(have) or 'none'}); pass one of those, or binarize {split} with "
+                               f"fairseq-preprocess")
+
+
 def check_teacher_paths(args) -> None:
     """The paths each teacher checkpoint names (its data dir, its own teachers) are inputs too."""
     from fairseq_kd import guard
@@ -229,6 +249,7 @@ def main(args) -> list:
     splits = args.split or ["train"]
     with guard.DirLock(parts.part_dir(args.out_dir, args.part) if args.part else args.out_dir, "fairseq-kd-cache"):
         task = build_task(args)
+        check_splits(task, splits, args.data)
         validate.topk_within("--topk", args.topk, len(task.target_dictionary), zero_means_all=False)
         teacher = task.load_teacher()
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]

@@ -193,7 +193,6 @@ def prune_checkpoint(inp: str, out: str, tolerance: float = 1e-4, verify: bool =
         state["cfg"] = cfg
     else:
         state["args"] = new_args
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with fileio.atomic_open(out, "wb") as f:  # tmp file + rename; a full disk leaves no .tmp behind
         torch.save(state, f)
     return report

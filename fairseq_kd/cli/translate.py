@@ -66,17 +66,28 @@ class Pieces:
         if not src:
             raise KDInputError(f"{model_dir} holds no sentencepiece model: pass --spm-model, or re-export with "
                                f"fairseq-kd-export --spm-model SPM")
+        from fairseq_kd import fileio
+
         for path in (src, tgt):
-            if not os.path.isfile(path):
-                raise KDInputError(f"sentencepiece model not found: {path} (fix --spm-model)")
-        self.src = spm.SentencePieceProcessor(model_file=src)
-        self.tgt = self.src if tgt == src else spm.SentencePieceProcessor(model_file=tgt)
+            fileio.check_file(path, f"sentencepiece model not found: {path} (fix --spm-model)", "sentencepiece model")
+        self.src = _load_spm(src)
+        self.tgt = self.src if tgt == src else _load_spm(tgt)
 
     def encode(self, line: str) -> List[str]:
         return self.src.encode(line, out_type=str)
 
     def decode(self, pieces: List[str]) -> str:
         return self.tgt.decode(pieces)
+
+
+def _load_spm(path: str):
+    import sentencepiece as spm
+
+    try:
+        return spm.SentencePieceProcessor(model_file=path)
+    except (RuntimeError, OSError) as err:
+        raise KDInputError(f"{path} is not a sentencepiece model ({str(err).strip()[:120]}): pass the .model "
+                           f"file spm_train wrote (fix --spm-model)") from None
 
 
 def load_translator(model_dir: str, device: str, compute_type: str, threads: int):
@@ -87,19 +98,38 @@ def load_translator(model_dir: str, device: str, compute_type: str, threads: int
                            f"create it with fairseq-kd-export CKPT {model_dir}")
     if device == "auto":
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        raise KDInputError("--device cuda: CTranslate2 sees no GPU here; pass --device cpu")
+    supported = sorted(ctranslate2.get_supported_compute_types(device))
+    if compute_type not in ("default", "auto") and compute_type not in supported:
+        raise KDInputError(f"--compute-type {compute_type} is not supported on {device} here: choose one of "
+                           f"{', '.join(supported)} (or default)")
     return ctranslate2.Translator(model_dir, device=device, compute_type=compute_type,
                                   inter_threads=1, intra_threads=max(threads, 0))
 
 
-def translate_lines(lines: Iterable[str], decoder, pieces: Pieces, chunk_lines: int) -> Iterator[str]:
-    """Detokenized translations of ``lines``, in order (empty in, empty out)."""
+def translate_lines(lines: Iterable[str], decoder, pieces: Pieces, chunk_lines: int,
+                    max_source_tokens: Optional[int] = None) -> Iterator[str]:
+    """Detokenized translations of ``lines``, in order (empty in, empty out). A line longer than
+    the model's source positions (``max_source_tokens`` pieces, EOS excluded) is cut to them,
+    with a warning: the model cannot read past them, and one such line must not stop the rest."""
     it = iter(lines)
+    start = 0
     while True:
         chunk = list(itertools.islice(it, chunk_lines))
         if not chunk:
             return
         keep = [i for i, line in enumerate(chunk) if line.strip()]
-        hyps = decoder.decode([pieces.encode(chunk[i]) for i in keep])
+        sources = [pieces.encode(chunk[i]) for i in keep]
+        if max_source_tokens is not None:
+            for j, src in enumerate(sources):
+                if len(src) > max_source_tokens:
+                    logger.warning("line %d: %d pieces, more than the model's %d source positions: translating "
+                                   "its first %d pieces only", start + keep[j] + 1, len(src), max_source_tokens + 1,
+                                   max_source_tokens)
+                    sources[j] = src[:max_source_tokens]
+        start += len(chunk)
+        hyps = decoder.decode(sources)
         out = [""] * len(chunk)
         for i, h in zip(keep, hyps):
             out[i] = pieces.decode(h[0][0])
@@ -125,8 +155,8 @@ def main(argv=None) -> dict:
         validate.non_negative(flag, value)
     guard.check_paths({"model_dir": args.model_dir, "--input": args.input, "--spm-model": args.spm_model,
                        "--spm-model-tgt": args.spm_model_tgt}, {"--output": args.output}, "fairseq-kd-translate")
-    if args.input != "-" and not os.path.isfile(args.input):
-        raise KDInputError(f"--input {args.input}: no such file")
+    if args.input != "-":
+        fileio.check_file(args.input, f"--input {args.input}: no such file", "input file")
     meta = read_meta(args.model_dir)
     pieces = Pieces(args.model_dir, args.spm_model, args.spm_model_tgt)
     translator = load_translator(args.model_dir, args.device, args.compute_type, args.threads)
@@ -150,7 +180,9 @@ def main(argv=None) -> dict:
                 progress.update(1)
             yield line
 
-    outputs = counted(translate_lines(lines, decoder, pieces, args.chunk_lines))
+    max_src = meta.get("max_source_positions", meta.get("max_target_positions"))
+    outputs = counted(translate_lines(lines, decoder, pieces, args.chunk_lines,
+                                      int(max_src) - 1 if max_src else None))
     if args.output == "-":
         for line in outputs:
             sys.stdout.write(line + "\n")

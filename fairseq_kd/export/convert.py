@@ -74,9 +74,11 @@ def export_model(model, src_dict, tgt_dict, out_dir: str, quantization: str = "n
     meta = dict(meta or {})
     meta.update(info)
     meta.update({"quantization": quantization, "format": 1, "spm": spm_files,
-                 "max_target_positions": int(model.decoder.max_positions())})
+                 "max_target_positions": int(model.decoder.max_positions()),
+                 "max_source_positions": int(model.encoder.max_positions())})
     tmp = f"{os.path.abspath(out_dir)}.tmp.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    fileio.make_dirs(os.path.dirname(tmp), f"the folder of OUT_DIR {out_dir}")
     os.makedirs(tmp)
     try:
         spec.save(tmp)

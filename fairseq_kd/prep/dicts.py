@@ -1,8 +1,9 @@
-"""A checkpoint against the data-bin it is about to decode: the dictionaries it was trained with
-(found through the data dir stored in it) must equal ``--data-bin``'s symbol by symbol, and its
-stored language pair must be the decoding direction. A dictionary of the same size in another
-order decodes every id to another word (BLEU near 0, no error); ``scripts/decode.sh`` runs this
-before ``fairseq-generate``.
+"""A checkpoint against the data-bin it is about to decode: ``--data-bin``'s dictionaries may not
+hold the symbols the checkpoint was trained with (found through the data dir stored in it) under
+other ids (every id would decode to another word: BLEU near 0, no error), and its stored language
+pair must be the decoding direction. Other symbols altogether (pieces renamed id for id, or
+another vocabulary: not told apart) are warned about. ``scripts/decode.sh`` runs this before
+``fairseq-generate``.
 """
 import logging
 import os
@@ -48,7 +49,10 @@ def check_checkpoint_dicts(checkpoint: str, data_bin: str, src: str, tgt: str) -
             continue
         a, b = read_symbols(own), read_symbols(mine)
         i = first_difference(a, b)
-        if i >= 0:
+        if i >= 0 and sorted(a) != sorted(b):  # other symbols: renamed pieces, or another vocabulary
+            logger.warning("%s: %s holds other symbols than %s (first at id %d): decoding assumes they were "
+                           "renamed id for id", checkpoint, mine, own, i)
+        elif i >= 0:  # the same symbols under other ids: every id decodes to another word
             sym = lambda s: repr(s[i]) if i < len(s) else "<end>"  # noqa: E731
             raise KDInputError(f"{mine} ({len(b)} symbols) is not the {side} dictionary {checkpoint} was trained "
                                f"with ({own}, {len(a)} symbols): first difference at id {i}, {sym(b)} vs {sym(a)}; "
