@@ -300,6 +300,13 @@ class TeacherCache:
         logger.info("teacher cache: %s split %s, %d sentences, %d tokens, top-%d", folder, split, n_sent, n_tok, k)
         return cls(folder, split, k, offsets, mm("ids", (n_tok, k)), mm("probs", (n_tok, k)), mm("gold", (n_tok,)))
 
+    def check_topk(self, topk: int, flag: str = "--kd-topk") -> None:
+        """Refuse a top-k this cache cannot give (it holds the teacher's top ``k`` only)."""
+        if topk > self.k:
+            raise KDInputError(f"{flag} {topk} exceeds the {self.k} tokens per position the teacher cache "
+                               f"{self.folder} ({self.split}) holds: pass {flag} {self.k} or less, or rebuild the "
+                               f"cache with fairseq-kd-cache --topk {topk} --overwrite")
+
     @property
     def n_sentences(self) -> int:
         return len(self.offsets) - 1

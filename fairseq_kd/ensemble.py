@@ -170,7 +170,8 @@ def load_teacher(paths, task=None, teacher_data: Optional[str] = None, trust: bo
             ("source", task.cfg.source_lang, teacher.src_dict, task.source_dictionary),
             ("target", task.cfg.target_lang, teacher.tgt_dict, task.target_dictionary),
         ):
-            check_same_dictionary(t_dict, dictionary_file(t_data, getattr(cfg.task, f"{side}_lang", lang)),
+            t_lang = getattr(teacher_task.cfg, f"{side}_lang", None) or getattr(cfg.task, f"{side}_lang", None) or lang
+            check_same_dictionary(t_dict, dictionary_file(t_data, t_lang),  # the inferred language, never None
                                   s_dict, dictionary_file(task.cfg.data, lang), side)
     n_params = sum(p.numel() for p in teacher.parameters())
     logger.info("teacher: %d model(s) from %s, %d parameters each (frozen, eval mode)",

@@ -172,6 +172,7 @@ teaches. It never calls back into the
     def _cached(self, cache, sample, request: TeacherRequest) -> TeacherDistribution:
         target = sample["target"][:, request.prefix:]  # B x T
         ids, probs, gold = cache.lookup(sample, target, self.pad, request.prefix)  # B x T x K
+        cache.check_topk(request.topk)  # a top-k above the cache's k is refused, never silently cut to k
         if 0 < request.topk < ids.size(-1):  # cached ids are sorted by probability
             ids, probs = ids[..., :request.topk], probs[..., :request.topk]
         return TeacherDistribution(request.temperature, gold, ids=ids,
