@@ -251,7 +251,8 @@ def test_bad_inputs_are_clear_errors(tiny_teacher, tmp_path):
 
 @pytest.mark.integration
 def test_sigkill_then_rerun_is_byte_identical(tiny_teacher, tmp_path):
-    """A real SIGKILL of the tool mid-run, then a re-run: same files as an uninterrupted run."""
+    """A real SIGKILL of the tool mid-run (always: the tool pauses once its first shard is written, and is
+    killed there), then a re-run: same files as an uninterrupted run."""
     import os
     import signal
     import subprocess
@@ -260,21 +261,44 @@ def test_sigkill_then_rerun_is_byte_identical(tiny_teacher, tmp_path):
 
     args = ["--decoding", "greedy", "--shard-size", "40", "--max-tokens", "30"]
     run_distill(tiny_teacher, tmp_path / "full", *args, split="train")
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "fairseq_kd.cli.distill", "--data", str(tiny_teacher.data_bin), "--split", "train",
-           "--teacher", str(tiny_teacher.checkpoint), "-o", str(out), "--cpu", "--no-progress", *MAXLEN, *args]
-    proc = subprocess.Popen(cmd, cwd=str(helpers.REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not list((out / "shards").glob("shard-000002.jsonl")):
-        time.sleep(0.05)
-    killed = proc.poll() is None
-    if killed:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    if killed:
-        assert not (out / "train.tgt").exists()
+    out, paused = tmp_path / "killed", tmp_path / "paused"
+    cmd = [sys.executable, "-c", PAUSE_BEFORE_SECOND_SHARD, str(paused), "--data", str(tiny_teacher.data_bin),
+           "--split", "train", "--teacher", str(tiny_teacher.checkpoint), "-o", str(out), "--cpu", "--no-progress",
+           *MAXLEN, *args]
+    with open(tmp_path / "killed.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=str(helpers.REPO), stdout=log, stderr=log)
+        try:
+            deadline = time.time() + 300
+            while not paused.exists() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            alive = proc.poll() is None
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            code = proc.wait()
+    assert paused.exists() and alive and code == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
+    assert sorted(p.name for p in (out / "shards").glob("shard-*.jsonl")) == ["shard-000000.jsonl"]
+    assert not (out / "train.tgt").exists()  # nothing published by the killed run
     run_distill(tiny_teacher, out, *args, split="train")
     assert_same_published(tmp_path / "full", out)
+
+
+# fairseq-kd-distill whose second shard never starts: it writes argv[1] once the first shard is on disk,
+# then sleeps until it is killed
+PAUSE_BEFORE_SECOND_SHARD = """
+import pathlib, sys, time
+from fairseq_kd.cli import distill
+from fairseq_kd.distill import run
+real, marker, calls = run.decode_shard, pathlib.Path(sys.argv[1]), []
+def pausing(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        marker.write_text("first shard written")
+        time.sleep(3600)
+    return real(*args, **kwargs)
+run.decode_shard = pausing
+distill.cli_main(sys.argv[2:])
+"""
 
 
 @pytest.mark.integration
