@@ -52,14 +52,30 @@ def parse_part(spec) -> Part:
     if isinstance(spec, Part):
         return spec
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
+    if m and int(m.group(2)) > 0 and int(m.group(1)) >= int(m.group(2)):
+        n = int(m.group(2))
+        raise KDInputError(f"--part {spec}: I counts from 0, so with N = {n} the parts are "
+                           f"{', '.join(f'{i}/{n}' for i in range(min(n, 3)))}{' ... ' if n > 3 else ''}"
+                           f"{f'{n - 1}/{n}' if n > 3 else ''} (I = 0..{n - 1})")
     if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
         raise KDInputError(f"--part wants I/N with 0 <= I < N (e.g. 0/2 and 1/2), got {spec!r}")
     return Part(int(m.group(1)), int(m.group(2)))
 
 
+def _part_arg(spec) -> Part:
+    """``parse_part`` for argparse, which prints an ``ArgumentTypeError``'s message (a ``ValueError``'s
+    it replaces by "invalid value")."""
+    import argparse
+
+    try:
+        return parse_part(spec)
+    except KDInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_arguments(group) -> None:
     """``--part I/N`` and ``--merge`` on an argparse group."""
-    group.add_argument("--part", type=parse_part, default=None, metavar="I/N",
+    group.add_argument("--part", type=_part_arg, default=None, metavar="I/N",
                        help="compute only worker I's slice of N (0-based; run I = 0..N-1 anywhere, then --merge)")
     group.add_argument("--merge", action="store_true",
                        help="check that the N parts are complete and consistent, then publish the merged output")

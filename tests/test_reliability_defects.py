@@ -512,3 +512,43 @@ def test_cache_refuses_small_max_tokens_missing_split_and_file_out_dir(tiny_teac
     rc, err = run(tmp_path / "file", "--split", "valid")
     assert rc == 2 and "is a file, not a directory" in err, err
     assert not [p for p in (tmp_path / "c").rglob("*") if p.name != ".fairseq-kd.lock"]
+
+
+# ---------------------------------------------------------------- 7. messages that name the fix
+
+
+def test_directory_for_a_file_and_part_range_hint(tmp_path, capsys):
+    from fairseq_kd.cli import cache, noise, score
+
+    (tmp_path / "d").mkdir()
+    rc, err = run_cli(noise.__name__, ["-i", str(tmp_path / "d"), "-o", str(tmp_path / "o.txt")], capsys)
+    assert rc == 2 and "is a directory where a file" in err and "no such file" not in err, err
+    rc, err = run_cli(noise.__name__, ["-i", str(tmp_path / "d"), "-o", str(tmp_path / "d" / "o.txt")], capsys)
+    assert rc == 2 and err.count("fairseq-kd-noise") == 1, err  # the tool named once, not twice
+    rc, err = run_cli(score.__name__, ["-r", str(tmp_path / "d"), "-i", str(tmp_path / "d")], capsys)
+    assert rc == 2 and "is a directory where a file" in err, err
+    rc, err = run_cli(cache.__name__, ["data", "--teacher-path", "t.pt", "--out-dir", "c", "--part", "2/2"], capsys)
+    assert rc == 2 and "I counts from 0, so with N = 2 the parts are 0/2, 1/2" in err, err
+
+
+@pytest.mark.integration
+def test_teacher_dictionary_refusal_names_real_files_and_topk_above_cache_is_refused(tiny_teacher, tmp_path, capsys):
+    from fairseq_kd.cli import cache
+    from fairseq_kd.errors import KDInputError
+    from tests import helpers
+    from tests.test_reliability_silent import swap_dictionary_symbols
+
+    data = tmp_path / "bin"
+    shutil.copytree(tiny_teacher.data_bin, data)
+    swap_dictionary_symbols(data)
+    unnamed = checkpoint_with_task(tiny_teacher.checkpoint, tmp_path / "t.pt", source_lang=None, target_lang=None)
+    with pytest.raises(KDInputError, match=r"teacher dictionary \S+/dict\.src\.txt") as err:
+        helpers.build_components(data, ["--criterion", "label_smoothed_cross_entropy", "--teacher-path", str(unnamed)])
+    assert "dict.None.txt" not in str(err.value)
+    out = tmp_path / "cache"
+    assert run_cli(cache.__name__, [str(tiny_teacher.data_bin), "--teacher-path", str(tiny_teacher.checkpoint),
+                                    "--out-dir", str(out), "--split", "train", "--topk", "4", "--no-progress"]) == 0
+    extra = ["--teacher-cache", str(out), "--criterion", "word_kd", "--kd-alpha", "0.5", "--kd-topk", "6",
+             "--max-update", "1"]
+    with pytest.raises(KDInputError, match="--kd-topk 6 exceeds the 4 tokens per position"):
+        helpers.train(tiny_teacher.data_bin, tmp_path / "student", task="kd_translation", max_epoch=1, extra=extra)

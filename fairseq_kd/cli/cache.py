@@ -240,7 +240,7 @@ def main(args) -> list:
     from fairseq_kd import guard, validate
 
     guard.check_paths({"data": args.data.split(":"), "--teacher-path": args.teacher_path.split(":"),
-                       "--teacher-data": args.teacher_data}, {"--out-dir": args.out_dir}, "fairseq-kd-cache")
+                       "--teacher-data": args.teacher_data}, {"--out-dir": args.out_dir})
     if args.part and args.merge:
         raise KDInputError("--part and --merge exclude each other: run the parts first, then --merge once")
     check_options(args)

@@ -45,7 +45,7 @@ def main(argv=None) -> dict:
 
     args = get_parser().parse_args(argv)
     guard.check_paths({"checkpoint": args.checkpoint, "--data": args.data, "--spm-model": args.spm_model,
-                       "--spm-model-tgt": args.spm_model_tgt}, {"out_dir": args.out_dir}, "fairseq-kd-export")
+                       "--spm-model-tgt": args.spm_model_tgt}, {"out_dir": args.out_dir})
     meta = export_checkpoint(args.checkpoint, args.out_dir, args.quantization, data=args.data,
                              spm_model=args.spm_model, spm_model_tgt=args.spm_model_tgt,
                              trust=args.trust_checkpoint, force=args.force)

@@ -111,7 +111,7 @@ def run(args) -> Dict:
     guard.check_paths(
         {"--source": args.source, "--target": args.target, "--input": args.input, "--vocab": args.vocab},
         {"--output-source": args.output_source, "--output-target": args.output_target, "--output": args.output,
-         "--summary-json": args.summary_json, "--write-vocab": vocab_out}, "fairseq-kd-noise")
+         "--summary-json": args.summary_json, "--write-vocab": vocab_out})
 
     if parallel:
         missing = [n for n, v in (("--source", args.source), ("--target", args.target),

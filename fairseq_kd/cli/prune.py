@@ -139,7 +139,7 @@ def prune_checkpoint(inp: str, out: str, tolerance: float = 1e-4, verify: bool =
     from fairseq_kd.models.pruning import prune_state_dict, widths_arg
     from fairseq_kd.models.transformer_glu import TransformerGLUModel
 
-    guard.check_paths({"--input": inp}, {"--output": out}, "fairseq-kd-prune")
+    guard.check_paths({"--input": inp}, {"--output": out})
     if not os.path.isfile(inp):
         raise KDInputError(f"checkpoint not found: {inp} (pass the adaptive-capacity checkpoint with -i)")
     if os.path.exists(out) and not force:

@@ -37,7 +37,7 @@ def cli_main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     cfg = scoring.ScoreConfig(args.tokenize, args.lowercase, args.tok_bleu_tokenize, tuple(args.metrics))
     try:
-        guard.check_paths({"--input": args.input, "--refs": args.refs}, {"--output": args.output}, "fairseq-kd-score")
+        guard.check_paths({"--input": args.input, "--refs": args.refs}, {"--output": args.output})
         if args.input == "-":
             hyps = fileio.read_lines("-")
             refs = [scoring.read_lines(p) for p in args.refs]

@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
                         ("--min-len", args.min_len), ("--threads", args.threads)):
         validate.non_negative(flag, value)
     guard.check_paths({"model_dir": args.model_dir, "--input": args.input, "--spm-model": args.spm_model,
-                       "--spm-model-tgt": args.spm_model_tgt}, {"--output": args.output}, "fairseq-kd-translate")
+                       "--spm-model-tgt": args.spm_model_tgt}, {"--output": args.output})
     if args.input != "-":
         fileio.check_file(args.input, f"--input {args.input}: no such file", "input file")
     meta = read_meta(args.model_dir)
