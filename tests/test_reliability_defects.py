@@ -527,6 +527,10 @@ def test_directory_for_a_file_and_part_range_hint(tmp_path, capsys):
     assert rc == 2 and err.count("fairseq-kd-noise") == 1, err  # the tool named once, not twice
     rc, err = run_cli(score.__name__, ["-r", str(tmp_path / "d"), "-i", str(tmp_path / "d")], capsys)
     assert rc == 2 and "is a directory where a file" in err, err
+    rc, err = export([tmp_path / "d", tmp_path / "out"], capsys)
+    assert rc == 2 and "is a directory where a file (checkpoint) is expected" in err, err
+    rc, err = run_cli(noise.__name__, ["-i", "-", "--substitution", "0.1", "--vocab", str(tmp_path / "d")], capsys)
+    assert rc == 2 and "is a directory where a file (vocabulary file)" in err, err
     rc, err = run_cli(cache.__name__, ["data", "--teacher-path", "t.pt", "--out-dir", "c", "--part", "2/2"], capsys)
     assert rc == 2 and "I counts from 0, so with N = 2 the parts are 0/2, 1/2" in err, err
 

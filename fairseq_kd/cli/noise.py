@@ -20,7 +20,6 @@ as JSON (and parallel mode also prints it on stdout).
 import argparse
 import json
 import logging
-import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -102,8 +101,9 @@ def run(args) -> Dict:
         validate.probability(f"--{flag}", getattr(args, flag))
     validate.positive("--swap-window", args.swap_window)
     cfg = N.NoiseConfig(args.deletion, args.substitution, args.swap, args.swap_window)
-    if args.vocab and not os.path.isfile(args.vocab):
-        raise KDInputError(f"{args.vocab}: vocabulary file not found; pass --vocab with an existing file or drop it")
+    if args.vocab:
+        fileio.check_file(args.vocab, f"{args.vocab}: vocabulary file not found; pass --vocab with an existing file "
+                                      f"or drop it", "vocabulary file")
     parallel = any(x is not None for x in (args.source, args.target, args.output_source, args.output_target))
     vocab_out = None
     if args.write_vocab:

@@ -140,8 +140,7 @@ def prune_checkpoint(inp: str, out: str, tolerance: float = 1e-4, verify: bool =
     from fairseq_kd.models.transformer_glu import TransformerGLUModel
 
     guard.check_paths({"--input": inp}, {"--output": out})
-    if not os.path.isfile(inp):
-        raise KDInputError(f"checkpoint not found: {inp} (pass the adaptive-capacity checkpoint with -i)")
+    fileio.check_file(inp, f"checkpoint not found: {inp} (pass the adaptive-capacity checkpoint with -i)", "checkpoint")
     if os.path.exists(out) and not force:
         raise KDInputError(f"{out} exists: choose another -o or pass --force to overwrite it")
     state = load_checkpoint(inp, trust_file=trust)

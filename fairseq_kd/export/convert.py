@@ -198,8 +198,8 @@ def export_checkpoint(checkpoint: str, out_dir: str, quantization: str = "none",
     """``fairseq-kd-export``: checkpoint (+ dictionaries, sentencepiece) -> CTranslate2 directory."""
     from fairseq_kd.teacher import file_sha256
 
-    if not os.path.isfile(checkpoint) and ":" not in checkpoint:
-        raise KDInputError(f"checkpoint not found: {checkpoint}")
+    if ":" not in checkpoint:
+        fileio.check_file(checkpoint, f"checkpoint not found: {checkpoint}", "checkpoint")
     model, src_dict, tgt_dict, cfg = load_single(checkpoint, data, trust)
     # the checkpoint's own data dir (never passed as --data) and teacher files are inputs too
     guard.check_paths(guard.named_by_checkpoint(cfg), {"OUT_DIR": out_dir})

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence
 
-from fairseq_kd.errors import KDInputError
-from fairseq_kd.fileio import atomic_write_lines, read_lines
+from fairseq_kd.fileio import atomic_write_lines, check_file, read_lines
 
 
 @dataclass
@@ -28,8 +27,7 @@ def train_spm(inputs: Sequence[str], model_prefix: str, cfg: SpmConfig) -> Path:
     import sentencepiece as spm
 
     for path in inputs:
-        if not Path(path).is_file():
-            raise KDInputError(f"{path}: sentencepiece training input not found")
+        check_file(path, f"{path}: sentencepiece training input not found", "sentencepiece training input")
     prefix = Path(model_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     tmp = prefix.with_name(f".{prefix.name}.tmp{os.getpid()}")
@@ -54,8 +52,8 @@ def load(model: str):
     """A SentencePieceProcessor for ``model`` (clear error when missing)."""
     import sentencepiece as spm
 
-    if not Path(model).is_file():
-        raise KDInputError(f"{model}: sentencepiece model not found (run the data preparation first)")
+    check_file(model, f"{model}: sentencepiece model not found (run the data preparation first)",
+               "sentencepiece model")
     return spm.SentencePieceProcessor(model_file=str(model))
 
 
