@@ -15,6 +15,9 @@ per token; a criterion adds ``term * sample_size`` to its summed loss.
 * **Inputs.** The teacher reads the student's own inputs for this term (the possibly
   noisy source, the decoder input the criterion used: gold, distilled or on-policy),
   so positions correspond. With an ensemble teacher, its first member's states are used.
+  The criterion asks ``fairseq_kd.teacher.Teacher`` for them with its distribution: one teacher
+  forward gives both (an extra pass over the student's source only when the teacher reads
+  another one: on-the-fly noise with ``--noise-teacher-input clean``). Nothing here runs the teacher.
 * **Where the projection lives.** In the criterion (a ``torch.nn.Module``): fairseq's
   trainer optimizes criterion parameters with the model's and saves them under
   ``"criterion"`` in the checkpoint, apart from ``"model"``, which is all that
