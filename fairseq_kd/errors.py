@@ -31,8 +31,9 @@ def is_disk_error(err: BaseException) -> bool:
 def disk_message(err: OSError, path=None) -> str:
     """One line for a failed write: the file, the cause, the fix."""
     where = path or err.filename or "a file"
+    fix = "write to a writable disk" if err.errno == errno.EROFS else "free space or write to another disk"
     return (f"cannot write {where}: {err.strerror or os.strerror(err.errno)} ({errno.errorcode.get(err.errno, err.errno)}); "
-            f"free space or write to another disk and re-run (files already there were left as they were)")
+            f"{fix} and re-run (files already there were left as they were)")
 
 
 def disk_error(err: OSError, path=None) -> KDDiskError:

@@ -179,7 +179,8 @@ def leftovers(folder: Path):
     return sorted(p.name for p in folder.rglob("*") if ".tmp" in p.name or ".old." in p.name or "partial" in p.name)
 
 
-def test_atomic_writes_on_a_full_disk_keep_the_old_file_and_name_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EDQUOT"])
+def test_atomic_writes_on_a_full_disk_keep_the_old_file_and_name_it(code, tmp_path, monkeypatch):
     import errno
 
     from fairseq_kd import fileio
@@ -189,11 +190,11 @@ def test_atomic_writes_on_a_full_disk_keep_the_old_file_and_name_it(tmp_path, mo
     out.write_text("old\n")
 
     def no_space(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
 
     monkeypatch.setattr(os, "fsync", no_space)
     for write in (lambda: fileio.atomic_write_text(out, "new\n"), lambda: fileio.atomic_write_many({out: ["new"]})):
-        with pytest.raises(KDDiskError, match=r"cannot write .*out.txt: No space left on device \(ENOSPC\)"):
+        with pytest.raises(KDDiskError, match=rf"cannot write .*out.txt: .* \({code}\); .* and re-run"):
             write()
         assert out.read_text() == "old\n" and os.listdir(tmp_path) == ["out.txt"]
 
