@@ -139,7 +139,7 @@ def test_student_divergence_takes_the_fused_route_only_when_compilation_is_on(mo
     logits, t_full, ids, t_top = (x.float() if x.is_floating_point() else x for x in _case(6, dead=False))
     calls = []
     real = divergences.dist_kl_logits
-    monkeypatch.setattr(divergences, "dist_kl_logits", lambda dist, z: calls.append(1) or real(dist, z))
+    monkeypatch.setattr(divergences, "dist_kl_logits", lambda dist, z, T: calls.append(1) or real(dist, z, T))
     monkeypatch.setattr(fused, "_fn", lambda name: {"sparse": fused.kl_sparse_logits, "full": fused.kl_full_logits}[name])
     for dist in (TeacherDistribution(2.0, t_top[..., 0], ids=ids, topk_lprobs=t_top),
                  TeacherDistribution(2.0, t_full[..., 0], lprobs=t_full)):

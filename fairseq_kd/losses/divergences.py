@@ -134,11 +134,11 @@ def dist_kl(dist, student_lp: torch.Tensor) -> torch.Tensor:
     return basic.kl_full(dist.lprobs, student_lp)
 
 
-def dist_kl_logits(dist, logits: torch.Tensor) -> torch.Tensor:
+def dist_kl_logits(dist, logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``dist_kl(dist, log softmax(logits / T))`` without that tensor (``fused``).  # B x T x V -> B x T"""
     if dist.sparse:
-        return fused.tempered_kl_sparse(dist.ids, dist.topk_lprobs, logits, dist.temperature)
-    return fused.tempered_kl_full(dist.lprobs, logits, dist.temperature)
+        return fused.tempered_kl_sparse(dist.ids, dist.topk_lprobs, logits, temperature)
+    return fused.tempered_kl_full(dist.lprobs, logits, temperature)
 
 
 def distribution_divergence(dist, student_lp: torch.Tensor, kind: str = "forward_kl", beta: float = 0.5,
@@ -171,7 +171,8 @@ def distribution_divergence(dist, student_lp: torch.Tensor, kind: str = "forward
 
 
 def student_divergence(dist, logits: torch.Tensor, kind: str = "forward_kl", beta: float = 0.5,
-                       tail: str = "renormalize", lprobs: Optional[torch.Tensor] = None) -> torch.Tensor:
+                       tail: str = "renormalize", lprobs: Optional[torch.Tensor] = None,
+                       temperature: Optional[float] = None) -> torch.Tensor:
     """D(teacher_T, student_T) per position from the student's ``logits`` at the teacher
     distribution's temperature (no T^2, no mask).  # logits: B x T x V -> B x T
 
@@ -180,12 +181,12 @@ def student_divergence(dist, logits: torch.Tensor, kind: str = "forward_kl", bet
     no tempered log-softmax tensor) when compilation works; otherwise, and for the other
     divergences, from log softmax(z / T).
     """
-    T = float(dist.temperature)
+    T = float(dist.temperature if temperature is None else temperature)  # the student's T (the loss's)
     if T == 1.0:
         student_lp = lprobs if lprobs is not None else basic.student_log_probs(logits)
         return distribution_divergence(dist, student_lp, kind, beta, tail)
     if is_dist_kl(dist, kind, tail) and fused.enabled():
-        return dist_kl_logits(dist, logits)  # the same value as dist_kl(dist, log softmax(z / T))
+        return dist_kl_logits(dist, logits, T)  # the same value as dist_kl(dist, log softmax(z / T))
     return distribution_divergence(dist, basic.student_log_probs(logits, T), kind, beta, tail)
 
 

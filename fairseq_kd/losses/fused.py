@@ -190,7 +190,8 @@ def teacher_gold(logits: torch.Tensor, target: torch.Tensor) -> Optional[torch.T
     return _call("gold", logits, target)
 
 
-def ce_and_kl(dist, logits: torch.Tensor, target: torch.Tensor, eps: float, pad: int
+def ce_and_kl(dist, logits: torch.Tensor, target: torch.Tensor, eps: float, pad: int,
+              temperature: Optional[float] = None
               ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
     """(label-smoothed CE, NLL, forward KL(teacher_T || student_T), the teacher's gold log-prob at T = 1
     or None) per position for a ``teacher.TeacherDistribution``, compiled into one pass over the
@@ -198,14 +199,16 @@ def ce_and_kl(dist, logits: torch.Tensor, target: torch.Tensor, eps: float, pad:
     (eagerly these formulas are slower than the log-softmax route, so the caller keeps that route). A
     distribution that holds only the teacher's logits is read from them (its log-softmax is never
     written), and its gold log-prob comes from the same pass (else the fourth value is None: the
-    distribution has it). The distribution is only read.
+    distribution has it). The distribution is only read. ``temperature``: the loss's T (default the
+    distribution's; a caller passes its own and checks they agree).
     # logits: B x T x V, target: B x T -> 4 x (B x T)
     """
     name = "ce_sparse" if dist.sparse else "ce_tlogits" if dist.from_logits else "ce_full"
     if not enabled() or name in _FAILED:
         return None
+    T = float(dist.temperature if temperature is None else temperature)
     if name == "ce_tlogits":
-        ce, nll, kl, gold = _call(name, logits, target, dist.logits, float(dist.temperature), float(eps), int(pad))
+        ce, nll, kl, gold = _call(name, logits, target, dist.logits, T, float(eps), int(pad))
         return ce, nll, kl, gold.detach()
     teacher = (dist.ids, dist.topk_lprobs) if dist.sparse else (dist.lprobs,)
-    return (*_call(name, logits, target, *teacher, float(dist.temperature), float(eps), int(pad)), None)
+    return (*_call(name, logits, target, *teacher, T, float(eps), int(pad)), None)

@@ -63,12 +63,12 @@ def ce_and_divergence(spec: KDLossSpec, logits: torch.Tensor, target: torch.Tens
     # logits: B x T x V, target: B x T
     """
     T = float(spec.temperature)
-    if dist is not None and float(dist.temperature) != T:
+    if dist is not None and float(dist.temperature) != T:  # the teacher was asked for spec.temperature
         raise ValueError(f"the teacher's distribution is at T = {dist.temperature}, the loss at T = {T}")
     valid = target.ne(pad)  # B x T
     terms = None
     if dist is not None and fusable and divergences.is_dist_kl(dist, spec.divergence, spec.topk_tail):
-        terms = fused.ce_and_kl(dist, logits, target, spec.label_smoothing, pad)
+        terms = fused.ce_and_kl(dist, logits, target, spec.label_smoothing, pad, T)
     if terms is not None:  # one compiled pass over the logits
         ce, nll, d, gold = terms  # B x T each (0 CE / NLL at pad)
         if reduce:
@@ -81,6 +81,6 @@ def ce_and_divergence(spec: KDLossSpec, logits: torch.Tensor, target: torch.Tens
             ce, nll = ce.view_as(target), nll.view_as(target)
         gold = None
         d = None if dist is None else divergences.student_divergence(
-            dist, logits, spec.divergence, spec.jsd_beta, spec.topk_tail, lprobs=lprobs)
+            dist, logits, spec.divergence, spec.jsd_beta, spec.topk_tail, lprobs=lprobs, temperature=T)
     kd = None if d is None else (T * T) * torch.where(valid, d, torch.zeros_like(d))
     return LossTerms(ce, nll, kd, dist, gold)
