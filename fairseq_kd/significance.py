@@ -9,9 +9,15 @@ with the observed one::
     d_i = score_sys(i) - score_base(i)
     p   = (#{ |d_i| - mean_j |d_j|  >=  |observed difference| } + 1) / (n_samples + 1)
 
-One change: sacrebleu counts ``>`` where this counts ``>=``, so a system compared with
-itself (all differences 0) gets p = 1, where sacrebleu reports p = 1/(n+1) ("significant").
-For systems that differ, ties have probability ~0 and the p-values agree (a test checks it).
+sacrebleu counts ``>`` where this counts ``>=``, so a system compared with itself (all
+differences 0) gets p = 1, where sacrebleu reports p = 1/(n+1) ("significant"); that value is
+kept as ``p_value_sacrebleu`` (for systems that differ the two agree; a test checks it).
+
+**One test.** The reported ``p_value`` and the ``*`` come from the same percentile bootstrap
+as the 95% interval: p = 2 min(#{d_i <= 0}, #{d_i >= 0}) / n_samples (at most 1), so
+p <= 0.05 exactly when the interval excludes 0 (``significance_mark``; a test checks the
+equivalence). sacrebleu's centred test can disagree with the interval near the boundary,
+which would put a ``*`` beside an interval that covers 0.
 
 Several seeds: each side is the *mean* score of its seeds' systems, every seed evaluated on
 the same resample (paired by sentence), so with one seed this is exactly the above. The
@@ -68,15 +74,17 @@ def paired_bootstrap(base: Sequence[Sequence[str]], system: Sequence[Sequence[st
     diffs = sys_rs - base_rs
     observed = sys_score - base_score
     centred = np.abs(diffs) - np.abs(diffs).mean()
-    p = (int(np.sum(centred >= abs(observed))) + 1) / (n_samples + 1)
+    p_sacrebleu = (int(np.sum(centred >= abs(observed))) + 1) / (n_samples + 1)
+    p = min(1.0, 2 * min(int(np.sum(diffs <= 0)), int(np.sum(diffs >= 0))) / n_samples)
     ordered = np.sort(diffs)
     lo = n_samples // 40
     return {"metric": metric, "base": base_score, "system": sys_score, "delta": observed, "p_value": p,
+            "p_value_sacrebleu": p_sacrebleu,
             "ci_low": float(ordered[lo]), "ci_high": float(ordered[n_samples - lo - 1]), "n_samples": n_samples,
             "seed": seed, "seeds_base": len(base), "seeds_system": len(system)}
 
 
 def significance_mark(p: float, alpha: float = 0.05) -> str:
-    """'*' when p < alpha (the table's mark of a significant difference), else ''."""
-    return "*" if p < alpha else ""
+    """'*' when p <= alpha: with ``paired_bootstrap``'s p-value, exactly when its 95% interval excludes 0."""
+    return "*" if p <= alpha else ""
 

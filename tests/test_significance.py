@@ -27,12 +27,12 @@ def test_identical_systems_are_not_different():
 
 def test_empty_against_perfect_by_hand():
     """Empty output scores BLEU 0 on every resample and the references 100: every resampled
-    difference is exactly 100, so the interval is [100, 100] and no centred difference (all 0)
-    reaches 100: p = 1 / (1000 + 1)."""
+    difference is exactly 100, so the interval is [100, 100], no difference is <= 0 (p = 0) and no
+    centred difference (all 0) reaches 100 (sacrebleu's p = 1 / (1000 + 1))."""
     res = paired_bootstrap([[""] * len(REFS)], [REFS], REFS)
     assert res["base"] == 0.0 and res["system"] == pytest.approx(100.0) and res["delta"] == pytest.approx(100.0)
     assert res["ci_low"] == pytest.approx(100.0) and res["ci_high"] == pytest.approx(100.0)
-    assert res["p_value"] == pytest.approx(1 / 1001)
+    assert res["p_value"] == 0.0 and res["p_value_sacrebleu"] == pytest.approx(1 / 1001)
     assert significance_mark(res["p_value"]) == "*"
 
 
@@ -43,7 +43,7 @@ def test_one_seed_agrees_with_sacrebleu_paired_bs():
     ref_result = got["BLEU"][1]
     res = paired_bootstrap([sys_a], [sys_b], REFS)
     assert res["system"] == pytest.approx(ref_result.score) and res["base"] == pytest.approx(got["BLEU"][0].score)
-    assert res["p_value"] == pytest.approx(ref_result.p_value)
+    assert res["p_value_sacrebleu"] == pytest.approx(ref_result.p_value)
     assert res["delta"] == pytest.approx(sacrebleu.corpus_bleu(sys_b, [REFS]).score
                                          - sacrebleu.corpus_bleu(sys_a, [REFS]).score)
     assert res["ci_low"] <= res["delta"] <= res["ci_high"]
@@ -60,3 +60,20 @@ def test_seeds_average_and_a_repeated_seed_changes_nothing():
 def test_misaligned_hypotheses_are_refused():
     with pytest.raises(ValueError, match="59 lines but the reference has 60"):
         paired_bootstrap([NOISY[:-1]], [NOISY], REFS)
+
+
+@pytest.mark.parametrize("n_samples", [1000, 100, 250])
+def test_the_mark_and_the_interval_are_one_test(n_samples):
+    """'*' exactly when the 95% interval excludes 0, over systems from clearly better to tied; the
+    p-value is the share of resampled differences on the other side of 0, doubled (counted by hand)."""
+    rng = random.Random(3)
+    marks = set()
+    for trial in range(40):
+        k = rng.randint(0, len(REFS))  # the system fixes k lines of NOISY: small k ~ tied, large k ~ better
+        fixed = set(rng.sample(range(len(REFS)), k))
+        system = [REFS[i] if i in fixed else NOISY[i] for i in range(len(REFS))]
+        res = paired_bootstrap([NOISY], [system], REFS, n_samples=n_samples, seed=trial)
+        excludes = res["ci_low"] > 0 or res["ci_high"] < 0
+        assert (significance_mark(res["p_value"]) == "*") == excludes, res
+        marks.add(excludes)
+    assert marks == {True, False}  # both outcomes were exercised
