@@ -231,6 +231,8 @@ def check_teacher_paths(args) -> None:
     from fairseq_kd.checkpoint_safety import load_checkpoint
 
     for path in args.teacher_path.split(":"):
+        if not os.path.isfile(path):
+            continue  # refused (naming it) when the teacher loads
         state = load_checkpoint(path, trust_file=args.trust_checkpoint)
         guard.check_paths(guard.named_by_checkpoint(state, "--teacher-path"), {"--out-dir": args.out_dir})
 
