@@ -130,6 +130,8 @@ def _guard(load_fn):
             if isinstance(err, RuntimeError) and not _is_read_error(err):
                 raise
             raise KDInputError(not_a_checkpoint(path, err)) from None
+        except OSError as err:  # torch's zip reader on a file cut inside its zip headers (EINVAL)
+            raise KDInputError(not_a_checkpoint(path, err)) from None
         except (KeyError, AttributeError, TypeError) as err:  # unpickled, but not fairseq's layout
             raise KDInputError(f"{path} is a PyTorch file but not a fairseq checkpoint (no {err}): pass a "
                                f"checkpoint written by fairseq-train (checkpoint_best.pt / checkpoint_last.pt)") from None
