@@ -105,17 +105,25 @@ def call(module: str, argv, stdin: bytes = b"") -> Result:
     return Result(0 if rc is None else rc, out.getvalue(), err.getvalue())
 
 
+LOCK = ".fairseq-kd.lock"  # a tool's lock file is no output (guard.DirLock)
+
+
 def snapshot(paths: Iterable[str]) -> Dict[str, Optional[bytes]]:
-    """Bytes of every file under ``paths`` (None for a path that does not exist)."""
+    """Bytes of every file under ``paths`` (None for a path that does not exist; a folder that holds no file
+    but a lock counts as absent)."""
     snap: Dict[str, Optional[bytes]] = {}
     for p in paths:
         if os.path.isdir(p):
+            snap[p] = None  # replaced by the files below, if any
             for root, _, files in os.walk(p):
                 for f in files:
+                    if f == LOCK:
+                        continue
                     full = os.path.join(root, f)
                     if os.path.isfile(full):
                         with open(full, "rb") as fh:
                             snap[full] = fh.read()
+                        snap.pop(p, None)
         elif os.path.isfile(p):
             with open(p, "rb") as fh:
                 snap[p] = fh.read()
