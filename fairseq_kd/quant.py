@@ -166,6 +166,12 @@ def check_qat_updates(n, max_update) -> int:
     return n
 
 
+def _int_or_zero(value) -> int:
+    """An integer config value; 0 for None or an unresolved ``${...}`` interpolation (a task config
+    built outside fairseq-train)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def qat_active(n: int, max_update: int, update_num: int) -> bool:
     """Update ``update_num`` (0-based, as fairseq counts) is one of the last ``n`` of ``max_update``."""
     return n > 0 and update_num >= max_update - n
@@ -174,12 +180,15 @@ def qat_active(n: int, max_update: int, update_num: int) -> bool:
 def int8_training(model: nn.Module, cfg, update_num: int):
     """The task's ``train_step`` hook: ``int8_simulation(model)`` for the last ``cfg.int8_qat_updates``
     updates of ``cfg.max_update``, else a no-op context."""
-    n = check_qat_updates(getattr(cfg, "int8_qat_updates", 0), getattr(cfg, "max_update", 0))
-    if not qat_active(n, int(getattr(cfg, "max_update", 0) or 0), update_num):
+    if not getattr(cfg, "int8_qat_updates", 0):
+        return contextlib.nullcontext()
+    max_update = _int_or_zero(getattr(cfg, "max_update", 0))
+    n = check_qat_updates(cfg.int8_qat_updates, max_update)
+    if not qat_active(n, max_update, update_num):
         return contextlib.nullcontext()
     if not getattr(model, "_fairseq_kd_int8_logged", False):
         logger.info("int8-aware fine-tuning (CTranslate2 int8 simulated) from update %d to %d",
-                    update_num + 1, cfg.max_update)
+                    update_num + 1, max_update)
         try:
             model._fairseq_kd_int8_logged = True
         except AttributeError:  # a wrapper refusing attributes: log again, harmless

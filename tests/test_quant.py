@@ -4,6 +4,8 @@ Truths: hand-computed int8 roundings; CTranslate2's own int8 model (the project'
 ``compute_type int8``) scoring forced targets; the float gradient at the quantized point;
 fairseq-train's own update counter.
 """
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -156,6 +158,15 @@ def test_qat_updates_range_and_window():
     # fairseq counts updates from 0: the last 2 of 10 are update_num 8 and 9
     assert [u for u in range(10) if quant.qat_active(2, 10, u)] == [8, 9]
     assert not any(quant.qat_active(0, 10, u) for u in range(10))
+    # a task config built outside fairseq-train: --max-update is an unresolved interpolation
+    from fairseq_kd.tasks.kd_translation import KDTranslationConfig
+
+    cfg = KDTranslationConfig()
+    assert str(cfg.max_update).startswith("${")
+    assert isinstance(quant.int8_training(nn.Linear(2, 2), cfg, 0), contextlib.nullcontext)  # off: no check
+    cfg.int8_qat_updates = 2
+    with pytest.raises(KDInputError, match="needs --max-update"):
+        quant.int8_training(nn.Linear(2, 2), cfg, 0)
 
 
 @pytest.mark.integration
