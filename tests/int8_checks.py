@@ -5,10 +5,12 @@
 * ``assert_weights_quantized``: every ``weight`` of the float32 export is stored int8 per row in
   the int8 export with CTranslate2's scale ``127 / max|row|``, and dequantizes to within half a
   quantization step (``0.5 / scale``) of the float weight; every other variable is unchanged.
-* ``assert_scores_equal_simulation``: CTranslate2's int8 teacher-forced log-probabilities equal
-  the fairseq model's under ``fairseq_kd.quant.int8_simulation`` (CTranslate2's int8 arithmetic
-  written in float32: per-row int8 weights, per-token int8 linear inputs) up to float rounding.
+* ``compare_scores`` / ``assert_int8_arithmetic``: CTranslate2's int8 teacher-forced log-probabilities
+  equal the fairseq model's under ``fairseq_kd.quant.int8_simulation`` (CTranslate2's int8
+  arithmetic written in float32: per-row int8 weights, per-token int8 linear inputs) up to float
+  rounding, wherever no int8 input sits on a rounding boundary.
 """
+import contextlib
 import struct
 
 import numpy as np
@@ -16,6 +18,9 @@ import torch
 
 DTYPES = (np.float32, np.int8, np.int16, np.int32, np.float16, None)  # model_spec._dtype_to_type_id order
 FLOAT_ATOL = 1e-4  # float32 rounding across a 1+1-layer model (as the float32 export's score test)
+# int8 units: an input this close to k + 1/2 may round the other way in CTranslate2 (float32 rounding of
+# |x * scale| <= 127 is ~1e-5; CTranslate2 and PyTorch sum in other orders)
+BOUNDARY = 1e-4
 
 
 def read_model_bin(path):
@@ -79,19 +84,53 @@ def teacher_forced(model, src, tgt, eos):
     return lp[torch.arange(tgt.numel()), tgt]
 
 
-def assert_scores_equal_simulation(translator, model, dictionary, sources, hypotheses):
-    """CTranslate2 int8 scores of each hypothesis = fairseq's under int8 simulation (module doc);
-    returns the largest difference to the float model's scores (the quantization's own effect)."""
+@contextlib.contextmanager
+def rounding_boundaries(model, found):
+    """Append to ``found`` each linear input's smallest distance (in int8 units) to a rounding
+    boundary ``k + 1/2`` of its per-token quantization (enter before ``int8_simulation``: its hooks
+    then see the float input)."""
+    from fairseq_kd import quant
+
+    def pre(mod, args):
+        y = args[0].detach().float() * quant.input_scales(args[0]).unsqueeze(-1)
+        found.append((y - torch.floor(y) - 0.5).abs().min().item() if y.numel() else 1.0)
+
+    handles = [m.register_forward_pre_hook(pre) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        yield found
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def compare_scores(translator, model, dictionary, sources, hypotheses):
+    """Per sentence: CTranslate2's int8 teacher-forced log-probs of the hypothesis against fairseq's
+    under int8 simulation and in float: ``{"to_sim": max |int8 - sim|, "sum_to_sim", "sum_to_float",
+    "boundary": the simulation's smallest distance to a rounding boundary}``."""
     from fairseq_kd import quant
     from fairseq_kd.export.convert import source_tokens
 
-    float_gap = 0.0
+    records = []
     for src, hyp in zip(sources, hypotheses):
         toks = hyp.split()
         tgt = torch.tensor([dictionary.index(t) for t in toks] + [dictionary.eos()])
         got = torch.tensor(translator.score_batch([source_tokens(dictionary, src)], [toks])[0].log_probs)
-        with quant.int8_simulation(model):
-            simulated = teacher_forced(model, src, tgt, dictionary.eos())
-        assert torch.allclose(got, simulated, atol=FLOAT_ATOL), (hyp, got, simulated)
-        float_gap = max(float_gap, (got - teacher_forced(model, src, tgt, dictionary.eos())).abs().max().item())
-    return float_gap
+        with rounding_boundaries(model, []) as found, quant.int8_simulation(model):
+            sim = teacher_forced(model, src, tgt, dictionary.eos())
+        flt = teacher_forced(model, src, tgt, dictionary.eos())
+        records.append({"to_sim": (got - sim).abs().max().item(), "sum_to_sim": (got - sim).abs().sum().item(),
+                        "sum_to_float": (got - flt).abs().sum().item(), "boundary": min(found)})
+    return records
+
+
+def assert_int8_arithmetic(records, min_exact: int):
+    """CTranslate2's int8 scores are fairseq's under int8 simulation: to float rounding on every sentence
+    whose simulated forward has no int8 input within BOUNDARY of a rounding boundary (there, float
+    rounding alone may send it either way; at least ``min_exact`` such sentences), and over all
+    sentences nearer the simulation than the float model. Returns the exactly checked indices."""
+    exact = [i for i, r in enumerate(records) if r["boundary"] > BOUNDARY]
+    for i in exact:
+        assert records[i]["to_sim"] <= FLOAT_ATOL, (i, records[i])
+    assert len(exact) >= min_exact, [r["boundary"] for r in records]
+    assert sum(r["sum_to_sim"] for r in records) < sum(r["sum_to_float"] for r in records)
+    return exact
