@@ -96,7 +96,8 @@ def test_substitution_uses_corpus_words():
 
 @pytest.mark.integration
 def test_kd_translation_trains_with_noise_and_clean_teacher(tiny_teacher, tmp_path):
-    """Real fairseq training: word_kd reads the teacher through teacher_net_input."""
+    """Real fairseq training with noise: the task's noisy train set and clean valid/test sets (what the
+    teacher reads is checked by test_teacher_reads_the_source_noise_teacher_input_names)."""
     from tests import helpers
 
     threads = torch.get_num_threads()
