@@ -210,7 +210,8 @@ for line in (open(timing, encoding="utf-8").read().splitlines() if os.path.isfil
 for done in sorted(glob.glob(os.path.join(study, "cache", "*", ".complete"))):
     c = json.load(open(done))
     print(f"| of which: teacher top-k cache of {os.path.basename(os.path.dirname(done))} | {c['seconds']:.0f} |")
-rows = list(csv.DictReader(open(os.path.join(study, "results.csv"), encoding="utf-8")))
+from fairseq_kd.study.records import read_csv  # checked rows: a copied row is counted once
+rows = read_csv(os.path.join(study, "results.csv"))
 per = {}
 for r in rows:
     if r["search"] == rows[0]["search"]:

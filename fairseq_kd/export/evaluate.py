@@ -94,10 +94,9 @@ def evaluate_export(checkpoint: str, data_bin: str, ref_file: str, split: str = 
 def study_int8_table(study_dir: str, data_bin: str, test_ref: str, beam: int = 5, threads: int = 1) -> str:
     """Markdown rows: each student of a ``fairseq-kd-study`` run (``results.csv``), its int8 export's BLEU
     and sentences/s on the test split (the main job appends this to its final table)."""
-    import csv
+    from fairseq_kd.study.records import read_csv  # checked by fairseq_kd.integrity (file:line on bad rows)
 
-    with open(os.path.join(study_dir, "results.csv"), encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(os.path.join(study_dir, "results.csv"))
     lines = [f"| student (cell) | method | params | int8 export BLEU (beam {beam}) | int8 sent/s ({threads} thread) |",
              "|---|---|---|---|---|"]
     done = set()
