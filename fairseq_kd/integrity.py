@@ -104,8 +104,8 @@ def parse_csv(path: str, text: str) -> Tuple[List[str], List[Tuple[str, Dict[str
             if not cells:
                 continue  # a blank line
             if len(cells) != len(fields):
-                raise KDInputError(f"{path}:{line}: the row has {len(cells)} fields but the header {len(fields)} (a "
-                                   f"cut or interleaved write); {DELETE_FIX}")
+                raise KDInputError(f"{path}:{line}: the row has a different number of fields than the header "
+                                   f"({len(cells)}, not {len(fields)}: a cut or interleaved write); {DELETE_FIX}")
             rows.append((f"{path}:{line}", dict(zip(fields, cells))))
     except csv.Error as err:
         raise KDInputError(f"{path}:{reader.line_num + 1}: not a readable CSV row ({err}); {DELETE_FIX}") from None

@@ -121,7 +121,7 @@ def test_bom_and_crlf_are_read(tmp_path):
     (HEADER + "\n" + row() + "\n" + row(seed=2).replace("tiny", "ti\0ny", 1) + "\n", ":3: a NUL byte"),
     (HEADER + "\n" + row(method="x" * 200_000) + "\n", "not a readable CSV row"),
     (HEADER + ",bleu\n" + row() + ",1\n", "appear twice in the header"),
-    (HEADER + "\n" + row() + ",extra\n", "fields but the header"),
+    (HEADER + "\n" + row() + ",extra\n", "different number of fields than the header"),
     ("method,noise\nnone,0\n", "missing column"),
 ])
 def test_csv_syntax_is_refused_with_the_line(tmp_path, text, needle):
@@ -156,7 +156,7 @@ def test_merge_rows_across_files(tmp_path):
     ('{"a": NaN}', "NaN is not a JSON number"), ('{"a": -Infinity}', "Infinity"),
     ('{"k": 1, "k": 2}', "appear twice"), ('[1, 2]', "not an object"), ('{"a": ', "not valid JSON"),
     ('{"n_tokens": -1}', "not a count"), ('{"x": {"n_tokens": 1.5}}', "x.n_tokens"),
-    ('{"n_tokens": true}', "not a count"), ("\ufeff{}", "not valid JSON"),
+    ('{"n_tokens": true}', "not a count"), ('{"a": 1} x', "not valid JSON"),
 ])
 def test_json_records(tmp_path, text, needle):
     path = tmp_path / "meta.json"
