@@ -225,3 +225,11 @@ def test_study_resume_reads_through_the_checks(tmp_path):
     write(tmp_path, row(seed=1), row(seed=1, bleu="99"))
     with pytest.raises(KDInputError, match=r"results.csv:3: the same results row as .*results.csv:2"):
         read_csv(path)
+
+
+def test_report_refuses_a_bootstrap_without_resamples(tmp_path, capsys):
+    from fairseq_kd.cli import report as cli
+
+    path = write(tmp_path, row(seed=1))
+    assert cli.cli_main([path, "--no-plots", "--bootstrap-samples", "0"]) == 2
+    assert "--bootstrap-samples 0" in capsys.readouterr().err and sorted(os.listdir(tmp_path)) == ["results.csv"]

@@ -41,6 +41,9 @@ def cli_main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
     try:
+        if args.bootstrap_samples < 1:
+            raise KDInputError(f"--bootstrap-samples {args.bootstrap_samples}: pass a number of resamples >= 1 "
+                               f"(1000 is sacrebleu's default)")
         guard.check_paths({"results": args.results, "--curves": args.curves},
                           {"--out-dir": [os.path.join(out_dir, n) for n in R.OUTPUT_FILES]}, "fairseq-kd-report")
         rows = R.load_csv(args.results)
