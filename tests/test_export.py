@@ -279,17 +279,23 @@ def test_evaluate_export_scores_what_fairseq_generate_scores(tiny_teacher, tmp_p
 def test_study_int8_table_has_a_row_per_student(tiny_teacher, tmp_path):
     import shutil
 
+    from fairseq_kd import study as S
     from fairseq_kd.export.evaluate import evaluate_export, study_int8_table
 
     study = tmp_path / "study"
-    for cell in ("none-a", "word-a"):
+    none, word, gone = (S.Cell(m, 0.0, "transformer", "-", 0.005, 1).slug() for m in ("none", "word", "seq"))
+    for cell in (none, word):
         (study / "cells" / cell / "checkpoints").mkdir(parents=True)
         shutil.copyfile(tiny_teacher.checkpoint, study / "cells" / cell / "checkpoints" / "checkpoint_last.pt")
-    (study / "results.csv").write_text("method,cell,parameters,search\nnone,none-a,21888,beam5\n"
-                                       "none,none-a,21888,greedy\nword,word-a,21888,beam5\nseq,gone,1,beam5\n")
+    row = "{m},0,transformer,-,0.005,1,{p},30,50,29,sig,10,100,{c},{s}\n"
+    (study / "results.csv").write_text(
+        "method,noise,arch,decoding,lr,seed,parameters,bleu,chrf,tok_bleu,signature,train_time,updates,cell,search\n"
+        + row.format(m="none", p=21888, c=none, s="beam5") + row.format(m="none", p=21888, c=none, s="greedy")
+        + row.format(m="word", p=21888, c=word, s="beam5") + row.format(m="seq", p=1, c=gone, s="beam5"))
     ref = str(tiny_teacher.raw / "test.tgt")
     table = study_int8_table(str(study), str(tiny_teacher.data_bin), ref, beam=2).splitlines()
-    assert len(table) == 4 and table[2].startswith("| none-a | none | 21888 |") and table[3].startswith("| word-a |")
-    bleu = evaluate_export(str(study / "cells/none-a/checkpoints/checkpoint_last.pt"), str(tiny_teacher.data_bin),
-                           ref, beam=2)["bleu"]
+    assert len(table) == 4 and table[2].startswith(f"| {none} | none | 21888 |")
+    assert table[3].startswith(f"| {word} | word | 21888 |")  # the seq row's cell has no checkpoint: no row
+    bleu = evaluate_export(str(study / "cells" / none / "checkpoints" / "checkpoint_last.pt"),
+                           str(tiny_teacher.data_bin), ref, beam=2)["bleu"]
     assert f"| {bleu:.2f} |" in table[2]
