@@ -1,4 +1,4 @@
-"""The study runs the methods of issue 12: method ``onpolicy`` (criterion onpolicy_kd), and the
+"""The study runs the on-policy and divergence methods: method ``onpolicy`` (criterion onpolicy_kd), and the
 divergence / gate / hidden-state options as method arguments, as fairseq itself parses them;
 and one onpolicy cell end to end (train, decode, score, record) on tiny data."""
 import csv
