@@ -2,7 +2,9 @@
 
 Kills: a driver process imports the tool once, then forks one child per attempt; the child counts its
 durable steps (every ``os.replace`` and ``os.fsync``: each atomic write's flush and publish) and SIGKILLs
-itself at step k (seeded random k, never the same run twice). After three kills a child runs to the end.
+itself at step k (seeded random k in the first third of a whole run's steps; each resumed attempt skips the
+work already done, so four kills walk through the run); and fresh runs killed at each of their last four steps (while they
+publish). After the kills a child runs to the end.
 Truth: the files of one uninterrupted run, byte for byte (wall-clock fields excepted, named below).
 
 Full disk: ``os.fsync`` raising ENOSPC (what a full disk gives the first flush that cannot be placed;
@@ -92,27 +94,37 @@ def attempt(argv, k):
 status, steps = attempt(spec["full"], 0)
 assert status == 0 and steps, (status, steps)
 rng = random.Random(spec["seed"])
-log = []
-for _ in range(3):
-    k = rng.randint(1, steps)
+result = {"steps": steps, "early": {"kills": []}, "late": []}
+for _ in range(4):  # each kill in the first third of a whole run: a resumed attempt starts further on
+    k = rng.randint(1, max(1, steps // 3))
     status, _ = attempt(spec["killed"], k)
-    log.append((k, status))
+    result["early"]["kills"].append((k, status))
     if status == 0:
         break  # finished before step k: nothing left to kill
-status, _ = attempt(spec["killed"], 0)
-print(json.dumps({"steps": steps, "kills": log, "final": status}))
+result["early"]["final"] = attempt(spec["killed"], 0)[0]
+for j, argv in enumerate(spec["late"]):  # a fresh run killed at each of its last steps (publishing), resumed
+    k = steps - j
+    result["late"].append({"kills": [(k, attempt(argv, k)[0])], "final": attempt(argv, 0)[0]})
+print(json.dumps(result))
 """
 
 
-def kill_and_resume(tool: str, full, killed, seed: int, **extra) -> dict:
-    spec = {"tool": tool, "full": full, "killed": killed, "seed": seed, **extra}
+LATE = ("late0", "late1", "late2", "late3")  # output dirs of the runs killed at their last, ..., 4th last step
+
+
+def kill_and_resume(tool: str, argv_for, seed: int, **extra) -> dict:
+    """Run ``argv_for("full")`` once; kill-and-resume ``argv_for("killed")`` (four early kills) and each
+    ``argv_for(LATE[j])`` (one kill at the j-th last step); all must end with exit 0 after a SIGKILL."""
+    spec = {"tool": tool, "full": argv_for("full"), "killed": argv_for("killed"),
+            "late": [argv_for(n) for n in LATE], "seed": seed, **extra}
     r = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(spec)], capture_output=True, text=True,
                        cwd=str(helpers.REPO), timeout=600,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "FAIRSEQ_KD_COMPILE": "0"})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["final"] == 0, (out, r.stderr[-3000:])
-    assert any(status == 9 for _, status in out["kills"]), out  # 9: the child's SIGKILL (waitpid status)
+    for seq in [out["early"], *out["late"]]:
+        assert seq["final"] == 0, (out, r.stderr[-3000:])
+        assert any(status == 9 for _, status in seq["kills"]), out  # 9: the child's SIGKILL (waitpid)
     return out
 
 
@@ -135,13 +147,13 @@ def same_files(a: Path, b: Path, skip=(), roots=None) -> None:
 
 
 @pytest.mark.parametrize("seed", [11])
-def test_distill_killed_three_times_resumes_byte_identical(tiny_teacher, tmp_path, seed):
+def test_distill_killed_four_times_resumes_byte_identical(tiny_teacher, tmp_path, seed):
     base = ["--data", str(tiny_teacher.data_bin), "--split", "valid", "--teacher", str(tiny_teacher.checkpoint),
             "--cpu", "--no-progress", "--shard-size", "8", "--max-tokens", "40", "--max-len-a", "1.2",
             "--max-len-b", "10", "--decoding", "greedy"]
-    kill_and_resume("distill", base + ["-o", str(tmp_path / "full")], base + ["-o", str(tmp_path / "killed")], seed)
-    # published files and shards; summary.json holds decoding wall times, .lock is the lock
-    same_files(tmp_path / "full", tmp_path / "killed", skip=("summary.json", "timing.json", ".fairseq-kd.lock"))
+    kill_and_resume("distill", lambda n: base + ["-o", str(tmp_path / n)], seed)
+    for name in ("killed", *LATE):  # published files and shards; summary.json holds decoding wall times
+        same_files(tmp_path / "full", tmp_path / name, skip=("summary.json", "timing.json", ".fairseq-kd.lock"))
 
 
 CACHE_STUCK = pytest.mark.xfail(
@@ -152,12 +164,12 @@ CACHE_STUCK = pytest.mark.xfail(
 
 @CACHE_STUCK
 @pytest.mark.parametrize("seed", [12])
-def test_cache_killed_three_times_resumes_byte_identical(tiny_teacher, tmp_path, seed):
+def test_cache_killed_four_times_resumes_byte_identical(tiny_teacher, tmp_path, seed):
     base = [str(tiny_teacher.data_bin), "--teacher-path", str(tiny_teacher.checkpoint), "--split", "valid",
             "--topk", "4", "--batch-size", "4", "--flush-every", "1", "--no-progress", "--device", "cpu"]
-    kill_and_resume("cache", base + ["--out-dir", str(tmp_path / "full")],
-                    base + ["--out-dir", str(tmp_path / "killed")], seed)
-    same_files(tmp_path / "full", tmp_path / "killed", skip=(".fairseq-kd.lock",))
+    kill_and_resume("cache", lambda n: base + ["--out-dir", str(tmp_path / n)], seed)
+    for name in ("killed", *LATE):
+        same_files(tmp_path / "full", tmp_path / name, skip=(".fairseq-kd.lock",))
 
 
 def _without(path: Path, column: str) -> str:
@@ -167,12 +179,15 @@ def _without(path: Path, column: str) -> str:
 
 
 @pytest.mark.parametrize("seed", [13])
-def test_study_killed_three_times_resumes_byte_identical(tmp_path, seed):
+def test_study_killed_four_times_resumes_byte_identical(tmp_path, seed):
     raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=60, n_valid=10, n_test=12)
     data = helpers.preprocess(raw, tmp_path / "bin")
-    kill_and_resume("study", [str(tmp_path / "full")], [str(tmp_path / "killed")], seed, raw=str(raw),
-                    data=str(data))
-    full, killed = tmp_path / "full", tmp_path / "killed"
+    kill_and_resume("study", lambda n: [str(tmp_path / n)], seed, raw=str(raw), data=str(data))
+    for name in ("killed", *LATE):
+        same_study(tmp_path / "full", tmp_path / name)
+
+
+def same_study(full: Path, killed: Path) -> None:
     for name in ("results.csv", "curves.csv"):
         if name == "results.csv":  # train_time is the wall time of the (fake) training
             assert _without(full / name, "train_time") == _without(killed / name, "train_time")
