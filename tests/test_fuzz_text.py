@@ -245,3 +245,37 @@ def test_helpers_split_like_fileio(lines):
     data = "\n".join(lines).encode("utf-8", errors="surrogatepass")
     assume(is_utf8(data))
     assert split_lines(data) == fileio.split_lines(data.decode())
+
+
+FUZZED = {  # console tool -> its fuzz tests (module:function)
+    "fairseq-kd-score": ["test_fuzz_text:test_score"],
+    "fairseq-kd-noise": ["test_fuzz_text:test_noise"],
+    "fairseq-kd-report": ["test_fuzz_text:test_report"],
+    "fairseq-kd-ladder": ["test_fuzz_text:test_ladder"],
+    "fairseq-kd-cache": ["test_fuzz_models:test_broken_checkpoints", "test_fuzz_models:test_option_values",
+                         "test_fuzz_models:test_outputs_aliasing_inputs"],
+    "fairseq-kd-distill": ["test_fuzz_models:test_broken_checkpoints", "test_fuzz_models:test_option_values",
+                           "test_fuzz_models:test_outputs_aliasing_inputs"],
+    "fairseq-kd-prune": ["test_fuzz_models:test_broken_checkpoints", "test_fuzz_models:test_option_values"],
+    "fairseq-kd-export": ["test_fuzz_models:test_broken_checkpoints", "test_fuzz_models:test_outputs_aliasing_inputs"],
+    "fairseq-kd-study": ["test_fuzz_models:test_study_reference_text", "test_fuzz_models:test_outputs_aliasing_inputs"],
+    "fairseq-kd-translate": ["test_fuzz_models:test_translate_input_text"],
+}
+
+
+def test_every_console_tool_is_fuzzed():
+    """A tool added to setup.py without a fuzz test fails here."""
+    import ast
+    import importlib
+    import re
+    from pathlib import Path
+
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    tools = set(re.findall(r'"(fairseq-kd-[\w-]+) = [\w.]+:cli_main"', setup))
+    assert tools and tools == set(FUZZED), sorted(tools ^ set(FUZZED))
+    for tests in FUZZED.values():
+        for name in tests:
+            module, func = name.split(":")
+            source = (Path(__file__).parent / f"{module}.py").read_text()
+            assert func in {n.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)}, name
+    assert importlib.import_module("tests.fuzz_helpers").Contract
