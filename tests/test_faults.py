@@ -2,14 +2,14 @@
 
 Kills: a driver process imports the tool once, then forks one child per attempt; the child counts its
 durable steps (every ``os.replace`` and ``os.fsync``: each atomic write's flush and publish) and SIGKILLs
-itself at step k (seeded random k in the first third of a whole run's steps; each resumed attempt skips the
-work already done, so four kills walk through the run); and fresh runs killed at each of their last four steps (while they
-publish). After the kills a child runs to the end.
+itself at step k (seeded random k in the first third of a whole run's steps; each resumed attempt skips
+the work already done, so four kills walk through the run); and fresh runs are killed at each of their
+last four steps (while they publish). After the kills a child runs to the end.
 Truth: the files of one uninterrupted run, byte for byte (wall-clock fields excepted, named below).
 
 Full disk: ``os.fsync`` raising ENOSPC (what a full disk gives the first flush that cannot be placed;
 tests/test_reliability_disk.py does the same on a real tmpfs where one can be mounted) while each writing
-tool rewrites a previous output: exit 1 or 2 with one line naming the disk error, the previous output
+tool rewrites a previous output (distill and cache: mid-run), and a study: exit 1 or 2 with one line naming the disk error, the previous output
 byte-identical, no temporary left behind.
 """
 import csv
