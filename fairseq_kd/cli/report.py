@@ -4,7 +4,6 @@
     fairseq-kd-report results.csv --out-dir figs --format json
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -71,7 +70,8 @@ def cli_main(argv=None) -> int:
         print(f"fairseq-kd-report: error: {e}", file=sys.stderr)
         return 2
     if args.format == "json":
-        print(json.dumps({"summary": summary, "plots": plots, "table": os.path.join(out_dir, "table.md")}, indent=1))
+        print(integrity.dumps_json({"summary": summary, "plots": plots, "table": os.path.join(out_dir, "table.md")},
+                                   indent=1))
     else:
         sys.stdout.write(table)
         for p in plots:
