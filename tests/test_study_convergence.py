@@ -124,3 +124,21 @@ def test_preflight_checks_reference_lines_and_teacher_direction(tiny_teacher, tm
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(KDInputError, match="junk.pt"):
         S.StudyConfig(**{**base, "teacher": str(junk)}).validate()
+
+
+def test_a_corrupt_train_record_is_refused_naming_the_fix(tmp_path):
+    """A cell's train.json is read through the integrity checks: NaN or a negative count is one line."""
+    from tests import helpers
+
+    raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=20, n_valid=5, n_test=5)
+    data = helpers.preprocess(raw, tmp_path / "bin")
+    cfg = S.StudyConfig(data=str(data), out_dir=str(tmp_path / "o"), test_ref=str(raw / "test.tgt"),
+                        source_lang="src", target_lang="tgt", bpe="none")
+    cell = S.build_grid(cfg)[0]
+    cdir = tmp_path / "o" / "cells" / cell.slug()
+    cdir.mkdir(parents=True)
+    for text, msg in (('{"parameters": 10, "updates": -3, "curve": []}', "updates"),
+                      ('{"parameters": 10, "updates": 3, "train_time": NaN, "curve": []}', "NaN")):
+        (cdir / "train.json").write_text(text)
+        with pytest.raises(KDInputError, match=rf"train.json.*{msg}.*delete .*train.json to retrain the cell"):
+            S.Study(cfg, runner=lambda *a: None).run_cell(cell)

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from fairseq_kd import fileio, guard
+from fairseq_kd import fileio, guard, integrity
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study import commands as C
 from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_base, method_spec,
@@ -168,7 +168,7 @@ class Study:
         settings = self.out / "study.json"
         current = json.loads(json.dumps(self.cfg.settings_fingerprint()))
         if settings.exists():
-            previous = json.loads(settings.read_text())
+            previous = integrity.load_json(str(settings), "restore it, or use a new --out-dir")
             changed = sorted(k for k in set(previous) | set(current)
                              if k != "method_args" and previous.get(k) != current.get(k))
             changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"])
@@ -272,7 +272,8 @@ class Study:
             if info["parameters"] is None:
                 raise RuntimeError(f"no parameter count in {log}: did fairseq-train start?")
             fileio.atomic_write_json(train_json, info)
-        info = json.loads(train_json.read_text())
+        info = integrity.load_json(str(train_json), f"delete {train_json} to retrain the cell",
+                                   counts=("updates", "best_update", "parameters"))
         ckpt = cdir / "checkpoints" / ("checkpoint_best.pt" if cfg.patience else "checkpoint_last.pt")
 
         key = dict(zip(KEY_FIELDS, cell.key()))
