@@ -175,11 +175,21 @@ class TeacherCacheWriter:
         for arr in self.arrays.values():
             arr.flush()
         del self.arrays, self.done
+        # publish by hard links, so SPLIT.partial/ stays whole until meta.json is written: a run killed
+        # (or out of disk) anywhere in here resumes with every sentence done and publishes again
         for name in ["offsets", *ARRAYS]:
             src = _path(self.partial, self.split, name)
             if self.n_tok == 0 and name in ARRAYS:  # memmap needs >= 1 row; publish empty files
                 open(src, "wb").close()
-            os.replace(src, _path(self.folder, self.split, name))
+            dst = _path(self.folder, self.split, name)
+            tmp = dst + ".tmp"
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+            try:
+                os.link(src, tmp)
+            except OSError:  # no hard links here: a copy, same bytes
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
         meta = {"format": FORMAT_VERSION, "k": self.k, "n_sentences": self.n_sent, "n_tokens": self.n_tok,
                 "fingerprint": self.fp, "sizes": _expected_sizes(self.n_sent, self.n_tok, self.k)}
         atomic_write_json(_path(self.folder, self.split, "meta"), meta)

@@ -156,13 +156,6 @@ def test_distill_killed_four_times_resumes_byte_identical(tiny_teacher, tmp_path
         same_files(tmp_path / "full", tmp_path / name, skip=("summary.json", "timing.json", ".fairseq-kd.lock"))
 
 
-CACHE_STUCK = pytest.mark.xfail(
-    strict=True, reason="known defect: a cache run killed (or out of disk) between TeacherCacheWriter.finish's "
-    "os.replace calls leaves SPLIT.partial/ without its offsets; the re-run raises FileNotFoundError "
-    "(fairseq_kd/cache.py finish/resume). Remove this mark when fixed.")
-
-
-@CACHE_STUCK
 @pytest.mark.parametrize("seed", [12])
 def test_cache_killed_four_times_resumes_byte_identical(tiny_teacher, tmp_path, seed):
     base = [str(tiny_teacher.data_bin), "--teacher-path", str(tiny_teacher.checkpoint), "--split", "valid",
@@ -274,8 +267,8 @@ def test_full_disk_keeps_the_previous_output(tool, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("tool,argv", [
     ("distill", ["--split", "valid", "--cpu", "--no-progress", "--decoding", "greedy", "--shard-size", "8"]),
-    pytest.param("cache", ["--split", "valid", "--topk", "4", "--no-progress", "--device", "cpu", "--batch-size",
-                           "4", "--flush-every", "1"], marks=CACHE_STUCK),
+    ("cache", ["--split", "valid", "--topk", "4", "--no-progress", "--device", "cpu", "--batch-size", "4",
+               "--flush-every", "1"]),
 ])
 def test_full_disk_mid_run_publishes_nothing(tool, argv, tiny_teacher, tmp_path, monkeypatch):
     """The disk fills after a few durable steps: one line, nothing published (distill: no summary.json and no

@@ -147,6 +147,9 @@ def cache_split(task, teacher, split: str, args) -> dict:
             raise KDInputError(f"{args.out_dir} already holds a finished {split} cache with --topk {cache.k} "
                                f"--dtype {dtype}, not --topk {args.topk} --dtype {args.dtype}: use another "
                                f"--out-dir, or pass --overwrite to rebuild it")
+        partial = os.path.join(args.out_dir, f"{split}.partial")
+        if os.path.isdir(partial):  # a run killed after publishing (meta.json written), while cleaning up
+            shutil.rmtree(partial)
         logger.info("split %s: cache complete in %s, skipping", split, args.out_dir)
         return {"split": split, "status": "exists"}
     task.load_dataset(split)
