@@ -1,4 +1,4 @@
-"""Concurrency (issue 13, class 4): children die with the study, one run per output directory."""
+"""Concurrency: children die with the study, one run per output directory."""
 import os
 import signal
 import subprocess

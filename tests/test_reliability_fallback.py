@@ -1,4 +1,4 @@
-"""Per-sentence fallback of fairseq-kd-distill (issue 13, class 3).
+"""Per-sentence fallback of fairseq-kd-distill.
 
 A teacher whose embedding turns one word into NaN makes fairseq's own search raise
 (``AssertionError``) on exactly the sentences holding that word. Truth: those sentences

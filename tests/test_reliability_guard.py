@@ -1,4 +1,4 @@
-"""No tool overwrites an input under any spelling of its paths (issue 13, class 1).
+"""No tool overwrites an input under any spelling of its paths.
 
 Every tool that writes is run with an output that is, contains or lies inside one of its
 inputs, spelled in every way we know (the same string, ``..``, a symlinked folder, a path

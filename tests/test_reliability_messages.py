@@ -1,4 +1,4 @@
-"""One line naming the file and the fix instead of a traceback (issue 13, class 5).
+"""One line naming the file and the fix instead of a traceback.
 
 Bad files of each kind (checkpoints: empty, truncated, text, a torch file that is no fairseq
 checkpoint; text: non-UTF-8; results: malformed rows) are given to every tool that reads them;

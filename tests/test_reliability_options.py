@@ -1,4 +1,4 @@
-"""Every option validated before any work starts (issue 13, class 5): ranges, sizes against
+"""Every option validated before any work starts: ranges, sizes against
 the vocabulary, in every tool and criterion; one line naming the flag, exit 2, nothing written."""
 
 import pytest

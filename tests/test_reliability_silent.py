@@ -1,4 +1,4 @@
-"""No silently wrong results (issue 13, classes 2 and 4): weak checks made strong, locks.
+"""No silently wrong results: weak checks made strong, locks.
 
 Truths: the teacher's dictionary symbols, the token bytes of a split, the checkpoint bytes;
 a reordered dictionary of the same size, a split with the same lengths but other tokens, a

@@ -99,7 +99,7 @@ def test_teacher_then_word_kd_student_reach_bleu(prepared, tmp_path):
                             baseline / "checkpoint_last.pt")
     print(f"teacher BLEU {t_bleu:.2f}; word-KD student BLEU {s_bleu:.2f}, KL to teacher {kd_kl:.3f}; "
           f"CE student BLEU {ce_bleu:.2f}, KL to teacher {ce_kl:.3f}")
-    # Calibration (session 5, this test's teacher: 25.70 BLEU; students of 150 updates, greedy test BLEU,
+    # Calibration (this test's teacher: 25.70 BLEU; students of 150 updates, greedy test BLEU,
     # KL in nats per valid token): seed 1 word-KD 7.17 BLEU, KL 0.752 / CE 4.66, KL 1.029 (ratio 0.731);
     # seed 2 (same teacher, both students retrained with --seed 2) 9.51, 0.854 / 5.64, 1.061 (0.804).
     # A zero or broken KD term leaves a CE student (ratio ~1, and its halved CE weight only slows it),
