@@ -5,8 +5,9 @@ form one group; BLEU and chrF are summarised by their mean and the *sample* stan
 deviation (n - 1 denominator; 0 for a single seed). Each KD group is compared with the
 baseline (method ``none``) at the same coordinates (noise, arch, lr, test search): the
 difference of seed-averaged BLEU with a paired bootstrap test on the test sentences
-(``fairseq_kd.significance``: sacrebleu's paired bootstrap resampling, 1,000 resamples,
-p-value and 95% interval); ``*`` marks p < 0.05. Plots (matplotlib, Agg backend):
+(``fairseq_kd.significance``: sacrebleu's resampling of sentences, 1,000 resamples, the 95%
+percentile interval and the p-value of that same test); ``*`` marks an interval that excludes 0
+(equivalently p <= 0.05). Plots (matplotlib, Agg backend):
 
 * ``bleu_vs_noise.png``: test BLEU against the noise level, one line per method;
 * ``bleu_vs_params.png``: test BLEU against the student's parameter count (log x);
@@ -151,7 +152,7 @@ def _delta_cells(s: Dict) -> str:
 
 def markdown_table(summary: List[Dict]) -> str:
     """The table: one line per group, BLEU and chrF as mean ± std (n seeds), and each KD
-    group's BLEU difference to the baseline with its 95% interval and p-value (* p < 0.05)."""
+    group's BLEU difference to the baseline with its 95% interval and p-value (* the interval excludes 0)."""
     teachers = len({s["teacher"] for s in summary}) > 1
     head = ("| method | noise | arch | params | decoding | " + ("teacher | " if teachers else "")
             + "lr | search | seeds | BLEU | chrF | Δ BLEU vs none [95% CI] | p |")
@@ -162,8 +163,9 @@ def markdown_table(summary: List[Dict]) -> str:
                      + f"| {s['lr']:g} | {s['search']} | {s['n']} | {s['bleu_mean']:.2f} ± {s['bleu_std']:.2f} "
                      f"| {s['chrf_mean']:.2f} ± {s['chrf_std']:.2f} " + _delta_cells(s) + "|")
     return "\n".join(lines) + "\n" + ("\nΔ: seed-averaged BLEU minus the baseline's at the same noise, arch, lr and "
-                                       "search; paired bootstrap over test sentences (1,000 resamples, sacrebleu's "
-                                       "scheme); * p < 0.05.\n" if any(s.get("vs_baseline") for s in summary) else "")
+                                       "search; paired bootstrap over test sentences (1,000 resamples of sacrebleu's "
+                                       "seed): 95% percentile interval and its two-sided p; * where the interval "
+                                       "excludes 0 (p <= 0.05).\n" if any(s.get("vs_baseline") for s in summary) else "")
 
 
 # ---------------------------------------------------------------- plots
