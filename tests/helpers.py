@@ -170,3 +170,15 @@ def run_both_loss_routes(monkeypatch, run):
         monkeypatch.setenv("FAIRSEQ_KD_COMPILE", mode)
         out[mode] = run()
     return calls, out
+
+
+def run_study_one_thread(study):
+    """``study.run()`` with torch on one thread (tiny models: fastest, and robust to a busy machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return study.run(progress=False)
+    finally:
+        torch.set_num_threads(threads)

@@ -218,12 +218,7 @@ def test_real_two_cell_grid_trains_decodes_scores_and_resumes(corpus, tmp_path, 
     raw, data = corpus
     cfg = make_cfg(corpus, tmp_path / "study")
     study = S.Study(cfg, runner=S.run_inprocess)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is fastest, and robust to a busy machine
-    try:
-        summary = study.run(progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    summary = helpers.run_study_one_thread(study)
     assert summary["ran"] == 2 and not summary["failed"]
     rows = list(csv.DictReader(open(summary["results"])))
     vocab = 4 + len((data / "dict.src.txt").read_text().splitlines())
@@ -258,12 +253,7 @@ def test_kd_methods_through_their_tools(tiny_teacher, tmp_path):
                         validate_interval_updates=5, max_tokens=1000, beam=1, bpe="none",
                         train_args=TINY_TRAIN_ARGS)
     study = S.Study(cfg, runner=S.run_inprocess)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        summary = study.run(progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    summary = helpers.run_study_one_thread(study)
     assert summary["ran"] == 4 and study.launched.count("fairseq-kd-distill") == 1
     rows = list(csv.DictReader(open(summary["results"])))
     assert sorted((r["method"], r["decoding"], r["seed"]) for r in rows) == [

@@ -10,6 +10,7 @@ import torch
 from fairseq_kd import study as S
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study.runner import stopping
+from tests import helpers
 from tests.test_study import TINY_TRAIN_ARGS
 
 
@@ -75,12 +76,7 @@ def test_patience_stops_decodes_the_best_checkpoint_and_caches_the_teacher(tiny_
                         bpe="none", train_args=TINY_TRAIN_ARGS, patience=1, cache_topk=4,
                         extra_tests=[("valid", str(raw / "valid.tgt"))])
     study = S.Study(cfg, runner=S.run_inprocess)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        summary = study.run(progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    summary = helpers.run_study_one_thread(study)
     assert summary["ran"] == 2 and study.launched.count("fairseq-kd-cache") == 1
     out = Path(cfg.out_dir)
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -128,8 +124,6 @@ def test_preflight_checks_reference_lines_and_teacher_direction(tiny_teacher, tm
 
 def test_a_corrupt_train_record_is_refused_naming_the_fix(tmp_path):
     """A cell's train.json is read through the integrity checks: NaN or a negative count is one line."""
-    from tests import helpers
-
     raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=20, n_valid=5, n_test=5)
     data = helpers.preprocess(raw, tmp_path / "bin")
     cfg = S.StudyConfig(data=str(data), out_dir=str(tmp_path / "o"), test_ref=str(raw / "test.tgt"),
