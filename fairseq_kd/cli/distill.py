@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
                        "--teacher-data": args.teacher_data, "--teacher-ct2": args.teacher_ct2,
                        "--teacher-spm": list(args.teacher_spm), "--source-text": args.source_text,
                        "--spm-model": args.spm_model, "--spm-model-tgt": args.spm_model_tgt},
-                      {"--output-dir": args.output_dir}, "fairseq-kd-distill")
+                      {"--output-dir": args.output_dir})
     lock_dir = args.output_dir  # one run per output directory; parallel parts each lock their own
     if args.part is not None:
         from fairseq_kd.parts import part_dir

@@ -44,7 +44,7 @@ def cli_main(argv=None) -> int:
             raise KDInputError(f"--bootstrap-samples {args.bootstrap_samples}: pass a number of resamples >= 1 "
                                f"(1000 is sacrebleu's default)")
         guard.check_paths({"results": args.results, "--curves": args.curves},
-                          {"--out-dir": [os.path.join(out_dir, n) for n in R.OUTPUT_FILES]}, "fairseq-kd-report")
+                          {"--out-dir": [os.path.join(out_dir, n) for n in R.OUTPUT_FILES]})
         rows = R.load_csv(args.results)
         if not rows:
             raise KDInputError(f"{args.results}: no result rows yet; run fairseq-kd-study first")

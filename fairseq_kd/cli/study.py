@@ -189,7 +189,7 @@ def cli_main(argv=None) -> int:
         guard.check_paths({"--data": args.data, "--test-ref": args.test_ref, "--teacher": args.teacher,
                            "--teachers": args.teachers, "--spm-model": args.spm_model,
                            "--extra-test": [ref for _, ref in cfg.extra_tests]},
-                          {"--out-dir": args.out_dir}, "fairseq-kd-study")
+                          {"--out-dir": args.out_dir})
         runner = S.run_inprocess if args.in_process else S.run_logged
         with guard.DirLock(args.out_dir, "fairseq-kd-study"):  # a second study here would share cells and logs
             summary = S.Study(cfg, runner=runner).run(progress=not args.quiet)
