@@ -114,7 +114,7 @@ def test_preflight_checks_reference_lines_and_teacher_direction(tiny_teacher, tm
     state["cfg"]["task"]["source_lang"], state["cfg"]["task"]["target_lang"] = "tgt", "src"
     reverse = tmp_path / "reverse.pt"
     torch.save(state, reverse)
-    with pytest.raises(KDInputError, match=r"reverse.pt translates tgt->src but the study trains src->tgt"):
+    with pytest.raises(KDInputError, match=r"reverse.pt translates tgt->src but the study is src->tgt: it was trained in the other direction"):
         S.StudyConfig(**{**base, "teacher": str(reverse)}).validate()
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")

@@ -281,13 +281,10 @@ def check_teacher(path: str, src: str, tgt: str) -> None:
     """The teacher must load as a fairseq checkpoint and translate the study's direction (checked before any
     cell: a bad teacher would only fail when the first KD cell starts, after the baselines)."""
     from fairseq_kd.checkpoint_safety import load_checkpoint
+    from fairseq_kd.langpair import check_teacher_pair
 
     state = load_checkpoint(path)  # KDInputError naming the file when it is not a fairseq checkpoint
-    task = (state.get("cfg") or {}).get("task") or {}
-    pair = (task.get("source_lang"), task.get("target_lang"))
-    if all(pair) and pair != (src, tgt):
-        raise KDInputError(f"--teacher {path} translates {pair[0]}->{pair[1]} but the study trains {src}->{tgt}: "
-                           f"pass a teacher trained in the study's direction")
+    check_teacher_pair(state.get("cfg") or {}, src, tgt, path, data="the study")
 
 
 def uses_teacher(method: str) -> bool:
