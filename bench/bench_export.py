@@ -65,21 +65,26 @@ def prepare(data_dir: Path, out: Path, vocab: int) -> Path:
     return out
 
 
-def train_student(prepared: Path, work: Path, name: str, updates: int = 0) -> Path:
-    arch, extra, default_updates = STUDENTS[name]
-    updates = updates or default_updates
-    save = work / name
-    ckpt = save / "checkpoint_last.pt"
-    if not ckpt.exists():
-        sh([BIN / "fairseq-train", prepared / "bin", "--user-dir", REPO / "fairseq_kd", "--task", "translation",
+def train_command(prepared: Path, name: str, updates: int, save: Path) -> list:
+    """bench_export's recipe for student ``name`` as a fairseq-train command (``updates`` updates into ``save``)."""
+    arch, extra, _ = STUDENTS[name]
+    return [BIN / "fairseq-train", prepared / "bin", "--user-dir", REPO / "fairseq_kd", "--task", "translation",
             "-s", "de", "-t", "en", "--arch", arch, "--share-all-embeddings",
             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.003", "--lr-scheduler", "inverse_sqrt",
             "--warmup-updates", str(max(updates // 3, 1)), "--criterion", "label_smoothed_cross_entropy",
             "--label-smoothing", "0.1", "--dropout", "0.1", "--max-tokens", "4096", "--max-update", str(updates),
             "--save-dir", save, "--no-epoch-checkpoints", "--disable-validation", "--cpu", "--num-workers", "0",
             "--seed", "1", "--log-format", "json", "--log-interval", "10", "--required-batch-size-multiple", "1",
-            *extra],  # last, so that --task / --criterion of a student override the defaults
-           log=work / f"{name}.train.log")
+            *extra]  # last, so that --task / --criterion of a student override the defaults
+
+
+def train_student(prepared: Path, work: Path, name: str, updates: int = 0) -> Path:
+    _, extra, default_updates = STUDENTS[name]
+    updates = updates or default_updates
+    save = work / name
+    ckpt = save / "checkpoint_last.pt"
+    if not ckpt.exists():
+        sh(train_command(prepared, name, updates, save), log=work / f"{name}.train.log")
     if "--adaptive-capacity" in extra:
         pruned = save / "pruned.pt"
         if not pruned.exists():

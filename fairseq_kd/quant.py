@@ -67,6 +67,8 @@ def _straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 
 def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
     """The weight CTranslate2 computes with (int8 per row, dequantized), straight-through gradient."""
+    if w.numel() == 0:  # a layer pruned to zero units: nothing to round (the export pads it with zeros)
+        return w
     s = weight_scales(w)
     return _straight_through(w, dequantize(quantize(w, s), s))
 

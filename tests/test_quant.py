@@ -39,6 +39,18 @@ def test_inputs_quantized_per_token_by_hand():
     assert torch.equal(got[1], x[1])
 
 
+def test_a_layer_pruned_to_zero_units_adds_exactly_its_bias():
+    # fairseq-kd-prune can close every unit of an FFN: fc1 is 0 x d, fc2 is d x 0 (the export pads
+    # it with one zero unit, which adds 0); the simulation must run it and give fc2's bias alone
+    fc1, fc2 = nn.Linear(4, 0), nn.Linear(0, 4)
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    with quant.int8_simulation(nn.Sequential(fc1, fc2)):
+        y = fc2(fc1(x))
+    assert torch.equal(y, fc2.bias.detach().expand(2, 3, 4))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x)) and torch.equal(fc2.bias.grad, torch.full((4,), 6.0))
+
+
 # ----------------------------------------------------------------- (c) straight-through gradients
 def test_gradients_are_the_float_gradients_at_the_quantized_point():
     torch.manual_seed(0)
