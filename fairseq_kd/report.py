@@ -144,10 +144,10 @@ def _delta_cells(s: Dict) -> str:
     v = s.get("vs_baseline")
     if not v:
         return "| | " if s["method"] == BASELINE else "| n/a | "
-    from fairseq_kd.significance import significance_mark
+    from fairseq_kd.significance import format_p, significance_mark
 
     return (f"| {v['delta']:+.2f} [{v['ci_low']:+.2f}, {v['ci_high']:+.2f}] "
-            f"| {v['p_value']:.3f}{significance_mark(v['p_value'])} ")
+            f"| {format_p(v['p_value'], v['n_samples'])}{significance_mark(v['p_value'])} ")
 
 
 def markdown_table(summary: List[Dict]) -> str:

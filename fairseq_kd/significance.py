@@ -84,6 +84,12 @@ def paired_bootstrap(base: Sequence[Sequence[str]], system: Sequence[Sequence[st
             "seed": seed, "seeds_base": len(base), "seeds_system": len(system)}
 
 
+def format_p(p: float, n_samples: int) -> str:
+    """``p`` to 3 decimals; 0 (no resample on the other side of 0) as ``<2/R``, the smallest p that
+    ``n_samples`` resamples can show (``0.000`` would claim a certainty they do not give)."""
+    return f"<{2 / n_samples:.3f}" if p == 0 else f"{p:.3f}"
+
+
 def significance_mark(p: float, alpha: float = 0.05) -> str:
     """'*' when p <= alpha: with ``paired_bootstrap``'s p-value, exactly when its 95% interval excludes 0."""
     return "*" if p <= alpha else ""

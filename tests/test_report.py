@@ -81,7 +81,8 @@ def test_kd_methods_against_the_baseline_with_significance(tmp_path, capsys):
     table = capsys.readouterr().out
     base_mean = (sacrebleu.corpus_bleu(worse, [refs]).score + sacrebleu.corpus_bleu(worse2, [refs]).score) / 2
     word_line = next(line for line in table.splitlines() if line.startswith("| word "))
-    assert f"| {100 - base_mean:+.2f} [" in word_line and "| 0.000* |" in word_line
+    # no resample of 1,000 ties or reverses it: p is below what 1,000 resamples can show, printed as <2/1000
+    assert f"| {100 - base_mean:+.2f} [" in word_line and "| <0.002* |" in word_line
     seq_line = next(line for line in table.splitlines() if line.startswith("| seq "))
     assert "| +0.00 [+0.00, +0.00] | 1.000 |" in seq_line
     summary = json.loads((tmp_path / "summary.json").read_text())
