@@ -299,3 +299,16 @@ def test_study_int8_table_has_a_row_per_student(tiny_teacher, tmp_path):
     bleu = evaluate_export(str(study / "cells" / none / "checkpoints" / "checkpoint_last.pt"),
                            str(tiny_teacher.data_bin), ref, beam=2)["bleu"]
     assert f"| {bleu:.2f} |" in table[2]
+
+    # a patience study decoded checkpoint_best.pt: the int8 row is that checkpoint's, not the last one's
+    # (here "last" becomes a model with every weight zero, whose translations score far lower)
+    state = torch.load(tiny_teacher.checkpoint, map_location="cpu", weights_only=False)
+    state["model"] = {k: torch.zeros_like(v) for k, v in state["model"].items()}
+    for cell in (none, word):
+        ckpts = study / "cells" / cell / "checkpoints"
+        shutil.copyfile(ckpts / "checkpoint_last.pt", ckpts / "checkpoint_best.pt")
+        torch.save(state, ckpts / "checkpoint_last.pt")
+    (study / "study.json").write_text(json.dumps({"patience": 3}))
+    patient = study_int8_table(str(study), str(tiny_teacher.data_bin), ref, beam=2).splitlines()
+    no_speed = lambda lines: [line.rsplit("|", 2)[0] for line in lines]  # noqa: E731  (sent/s is a timing)
+    assert no_speed(patient) == no_speed(table)

@@ -18,7 +18,7 @@ DISTILL = ["--beam 0", "--nbest 0", "--max-tokens 0", "--batch-size 0", "--shard
            f"--sampling-topk {V} --decoding sampling"]
 CACHE = ["--topk 0", "--max-tokens 0", "--batch-size 0", "--flush-every 0", f"--topk {V}"]
 NOISE = ["--deletion 1.5", "--substitution -0.1", "--swap nan", "--swap-window 0"]
-STUDY = ["--max-update 0", "--beam 0", "--max-tokens -5", "--label-smoothing 1.0", "--lrs -1", "--max-len-b -1"]
+STUDY = ["--max-update 0", "--beam 0", "--warmup-updates 0", "--max-tokens -5", "--label-smoothing 1.0", "--lrs -1", "--max-len-b -1"]
 
 CASES = ([("distill", o) for o in DISTILL] + [("cache", o) for o in CACHE] + [("noise", o) for o in NOISE]
          + [("study", o) for o in STUDY] + [("prune", "--tolerance 0"), ("ladder", "--vocab-size 2")])

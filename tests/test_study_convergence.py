@@ -136,3 +136,36 @@ def test_a_corrupt_train_record_is_refused_naming_the_fix(tmp_path):
         (cdir / "train.json").write_text(text)
         with pytest.raises(KDInputError, match=rf"train.json.*{msg}.*delete .*train.json to retrain the cell"):
             S.Study(cfg, runner=lambda *a: None).run_cell(cell)
+
+
+@pytest.mark.integration
+def test_student_init_starts_every_student_from_the_checkpoint(tiny_teacher, tmp_path):
+    """--student-init: a student trained 2 updates at lr 1e-9 from the tiny teacher's weights keeps them
+    (to 1e-6); without it the same cell starts from random weights. A checkpoint of another arch, a missing
+    file and the other direction are refused before any cell trains."""
+    raw = tiny_teacher.raw
+    base = dict(data=str(tiny_teacher.data_bin), test_ref=str(raw / "test.tgt"), source_lang="src",
+                target_lang="tgt", methods=["none"], lrs=[1e-9], seeds=[1], max_update=2, warmup_updates=1,
+                validate_interval_updates=2, max_tokens=1000, beam=1, bpe="none", train_args=TINY_TRAIN_ARGS)
+    init = S.StudyConfig(**base, out_dir=str(tmp_path / "init"), student_init=str(tiny_teacher.checkpoint))
+    fresh = S.StudyConfig(**base, out_dir=str(tmp_path / "fresh"))
+    teacher = torch.load(tiny_teacher.checkpoint, weights_only=False)["model"]
+    for cfg, same in ((init, True), (fresh, False)):
+        helpers.run_study_one_thread(S.Study(cfg, runner=S.run_inprocess))
+        cell = next((Path(cfg.out_dir) / "cells").iterdir())
+        got = torch.load(cell / "checkpoints" / "checkpoint_last.pt", weights_only=False)
+        assert got["optimizer_history"][-1]["num_updates"] == 2
+        close = all(torch.allclose(got["model"][k], v, rtol=0, atol=1e-6) for k, v in teacher.items())
+        assert close is same
+    assert "student_init" in init.settings_fingerprint() and "student_init" not in fresh.settings_fingerprint()
+
+    with pytest.raises(KDInputError, match="--student-init .*missing.pt: no such file"):
+        S.StudyConfig(**{**base, "out_dir": "o", "student_init": str(tmp_path / "missing.pt")}).validate()
+    with pytest.raises(KDInputError, match="is a transformer model but the study trains transformer_glu_3m"):
+        S.StudyConfig(**{**base, "out_dir": "o", "archs": ["transformer_glu_3m"],
+                         "student_init": str(tiny_teacher.checkpoint)}).validate()
+    state = torch.load(tiny_teacher.checkpoint, weights_only=False)
+    state["cfg"]["task"]["source_lang"], state["cfg"]["task"]["target_lang"] = "tgt", "src"
+    torch.save(state, tmp_path / "reverse.pt")
+    with pytest.raises(KDInputError, match="reverse.pt translates tgt->src"):
+        S.StudyConfig(**{**base, "out_dir": "o", "student_init": str(tmp_path / "reverse.pt")}).validate()

@@ -84,6 +84,10 @@ def get_parser() -> argparse.ArgumentParser:
                         "(fairseq-kd-cache) instead of running the teacher every step; 0: online teacher")
     g.add_argument("--cache-methods", nargs="+", default=["word"], metavar="METHOD",
                    help="methods that read the cache with --cache-topk (clean-data cells only)")
+    g.add_argument("--student-init", default="", metavar="CKPT",
+                   help="every student starts from this checkpoint's weights (fairseq's --finetune-from-model: "
+                        "new optimizer, schedule and data order; e.g. on-policy KD from a converged CE student); "
+                        "the architecture flags must describe the same model")
     g.add_argument("--train-args", default="", help="extra fairseq-train flags, e.g. '--dropout 0.3'")
     g.add_argument("--method-args", nargs="*", default=[], metavar="METHOD=FLAGS",
                    help="extra flags for one method, e.g. word='--kd-alpha 0.7'")
@@ -127,9 +131,10 @@ def check_options(args) -> None:
     from fairseq_kd import validate
 
     for flag, value in (("--max-update", args.max_update), ("--max-tokens", args.max_tokens),
-                        ("--validate-interval-updates", args.validate_interval_updates), ("--beam", args.beam)):
+                        ("--validate-interval-updates", args.validate_interval_updates), ("--beam", args.beam),
+                        ("--warmup-updates", args.warmup_updates)):  # fairseq's inverse_sqrt divides by it
         validate.positive(flag, value)
-    for flag, value in (("--warmup-updates", args.warmup_updates), ("--max-len-a", args.max_len_a),
+    for flag, value in (("--max-len-a", args.max_len_a),
                         ("--max-len-b", args.max_len_b)):
         validate.non_negative(flag, value)
     validate.in_range("--label-smoothing", args.label_smoothing, 0.0, 1.0, hi_open=True)
@@ -161,7 +166,7 @@ def config_from_args(args):
         seeds=args.seeds, noise_ops=args.noise_ops, noise_side=args.noise_side,
         noise_swap_window=args.noise_swap_window, max_update=args.max_update, max_tokens=args.max_tokens,
         warmup_updates=args.warmup_updates, validate_interval_updates=args.validate_interval_updates,
-        label_smoothing=args.label_smoothing, patience=args.patience, best_metric=args.best_metric,
+        label_smoothing=args.label_smoothing, student_init=args.student_init, patience=args.patience, best_metric=args.best_metric,
         cache_topk=args.cache_topk, cache_methods=args.cache_methods, extra_tests=_extra_tests(args.extra_test),
         train_args=args.train_args,
         method_args=_method_args(args.method_args), searches=args.searches, beam=args.beam, max_len_a=args.max_len_a,

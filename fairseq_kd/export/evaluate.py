@@ -96,12 +96,17 @@ def study_int8_table(study_dir: str, data_bin: str, test_ref: str, beam: int = 5
     and sentences/s on the test split (the main job appends this to its final table)."""
     from fairseq_kd.study.records import read_csv  # checked by fairseq_kd.integrity (file:line on bad rows)
 
+    from fairseq_kd import integrity
+
     rows = read_csv(os.path.join(study_dir, "results.csv"))
+    settings = os.path.join(study_dir, "study.json")
+    patience = os.path.isfile(settings) and integrity.load_json(settings, "rerun the study").get("patience")
+    decoded = "checkpoint_best.pt" if patience else "checkpoint_last.pt"  # the checkpoint the study decoded
     lines = [f"| student (cell) | method | params | int8 export BLEU (beam {beam}) | int8 sent/s ({threads} thread) |",
              "|---|---|---|---|---|"]
     done = set()
     for row in rows:
-        ckpt = os.path.join(study_dir, "cells", row["cell"], "checkpoints", "checkpoint_last.pt")
+        ckpt = os.path.join(study_dir, "cells", row["cell"], "checkpoints", decoded)
         if row["cell"] in done or not os.path.isfile(ckpt):
             continue
         done.add(row["cell"])

@@ -7,6 +7,7 @@ the user's ``method_args``. Hardware flags (``--device``, ``--fp16/--bf16/--amp`
 """
 import importlib.util
 import json
+import os
 import shlex
 import shutil
 import socket
@@ -105,7 +106,9 @@ def shared_train_flags(cfg: StudyConfig, cell: Cell, save_dir: str) -> List[str]
              "--required-batch-size-multiple", "1"]
     if cfg.bpe != "none":
         flags += ["--eval-bleu-remove-bpe", cfg.bpe]
-    return flags + convergence_flags(cfg) + noise_flags(cfg, cell.noise) + hardware_flags(cfg) + shlex.split(cfg.train_args)
+    init = ["--finetune-from-model", os.path.abspath(cfg.student_init)] if cfg.student_init else []
+    return (flags + init + convergence_flags(cfg) + noise_flags(cfg, cell.noise) + hardware_flags(cfg)
+            + shlex.split(cfg.train_args))
 
 
 def convergence_flags(cfg: StudyConfig) -> List[str]:

@@ -134,6 +134,7 @@ class StudyConfig:
     warmup_updates: int = 400
     validate_interval_updates: int = 500
     label_smoothing: float = 0.1
+    student_init: str = ""  # every student starts from these weights (fairseq's --finetune-from-model); "" = random
     # convergence: patience > 0 trains until the validation metric has not improved for that many
     # validations (--max-update is then the cap) and decodes checkpoint_best.pt; 0 = fixed budget, last checkpoint
     patience: int = 0
@@ -227,6 +228,8 @@ class StudyConfig:
                                    f"prepare it (data_prep/prepare_multi30k.sh --test-sets ...)")
             if not os.path.isfile(ref):
                 raise KDInputError(f"--extra-test {split}={ref}: no such reference file")
+        if self.student_init:
+            check_student_init(self.student_init, self.archs, self.source_lang, self.target_lang)
         if not os.path.isfile(self.test_ref):
             raise KDInputError(f"--test-ref {self.test_ref}: no such file; pass the raw reference of the test split")
         needs_teacher = any(uses_teacher(m) for m in self.methods)
@@ -251,6 +254,8 @@ class StudyConfig:
             out.pop("patience"), out.pop("best_metric")
         if not self.cache_topk:
             out.pop("cache_topk"), out.pop("cache_methods")
+        if not self.student_init:  # random initialization: same fingerprint as before the option existed
+            out.pop("student_init")
         return out
 
     def uses_cache(self, cell: "Cell") -> bool:
@@ -284,6 +289,25 @@ def check_teacher(path: str, src: str, tgt: str) -> None:
     from fairseq_kd.langpair import check_teacher_pair
 
     state = load_checkpoint(path)  # KDInputError naming the file when it is not a fairseq checkpoint
+    check_teacher_pair(state.get("cfg") or {}, src, tgt, path, data="the study")
+
+
+def check_student_init(path: str, archs: Sequence[str], src: str, tgt: str) -> None:
+    """``--student-init`` must be a fairseq checkpoint of the study's direction and of every student's arch
+    (fairseq would otherwise fail at the first cell, or load the wrong model's weights by name)."""
+    from fairseq_kd.checkpoint_safety import load_checkpoint
+    from fairseq_kd.langpair import check_teacher_pair
+
+    if not os.path.isfile(path):
+        raise KDInputError(f"--student-init {path}: no such file; pass a trained student's checkpoint")
+    state = load_checkpoint(path)
+    if not isinstance(state.get("model"), dict):
+        raise KDInputError(f"--student-init {path}: no model weights in this checkpoint")
+    model_cfg = (state.get("cfg") or {}).get("model") or {}
+    arch = model_cfg.get("arch") if hasattr(model_cfg, "get") else getattr(model_cfg, "arch", None)
+    if arch and any(a != arch for a in archs):
+        raise KDInputError(f"--student-init {path} is a {arch} model but the study trains {', '.join(archs)}: "
+                           f"pass --archs {arch} (and the same architecture flags) or another checkpoint")
     check_teacher_pair(state.get("cfg") or {}, src, tgt, path, data="the study")
 
 
