@@ -34,15 +34,22 @@ from fairseq_kd.errors import KDInputError
 logger = logging.getLogger(__name__)
 
 INT8_MAX = 127.0
-_TINY = INT8_MAX / torch.finfo(torch.float32).max  # model_spec keeps 127 / amax finite
 
 
 # ----------------------------------------------------------------- the maths (pure)
-def weight_scales(w: torch.Tensor) -> torch.Tensor:
-    """Per-row scales of a 2-D weight as ``model_spec`` computes them (float32, one per row)."""
+def qmax_of(bits: int) -> float:
+    """The largest integer of a symmetric ``bits``-bit weight: 127 for 8 bits, 63 for 7."""
+    if bits not in (7, 8):
+        raise KDInputError(f"int8 weight bits {bits}: choose 8 (CTranslate2's own) or 7 (CPUs without VNNI)")
+    return float(2 ** (bits - 1) - 1)
+
+
+def weight_scales(w: torch.Tensor, qmax: float = INT8_MAX) -> torch.Tensor:
+    """Per-row scales of a 2-D weight as ``model_spec`` computes them (float32, one per row); ``qmax`` 63
+    for the 7-bit weights of ``fairseq-kd-export --int8-weight-bits 7``."""
     amax = w.detach().float().abs().amax(dim=-1)
-    amax = torch.where(amax == 0, torch.full_like(amax, INT8_MAX), amax).clamp_min(_TINY)
-    return INT8_MAX / amax
+    amax = torch.where(amax == 0, torch.full_like(amax, qmax), amax).clamp_min(qmax / torch.finfo(torch.float32).max)
+    return qmax / amax
 
 
 def input_scales(x: torch.Tensor) -> torch.Tensor:
@@ -65,11 +72,11 @@ def _straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return x + (value.to(x.dtype) - x).detach()
 
 
-def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+def fake_quant_weight(w: torch.Tensor, qmax: float = INT8_MAX) -> torch.Tensor:
     """The weight CTranslate2 computes with (int8 per row, dequantized), straight-through gradient."""
     if w.numel() == 0:  # a layer pruned to zero units: nothing to round (the export pads it with zeros)
         return w
-    s = weight_scales(w)
+    s = weight_scales(w, qmax)
     return _straight_through(w, dequantize(quantize(w, s), s))
 
 
@@ -99,8 +106,9 @@ def int8_modules(model: nn.Module):
 
 
 @contextlib.contextmanager
-def int8_simulation(model: nn.Module):
-    """Within the block, ``model``'s forward passes compute as CTranslate2 int8 does.
+def int8_simulation(model: nn.Module, weight_bits: int = 8):
+    """Within the block, ``model``'s forward passes compute as CTranslate2 int8 does (``weight_bits`` 7:
+    the weights of an ``--int8-weight-bits 7`` export).
 
     Each wrapped module's ``weight`` is swapped for its fake-quantized value during its own
     forward (the float parameter is back in place afterwards and receives the gradient), and a
@@ -109,11 +117,12 @@ def int8_simulation(model: nn.Module):
     switched off so that its projections run through their modules.
     """
     handles, swapped, flags = [], {}, []
+    qmax = qmax_of(weight_bits)
 
     def swap_in(mod):
         param = mod._parameters["weight"]
         swapped[id(mod)] = (mod, param)
-        mod._parameters["weight"] = fake_quant_weight(param)  # a tensor, not a Parameter: this forward only
+        mod._parameters["weight"] = fake_quant_weight(param, qmax)  # a tensor, not a Parameter: this forward only
 
     def swap_out(mod):
         mod_, param = swapped.pop(id(mod), (None, None))

@@ -54,9 +54,9 @@ def read_model_bin(path):
     return variables, aliases
 
 
-def assert_weights_quantized(f32_bin, int8_bin) -> int:
-    """The int8 export holds the float32 export's weights rounded per row (see module doc); returns
-    the number of int8 weights checked."""
+def assert_weights_quantized(f32_bin, int8_bin, qmax: float = 127.0) -> int:
+    """The int8 export holds the float32 export's weights rounded per row (see module doc; ``qmax`` 63:
+    7-bit weights); returns the number of int8 weights checked."""
     (f32, f32_aliases), (i8, i8_aliases) = read_model_bin(f32_bin), read_model_bin(int8_bin)
     assert i8_aliases == f32_aliases
     assert set(i8) - {n for n in i8 if n.endswith("_scale")} == set(f32)
@@ -68,7 +68,8 @@ def assert_weights_quantized(f32_bin, int8_bin) -> int:
         q, scale = i8[name], i8[name + "_scale"]
         assert q.dtype == np.int8 and q.shape == w.shape, name
         amax = np.abs(w).max(axis=1)
-        np.testing.assert_allclose(scale, 127.0 / np.where(amax == 0, 127.0, amax), rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(scale, qmax / np.where(amax == 0, qmax, amax), rtol=1e-6, err_msg=name)
+        assert np.abs(q.astype(np.int32)).max() <= qmax, name
         err = np.abs(q.astype(np.float32) / scale[:, None] - w)
         assert np.all(err <= 0.5 / scale[:, None] * (1 + 1e-5) + 1e-12), (name, float(err.max()))
         checked += 1
@@ -103,23 +104,29 @@ def rounding_boundaries(model, found):
             h.remove()
 
 
-def compare_scores(translator, model, dictionary, sources, hypotheses):
+def compare_scores(translator, model, dictionary, sources, hypotheses, weight_bits: int = 8, scores=None):
     """Per sentence: CTranslate2's int8 teacher-forced log-probs of the hypothesis against fairseq's
-    under int8 simulation and in float: ``{"to_sim": max |int8 - sim|, "sum_to_sim", "sum_to_float",
-    "boundary": the simulation's smallest distance to a rounding boundary}``."""
+    under int8 simulation (``weight_bits``) and in float: ``{"to_sim": max |int8 - sim|, "sum_to_sim",
+    "sum_to_float", "sum_to_sim8": against the 8-bit simulation, "boundary": the simulation's smallest
+    distance to a rounding boundary}``. ``scores``: CTranslate2's log-probs computed elsewhere (e.g. in
+    a process with another int8 GEMM), one list per sentence, instead of ``translator``."""
     from fairseq_kd import quant
     from fairseq_kd.export.convert import source_tokens
 
     records = []
-    for src, hyp in zip(sources, hypotheses):
+    for i, (src, hyp) in enumerate(zip(sources, hypotheses)):
         toks = hyp.split()
         tgt = torch.tensor([dictionary.index(t) for t in toks] + [dictionary.eos()])
-        got = torch.tensor(translator.score_batch([source_tokens(dictionary, src)], [toks])[0].log_probs)
-        with rounding_boundaries(model, []) as found, quant.int8_simulation(model):
+        got = torch.tensor(scores[i] if scores is not None else
+                           translator.score_batch([source_tokens(dictionary, src)], [toks])[0].log_probs)
+        with rounding_boundaries(model, []) as found, quant.int8_simulation(model, weight_bits=weight_bits):
             sim = teacher_forced(model, src, tgt, dictionary.eos())
+        with quant.int8_simulation(model):
+            sim8 = teacher_forced(model, src, tgt, dictionary.eos())
         flt = teacher_forced(model, src, tgt, dictionary.eos())
         records.append({"to_sim": (got - sim).abs().max().item(), "sum_to_sim": (got - sim).abs().sum().item(),
-                        "sum_to_float": (got - flt).abs().sum().item(), "boundary": min(found)})
+                        "sum_to_float": (got - flt).abs().sum().item(), "sum_to_sim8": (got - sim8).abs().sum().item(),
+                        "boundary": min(found)})
     return records
 
 

@@ -159,6 +159,58 @@ def test_simulation_equals_ctranslate2_int8(name, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again, floated))
 
 
+# CTranslate2 scoring in a child process whose int8 GEMM is limited to AVX2 (oneDNN), as on a CPU
+# without VNNI: both variables are read when the library loads
+AVX2_ENV = {"CT2_USE_MKL": "0", "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2", "CT2_FORCE_CPU_ISA": "AVX2"}
+SCORE_CHILD = """
+import json, sys
+import ctranslate2
+job = json.load(sys.stdin)
+t = ctranslate2.Translator(job["model"], device="cpu", compute_type="int8", intra_threads=1)
+print(json.dumps([r.log_probs for r in t.score_batch(job["sources"], job["targets"])]))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_seven_bit_weights_export_and_score_as_simulated_on_avx2(name, tmp_path):
+    """``--int8-weight-bits 7``: model.bin holds every weight rounded per row with scale 63 / max|row|
+    (parsed from the file); CTranslate2 with its int8 GEMM limited to AVX2 (where 8-bit weights can
+    saturate 16-bit pair sums) scores forced targets as ``int8_simulation(weight_bits=7)`` does, and
+    not as the 8-bit simulation does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _ct2()
+    from tests import int8_checks
+    from tests.test_export import V, _dictionary, random_model, random_sources
+
+    from fairseq_kd.export.convert import export_model, source_tokens
+
+    arch, overrides = MODELS[name]
+    model = random_model(arch, overrides)
+    d = _dictionary()
+    export_model(model, d, d, str(tmp_path / "f32"), quantization="none")
+    meta = export_model(model, d, d, str(tmp_path / "int7"), quantization="int8", int8_weight_bits=7)
+    assert meta["int8_weight_bits"] == 7
+    assert int8_checks.assert_weights_quantized(tmp_path / "f32" / "model.bin", tmp_path / "int7" / "model.bin",
+                                                qmax=63) > 0
+    g = torch.Generator().manual_seed(3)
+    sources = random_sources(12)
+    hyps = [" ".join(d[t] for t in torch.randint(4, V, (8,), generator=g).tolist()) for _ in sources]
+    job = {"model": str(tmp_path / "int7"), "sources": [list(source_tokens(d, s)) for s in sources],
+           "targets": [h.split() for h in hyps]}
+    res = subprocess.run([sys.executable, "-c", SCORE_CHILD], input=json.dumps(job), capture_output=True, text=True,
+                         env={**os.environ, **AVX2_ENV}, check=True)
+    records = int8_checks.compare_scores(None, model, d, sources, hyps, weight_bits=7, scores=json.loads(res.stdout))
+    int8_checks.assert_int8_arithmetic(records, min_exact=len(sources) // 4)
+    assert sum(r["sum_to_sim"] for r in records) < sum(r["sum_to_sim8"] for r in records)  # 7-bit, not 8-bit
+    with pytest.raises(KDInputError, match="--int8-weight-bits 7: 8 .default. or 7, and 7 only with --quantization int8"):
+        export_model(model, d, d, str(tmp_path / "bad"), quantization="none", int8_weight_bits=7)
+
+
 # ----------------------------------------------------------------- --int8-qat-updates
 def test_qat_updates_range_and_window():
     assert quant.check_qat_updates(0, 0) == 0 and quant.check_qat_updates(None, None) == 0

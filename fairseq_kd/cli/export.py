@@ -32,6 +32,10 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--quantization", choices=QUANTIZATIONS, default="none",
                    help="weight type stored (none = float32; CTranslate2 can still convert at load time)")
+    g.add_argument("--int8-weight-bits", type=int, choices=[8, 7], default=8,
+                   help="with --quantization int8: 7 stores weights in [-63, 63], for x86 CPUs without VNNI "
+                        "(AVX2, AVX-512F), whose int8 products saturate 16-bit sums with 8-bit weights; "
+                        "VNNI CPUs need 8 (docs/export.md)")
     g.add_argument("--spm-model", default=None,
                    help="sentencepiece model copied into OUT_DIR (default: spm.model beside/in the data dir)")
     g.add_argument("--spm-model-tgt", default=None, help="target-side sentencepiece model if separate")
@@ -48,7 +52,7 @@ def main(argv=None) -> dict:
                        "--spm-model-tgt": args.spm_model_tgt}, {"out_dir": args.out_dir})
     meta = export_checkpoint(args.checkpoint, args.out_dir, args.quantization, data=args.data,
                              spm_model=args.spm_model, spm_model_tgt=args.spm_model_tgt,
-                             trust=args.trust_checkpoint, force=args.force)
+                             trust=args.trust_checkpoint, force=args.force, int8_weight_bits=args.int8_weight_bits)
     return {"output": args.out_dir, **meta}
 
 

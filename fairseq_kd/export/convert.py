@@ -45,10 +45,14 @@ def find_spm_model(data_dir: str) -> Optional[str]:
 
 def export_model(model, src_dict, tgt_dict, out_dir: str, quantization: str = "none",
                  spm_model: Optional[str] = None, spm_model_tgt: Optional[str] = None,
-                 meta: Optional[Dict] = None, force: bool = False) -> Dict:
-    """Write the CTranslate2 directory of a built fairseq model; returns the export metadata."""
+                 meta: Optional[Dict] = None, force: bool = False, int8_weight_bits: int = 8) -> Dict:
+    """Write the CTranslate2 directory of a built fairseq model; returns the export metadata.
+    ``int8_weight_bits`` 7: int8 weights in [-63, 63] (``export/quantize.py``: CPUs without VNNI)."""
     if quantization not in QUANTIZATIONS:
         raise KDInputError(f"--quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    if int8_weight_bits not in (7, 8) or (int8_weight_bits != 8 and quantization != "int8"):
+        raise KDInputError(f"--int8-weight-bits {int8_weight_bits}: 8 (default) or 7, and 7 only with "
+                           f"--quantization int8 (got {quantization})")
     check_replaceable(out_dir, force)
     model.eval()
     spec, info = build_spec(model)
@@ -70,9 +74,17 @@ def export_model(model, src_dict, tgt_dict, out_dir: str, quantization: str = "n
             for side in sides.split("+"):
                 spm_files[side] = name
     spec.validate()
-    spec.optimize(quantization=None if quantization == "none" else quantization)
+    if int8_weight_bits == 7:
+        from fairseq_kd.export.quantize import quantize_spec
+
+        spec.optimize(quantization=None)  # aliasing of shared variables only; then the 7-bit weights
+        quantize_spec(spec, 7)
+    else:
+        spec.optimize(quantization=None if quantization == "none" else quantization)
     meta = dict(meta or {})
     meta.update(info)
+    if quantization == "int8":
+        meta["int8_weight_bits"] = int8_weight_bits
     meta.update({"quantization": quantization, "format": 1, "spm": spm_files,
                  "max_target_positions": int(model.decoder.max_positions()),
                  "max_source_positions": int(model.encoder.max_positions())})
@@ -194,7 +206,7 @@ def load_single(checkpoint: str, data: Optional[str] = None, trust: bool = False
 
 def export_checkpoint(checkpoint: str, out_dir: str, quantization: str = "none", data: Optional[str] = None,
                       spm_model: Optional[str] = None, spm_model_tgt: Optional[str] = None,
-                      trust: bool = False, force: bool = False) -> Dict:
+                      trust: bool = False, force: bool = False, int8_weight_bits: int = 8) -> Dict:
     """``fairseq-kd-export``: checkpoint (+ dictionaries, sentencepiece) -> CTranslate2 directory."""
     from fairseq_kd.teacher import file_sha256
 
@@ -213,7 +225,8 @@ def export_checkpoint(checkpoint: str, out_dir: str, quantization: str = "none",
             "arch": str(getattr(cfg.model, "arch", "?")), "source_lang": cfg.task.source_lang,
             "target_lang": cfg.task.target_lang,
             "params": int(sum(p.numel() for p in model.parameters()))}
-    return export_model(model, src_dict, tgt_dict, out_dir, quantization, spm_model, spm_model_tgt, meta, force)
+    return export_model(model, src_dict, tgt_dict, out_dir, quantization, spm_model, spm_model_tgt, meta, force,
+                        int8_weight_bits)
 
 
 def read_meta(model_dir: str) -> Dict:

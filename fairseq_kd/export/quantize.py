@@ -1,0 +1,43 @@
+"""int8 weights with 7 bits for CPUs without VNNI (``fairseq-kd-export --int8-weight-bits 7``).
+
+CTranslate2 runs an int8 linear layer as an unsigned x signed 8-bit product: the input, quantized
+per token to [-127, 127], is shifted to [0, 255]. On x86 CPUs without VNNI (AVX2, AVX-512F/BW) the
+int8 GEMM of both its backends (MKL, oneDNN) multiplies such pairs with ``vpmaddubsw``, which adds
+two adjacent products into a *saturating* 16-bit integer: ``2 x 255 x 127 = 64,770`` does not fit in
+32,767, so large products are clipped. With weights in [-63, 63] every pair sum fits
+(``2 x 255 x 63 = 32,130``): no saturation, at the cost of one bit of weight precision. VNNI CPUs
+(``vpdpbusd``) accumulate in 32 bits and need neither.
+
+The scheme is CTranslate2's own (``ctranslate2.specs.model_spec``: per output row, symmetric,
+``scale = q / max|row|``, round half to even) with ``q = 63`` instead of 127, applied to the same
+variables (those with a ``*_scale`` companion), after CTranslate2's aliasing of shared variables.
+"""
+import numpy as np
+
+from fairseq_kd.quant import qmax_of
+
+
+def quantize_spec(spec, bits: int) -> int:
+    """Quantize ``spec``'s weights to ``bits``-bit values stored as int8 (after ``spec.optimize(None)``);
+    returns how many variables were quantized."""
+    from ctranslate2.specs.model_spec import NumpyVariable, Variable
+
+    qmax = np.float32(qmax_of(bits))
+    done = []
+
+    def visit(layer, name, value):
+        key = name.split("/")[-1]
+        if not isinstance(value, Variable) or value.is_scalar() or not hasattr(layer, f"{key}_scale"):
+            return
+        w = value.to("float32").numpy()  # out x in
+        amax = np.amax(np.absolute(w), axis=1)
+        amax[amax == 0] = qmax  # a zero row: scale 1, as CTranslate2 does
+        amax = np.maximum(amax, qmax / np.finfo(np.float32).max)
+        scale = (qmax / amax).astype(np.float32)
+        q = np.rint(w * np.expand_dims(scale, 1)).astype(np.int8)
+        setattr(layer, key, NumpyVariable(q))
+        setattr(layer, f"{key}_scale", NumpyVariable(scale))
+        done.append(name)
+
+    spec._visit(visit)  # CTranslate2's own traversal (what its _quantize uses)
+    return len(done)
