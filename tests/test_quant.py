@@ -281,3 +281,20 @@ def test_refused_before_the_first_update(tmp_path):
     task, model, criterion = build_components(data_bin, ["--max-update", "4", "--int8-qat-updates", "5"])
     with pytest.raises(KDInputError, match="exceeds --max-update 4"):
         task.train_step(first_batch(task), model, criterion, None, 0)
+
+
+def test_translate_warns_about_saturation_only_without_vnni(tmp_path):
+    from fairseq_kd.export.quantize import cpu_has_vnni, saturation_warning
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512bw\n\nprocessor : 1\nflags : fpu sse2 avx2\n")
+    assert cpu_has_vnni(str(info)) is False
+    info.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert cpu_has_vnni(str(info)) is True
+    assert cpu_has_vnni(str(tmp_path / "missing")) is None
+    eight, seven = {"quantization": "int8", "int8_weight_bits": 8}, {"quantization": "int8", "int8_weight_bits": 7}
+    assert "--int8-weight-bits 7" in saturation_warning(eight, "int8", "cpu", False)
+    assert "--int8-weight-bits 7" in saturation_warning({}, "int8_float32", "cpu", False)  # int8 at load time
+    for args in ((seven, "int8", "cpu", False), (eight, "int8", "cpu", True), (eight, "int8", "cpu", None),
+                 (eight, "float32", "cpu", False), (eight, "int8", "cuda", False)):
+        assert saturation_warning(*args) == ""

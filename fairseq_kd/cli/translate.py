@@ -160,6 +160,11 @@ def main(argv=None) -> dict:
     meta = read_meta(args.model_dir)
     pieces = Pieces(args.model_dir, args.spm_model, args.spm_model_tgt)
     translator = load_translator(args.model_dir, args.device, args.compute_type, args.threads)
+    from fairseq_kd.export.quantize import cpu_has_vnni, saturation_warning
+
+    warning = saturation_warning(meta, translator.compute_type, translator.device, cpu_has_vnni())
+    if warning:
+        logger.warning(warning)
     cfg = SearchConfig(beam=args.beam, nbest=1, lenpen=args.lenpen, max_len_a=args.max_len_a,
                        max_len_b=args.max_len_b, min_len=args.min_len,
                        max_positions=int(meta.get("max_target_positions", 1024)))

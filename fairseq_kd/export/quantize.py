@@ -41,3 +41,32 @@ def quantize_spec(spec, bits: int) -> int:
 
     spec._visit(visit)  # CTranslate2's own traversal (what its _quantize uses)
     return len(done)
+
+
+def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo"):
+    """Whether this x86 CPU has VNNI (``avx512_vnni`` or ``avx_vnni`` among its flags); None when the
+    flags cannot be read (not Linux, not x86)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    if not flags or "avx2" not in flags and "sse2" not in flags:
+        return None
+    return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+def saturation_warning(meta, compute_type: str, device: str, has_vnni) -> str:
+    """The warning ``fairseq-kd-translate`` prints when int8 runs with 8-bit weights on a CPU without VNNI
+    ("" when it does not apply)."""
+    if device != "cpu" or not str(compute_type).startswith("int8") or has_vnni is not False:
+        return ""
+    if int((meta or {}).get("int8_weight_bits", 8)) == 7:
+        return ""
+    return ("this CPU has no VNNI (/proc/cpuinfo): CTranslate2's int8 products saturate here and an 8-bit "
+            "int8 model loses about 0.5 BLEU; export with fairseq-kd-export --quantization int8 "
+            "--int8-weight-bits 7 for such CPUs (docs/benchmarks.md)")
