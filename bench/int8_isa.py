@@ -23,11 +23,11 @@ EXPORTS = {"float32": ["--quantization", "none"], "int8": ["--quantization", "in
            "int8, 7-bit weights": ["--quantization", "int8", "--int8-weight-bits", "7"]}
 
 
-def run(cmd, env=None):
+def run(cmd, env=None, stderr=False):
     res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env={**os.environ, **(env or {})})
     if res.returncode != 0:
         raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{res.stderr[-2000:]}")
-    return res.stdout
+    return res.stderr if stderr else res.stdout
 
 
 def main():
@@ -58,12 +58,15 @@ def main():
             for split in a.splits.split(","):
                 hyp = work / f"{out.name}.{split}.{isa.split()[0]}.{a.target_lang}"  # beside the model, not in it
                 compute = "float32" if name == "float32" else "int8"
-                run([BIN / "fairseq-kd-translate", out, "-i", Path(a.raw) / f"{split}.{a.source_lang}", "-o", hyp,
-                     "--beam", "5", "--compute-type", compute, "--threads", a.threads, "--no-progress"], env)
+                err = run([BIN / "fairseq-kd-translate", out, "-i", Path(a.raw) / f"{split}.{a.source_lang}", "-o", hyp,
+                           "--beam", "5", "--compute-type", compute, "--threads", a.threads, "--no-progress",
+                           "--summary"], env, stderr=True)
+                summary = json.loads(err.strip().splitlines()[-1])  # decoding time, model loading excluded
                 score = json.loads(run([BIN / "fairseq-kd-score", "-r", Path(a.raw) / f"{split}.{a.target_lang}",
                                         "-i", hyp, "--metrics", "bleu", "--format", "json"]))
                 rows.append({"export": name, "isa": isa, "split": split, "bleu": round(score["bleu"]["score"], 2),
-                             "signature": score["bleu"]["signature"], "env": env})
+                             "signature": score["bleu"]["signature"], "env": env, "threads": a.threads,
+                             "sent_per_s": summary["sent_per_s"], "seconds": summary["seconds"]})
                 print(json.dumps(rows[-1]), flush=True)
     print("| export | ISA of the int8 GEMM | " + " | ".join(a.splits.split(",")) + " |")
     print("|---|---|" + "---:|" * len(a.splits.split(",")))
