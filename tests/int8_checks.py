@@ -121,8 +121,11 @@ def compare_scores(translator, model, dictionary, sources, hypotheses, weight_bi
                            translator.score_batch([source_tokens(dictionary, src)], [toks])[0].log_probs)
         with rounding_boundaries(model, []) as found, quant.int8_simulation(model, weight_bits=weight_bits):
             sim = teacher_forced(model, src, tgt, dictionary.eos())
-        with quant.int8_simulation(model):
-            sim8 = teacher_forced(model, src, tgt, dictionary.eos())
+        if weight_bits == 8:
+            sim8 = sim
+        else:
+            with quant.int8_simulation(model):
+                sim8 = teacher_forced(model, src, tgt, dictionary.eos())
         flt = teacher_forced(model, src, tgt, dictionary.eos())
         records.append({"to_sim": (got - sim).abs().max().item(), "sum_to_sim": (got - sim).abs().sum().item(),
                         "sum_to_float": (got - flt).abs().sum().item(), "sum_to_sim8": (got - sim8).abs().sum().item(),

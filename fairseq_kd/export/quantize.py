@@ -12,8 +12,6 @@ The scheme is CTranslate2's own (``ctranslate2.specs.model_spec``: per output ro
 ``scale = q / max|row|``, round half to even) with ``q = 63`` instead of 127, applied to the same
 variables (those with a ``*_scale`` companion), after CTranslate2's aliasing of shared variables.
 """
-import numpy as np
-
 from fairseq_kd.quant import qmax_of
 
 
@@ -22,21 +20,21 @@ def quantize_spec(spec, bits: int) -> int:
     returns how many variables were quantized."""
     from ctranslate2.specs.model_spec import NumpyVariable, Variable
 
-    qmax = np.float32(qmax_of(bits))
+    import torch
+
+    from fairseq_kd.quant import quantize, weight_scales
+
+    qmax = qmax_of(bits)
     done = []
 
     def visit(layer, name, value):
         key = name.split("/")[-1]
         if not isinstance(value, Variable) or value.is_scalar() or not hasattr(layer, f"{key}_scale"):
             return
-        w = value.to("float32").numpy()  # out x in
-        amax = np.amax(np.absolute(w), axis=1)
-        amax[amax == 0] = qmax  # a zero row: scale 1, as CTranslate2 does
-        amax = np.maximum(amax, qmax / np.finfo(np.float32).max)
-        scale = (qmax / amax).astype(np.float32)
-        q = np.rint(w * np.expand_dims(scale, 1)).astype(np.int8)
-        setattr(layer, key, NumpyVariable(q))
-        setattr(layer, f"{key}_scale", NumpyVariable(scale))
+        w = torch.from_numpy(value.to("float32").numpy())  # out x in
+        scale = weight_scales(w, qmax)  # the one implementation of the rounding (also the simulation's)
+        setattr(layer, key, NumpyVariable(quantize(w, scale).to(torch.int8).numpy()))
+        setattr(layer, f"{key}_scale", NumpyVariable(scale.numpy()))
         done.append(name)
 
     spec._visit(visit)  # CTranslate2's own traversal (what its _quantize uses)
