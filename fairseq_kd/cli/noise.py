@@ -16,10 +16,19 @@ as JSON (and parallel mode also prints it on stdout).
         --side source --source train.de --target train.en \\
         --output-source noisy/train.de --output-target noisy/train.en
     fairseq-kd-noise --deletion 0.2 --side source < train.spm.de > noisy.spm.de
+
+A third mode writes K noisy copies of a binarized split (``--data-bin``): copy c is the noise
+``kd_translation`` applies on the fly in epoch c with the same ``--seed``; the teacher then
+translates the noisy source offline (``fairseq-kd-distill --data OUT``, sequence-level KD with a
+teacher that reads the student's noisy input):
+
+    fairseq-kd-noise --substitution 0.3 --data-bin exp/m30k/bin -s de -t en --copies 8 \\
+        --output-dir exp/m30k/noisy_sub0.3_k8
 """
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -58,6 +67,14 @@ def get_parser() -> argparse.ArgumentParser:
     io_.add_argument("--output-target", default=None, help="parallel mode: target output file")
     io_.add_argument("-i", "--input", default="-", help="stream mode: input file ('-' = stdin)")
     io_.add_argument("-o", "--output", default="-", help="stream mode: output file ('-' = stdout)")
+
+    b = p.add_argument_group("binarized noisy copies (sequence-level KD with a teacher reading noisy input)")
+    b.add_argument("--data-bin", default=None, help="fairseq-preprocess output dir: write noisy copies of --split")
+    b.add_argument("--copies", type=int, default=8, help="number of noisy copies (copy c = on-the-fly epoch c)")
+    b.add_argument("--output-dir", default=None, help="new data dir: the copies as --split, links to the rest")
+    b.add_argument("--split", default="train", help="binarized split to copy")
+    b.add_argument("-s", "--source-lang", default=None, help="source language suffix")
+    b.add_argument("-t", "--target-lang", default=None, help="target language suffix")
 
     rep = p.add_argument_group("reporting")
     rep.add_argument("--summary-json", default=None, help="write the realized-rate summary as JSON here")
@@ -101,6 +118,8 @@ def run(args) -> Dict:
         validate.probability(f"--{flag}", getattr(args, flag))
     validate.positive("--swap-window", args.swap_window)
     cfg = N.NoiseConfig(args.deletion, args.substitution, args.swap, args.swap_window)
+    if args.data_bin is not None:
+        return run_binarized(args, cfg)
     if args.vocab:
         fileio.check_file(args.vocab, f"{args.vocab}: vocabulary file not found; pass --vocab with an existing file "
                                       f"or drop it", "vocabulary file")
@@ -164,6 +183,28 @@ def run(args) -> Dict:
     if parallel:
         print(json.dumps(summary))
     return summary
+
+
+def run_binarized(args, cfg: N.NoiseConfig) -> Dict:
+    """``--data-bin``: K noisy copies of a binarized split (``fairseq_kd.data.noisy_copies``)."""
+    from fairseq_kd.data.noisy_copies import CopiesConfig, write_noisy_copies
+    from fairseq_kd.distill.data import infer_langs
+
+    if args.output_dir is None:
+        raise KDInputError("--data-bin needs --output-dir (the new data dir)")
+    if args.side != "source" or args.vocab or args.unit != "auto":
+        raise KDInputError("--data-bin noises the source with the training noise (its own dictionary's words, "
+                           "unigram substitution from the split): drop --side/--vocab/--unit")
+    validate.positive("--copies", args.copies)
+    guard.check_paths({"--data-bin": args.data_bin}, {"--output-dir": args.output_dir})
+    if not os.path.isdir(args.data_bin):
+        raise KDInputError(f"--data-bin {args.data_bin}: not a directory; pass a fairseq-preprocess output dir")
+    src, tgt = infer_langs(args.data_bin, args.split, args.source_lang, args.target_lang)
+    meta = write_noisy_copies(args.data_bin, src, tgt, args.output_dir,
+                              CopiesConfig(cfg, copies=args.copies, seed=args.seed, split=args.split),
+                              progress=not args.quiet)
+    print(json.dumps(meta))
+    return meta
 
 
 def cli_main(argv=None) -> int:

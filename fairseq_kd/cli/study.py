@@ -51,7 +51,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--methods", nargs="+", default=["none"], metavar="METHOD",
                    help="KD methods: none (CE), word (word_kd), seq (CE on fairseq-kd-distill output), "
                         "seq_online (seq_kd criterion), hybrid (hybrid_kd on the distilled data), hybrid_online, "
-                        "onpolicy (onpolicy_kd); a variant BASE.LABEL (e.g. word.rkl) is a method of its own "
+                        "onpolicy (onpolicy_kd), word_tnoisy / seq_tnoisy (under --noise the teacher reads the student's "
+                        "noisy source: online, or translating --noise-copies fixed noisy copies); a variant BASE.LABEL (e.g. word.rkl) is a method of its own "
                         "that gets BASE's --method-args, then its own")
     g.add_argument("--noise", nargs="+", type=float, default=[0.0], help="noise levels (rate of each --noise-ops)")
     g.add_argument("--archs", nargs="+", default=["transformer"], help="student architectures (e.g. ladder names)")
@@ -60,11 +61,14 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--lrs", nargs="+", type=float, default=[5e-4], help="peak learning rates")
     g.add_argument("--seeds", nargs="+", type=int, default=[1], help="training seeds")
 
-    g = p.add_argument_group("noise (on the fly, student source; the teacher reads clean input)")
+    g = p.add_argument_group("noise (on the fly, student source; the teacher reads clean input but in *_tnoisy)")
     g.add_argument("--noise-ops", nargs="+", default=list(S.NOISE_OPS), choices=list(S.NOISE_OPS),
                    help="operations that get the noise level as their rate")
     g.add_argument("--noise-side", default="source", choices=["source", "target", "both"], help="noised side")
     g.add_argument("--noise-swap-window", type=int, default=3, help="swap window")
+    g.add_argument("--noise-copies", type=int, default=8,
+                   help="seq_tnoisy: noisy copies of the training source the teacher translates (copy c is the "
+                        "on-the-fly noise of epoch c, seed 1)")
 
     g = p.add_argument_group("training")
     g.add_argument("--max-update", type=int, default=2000, help="updates per student")
@@ -143,6 +147,7 @@ def check_options(args) -> None:
     for lr in args.lrs:
         validate.positive("--lrs", lr)
     validate.positive("--noise-swap-window", args.noise_swap_window)
+    validate.positive("--noise-copies", args.noise_copies)
 
 
 def _extra_tests(specs):
@@ -164,7 +169,8 @@ def config_from_args(args):
         teachers=args.teachers, spm_model=args.spm_model, gen_subset=args.gen_subset,
         methods=args.methods, noise=args.noise, archs=args.archs, decodings=args.decodings, lrs=args.lrs,
         seeds=args.seeds, noise_ops=args.noise_ops, noise_side=args.noise_side,
-        noise_swap_window=args.noise_swap_window, max_update=args.max_update, max_tokens=args.max_tokens,
+        noise_swap_window=args.noise_swap_window, noise_copies=args.noise_copies, max_update=args.max_update,
+        max_tokens=args.max_tokens,
         warmup_updates=args.warmup_updates, validate_interval_updates=args.validate_interval_updates,
         label_smoothing=args.label_smoothing, student_init=args.student_init, patience=args.patience, best_metric=args.best_metric,
         cache_topk=args.cache_topk, cache_methods=args.cache_methods, extra_tests=_extra_tests(args.extra_test),

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import List
 
 from fairseq_kd.errors import KDInputError
-from fairseq_kd.study.config import Cell, method_base, method_spec, NO_DECODING, StudyConfig, fmt_num
+from fairseq_kd.study.config import (Cell, method_base, method_spec, NO_DECODING, StudyConfig, fmt_num,
+                                     reads_noisy_copies)
 
 USER_DIR = str(Path(__file__).resolve().parents[1])  # the fairseq_kd package (--user-dir)
 
@@ -107,7 +108,8 @@ def shared_train_flags(cfg: StudyConfig, cell: Cell, save_dir: str) -> List[str]
     if cfg.bpe != "none":
         flags += ["--eval-bleu-remove-bpe", cfg.bpe]
     init = ["--finetune-from-model", os.path.abspath(cfg.student_init)] if cfg.student_init else []
-    return (flags + init + convergence_flags(cfg) + noise_flags(cfg, cell.noise) + hardware_flags(cfg)
+    noise = 0.0 if reads_noisy_copies(cell.method) else cell.noise  # the noisy copies are noised already
+    return (flags + init + convergence_flags(cfg) + noise_flags(cfg, noise) + hardware_flags(cfg)
             + shlex.split(cfg.train_args))
 
 
@@ -167,8 +169,19 @@ def generate_command(cfg: StudyConfig, data: str, checkpoint: str, beam: int = 0
     return cmd + hardware_flags(cfg, training=False) + shlex.split(cfg.gen_args)
 
 
-def distill_command(cfg: StudyConfig, decoding: str, out: str, teacher: str = "") -> List[str]:
-    cmd = [find_tool("fairseq-kd-distill"), "--data", cfg.data, "--split", "train", "--teacher",
+def noise_copies_command(cfg: StudyConfig, level: float, out: str) -> List[str]:
+    """fairseq-kd-noise --data-bin: ``cfg.noise_copies`` noisy copies of the training source at ``level``
+    (every op of ``cfg.noise_ops`` at that rate, seed 1: copy c = a seed-1 student's epoch c)."""
+    cmd = [find_tool("fairseq-kd-noise"), "--data-bin", cfg.data, "--source-lang", cfg.source_lang,
+           "--target-lang", cfg.target_lang, "--copies", str(cfg.noise_copies), "--seed", "1",
+           "--swap-window", str(cfg.noise_swap_window), "--output-dir", out, "--quiet"]
+    for op in cfg.noise_ops:
+        cmd += [f"--{op}", fmt_num(level)]
+    return cmd
+
+
+def distill_command(cfg: StudyConfig, decoding: str, out: str, teacher: str = "", data: str = "") -> List[str]:
+    cmd = [find_tool("fairseq-kd-distill"), "--data", data or cfg.data, "--split", "train", "--teacher",
            teacher or cfg.teacher, "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang,
            "--decoding", decoding, "--beam", str(cfg.beam) if decoding == "beam" else "1", "--output-dir", out,
            "--no-progress", "--max-len-a", fmt_num(cfg.max_len_a), "--max-len-b", str(cfg.max_len_b),

@@ -49,6 +49,13 @@ METHOD_SPECS = {
     "hybrid_online": {"criterion": "hybrid_kd", "data": "corpus", "teacher": True, "decoding": True},
     # on-policy KD (ImitKD / GKD): divergence on the student's own outputs with prob. --onpolicy-lambda
     "onpolicy": {"criterion": "onpolicy_kd", "data": "corpus", "teacher": True, "decoding": False},
+    # under noise, the teacher reads the student's noisy source ("tnoisy") instead of the clean one:
+    # word-level online; sequence-level offline, on the distilled noisy copies (``study.inputs``), the
+    # student reading exactly the noisy source the teacher translated (no further noise)
+    "word_tnoisy": {"criterion": "word_kd", "data": "corpus", "teacher": True, "decoding": False,
+                    "flags": ["--noise-teacher-input", "noisy"], "teacher_input": "noisy"},
+    "seq_tnoisy": {"criterion": "label_smoothed_cross_entropy", "data": "distilled", "teacher": False,
+                   "decoding": True, "teacher_input": "noisy"},
 }
 
 
@@ -60,6 +67,16 @@ def method_base(method: str) -> str:
 def method_spec(method: str) -> Dict:
     """METHOD_SPECS of ``method`` or of the method it is a variant of (``BASE.LABEL``)."""
     return METHOD_SPECS[method_base(method)]
+
+
+def teacher_reads_noise(method: str) -> bool:
+    """The method's teacher reads the student's noisy source (at noise 0 it is its clean-teacher method)."""
+    return method_spec(method).get("teacher_input") == "noisy"
+
+
+def reads_noisy_copies(method: str) -> bool:
+    """The method trains on the teacher's translations of fixed noisy copies of the source."""
+    return teacher_reads_noise(method) and method_spec(method)["data"] == "distilled"
 
 
 def fmt_num(x: float) -> str:
@@ -129,6 +146,7 @@ class StudyConfig:
     noise_ops: Sequence[str] = NOISE_OPS
     noise_side: str = "source"
     noise_swap_window: int = 3
+    noise_copies: int = 8  # noisy copies of the source the teacher translates for seq_tnoisy (copy c = epoch c)
     # training (shared by every method)
     max_update: int = 2000
     max_tokens: int = 4096
@@ -205,6 +223,12 @@ class StudyConfig:
         for n in self.noise:
             if not 0 <= float(n) <= 1:
                 raise KDInputError(f"noise level {n} is not a probability in [0, 1]")
+        noisy_teacher = [m for m in self.methods if teacher_reads_noise(m)]
+        if noisy_teacher and self.noise_side != "source":
+            raise KDInputError(f"methods {', '.join(noisy_teacher)} give the teacher the student's noisy source: "
+                               f"use --noise-side source (got {self.noise_side})")
+        if self.noise_copies < 1:
+            raise KDInputError(f"--noise-copies {self.noise_copies}: pass a positive number of copies")
         if not os.path.isdir(self.data):
             raise KDInputError(f"--data {self.data}: not a directory; pass the fairseq-preprocess output dir")
         for lang in (self.source_lang, self.target_lang):
@@ -257,6 +281,8 @@ class StudyConfig:
             out.pop("cache_topk"), out.pop("cache_methods")
         if not self.student_init:  # random initialization: same fingerprint as before the option existed
             out.pop("student_init")
+        if self.noise_copies == 8:  # the default: same fingerprint as before the option existed
+            out.pop("noise_copies")
         return out
 
     def uses_cache(self, cell: "Cell") -> bool:
@@ -274,10 +300,13 @@ def build_grid(cfg: StudyConfig) -> List[Cell]:
     """All cells; methods without distilled data / online decoding get decoding '-'.
 
     With several ``teachers`` (a grid axis), each KD cell is repeated per teacher and
-    records it; the baseline (no teacher) is trained once."""
+    records it; the baseline (no teacher) is trained once. A method whose teacher reads the noisy
+    source (``*_tnoisy``) has no cell at noise 0, where it is its clean-teacher method."""
     teachers = list(cfg.teachers)
     cells = []
     for method, noise, arch, lr, seed in itertools.product(cfg.methods, cfg.noise, cfg.archs, cfg.lrs, cfg.seeds):
+        if not noise and teacher_reads_noise(method):
+            continue
         decodings = cfg.decodings if method_spec(method)["decoding"] else [NO_DECODING]
         per_teacher = teachers if (teachers and uses_teacher(method)) else [NO_DECODING]
         for teacher, dec in itertools.product(per_teacher, decodings):

@@ -5,7 +5,8 @@ exactly what a user would run by hand; ``run_inprocess`` calls the same entry po
 this process, after ``world.fresh_world()``):
 
 1. data: the prepared corpus, or for offline ``seq`` the distilled corpus that
-   ``fairseq-kd-distill`` builds once per (decoding strategy, teacher), shared by all cells;
+   ``fairseq-kd-distill`` builds once per (decoding strategy, teacher[, noisy copies]), shared by
+   all cells (``inputs.CellInputs``);
 2. ``fairseq-train --user-dir fairseq_kd --task kd_translation`` (``commands.train_command``);
    validation loss and greedy BLEU (``--eval-bleu``) every ``validate_interval_updates``;
    with ``cfg.patience``, until the validation metric (greedy BLEU or loss) has not improved for that
@@ -38,8 +39,9 @@ from typing import Callable, Dict, List
 from fairseq_kd import fileio, guard, integrity
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study import commands as C
+from fairseq_kd.study.inputs import CellInputs
 from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_base, method_spec,
-                                     build_grid, row_key, teacher_name)
+                                     build_grid, reads_noisy_copies, row_key)
 from fairseq_kd.study.logs import parse_generate, parse_train_log
 from fairseq_kd.study.records import read_csv, replace_rows_atomic
 from fairseq_kd.study.world import fresh_world, kept_threads
@@ -77,6 +79,10 @@ def _tool_main(tool: str, argv: List[str]) -> None:
         from fairseq_kd.cli.distill import main
 
         main(argv)
+    elif tool == "fairseq-kd-noise":
+        from fairseq_kd.cli.noise import get_parser, run
+
+        run(get_parser().parse_args(argv))
     elif tool == "fairseq-kd-cache":
         from fairseq_kd.cli.cache import get_parser, main
 
@@ -143,7 +149,7 @@ def run_ranks(cmds: List[List[str]], log_path: str) -> None:
         raise RuntimeError(f"fairseq-train failed (exit codes {codes} by rank); logs: {log_path}[.rankN]")
 
 
-class Study:
+class Study(CellInputs):
     """Runs the grid of a ``StudyConfig``; ``run()`` returns a summary dict."""
 
     def __init__(self, cfg: StudyConfig, runner: Runner = run_logged):
@@ -161,6 +167,8 @@ class Study:
         C.find_tool("fairseq-generate")
         if any(method_spec(c.method)["data"] == "distilled" for c in cells):
             C.find_tool("fairseq-kd-distill")
+        if any(reads_noisy_copies(c.method) for c in cells):
+            C.find_tool("fairseq-kd-noise")
         if any(self.cfg.uses_cache(c) for c in cells):
             C.find_tool("fairseq-kd-cache")
         C.check_criteria(self.cfg)
@@ -213,35 +221,6 @@ class Study:
         return {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": len(todo) - len(failed),
                 "failed": failed, "results": self.results, "curves": self.curves}
 
-    def distilled_data(self, decoding: str, teacher: str) -> str:
-        """Build (once) the distilled corpus for ``decoding`` and ``teacher``; returns its binarized dir."""
-        out = self.out / "distilled" / decoding
-        if teacher != self.cfg.teacher:
-            out = out / teacher_name(teacher).replace("/", "-")
-        done = out / "bin" / f"dict.{self.cfg.target_lang}.txt"
-        if not (done.exists() and (out / "summary.json").exists()):
-            out.mkdir(parents=True, exist_ok=True)
-            logger.info("distilling the training set with %s decoding into %s", decoding, out)
-            self.launched.append("fairseq-kd-distill")
-            self.runner(C.distill_command(self.cfg, decoding, str(out), teacher), str(out.parent / f"{decoding}.log"))
-        return str(out / "bin")
-
-    def teacher_cache(self, data: str, teacher: str) -> str:
-        """Build (once) the teacher's top-k cache of ``data``'s train and valid splits; returns its dir."""
-        name = "corpus" if data == self.cfg.data else os.path.basename(os.path.dirname(data.rstrip("/")))
-        if teacher != self.cfg.teacher:
-            name += "_" + teacher_name(teacher).replace("/", "-")
-        out = self.out / "cache" / f"{name}_top{self.cfg.cache_topk}"
-        done = out / ".complete"
-        if not done.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            logger.info("caching the teacher's top-%d of %s into %s", self.cfg.cache_topk, data, out)
-            self.launched.append("fairseq-kd-cache")
-            t0 = time.time()
-            self.runner(C.cache_command(self.cfg, data, teacher, str(out)), str(out.parent / f"{out.name}.log"))
-            fileio.atomic_write_json(done, {"seconds": round(time.time() - t0, 2), "data": data, "teacher": teacher})
-        return str(out)
-
     def train(self, cell: Cell, data: str, save_dir: str, log: str, cache: str = "") -> None:
         self.launched.append("fairseq-train")
         if self.cfg.nprocs == 1 or self.cfg.resolved_device() == "cuda":  # one command (fairseq spawns on GPU)
@@ -257,7 +236,8 @@ class Study:
         cdir.mkdir(parents=True, exist_ok=True)
         spec = method_spec(cell.method)
         teacher = C.cell_teacher(cfg, cell)
-        data = self.distilled_data(cell.decoding, teacher) if spec["data"] == "distilled" else cfg.data
+        noisy_source = cell.noise if reads_noisy_copies(cell.method) else None  # the teacher translated it
+        data = self.distilled_data(cell.decoding, teacher, noisy_source) if spec["data"] == "distilled" else cfg.data
         cache = self.teacher_cache(data, teacher) if cfg.uses_cache(cell) else ""
 
         # 1. train (skipped when train.json exists; fairseq resumes from checkpoint_last.pt)
