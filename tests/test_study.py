@@ -192,6 +192,13 @@ def test_resume_skips_finished_cells_and_steps(corpus, tmp_path):
     # changed non-grid settings are refused rather than mixed into the same table
     with pytest.raises(KDInputError, match="max_update"):
         S.Study(make_cfg(corpus, tmp_path / "study", max_update=99), runner=runner).run(progress=False)
+    with pytest.raises(KDInputError, match="train_args"):
+        S.Study(make_cfg(corpus, tmp_path / "study", train_args=TINY_TRAIN_ARGS + " --dropout 0.3"),
+                runner=runner).run(progress=False)
+    # the same flags wrapped over lines (a shell continuation's spaces) are the same settings
+    launched.clear()
+    rewrapped = make_cfg(corpus, tmp_path / "study", seeds=[1, 2], train_args="  " + TINY_TRAIN_ARGS.replace(" ", "\n   "))
+    assert S.Study(rewrapped, runner=runner).run(progress=False)["skipped"] == 4 and launched == []
 
 
 def test_bad_inputs_are_refused_before_any_work(corpus, tmp_path):

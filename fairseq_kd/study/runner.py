@@ -178,7 +178,7 @@ class Study(CellInputs):
         if settings.exists():
             previous = integrity.load_json(str(settings), "restore it, or use a new --out-dir")
             changed = sorted(k for k in set(previous) | set(current)
-                             if k != "method_args" and previous.get(k) != current.get(k))
+                             if k != "method_args" and not same_setting(k, previous.get(k), current.get(k)))
             changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"])
             if changed:
                 raise KDInputError(f"{settings} was written with different settings ({', '.join(changed)}): "
@@ -192,7 +192,7 @@ class Study(CellInputs):
         trained = {r["method"] for r in read_csv(self.results)}
         trained |= {method_base(m) for m in trained}
         return [f"method_args[{m}]" for m in sorted(set(previous) | set(current))
-                if previous.get(m) != current.get(m) and (m in previous or m in trained)
+                if not same_setting("method_args", previous.get(m), current.get(m)) and (m in previous or m in trained)
                 and (m in current or m in set(self.cfg.methods))]
 
     def done(self) -> set:
@@ -298,6 +298,17 @@ class Study(CellInputs):
                          "best_update": info.get("best_update", ""), "stop": info.get("stop", ""),
                          "cell": cell.slug(), "hyp": os.path.relpath(hyp_path, self.out)})
         return rows
+
+
+def same_setting(key: str, a, b) -> bool:
+    """Whether two recorded values of a setting are the same; flag strings compare as the argument
+    lists they parse to (a resume with the flags re-wrapped over lines is the same study)."""
+    if key in ("train_args", "gen_args", "distill_args", "method_args") and isinstance(a, str) and isinstance(b, str):
+        try:
+            return shlex.split(a) == shlex.split(b)
+        except ValueError:
+            return a == b
+    return a == b
 
 
 def stopping(info: Dict, cfg: StudyConfig) -> Dict:
