@@ -60,3 +60,34 @@ def test_main_job_usage_errors_exit_2(args, needle, tmp_path):
     proc = subprocess.run(["bash", str(helpers.REPO / "scripts" / "main.sh"), "--work-dir", str(tmp_path / "w"), *args],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+
+
+CONVERGED = helpers.REPO / "scripts" / "converged_study.sh"
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["--bogus", "1"], 2, "unknown option --bogus"),
+    (["--size", "3m"], 2, "--size must be 1m or 7m"),
+    (["--noise-op", "blur"], 2, "--noise-op"),
+    (["--stage", "two"], 2, "stages are integers"),
+    (["--seeds"], 2, "needs a value"),
+    (["--prep", "/nonexistent"], 1, "/nonexistent/bin/dict.de.txt not found"),
+])
+def test_converged_study_usage_errors(args, code, needle):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(CONVERGED), *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == code and needle in proc.stderr, proc.stderr
+
+
+def test_converged_study_needs_the_teacher_or_the_student_init(tmp_path):
+    prep = tmp_path / "prep"
+    for f in ("bin/dict.de.txt", "raw/test.en", "raw/test1.en", "spm.model"):
+        (prep / f).parent.mkdir(parents=True, exist_ok=True)
+        (prep / f).write_text("")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    base = ["bash", str(CONVERGED), "--prep", str(prep), "--out-root", str(tmp_path / "out")]
+    proc = subprocess.run(base + ["--stage", "2", "--stop-stage", "2"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "no converged teacher" in proc.stderr and "--teacher" in proc.stderr
+    proc = subprocess.run(base + ["--stage", "1"], capture_output=True, text=True, env=env)  # before hours of work
+    assert proc.returncode == 2 and "needs --student-init" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The converged study (docs/results.md section 7): every model trained until greedy valid BLEU stops
+# improving (patience 8 validations x 250 updates), best checkpoint decoded on test and test1.
+#
+#   scripts/converged_study.sh --stage 1 --stop-stage 1                       # the teacher
+#   scripts/converged_study.sh --stage 2 --stop-stage 2 --size 1m --methods none --seeds "1 2 3"
+#   scripts/converged_study.sh --stage 2 --stop-stage 2 --size 7m --methods "word seq" --seeds 1 --tag laneB
+#   scripts/converged_study.sh --stage 3 --stop-stage 3 --noise-op substitution --seeds 1
+#   scripts/converged_study.sh --stage 4 --stop-stage 4 --student-init CE_BEST.pt --seeds "1 2 3"
+#
+# Stages: 1 = teacher; 2 = students of one size (none word seq hybrid word.hid); 3 = noise 0.3 of one
+# op (none word word_tnoisy seq seq_tnoisy, 1.3M); 4 = on-policy / CE / word-KD continued from a CE
+# student. Each run is a fairseq-kd-study out-dir OUT_ROOT/<stage>_<size|op>_<tag>: one per lane (run
+# lanes with OMP_NUM_THREADS=1 and different --tag, then docs/results/tools/merge_studies.py). Runs
+# resume: re-run the same command.
+set -euo pipefail
+
+# ---- inputs --------------------------------------------------------------------
+prep=exp/m30k           # data_prep/prepare_multi30k.sh --out-dir (bin/, raw/, spm.model; test1 = test_2017_flickr)
+out_root=exp/converged  # one study out-dir per stage x size/op x tag below this
+teacher=""              # teacher checkpoint for stages 2-4 (default: stage 1's checkpoint_best.pt)
+# ---- grid ----------------------------------------------------------------------
+size=1m                 # stage 2: 1m (main job's 1.31M student) | 7m (ladder rung transformer_relu_9m, 7.34M)
+methods=""              # default per stage: 2 "none word seq hybrid word.hid", 3 "none word word_tnoisy seq seq_tnoisy",
+                        # 4 "onpolicy none word"
+seeds="1 2 3"           # training seeds
+noise_op=substitution   # stage 3: substitution | deletion (rate 0.3)
+student_init=""         # stage 4: the converged CE student every run starts from
+tag=main                # lane name (part of the out-dir)
+# ---- training (chosen on validation: docs/results.md sections 5 and 7) ----------
+lr=0.003                # peak learning rate (sections 5: 0.003 over 0.001 for the 1.3M student)
+patience=8              # validations without improvement before stopping
+interval=250            # updates between validations
+max_update=20000        # cap (a run that reaches it is reported as "budget", not converged)
+cache_topk=8            # word / hybrid read the teacher's top-8 from a cache (clean data only)
+# ---- stages ---------------------------------------------------------------------
+stage=1
+stop_stage=4            # stage 4 needs --student-init
+
+usage() {
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+  echo "options: --prep --out-root --teacher --size --methods --seeds --noise-op --student-init --tag --lr" >&2
+  echo "  --patience --interval --max-update --cache-topk --stage --stop-stage" >&2
+  exit 2
+}
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h|--help) usage ;;
+    --prep|--out-root|--teacher|--size|--methods|--seeds|--noise-op|--student-init|--tag|--lr|--patience|--interval|\
+    --max-update|--cache-topk|--stage|--stop-stage)
+      [[ $# -ge 2 ]] || { echo "converged_study.sh: $1 needs a value" >&2; exit 2; }
+      name="${1#--}"; printf -v "${name//-/_}" '%s' "$2"; shift 2 ;;
+    *) echo "converged_study.sh: unknown option $1" >&2; usage ;;
+  esac
+done
+[[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] || { echo "converged_study.sh: stages are integers" >&2; exit 2; }
+case "${size}" in 1m|7m) ;; *) echo "converged_study.sh: --size must be 1m or 7m (got ${size})" >&2; exit 2 ;; esac
+case "${noise_op}" in substitution|deletion|swap) ;; *) echo "converged_study.sh: --noise-op: substitution, deletion or swap" >&2; exit 2 ;; esac
+for f in "${prep}/bin/dict.de.txt" "${prep}/raw/test.en" "${prep}/raw/test1.en" "${prep}/spm.model"; do
+  [[ -f "${f}" ]] || { echo "converged_study.sh: ${f} not found: run data_prep/prepare_multi30k.sh --out-dir ${prep} --test-sets test_2016_flickr,test_2017_flickr" >&2; exit 1; }
+done
+
+if [[ ${stage} -le 4 && ${stop_stage} -ge 4 && ! -f "${student_init}" ]]; then
+  echo "converged_study.sh: stage 4 needs --student-init (a converged CE checkpoint, e.g. stage 2's none seed-1" \
+       "checkpoint_best.pt); or stop before it with --stop-stage 3" >&2; exit 2
+fi
+
+common="--share-all-embeddings --dropout 0.1 --num-workers 0"
+teacher_args="${common} --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"
+declare -A arch=([1m]=transformer_relu_3m [7m]=transformer_relu_9m)
+declare -A student_args=(
+  [1m]="${common} --encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"
+  [7m]="${common} --encoder-normalize-before --decoder-normalize-before")
+method_args=("hybrid=--hybrid-weight 0.5" "word.hid=--kd-hidden-weight 1.0 --kd-hidden-loss cosine"
+             "onpolicy=--kd-alpha 0.5 --onpolicy-lambda 0.5")
+
+study() {  # out_dir, then fairseq-kd-study flags
+  local out=$1; shift
+  echo "== $(date -u +%FT%TZ) ${out}: $*" >&2
+  fairseq-kd-study --data "${prep}/bin" -s de -t en --test-ref "${prep}/raw/test.en" \
+    --extra-test "test1=${prep}/raw/test1.en" --spm-model "${prep}/spm.model" --beam 5 --searches beam greedy \
+    --in-process --quiet --max-tokens 4096 --lrs "${lr}" --max-update "${max_update}" --patience "${patience}" \
+    --best-metric bleu --validate-interval-updates "${interval}" --out-dir "${out}" "$@"
+}
+teacher_ckpt() {
+  if [[ -n "${teacher}" ]]; then echo "${teacher}"; return; fi
+  local t=(${out_root}/teacher/cells/*/checkpoints/checkpoint_best.pt)
+  [[ -f "${t[0]}" && -f ${out_root}/teacher/results.csv ]] || {
+    echo "converged_study.sh: no converged teacher in ${out_root}/teacher: run stage 1 to its end or pass --teacher" >&2; exit 1; }
+  echo "${t[0]}"
+}
+
+if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
+  study "${out_root}/teacher" --methods none --archs transformer --seeds 1 --warmup-updates 300 \
+    --train-args "${teacher_args}"
+fi
+if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
+  t=$(teacher_ckpt)
+  study "${out_root}/students_${size}_${tag}" --teacher "${t}" --methods ${methods:-none word seq hybrid word.hid} \
+    --archs "${arch[${size}]}" --seeds ${seeds} --decodings beam --warmup-updates 100 \
+    --cache-topk "${cache_topk}" --cache-methods word hybrid --train-args "${student_args[${size}]}" \
+    --method-args "${method_args[@]}" --distill-args "--backend ctranslate2 --shard-size 8000"
+fi
+if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
+  t=$(teacher_ckpt)
+  study "${out_root}/noise_${noise_op}_${tag}" --teacher "${t}" \
+    --methods ${methods:-none word word_tnoisy seq seq_tnoisy} --noise 0.3 --noise-ops "${noise_op}" \
+    --archs "${arch[1m]}" --seeds ${seeds} --decodings beam --warmup-updates 100 --train-args "${student_args[1m]}" \
+    --distill-args "--backend ctranslate2 --shard-size 8000"
+fi
+if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then
+  t=$(teacher_ckpt)
+  study "${out_root}/onpolicy_${tag}" --teacher "${t}" --student-init "${student_init}" \
+    --methods ${methods:-onpolicy none word} --archs "${arch[1m]}" --seeds ${seeds} --warmup-updates 100 \
+    --cache-topk "${cache_topk}" --cache-methods word --train-args "${student_args[1m]}" --method-args "${method_args[@]}"
+fi
