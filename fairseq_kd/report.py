@@ -118,15 +118,28 @@ def test_references(results_dir: str, test_ref: Optional[str] = None) -> Optiona
 
 
 def compare_to_baseline(summary: List[Dict], results_dir: str, refs: Optional[List[str]],
-                        n_samples: int = 1000) -> List[Dict]:
-    """Adds ``vs_baseline`` to every KD group: the paired bootstrap against the CE group at the
-    same coordinates (or ``None`` with ``vs_baseline_note`` saying why it is missing)."""
+                        n_samples: int = 1000, baseline: str = BASELINE) -> List[Dict]:
+    """Adds ``vs_baseline`` to every other group: the paired bootstrap against the ``baseline``
+    method's group at the same coordinates (CE by default; any method, e.g. ``word`` to compare KD
+    methods with each other), or ``None`` with ``vs_baseline_note`` saying why it is missing."""
+    from fairseq_kd.errors import KDInputError
     from fairseq_kd.significance import paired_bootstrap
 
-    baselines = {tuple(s[k] for k in PAIRED): s for s in summary if s["method"] == BASELINE}
+    baselines: Dict = {}
+    for s in summary:
+        if s["method"] == baseline:
+            key = tuple(s[k] for k in PAIRED)
+            if key in baselines:
+                raise KDInputError(f"--baseline {baseline}: several groups at {dict(zip(PAIRED, key))} (other "
+                                   f"decodings or teachers); pick a method with one group per coordinates")
+            baselines[key] = s
+    if not baselines:
+        raise KDInputError(f"--baseline {baseline}: no such method in the results "
+                           f"({', '.join(sorted({s['method'] for s in summary}))})")
     for s in summary:
         s["vs_baseline"] = None
-        if s["method"] == BASELINE:
+        s["baseline"] = baseline
+        if s["method"] == baseline:
             continue
         base = baselines.get(tuple(s[k] for k in PAIRED))
         if base is None:
@@ -143,7 +156,7 @@ def compare_to_baseline(summary: List[Dict], results_dir: str, refs: Optional[Li
 def _delta_cells(s: Dict) -> str:
     v = s.get("vs_baseline")
     if not v:
-        return "| | " if s["method"] == BASELINE else "| n/a | "
+        return "| | " if s["method"] == s.get("baseline", BASELINE) else "| n/a | "
     from fairseq_kd.significance import format_p, significance_mark
 
     return (f"| {v['delta']:+.2f} [{v['ci_low']:+.2f}, {v['ci_high']:+.2f}] "
@@ -154,8 +167,9 @@ def markdown_table(summary: List[Dict]) -> str:
     """The table: one line per group, BLEU and chrF as mean ± std (n seeds), and each KD
     group's BLEU difference to the baseline with its 95% interval and p-value (* the interval excludes 0)."""
     teachers = len({s["teacher"] for s in summary}) > 1
+    baseline = next((s["baseline"] for s in summary if "baseline" in s), BASELINE)
     head = ("| method | noise | arch | params | decoding | " + ("teacher | " if teachers else "")
-            + "lr | search | seeds | BLEU | chrF | Δ BLEU vs none [95% CI] | p |")
+            + f"lr | search | seeds | BLEU | chrF | Δ BLEU vs {baseline} [95% CI] | p |")
     lines = [head, "|---|---:|---|---:|---|" + ("---|" if teachers else "") + "---:|---|---:|---:|---:|---:|---:|"]
     for s in summary:
         lines.append(f"| {s['method']} | {s['noise']:g} | {s['arch']} | {s['parameters']:,} | {s['decoding']} "

@@ -89,6 +89,18 @@ def test_kd_methods_against_the_baseline_with_significance(tmp_path, capsys):
     word = next(s for s in summary if s["method"] == "word")
     assert word["vs_baseline"]["seeds_base"] == 2 and word["vs_baseline"]["p_value"] == 0.0
 
+    # any method as the baseline: seq against word is the mirror of word against CE (seq = CE's outputs)
+    assert cli.cli_main([str(results), "--no-plots", "--baseline", "word", "--out-dir", str(tmp_path / "vw")]) == 0
+    table = capsys.readouterr().out
+    assert "Δ BLEU vs word [95% CI]" in table
+    seq_line = next(line for line in table.splitlines() if line.startswith("| seq "))
+    assert f"| {base_mean - 100:+.2f} [" in seq_line and "| <0.002* |" in seq_line
+    assert next(line for line in table.splitlines() if line.startswith("| word ")).endswith("| | |")
+    by_method = {s["method"]: s for s in json.loads((tmp_path / "vw" / "summary.json").read_text())}
+    assert by_method["none"]["vs_baseline"]["delta"] == pytest.approx(-word["vs_baseline"]["delta"], abs=1e-6)
+    assert cli.cli_main([str(results), "--no-plots", "--baseline", "hybrid", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "--baseline hybrid: no such method" in capsys.readouterr().err
+
 
 def test_cli_writes_table_summary_and_three_pngs(results, tmp_path, capsys):
     curves = tmp_path / "curves.csv"

@@ -22,6 +22,8 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("significance (each KD method against the baseline at the same coordinates)")
     g.add_argument("--test-ref", default=None,
                    help="raw reference of the decoded test split (default: test_ref of study.json beside results)")
+    g.add_argument("--baseline", default="none", metavar="METHOD",
+                   help="the method every other one is compared with (e.g. word: seq and hybrid against word-KD)")
     g.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap resamples")
     g.add_argument("--no-significance", action="store_true", help="mean ± std only")
     g = p.add_argument_group("output")
@@ -60,7 +62,7 @@ def cli_main(argv=None) -> int:
         if not args.no_significance:
             results_dir = os.path.dirname(os.path.abspath(args.results))
             R.compare_to_baseline(summary, results_dir, R.test_references(results_dir, args.test_ref),
-                                  n_samples=args.bootstrap_samples)
+                                  n_samples=args.bootstrap_samples, baseline=args.baseline)
         table = R.markdown_table(summary)
         os.makedirs(out_dir, exist_ok=True)
         for name, text in (("table.md", table), ("summary.json", integrity.dumps_json(summary, indent=1))):
