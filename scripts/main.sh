@@ -16,7 +16,8 @@
 #   5 the table: mean +/- std over seeds, each KD method against CE (paired bootstrap over the test
 #     sentences, seed-averaged BLEU), stage wall times (also WORK_DIR/results.md)
 # A killed run restarts where it stopped: fairseq-train resumes from checkpoint_last.pt and the
-# study runner skips finished cells. Budgets were chosen on the validation set (docs/results.md).
+# study runner skips finished cells. The teacher budget was read off a validation curve whose log was not
+# kept (docs/results.md section 1); the students' 300 updates are a time budget, not a converged choice.
 set -euo pipefail
 
 # ---- options: each variable is also a --kebab-case flag ----
