@@ -65,7 +65,7 @@ def fairseq_generate(data_bin, ckpt, split, src, tgt, a):
         fs_generate._main(convert_namespace_to_omegaconf(args), output_file=out)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     CPU_SECONDS["fairseq-generate"] = cpu
-    from fairseq_kd.fileio import parse_hypotheses
+    from fairseq_kd.hypotheses import parse_hypotheses
 
     hyps = parse_hypotheses(out.getvalue())
     return [hyps.get(i, "") for i in range(max(hyps) + 1)], wall

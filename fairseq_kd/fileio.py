@@ -1,26 +1,31 @@
-"""The one home for shared file I/O: atomic writes, line-exact reading, ``H-`` line parsing.
+"""The one home for shared file I/O: atomic writes and line-exact reading.
 
 * **Atomic writes.** Every file a tool publishes is written to a temporary file in the
-  same directory, flushed and fsync'd, then ``os.replace``-d over its final name: a
-  reader (or a re-run after ``kill -9``) sees the old file or the new one, never half
-  of one. ``atomic_write_many`` writes several files so that all temporaries are
-  complete before the first replace (parallel corpora stay aligned).
+  same directory (``.NAME.PID.XXXXXXXX.tmp``), flushed and fsync'd, then ``os.replace``-d over
+  its final name: a reader (or a re-run after ``kill -9``) sees the old file or the new one,
+  never half of one. ``atomic_write_many`` writes several files so that all temporaries are
+  complete before the first replace (parallel corpora stay aligned). A writer killed mid-write
+  leaves its temporary (``TMP_NAME``) behind: ``guard.remove_stale_temporaries`` deletes those
+  whose process is gone (resumable tools call it on the directories they hold).
 * **Lines.** Text is split on ``\\n`` only: a lone ``\\r``, U+2028 or a form feed inside
   a sentence stays inside its line (``str.splitlines`` and text-mode universal newlines
   would break it and shift every following line). Input must be UTF-8; anything else
   is refused with a ``KDInputError`` naming the file and the fix; a leading byte-order mark
   (Notepad, Excel) is dropped, never kept as text of the first line.
-* **fairseq-generate output.** ``H-<id>\\t<score>\\t<text>`` lines -> hypotheses by id.
+
+fairseq-generate's ``H-`` lines are parsed in ``fairseq_kd.hypotheses`` (re-exported here).
 """
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 from fairseq_kd import errors
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.hypotheses import hypotheses_in_order, order_hypotheses, parse_hypotheses  # noqa: F401 (re-exported)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -46,9 +51,12 @@ def _tmp_for(path: str) -> str:
     """A fresh temporary file next to ``path`` (same filesystem, so os.replace is atomic)."""
     folder = os.path.dirname(os.path.abspath(path))
     make_dirs(folder, f"the folder of {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
     return tmp
+
+
+TMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[1-9][0-9]{0,8})\.[a-z0-9_]{8}\.tmp")  # _tmp_for's names
 
 
 def _fsync_dir(folder: str) -> None:
@@ -257,50 +265,3 @@ def count_lines(path: PathLike) -> int:
             n += chunk.count(b"\n")
             last = chunk[-1:]
     return n + (last != b"\n")
-
-
-# ---------------------------------------------------------------- fairseq-generate output
-
-
-def parse_hypotheses(lines: Union[str, Iterable[str]], source: str = "fairseq-generate output") -> Dict[int, str]:
-    """First (best) ``H-<id>\\t<score>\\t<text>`` hypothesis per sentence id.
-
-    ``lines`` is the output text or its lines. A malformed ``H-`` line is refused with a
-    KDInputError naming ``source`` (a truncated or interleaved log)."""
-    if isinstance(lines, str):
-        lines = split_lines(lines)
-    hyps: Dict[int, str] = {}
-    for n, line in enumerate(lines, 1):
-        if not line.startswith("H-"):
-            continue
-        fields = line.rstrip("\r").split("\t", 2)
-        try:
-            idx = int(fields[0][2:])
-            float(fields[1])
-        except (ValueError, IndexError):
-            raise KDInputError(f"{source}: line {n} is not a fairseq-generate hypothesis line "
-                               f"(H-<id><TAB><score><TAB><text>): {line[:80]!r}; re-run the decoding "
-                               f"(was the log truncated or written by two processes?)") from None
-        hyps.setdefault(idx, fields[2] if len(fields) > 2 else "")
-    return hyps
-
-
-def order_hypotheses(hyps: Dict[int, str], n: Optional[int] = None,
-                     source: str = "fairseq-generate output") -> List[str]:
-    """Hypotheses for ids ``0..n-1`` (``n`` defaults to the number found); gaps are refused."""
-    if n is None:
-        n = len(hyps)
-    missing = [i for i in range(n) if i not in hyps]
-    extra = sorted(i for i in hyps if not 0 <= i < n)
-    if missing or extra:
-        raise KDInputError(f"{source}: expected hypotheses for ids 0..{n - 1} but {len(missing)} are missing "
-                           f"(e.g. {missing[:5]}) and {len(extra)} are out of range (e.g. {extra[:5]}); was "
-                           f"decoding interrupted, filtered (--max-len, --skip-invalid-size-inputs-valid-test) "
-                           f"or run on another subset?")
-    return [hyps[i] for i in range(n)]
-
-
-def hypotheses_in_order(lines: Union[str, Iterable[str]], n: Optional[int] = None,
-                        source: str = "fairseq-generate output") -> List[str]:
-    """``H-`` lines -> hypotheses for ids ``0..n-1`` in input order."""
-    return order_hypotheses(parse_hypotheses(lines, source), n, source)

@@ -1,4 +1,5 @@
-"""Guards shared by every tool that writes: output paths, directory locks, children that die with us.
+"""Guards shared by every tool that writes: output paths, directory locks, stale temporaries, children
+that die with us.
 
 * ``check_paths(inputs, outputs)``: before anything is written, refuse an output that
   equals, contains or lies inside an input, under any spelling (relative, ``..``,
@@ -7,6 +8,8 @@
   ``folder/.fairseq-kd.lock``, which holds the holder's pid; the kernel releases it when
   the holder dies (even by ``kill -9``), so a stale lock is simply taken over, and a second
   live run is refused with the holder's pid.
+* ``remove_stale_temporaries(folder)``: what writers killed mid-write left in a directory this run
+  holds: ``fileio``'s temporaries whose process is gone (a live writer's stay).
 * ``die_with_parent``: ``preexec_fn`` for subprocesses (e.g. ``fairseq-train``) that
   kills the child when this process dies, however it dies (Linux ``PR_SET_PDEATHSIG``).
 """
@@ -194,6 +197,27 @@ class DirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def remove_stale_temporaries(folder) -> List[str]:
+    """Delete the temporaries of atomic writes killed midway in ``folder`` (not its subfolders): only the
+    names ``fileio`` gives them (``fileio.TMP_NAME``), and only when the process named in them is gone.
+    For a directory this run holds (``DirLock``); returns the names removed."""
+    from fairseq_kd.fileio import TMP_NAME
+
+    removed: List[str] = []
+    if not os.path.isdir(folder):
+        return removed
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            m = TMP_NAME.fullmatch(entry.name)
+            if m and entry.is_file(follow_symlinks=False) and not _pid_alive(int(m["pid"])):
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                removed.append(entry.name)
+    return removed
 
 
 # ---------------------------------------------------------------- children die with their parent

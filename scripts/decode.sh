@@ -27,6 +27,7 @@ src=de               # source language
 tgt=en               # target language
 task=translation     # fairseq task used for decoding
 seed=1               # fairseq seed
+allow_renamed_dicts=false  # true: decode although --data-bin's dictionaries hold other symbols than the checkpoint's (renamed id for id)
 
 # shellcheck source=data_prep/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"
@@ -42,6 +43,8 @@ case "${decoding}" in
   *) usage_error "--decoding must be beam or greedy, not '${decoding}'" ;;
 esac
 [[ "${beam}" =~ ^[1-9][0-9]*$ ]] || usage_error "--beam must be a positive integer"
+[[ "${allow_renamed_dicts}" == true || "${allow_renamed_dicts}" == false ]] \
+  || usage_error "--allow-renamed-dicts must be true or false, not '${allow_renamed_dicts}'"
 for f in "${data_bin}/dict.${src}.txt" "${data_bin}/dict.${tgt}.txt"; do
   [[ -f "${f}" ]] || die "${f} not found: --data-bin must be a fairseq-preprocess output for ${src}-${tgt}"
 done
@@ -54,8 +57,10 @@ guard_args=(--input "${data_bin}" --input "${input}")
 for c in "${ckpts[@]}"; do guard_args+=(--input "${c}"); done
 [[ "${spm_model}" == none ]] || guard_args+=(--input "${spm_model}")
 prep guard --tool decode.sh "${guard_args[@]}" --output "${out}" --output "${out}.pieces" --output "${out}.log"
-# refuse (exit 2) a checkpoint trained with other dictionaries (same size, other order) or the other direction
+# refuse (exit 2) a checkpoint trained with other dictionaries (other symbols, or the same in another order)
+# or the other direction; --allow-renamed-dicts true: other symbols of the same size are only warned about
 dict_args=(); for c in "${ckpts[@]}"; do dict_args+=(--checkpoint "${c}"); done
+if [[ "${allow_renamed_dicts}" == true ]]; then dict_args+=(--allow-renamed); fi
 prep dicts "${dict_args[@]}" --data-bin "${data_bin}" --src "${src}" --tgt "${tgt}" >/dev/null
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/decode.XXXXXX")"

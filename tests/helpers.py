@@ -107,7 +107,7 @@ def generate(data_bin: Path, checkpoint: Path, split: str = "test", extra: Seque
     args = options.parse_args_and_arch(parser, argv)
     out = io.StringIO()
     fs_generate._main(convert_namespace_to_omegaconf(args), output_file=out)
-    from fairseq_kd.fileio import parse_hypotheses
+    from fairseq_kd.hypotheses import parse_hypotheses
 
     hyps = parse_hypotheses(out.getvalue())
     return [hyps[i] for i in sorted(hyps)]

@@ -36,3 +36,20 @@ def alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def killed_atomic_write(path, text: str = "half a file") -> Path:
+    """What a writer killed mid-write leaves: a child writes ``text`` through ``fileio.atomic_open(path)``
+    and SIGKILLs itself before the replace. Returns its temporary (``path`` itself is untouched)."""
+    import signal
+    import subprocess
+    import sys
+
+    path = Path(path)
+    code = LIGHT_IMPORT + ("import os, signal, sys; from fairseq_kd import fileio\n"
+                           "with fileio.atomic_open(sys.argv[1]) as f:\n"
+                           "    f.write(sys.argv[2]); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), text])
+    assert proc.wait() == -signal.SIGKILL
+    (tmp,) = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.{proc.pid}.")]
+    return tmp

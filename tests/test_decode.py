@@ -4,7 +4,8 @@ The teacher (tests/helpers.py) copies sentences over words w0..w11. A sentencepi
 over the same corpus has exactly one piece per word (``\u2581w3``); renaming the teacher's
 dictionary entries ``w3`` -> ``\u2581w3`` (same indices, so the same embeddings) gives a model
 that reads and writes real sentencepiece pieces, and a correct decode.sh must return the
-raw input sentences in their input order.
+raw input sentences in their input order. The renaming is on purpose here, so these decodes pass
+``--allow-renamed-dicts true``; without it decode.sh refuses the renamed dictionaries.
 """
 import os
 import shutil
@@ -26,6 +27,9 @@ def overlap(a: str, b: str) -> float:
     ca, cb = Counter(a.split()), Counter(b.split())
     common = sum((ca & cb).values())
     return 2 * common / max(1, sum(ca.values()) + sum(cb.values()))
+
+
+RENAMED = ("--allow-renamed-dicts", "true")  # piece_teacher's dictionaries are renamed on purpose
 
 
 def decode(*args, check=True):
@@ -57,7 +61,7 @@ def test_decode_binarized_split_in_input_order(piece_teacher, tmp_path):
     teacher, data_bin, model = piece_teacher
     out = tmp_path / "hyp.tgt"
     decode("--data-bin", data_bin, "--checkpoint", teacher.checkpoint, "--out", out, "--subset", "test",
-           "--src", "src", "--tgt", "tgt", "--decoding", "greedy", "--spm-model", model)
+           "--src", "src", "--tgt", "tgt", "--decoding", "greedy", "--spm-model", model, *RENAMED)
     src = (teacher.raw / "test.src").read_text().splitlines()
     hyp = out.read_text().splitlines()
     pieces = Path(f"{out}.pieces").read_text().splitlines()
@@ -82,7 +86,7 @@ def test_decode_raw_input_file_with_beam(piece_teacher, tmp_path):
     raw.write_text("\n".join(lines) + "\n")
     out = tmp_path / "hyp.tgt"
     decode("--data-bin", data_bin, "--checkpoint", teacher.checkpoint, "--input", raw, "--out", out,
-           "--src", "src", "--tgt", "tgt", "--beam", 3, "--spm-model", model)
+           "--src", "src", "--tgt", "tgt", "--beam", 3, "--spm-model", model, *RENAMED)
     hyp = out.read_text().splitlines()
     assert len(hyp) == 4 and not any("\u2581" in h for h in hyp)
     assert [overlap(h, s) > 0.5 for h, s in zip(hyp, lines)].count(True) >= 3, hyp
@@ -92,6 +96,27 @@ def test_decode_raw_input_file_with_beam(piece_teacher, tmp_path):
 def test_decode_missing_split_is_a_clear_error(piece_teacher, tmp_path):
     teacher, data_bin, model = piece_teacher
     proc = decode("--data-bin", data_bin, "--checkpoint", teacher.checkpoint, "--out", tmp_path / "h",
-                  "--subset", "test7", "--src", "src", "--tgt", "tgt", check=False)
+                  "--subset", "test7", "--src", "src", "--tgt", "tgt", *RENAMED, check=False)
     assert proc.returncode == 1 and "no binarized 'test7' split" in proc.stderr
     assert not (tmp_path / "h").exists()
+
+
+@pytest.mark.integration
+def test_decode_refuses_renamed_dictionaries_unless_allowed(piece_teacher, tmp_path):
+    """--data-bin's dictionaries hold other symbols than the checkpoint's own (``w3`` -> ``\u2581w3``):
+    an error before fairseq-generate, naming the file and the fix, unless --allow-renamed-dicts true."""
+    teacher, data_bin, model = piece_teacher
+    out = tmp_path / "hyp.tgt"
+    args = ["--data-bin", data_bin, "--checkpoint", teacher.checkpoint, "--out", out, "--subset", "test",
+            "--src", "src", "--tgt", "tgt", "--decoding", "greedy", "--spm-model", model]
+    proc = decode(*args, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{data_bin}/dict.src.txt " in proc.stderr and "holds other symbols than the source dictionary" in proc.stderr
+    assert f"({teacher.data_bin}/dict.src.txt, " in proc.stderr and "first difference at id 4" in proc.stderr
+    assert "pass --allow-renamed-dicts true" in proc.stderr and "fairseq-generate" not in proc.stderr  # before it
+    assert not out.exists() and not Path(f"{out}.log").exists()
+    proc = decode(*args, "--allow-renamed-dicts", "yes", check=False)
+    assert proc.returncode == 2 and "--allow-renamed-dicts must be true or false, not 'yes'" in proc.stderr
+    proc = decode(*args, *RENAMED)
+    assert "decoding assumes they were renamed id for id" in proc.stderr
+    assert len(out.read_text().splitlines()) == 40

@@ -170,6 +170,7 @@ def test_teacher_forcing_equals_direct_argmax(tiny_teacher, tmp_path):
 @pytest.mark.integration
 def test_interrupted_run_resumes_byte_identical(tiny_teacher, tmp_path, monkeypatch):
     from fairseq_kd.distill import run as run_mod
+    from tests.reliability_helpers import killed_atomic_write
 
     full = tmp_path / "full"
     run_distill(tiny_teacher, full, "--decoding", "beam", "--beam", "2")
@@ -192,11 +193,32 @@ def test_interrupted_run_resumes_byte_identical(tiny_teacher, tmp_path, monkeypa
     assert done == ["shard-000000.jsonl", "shard-000001.jsonl"]  # 40 lines / 16: shard 2 was lost
     assert not (part / "test.tgt").exists()  # nothing published before all shards are done
     (part / "shards" / "shard-000002.jsonl.tmp.4242").write_text('{"id": 32, "tgt": [4')  # a killed write
+    stale = killed_atomic_write(part / "shards" / "shard-000002.jsonl", '{"id": 32, "tgt": [4')  # fileio's own
     calls["n"] = 0
     monkeypatch.setattr(run_mod, "decode_shard", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
     run_distill(tiny_teacher, part, "--decoding", "beam", "--beam", "2")
     assert calls["n"] == 1  # only the missing shard was decoded again
+    assert not stale.exists()  # the killed write's temporary is gone
     assert_same_published(full, part)
+
+
+@pytest.mark.integration
+def test_rerun_removes_the_temporaries_of_killed_writes(tiny_teacher, tmp_path):
+    """A run killed mid-write leaves its temporary (never read) beside the target, in the shard work dir
+    or in the output dir (while publishing); the next run over the directory deletes it, same bytes."""
+    from tests.reliability_helpers import killed_atomic_write
+
+    out = tmp_path / "out"
+    run_distill(tiny_teacher, out, "--decoding", "greedy")
+    before = {p.relative_to(out): p.read_bytes() for p in published_files(out)}
+    shard = out / "shards" / "shard-000001.jsonl"
+    shard_bytes = shard.read_bytes()
+    stale = [killed_atomic_write(shard), killed_atomic_write(out / "shards" / "timing.json"),
+             killed_atomic_write(out / "test.tgt"), killed_atomic_write(out / "bin" / "dict.tgt.txt")]
+    run_distill(tiny_teacher, out, "--decoding", "greedy")  # nothing to decode: publishes again
+    assert [p.name for p in stale if p.exists()] == []
+    assert {p.relative_to(out): p.read_bytes() for p in published_files(out)} == before
+    assert shard.read_bytes() == shard_bytes
 
 
 @pytest.mark.integration

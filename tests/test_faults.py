@@ -154,6 +154,7 @@ def test_distill_killed_four_times_resumes_byte_identical(tiny_teacher, tmp_path
     kill_and_resume("distill", lambda n: base + ["-o", str(tmp_path / n)], seed)
     for name in ("killed", *LATE):  # published files and shards; summary.json holds decoding wall times
         same_files(tmp_path / "full", tmp_path / name, skip=("summary.json", "timing.json", ".fairseq-kd.lock"))
+        assert leftovers(tmp_path / name) == []  # the resumed run deleted its killed writes' temporaries
 
 
 @pytest.mark.parametrize("seed", [12])
@@ -163,6 +164,7 @@ def test_cache_killed_four_times_resumes_byte_identical(tiny_teacher, tmp_path, 
     kill_and_resume("cache", lambda n: base + ["--out-dir", str(tmp_path / n)], seed)
     for name in ("killed", *LATE):
         same_files(tmp_path / "full", tmp_path / name, skip=(".fairseq-kd.lock",))
+        assert leftovers(tmp_path / name) == []  # the resumed run deleted its killed writes' temporaries
 
 
 def _without(path: Path, column: str) -> str:

@@ -155,7 +155,7 @@ def test_cache_resumes_and_refuses_stale_or_truncated(tiny_teacher, tmp_path):
 def test_cache_partial_run_resumes_to_identical_files(tiny_teacher, tmp_path):
     """Kill-and-resume: a run that died after half of its batch plan, re-run: same bytes as one
     uninterrupted run (every sentence is computed in the same batch as without the kill)."""
-    from fairseq_kd.cache import TeacherCacheWriter
+    from fairseq_kd.cache_writer import TeacherCacheWriter
 
     full = tmp_path / "full"
     run_cache(tiny_teacher.data_bin, tiny_teacher.checkpoint, full, "--split", "train")

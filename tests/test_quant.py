@@ -223,7 +223,7 @@ def test_qat_updates_range_and_window():
     assert [u for u in range(10) if quant.qat_active(2, 10, u)] == [8, 9]
     assert not any(quant.qat_active(0, 10, u) for u in range(10))
     # a task config built outside fairseq-train: --max-update is an unresolved interpolation
-    from fairseq_kd.tasks.kd_translation import KDTranslationConfig
+    from fairseq_kd.tasks._options import KDTranslationConfig
 
     cfg = KDTranslationConfig()
     assert str(cfg.max_update).startswith("${")

@@ -82,7 +82,7 @@ def test_cache_allocates_before_it_maps(tmp_path, monkeypatch):
 
     import numpy as np
 
-    from fairseq_kd import cache
+    from fairseq_kd import cache_writer
     from fairseq_kd.errors import KDDiskError
 
     class Data:
@@ -96,14 +96,36 @@ def test_cache_allocates_before_it_maps(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     with pytest.raises(KDDiskError, match="No space left"):
-        cache.TeacherCacheWriter(str(tmp_path), "valid", Data(), 4, {})
+        cache_writer.TeacherCacheWriter(str(tmp_path), "valid", Data(), 4, {})
     assert os.listdir(tmp_path) == []
     monkeypatch.undo()
-    w = cache.TeacherCacheWriter(str(tmp_path), "valid", Data(), 4, {})
+    w = cache_writer.TeacherCacheWriter(str(tmp_path), "valid", Data(), 4, {})
     sizes = {p.name: p.stat().st_size for p in (tmp_path / "valid.partial").iterdir()}
     blocks = {p.name: p.stat().st_blocks for p in (tmp_path / "valid.partial").iterdir()}
     assert sizes["valid.ids.i32"] == 5 * 4 * 4 and sizes["valid.done.u8"] == 2
     assert blocks["valid.ids.i32"] > 0  # allocated, not sparse
+    assert w.todo().tolist() == [0, 1]
+
+
+def test_cache_resume_removes_the_temporaries_of_killed_writes(tmp_path):
+    """A cache run killed mid-write leaves a temporary (never read); the resumed run deletes it."""
+    import numpy as np
+
+    from fairseq_kd import cache_writer
+    from tests.reliability_helpers import killed_atomic_write
+
+    class Data:
+        tgt_sizes = np.array([3, 2])
+
+        def __len__(self):
+            return 2
+
+    cache_writer.TeacherCacheWriter(str(tmp_path), "valid", Data(), 4, {})
+    plan = tmp_path / "valid.partial" / "valid.meta.json"
+    plan_bytes = plan.read_bytes()
+    stale = [killed_atomic_write(plan), killed_atomic_write(tmp_path / "valid.meta.json")]
+    w = cache_writer.TeacherCacheWriter(str(tmp_path), "valid", Data(), 4, {})  # resumes
+    assert [p.name for p in stale if p.exists()] == [] and plan.read_bytes() == plan_bytes
     assert w.todo().tolist() == [0, 1]
 
 

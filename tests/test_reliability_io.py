@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from fairseq_kd import fileio, fingerprint, guard
+from fairseq_kd import fileio, fingerprint, guard, hypotheses
 from fairseq_kd.errors import KDInputError
-from tests.reliability_helpers import LIGHT_IMPORT, alive as _alive
+from tests.reliability_helpers import LIGHT_IMPORT, alive as _alive, killed_atomic_write
 
 
 pytestmark = pytest.mark.unit
@@ -77,12 +77,14 @@ def test_non_utf8_and_missing_are_refused(tmp_path):
 
 def test_parse_hypotheses():
     text = "S-1\tb\nH-1\t-0.5\tx\ry\nH-0\t-0.1\tfirst\nH-0\t-0.9\tsecond\nD-0\t-0.1\tfirst\nH-2\t-1.0\n"
-    assert fileio.parse_hypotheses(text) == {0: "first", 1: "x\ry", 2: ""}
-    assert fileio.hypotheses_in_order(text) == ["first", "x\ry", ""]
+    assert hypotheses.parse_hypotheses(text) == {0: "first", 1: "x\ry", 2: ""}
+    assert hypotheses.hypotheses_in_order(text) == ["first", "x\ry", ""]
     with pytest.raises(KDInputError, match="ids 0..3 .*1 are missing"):
-        fileio.hypotheses_in_order(text, n=4)
+        hypotheses.hypotheses_in_order(text, n=4)
     with pytest.raises(KDInputError, match="line 2 is not a fairseq-generate hypothesis"):
-        fileio.parse_hypotheses(["H-0\t-1\ta", "H-1x\t-1\tb"], source="gen.log")
+        hypotheses.parse_hypotheses(["H-0\t-1\ta", "H-1x\t-1\tb"], source="gen.log")
+    for name in ("parse_hypotheses", "order_hypotheses", "hypotheses_in_order"):  # still importable from fileio
+        assert getattr(fileio, name) is getattr(hypotheses, name)
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -205,6 +207,23 @@ def test_dir_lock_refuses_second_holder_and_takes_over_stale(tmp_path):
         proc.wait()
     with guard.DirLock(tmp_path / "out") as lock:
         assert lock.holder() == os.getpid()
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("old\n")
+    stale = killed_atomic_write(out)  # a writer SIGKILLed between its write and its replace
+    assert stale.read_text() == "half a file" and out.read_text() == "old\n"
+    assert fileio.TMP_NAME.fullmatch(stale.name)["name"] == "out.txt"
+    for other in ("notes.tmp", ".out.txt.abcdefgh.tmp", ".out.txt.12.tmp"):  # no name fileio gives
+        (tmp_path / other).write_text("not ours")
+    with fileio.atomic_open(tmp_path / "live.txt") as f:  # a live writer's temporary (this process): kept
+        f.write("x")
+        assert guard.remove_stale_temporaries(tmp_path) == [stale.name]
+        assert len(list(tmp_path.glob(f".live.txt.{os.getpid()}.*.tmp"))) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.txt.12.tmp", ".out.txt.abcdefgh.tmp", "live.txt",
+                                                           "notes.tmp", "out.txt"]
+    assert out.read_text() == "old\n" and guard.remove_stale_temporaries(tmp_path / "missing") == []
 
 
 def test_child_dies_with_parent(tmp_path):

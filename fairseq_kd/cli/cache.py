@@ -60,7 +60,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def build_task(args):
-    from fairseq_kd.tasks.kd_translation import KDTranslationConfig, KDTranslationTask
+    from fairseq_kd.tasks._options import KDTranslationConfig
+    from fairseq_kd.tasks.kd_translation import KDTranslationTask
 
     cfg = KDTranslationConfig(data=args.data, source_lang=args.source_lang, target_lang=args.target_lang,
                               teacher_path=args.teacher_path, teacher_data=args.teacher_data,
@@ -106,7 +107,8 @@ def part_fingerprint(fp: dict, args) -> dict:
 
 def merge_split(task, teacher, split: str, args) -> dict:
     """Check the N parts of a split and publish the merged cache."""
-    from fairseq_kd.cache import TeacherCache, merge_parts, remove_split
+    from fairseq_kd.cache import TeacherCache
+    from fairseq_kd.cache_writer import merge_parts, remove_split
 
     task.load_dataset(split)
     dataset = task.dataset(split)
@@ -129,7 +131,8 @@ def cache_split(task, teacher, split: str, args) -> dict:
     """Fill (or resume) the cache of one split, or with ``--part`` one worker's slice of it."""
     from tqdm import tqdm
 
-    from fairseq_kd.cache import TeacherCache, TeacherCacheWriter, remove_split
+    from fairseq_kd.cache import TeacherCache
+    from fairseq_kd.cache_writer import TeacherCacheWriter, remove_split
 
     if args.overwrite and not args.part:
         remove_split(args.out_dir, split)

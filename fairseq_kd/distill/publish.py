@@ -8,7 +8,7 @@ from typing import Dict
 
 import torch
 
-from fairseq_kd import fileio
+from fairseq_kd import fileio, guard
 from fairseq_kd.distill import filters
 from fairseq_kd.distill.data import SplitData, split_prefix, to_pieces
 from fairseq_kd.distill.fallback import check_failures, failed_by_cause
@@ -21,6 +21,8 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
     import sacrebleu
     from fairseq.data import indexed_dataset
 
+    for folder in (cfg.output_dir, os.path.join(cfg.output_dir, "bin")):  # a killed publish's temporaries
+        guard.remove_stale_temporaries(folder)
     summary_file = os.path.join(cfg.output_dir, "summary.json")
     if os.path.exists(summary_file):  # summary.json marks a finished output: not while files are replaced
         os.remove(summary_file)

@@ -3,7 +3,8 @@
 The split is cut into fixed shards of consecutive sentence ids. Each finished shard is
 one JSON-lines file written to a temporary name and ``os.replace``-d into place, so a
 shard is either complete or absent: a run killed at any point (even SIGKILL) redoes at
-most the shard it was in. ``meta.json`` pins everything that changes the outputs
+most the shard it was in (the temporary of its killed write is deleted when the work directory
+is opened again). ``meta.json`` pins everything that changes the outputs
 (teacher fingerprint, data, decoding settings); a re-run with other settings is refused
 instead of mixing two corpora. ``publish`` checks alignment (every id exactly once, in
 order, count = split size) before any final file is written, and writes each final file
@@ -16,6 +17,7 @@ from typing import Dict, List
 
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.fileio import atomic_write_lines, atomic_write_text  # noqa: F401  (used by publish/run)
+from fairseq_kd.guard import remove_stale_temporaries
 
 
 def shard_ranges(n: int, shard_size: int) -> List[range]:
@@ -31,6 +33,7 @@ class ShardStore:
     def __init__(self, workdir: str, meta: Dict):
         self.workdir, self.meta = workdir, meta
         os.makedirs(workdir, exist_ok=True)
+        remove_stale_temporaries(workdir)  # of a run killed mid-write (its pid is gone); never read
         meta_file = os.path.join(workdir, "meta.json")
         if os.path.exists(meta_file):
             from fairseq_kd import integrity

@@ -100,7 +100,7 @@ def _write_test(a, srcs, tgts, kind):
 
 def _cmd_dicts(a):
     from fairseq_kd.prep.dicts import check_checkpoint_dicts
-    return [check_checkpoint_dicts(c, a.data_bin, a.src, a.tgt) for c in a.checkpoint]
+    return [check_checkpoint_dicts(c, a.data_bin, a.src, a.tgt, a.allow_renamed) for c in a.checkpoint]
 
 
 def _cmd_xml(a):
@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-bin", required=True)
     c.add_argument("--src", required=True)
     c.add_argument("--tgt", required=True)
+    c.add_argument("--allow-renamed", action="store_true",
+                   help="other symbols under the same ids (pieces renamed id for id on purpose): warn, do not refuse")
     c.set_defaults(fn=_cmd_dicts)
 
     c = sub.add_parser("guard", help="refuse outputs that are, contain or lie inside an input (exit 2)")

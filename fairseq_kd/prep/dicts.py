@@ -1,9 +1,10 @@
 """A checkpoint against the data-bin it is about to decode: ``--data-bin``'s dictionaries may not
 hold the symbols the checkpoint was trained with (found through the data dir stored in it) under
 other ids (every id would decode to another word: BLEU near 0, no error), and its stored language
-pair must be the decoding direction. Other symbols altogether (pieces renamed id for id, or
-another vocabulary: not told apart) are warned about. ``scripts/decode.sh`` runs this before
-``fairseq-generate``.
+pair must be the decoding direction. Other symbols altogether (another vocabulary, or pieces renamed
+id for id: not told apart) are refused too, unless the caller says that a dictionary of the same
+size was renamed on purpose (``allow_renamed``: then a warning). ``scripts/decode.sh`` runs this
+before ``fairseq-generate`` (``--allow-renamed-dicts true`` there).
 """
 import logging
 import os
@@ -28,8 +29,9 @@ def first_difference(a: List[str], b: List[str]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def check_checkpoint_dicts(checkpoint: str, data_bin: str, src: str, tgt: str) -> Dict:
-    """Refuse (``KDInputError``) a checkpoint whose own dictionaries or direction differ from ``data_bin``'s."""
+def check_checkpoint_dicts(checkpoint: str, data_bin: str, src: str, tgt: str, allow_renamed: bool = False) -> Dict:
+    """Refuse (``KDInputError``) a checkpoint whose own dictionaries or direction differ from ``data_bin``'s;
+    ``allow_renamed``: other symbols in a dictionary of the same size are only warned about (renamed id for id)."""
     from fairseq_kd.checkpoint_safety import load_checkpoint
     from fairseq_kd.langpair import check_teacher_pair, stored_pair
 
@@ -49,11 +51,20 @@ def check_checkpoint_dicts(checkpoint: str, data_bin: str, src: str, tgt: str) -
             continue
         a, b = read_symbols(own), read_symbols(mine)
         i = first_difference(a, b)
-        if i >= 0 and sorted(a) != sorted(b):  # other symbols: renamed pieces, or another vocabulary
+        sym = lambda s: repr(s[i]) if i < len(s) else "<end>"  # noqa: E731
+        other = i >= 0 and sorted(a) != sorted(b)  # other symbols: another vocabulary, or renamed pieces
+        if other and allow_renamed and len(a) == len(b):  # renamed id for id, as the caller says
             logger.warning("%s: %s holds other symbols than %s (first at id %d): decoding assumes they were "
                            "renamed id for id", checkpoint, mine, own, i)
+        elif other:
+            hint = ("; if its symbols were renamed id for id on purpose, pass --allow-renamed-dicts true to "
+                    "scripts/decode.sh (prep dicts: --allow-renamed)" if len(a) == len(b) else "")
+            raise KDInputError(f"{mine} ({len(b)} symbols) holds other symbols than the {side} dictionary "
+                               f"{checkpoint} was trained with ({own}, {len(a)} symbols): first difference at id "
+                               f"{i}, {sym(b)} vs {sym(a)}; the checkpoint's ids would be read and written as "
+                               f"other words. Decode with the checkpoint's own data-bin (or binarize with "
+                               f"fairseq-preprocess --srcdict/--tgtdict {own_dir}/dict.*.txt){hint}")
         elif i >= 0:  # the same symbols under other ids: every id decodes to another word
-            sym = lambda s: repr(s[i]) if i < len(s) else "<end>"  # noqa: E731
             raise KDInputError(f"{mine} ({len(b)} symbols) is not the {side} dictionary {checkpoint} was trained "
                                f"with ({own}, {len(a)} symbols): first difference at id {i}, {sym(b)} vs {sym(a)}; "
                                f"every id would decode to another word. Decode with the checkpoint's own data-bin "

@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 from fairseq_kd.errors import KDInputError
-from fairseq_kd.fileio import order_hypotheses as restore_order, parse_hypotheses  # noqa: F401  (prep hyps)
+from fairseq_kd.hypotheses import order_hypotheses as restore_order, parse_hypotheses  # noqa: F401  (prep hyps)
 
 
 def remove_sentencepiece(line: str) -> str:

@@ -7,102 +7,25 @@ optimizer or the student's checkpoint. Criteria get ``task.teacher``, a
 ``fairseq_kd.teacher.Teacher`` built once (ensemble on the student's device and dtype, the
 offline caches, the student's layer shapes): it answers a criterion's ``TeacherRequest`` from
 the sample alone and never calls back into the task.
+
+The task's options are ``tasks/_options.py`` (``KDTranslationConfig``); the criteria's per-update
+state kept in the checkpoint (``register_update_hook``, ``register_state``) is ``tasks/_state.py``.
 """
 import logging
-import os
-from dataclasses import dataclass, field
-from typing import Optional
 
-from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
-from fairseq.tasks.translation import TranslationConfig, TranslationTask
-from omegaconf import II
+from fairseq.tasks.translation import TranslationTask
 
-from fairseq_kd.distill.decoding import DECODING_CHOICES
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.quant import int8_training
+from fairseq_kd.tasks._options import KDTranslationConfig
+from fairseq_kd.tasks._state import CheckpointStateMixin
 
 logger = logging.getLogger(__name__)
 
-TEACHER_DTYPE_CHOICES = ChoiceEnum(["fp32", "fp16", "bf16"])
-SEQ_KD_TARGETS_CHOICES = ChoiceEnum(["online", "data"])
-NOISE_SIDE_CHOICES = ChoiceEnum(["source", "target", "both"])
-NOISE_TEACHER_INPUT_CHOICES = ChoiceEnum(["clean", "noisy"])
-SEQ_KD_DECODING_CHOICES = ChoiceEnum(list(DECODING_CHOICES))
-
-
-@dataclass
-class KDTranslationConfig(TranslationConfig):
-    # --- teacher ---------------------------------------------------------------
-    teacher_path: Optional[str] = field(
-        default=None, metadata={"help": "teacher checkpoint, or several joined by ':' (an ensemble: probabilities averaged)"}
-    )
-    teacher_data: Optional[str] = field(
-        default=None, metadata={"help": "directory with the teacher's dict.<lang>.txt, when it moved since training"}
-    )
-    teacher_cache: Optional[str] = field(
-        default=None, metadata={"help": "directory written by fairseq-kd-cache: read top-k teacher distributions from it"}
-    )
-    teacher_trust_checkpoint: bool = field(
-        default=False, metadata={"help": "fully unpickle the teacher checkpoint(s) (trusted legacy files only)"}
-    )
-    teacher_dtype: Optional[TEACHER_DTYPE_CHOICES] = field(
-        default=None, metadata={"help": "teacher weights and compute dtype, set once at load (default: the "
-                                        "student's training dtype: bf16 with --bf16, fp16 with --fp16/--amp, "
-                                        "else fp32)"}
-    )
-    # --- on-the-fly noise (training split only) ----------------------------------
-    noise_deletion: float = field(default=0.0, metadata={"help": "probability of deleting each word"})
-    noise_substitution: float = field(default=0.0, metadata={"help": "probability of substituting each word"})
-    noise_swap: float = field(default=0.0, metadata={"help": "probability of swapping each word within the window"})
-    noise_swap_window: int = field(default=3, metadata={"help": "a swapped word moves at most this many positions"})
-    noise_side: NOISE_SIDE_CHOICES = field(default="source", metadata={"help": "which side of the pair gets noise"})
-    noise_teacher_input: NOISE_TEACHER_INPUT_CHOICES = field(
-        default="clean", metadata={"help": "whether the teacher reads the clean or the noisy source"}
-    )
-    # --- sequence-level KD (criterion seq_kd / hybrid_kd) ---------------------------
-    seq_kd_decoding: SEQ_KD_DECODING_CHOICES = field(
-        default="beam", metadata={"help": "how the teacher produces targets for seq_kd/hybrid_kd"}
-    )
-    seq_kd_beam: int = field(default=4, metadata={"help": "beam size for --seq-kd-decoding beam"})
-    seq_kd_lenpen: float = field(default=1.0, metadata={"help": "length penalty for teacher beam search"})
-    seq_kd_sampling_topk: int = field(
-        default=-1, metadata={"help": "--seq-kd-decoding sampling: sample from the k most likely tokens (-1: all)"})
-    seq_kd_sampling_topp: float = field(
-        default=-1.0, metadata={"help": "--seq-kd-decoding sampling: nucleus probability mass (-1: off)"})
-    seq_kd_max_len_a: float = field(default=1.2, metadata={"help": "max target length = a * source length + b"})
-    seq_kd_max_len_b: int = field(default=10, metadata={"help": "max target length = a * source length + b"})
-    seq_kd_targets: SEQ_KD_TARGETS_CHOICES = field(
-        default="online", metadata={"help": "seq_kd/hybrid_kd train on the teacher's translations made online "
-                                            "(memoized), or on the dataset's targets as they are (data already "
-                                            "distilled by fairseq-kd-distill; needed with --teacher-cache)"})
-    seq_kd_gold_mix: float = field(
-        default=0.0, metadata={"help": "probability of training a sentence on its gold target instead"})
-    seq_kd_no_memo: bool = field(
-        default=False, metadata={"help": "do not keep the teacher's targets on disk (re-decode after a restart)"})
-    seq_kd_memo_flush: int = field(
-        default=1000, metadata={"help": "write the memo to disk every N newly decoded sentences"})
-    # --- int8-aware fine-tuning (fairseq_kd/quant.py) ----------------------------------
-    int8_qat_updates: int = field(
-        default=0, metadata={"help": "simulate CTranslate2's int8 inference (weights and each linear layer's "
-                                     "input quantized per row, straight-through gradients) in the forward pass "
-                                     "of the last N updates (needs --max-update; 0: off)"})
-    # --- globals -----------------------------------------------------------------
-    max_update: int = II("optimization.max_update")
-    cpu: bool = II("common.cpu")
-    fp16: bool = II("common.fp16")
-    bf16: bool = II("common.bf16")
-    amp: bool = II("common.amp")
-    save_dir: str = II("checkpoint.save_dir")
-    restore_file: str = II("checkpoint.restore_file")
-    checkpoint_suffix: str = II("checkpoint.checkpoint_suffix")
-    train_subset: str = II("dataset.train_subset")
-    valid_subset: str = II("dataset.valid_subset")
-    seed: int = II("common.seed")
-
 
 @register_task("kd_translation", dataclass=KDTranslationConfig)
-class KDTranslationTask(TranslationTask):
+class KDTranslationTask(CheckpointStateMixin, TranslationTask):
     """Translation with a frozen teacher (online or cached) for knowledge distillation."""
 
     cfg: KDTranslationConfig
@@ -118,9 +41,6 @@ class KDTranslationTask(TranslationTask):
         self.teacher_caches = {}  # split -> fairseq_kd.cache.TeacherCache
         self.seq_targets = None  # distill.online.OnlineTargets when a criterion trains on teacher targets
         self._train_epoch = 1
-        self._update_hooks = []  # called once per optimizer step on every worker
-        self._stateful = {}  # name -> object with state_dict/load_state_dict, kept in the checkpoint
-        self._restored = None  # task_state read back from the checkpoint training resumed from
 
     # --- teacher ---------------------------------------------------------------
     def load_teacher(self):
@@ -286,58 +206,7 @@ class KDTranslationTask(TranslationTask):
                                             prev_output_tokens=new["net_input"]["prev_output_tokens"])
         return new, {"seq_kd_gold": new["seq_kd_gold"], "seq_kd_decoded": self.seq_targets.decoded - before}
 
-    def optimizer_step(self, optimizer, model, update_num):
-        for hook in self._update_hooks:  # e.g. the global selection queue all-gathers this update's values
-            hook()
-        super().optimizer_step(optimizer, model, update_num)
-
-    # --- criterion state in the checkpoint ------------------------------------------
-    def register_update_hook(self, fn) -> None:
-        """``fn()`` runs once per update on every worker (before the optimizer step)."""
-        self._update_hooks.append(fn)
-
-    def register_state(self, name: str, obj) -> None:
-        """Keep ``obj.state_dict()`` in the checkpoint's task state; restored on resume."""
-        self._stateful[name] = obj
-        state = self._restored_state().get(name)
-        if state is not None:
-            obj.load_state_dict(state)
-            logger.info("restored %s from the checkpoint", name)
-
-    def state_dict(self):
-        state = dict(super().state_dict())
-        state.update({name: obj.state_dict() for name, obj in self._stateful.items()})
-        return state
-
-    def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        for name in [k for k in state_dict if k in self._stateful]:
-            self._stateful[name].load_state_dict(state_dict.pop(name))
-        super().load_state_dict(state_dict)
-
-    def _restored_state(self):
-        """The task state of the checkpoint fairseq-train resumes from (its own path rule).
-
-        fairseq's trainer restores model, optimizer and criterion parameters but not the
-        task state, so the task reads it back itself (memory-mapped, tensors only).
-        """
-        if self._restored is None:
-            self._restored = {}
-            restore = str(getattr(self.cfg, "restore_file", None) or "")
-            save_dir = getattr(self.cfg, "save_dir", None)
-            suffix = str(getattr(self.cfg, "checkpoint_suffix", "") or "")
-            if restore == "checkpoint_last.pt" and save_dir:
-                path = os.path.join(str(save_dir), f"checkpoint_last{suffix}.pt")
-            else:
-                path = restore.replace(".pt", suffix + ".pt") if restore else ""
-            if path and os.path.isfile(path):
-                import torch
-
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-                self._restored = dict(state.get("task_state") or {})
-        return self._restored
-
-
+    # --- on-the-fly noise (training split only) -----------------------------------------
     @property
     def noise_enabled(self) -> bool:
         return any(p > 0 for p in (self.cfg.noise_deletion, self.cfg.noise_substitution, self.cfg.noise_swap))
