@@ -42,6 +42,16 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
         self.seq_targets = None  # distill.online.OnlineTargets when a criterion trains on teacher targets
         self._train_epoch = 1
 
+    def begin_epoch(self, epoch, model):
+        """Training starts or resumes: fairseq's early-stopping count goes into the checkpoint from now
+        on and comes back from it (``tasks/_early_stop.py``). Only the task being trained gets here,
+        never a teacher's task loaded from its checkpoint, whose count must not reach the student."""
+        if "early_stop" not in self._stateful:
+            from fairseq_kd.tasks._early_stop import EarlyStopState
+
+            self.register_state("early_stop", EarlyStopState())
+        super().begin_epoch(epoch, model)
+
     # --- teacher ---------------------------------------------------------------
     def load_teacher(self):
         """Load the teacher (once), check its dictionaries against the task's, and put it on
