@@ -99,14 +99,14 @@ if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
   study "${out_root}/students_${size}_${tag}" --teacher "${t}" --methods ${methods:-none word seq hybrid word.hid} \
     --archs "${arch[${size}]}" --seeds ${seeds} --decodings beam --warmup-updates 100 \
     --cache-topk "${cache_topk}" --cache-methods word hybrid --train-args "${student_args[${size}]}" \
-    --method-args "${method_args[@]}" --distill-args "--backend ctranslate2 --shard-size 8000"
+    --method-args "${method_args[@]}" --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
   t=$(teacher_ckpt)
   study "${out_root}/noise_${noise_op}_${tag}" --teacher "${t}" \
     --methods ${methods:-none word word_tnoisy seq seq_tnoisy} --noise 0.3 --noise-ops "${noise_op}" \
     --archs "${arch[1m]}" --seeds ${seeds} --decodings beam --warmup-updates 100 --train-args "${student_args[1m]}" \
-    --distill-args "--backend ctranslate2 --shard-size 8000"
+    --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then
   t=$(teacher_ckpt)
