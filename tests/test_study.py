@@ -201,6 +201,25 @@ def test_resume_skips_finished_cells_and_steps(corpus, tmp_path):
     assert S.Study(rewrapped, runner=runner).run(progress=False)["skipped"] == 4 and launched == []
 
 
+def test_a_resumed_study_removes_the_temporaries_of_killed_writes(corpus, tmp_path):
+    import subprocess
+
+    cfg = make_cfg(corpus, tmp_path / "study", noise=[0.0])
+    runner = fake_runner([])
+    runner.ref = cfg.test_ref
+    S.Study(cfg, runner=runner).run(progress=False)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a finished process: its pid is free (a killed writer's)
+    cell = next((tmp_path / "study" / "cells").iterdir())
+    stale = [tmp_path / "study" / f".results.csv.{dead.pid}.abcd1234.tmp", cell / f".train.json.{dead.pid}.abcd1234.tmp"]
+    live = cell / f".hyp.beam1.txt.{os.getpid()}.abcd1234.tmp"  # a live writer's: kept
+    for p in [*stale, live]:
+        p.write_text("half")
+    Path(cfg.out_dir, "results.csv").unlink()  # the cell reruns its decode and record steps
+    S.Study(cfg, runner=runner).run(progress=False)
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
 def test_bad_inputs_are_refused_before_any_work(corpus, tmp_path):
     with pytest.raises(KDInputError, match="test-ref"):
         S.Study(make_cfg(corpus, tmp_path / "o", test_ref=str(tmp_path / "missing.txt"))).run(progress=False)

@@ -173,6 +173,7 @@ class Study(CellInputs):
             C.find_tool("fairseq-kd-cache")
         C.check_criteria(self.cfg)
         self.out.mkdir(parents=True, exist_ok=True)
+        guard.remove_stale_temporaries(self.out)  # of results/curves/study.json writes killed midway
         settings = self.out / "study.json"
         current = json.loads(json.dumps(self.cfg.settings_fingerprint()))
         if settings.exists():
@@ -234,6 +235,7 @@ class Study(CellInputs):
         cfg = self.cfg
         cdir = self.out / "cells" / cell.slug()
         cdir.mkdir(parents=True, exist_ok=True)
+        guard.remove_stale_temporaries(cdir)  # of hypothesis / score / train.json writes killed midway
         spec = method_spec(cell.method)
         teacher = C.cell_teacher(cfg, cell)
         noisy_source = cell.noise if reads_noisy_copies(cell.method) else None  # the teacher translated it
