@@ -37,3 +37,18 @@ def test_table_from_a_curve_csv(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[2] == "| method=none seed=1 | 8 (8) | 31.00 @6 | 3 | 5 | 30.00 @4 | 1.00 |"
     assert out[3] == "| method=none seed=1 | 8 (8) | 31.00 @6 | 4 | - (curve ends) |  |  |"
+
+
+def test_log_curve_rows_from_a_train_log(tmp_path, capsys):
+    from tests.test_study import TRAIN_LOG
+
+    spec = importlib.util.spec_from_file_location("log_curve", TOOL.parent / "log_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    log = tmp_path / "train.log"
+    log.write_text(TRAIN_LOG)
+    assert mod.main([str(log), "--set", "model=t"]) == 0
+    assert capsys.readouterr().out == ("model,updates,valid_bleu_greedy,valid_loss\n"
+                                       "t,10,1.5,5.9\nt,20,7.25,4.6\n")
+    (tmp_path / "empty.log").write_text("nothing\n")
+    assert mod.main([str(tmp_path / "empty.log")]) == 1
