@@ -22,10 +22,11 @@ teacher=""              # teacher checkpoint for stages 2-4 (default: stage 1's 
 # ---- grid ----------------------------------------------------------------------
 size=1m                 # stage 2: 1m (main job's 1.31M student) | 7m (ladder rung transformer_relu_9m, 7.34M)
 methods=""              # default per stage: 2 "none word seq hybrid word.hid", 3 "none word word_tnoisy seq seq_tnoisy",
-                        # 4 "onpolicy none word"
+                        # 4 "onpolicy onpolicy.l1 onpolicy.exp none word" (lambda 0.5, 1, exp schedule: pick on valid)
 seeds="1 2 3"           # training seeds
 noise_op=substitution   # stage 3: substitution | deletion (rate 0.3)
 student_init=""         # stage 4: the converged CE student every run starts from
+init_lr=0.0004          # stage 4 peak lr: about where the CE run's schedule ended (0.003 x sqrt(100 / 7,000))
 tag=main                # lane name (part of the out-dir)
 # ---- training (chosen on validation: docs/results.md sections 5 and 7) ----------
 lr=0.003                # peak learning rate (sections 5: 0.003 over 0.001 for the 1.3M student)
@@ -39,14 +40,14 @@ stop_stage=4            # stage 4 needs --student-init
 
 usage() {
   sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
-  echo "options: --prep --out-root --teacher --size --methods --seeds --noise-op --student-init --tag --lr" >&2
+  echo "options: --prep --out-root --teacher --size --methods --seeds --noise-op --student-init --init-lr --tag --lr" >&2
   echo "  --patience --interval --max-update --cache-topk --stage --stop-stage" >&2
   exit 2
 }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage ;;
-    --prep|--out-root|--teacher|--size|--methods|--seeds|--noise-op|--student-init|--tag|--lr|--patience|--interval|\
+    --prep|--out-root|--teacher|--size|--methods|--seeds|--noise-op|--student-init|--init-lr|--tag|--lr|--patience|--interval|\
     --max-update|--cache-topk|--stage|--stop-stage)
       [[ $# -ge 2 ]] || { echo "converged_study.sh: $1 needs a value" >&2; exit 2; }
       name="${1#--}"; printf -v "${name//-/_}" '%s' "$2"; shift 2 ;;
@@ -72,14 +73,15 @@ declare -A student_args=(
   [1m]="${common} --encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"
   [7m]="${common} --encoder-normalize-before --decoder-normalize-before")
 method_args=("hybrid=--hybrid-weight 0.5" "word.hid=--kd-hidden-weight 1.0 --kd-hidden-loss cosine"
-             "onpolicy=--kd-alpha 0.5 --onpolicy-lambda 0.5")
+             "onpolicy=--kd-alpha 0.5 --onpolicy-lambda 0.5" "onpolicy.l1=--onpolicy-lambda 1.0"
+             "onpolicy.exp=--onpolicy-schedule exp")
 
 study() {  # out_dir, then fairseq-kd-study flags
   local out=$1; shift
   echo "== $(date -u +%FT%TZ) ${out}: $*" >&2
   fairseq-kd-study --data "${prep}/bin" -s de -t en --test-ref "${prep}/raw/test.en" \
     --extra-test "test1=${prep}/raw/test1.en" --spm-model "${prep}/spm.model" --beam 5 --searches beam greedy \
-    --in-process --quiet --max-tokens 4096 --lrs "${lr}" --max-update "${max_update}" --patience "${patience}" \
+    --in-process --quiet --max-tokens 4096 --max-update "${max_update}" --patience "${patience}" \
     --best-metric bleu --validate-interval-updates "${interval}" --out-dir "${out}" "$@"
 }
 teacher_ckpt() {
@@ -91,26 +93,27 @@ teacher_ckpt() {
 }
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
-  study "${out_root}/teacher" --methods none --archs transformer --seeds 1 --warmup-updates 300 \
+  study "${out_root}/teacher" --lrs "${lr}" --methods none --archs transformer --seeds 1 --warmup-updates 300 \
     --train-args "${teacher_args}"
 fi
 if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
   t=$(teacher_ckpt)
   study "${out_root}/students_${size}_${tag}" --teacher "${t}" --methods ${methods:-none word seq hybrid word.hid} \
-    --archs "${arch[${size}]}" --seeds ${seeds} --decodings beam --warmup-updates 100 \
+    --lrs "${lr}" --archs "${arch[${size}]}" --seeds ${seeds} --decodings beam --warmup-updates 100 \
     --cache-topk "${cache_topk}" --cache-methods word hybrid --train-args "${student_args[${size}]}" \
     --method-args "${method_args[@]}" --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
   t=$(teacher_ckpt)
   study "${out_root}/noise_${noise_op}_${tag}" --teacher "${t}" \
-    --methods ${methods:-none word word_tnoisy seq seq_tnoisy} --noise 0.3 --noise-ops "${noise_op}" \
+    --methods ${methods:-none word word_tnoisy seq seq_tnoisy} --lrs "${lr}" --noise 0.3 --noise-ops "${noise_op}" \
     --archs "${arch[1m]}" --seeds ${seeds} --decodings beam --warmup-updates 100 --train-args "${student_args[1m]}" \
     --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then
   t=$(teacher_ckpt)
   study "${out_root}/onpolicy_${tag}" --teacher "${t}" --student-init "${student_init}" \
-    --methods ${methods:-onpolicy none word} --archs "${arch[1m]}" --seeds ${seeds} --warmup-updates 100 \
+    --methods ${methods:-onpolicy onpolicy.l1 onpolicy.exp none word} --archs "${arch[1m]}" --seeds ${seeds} \
+    --warmup-updates 100 --lrs "${init_lr}" \
     --cache-topk "${cache_topk}" --cache-methods word --train-args "${student_args[1m]}" --method-args "${method_args[@]}"
 fi
