@@ -29,6 +29,7 @@ student_init=""         # stage 4: the converged CE student every run starts fro
 init_lr=0.0004          # stage 4 peak lr: about where the CE run's schedule ended (0.003 x sqrt(100 / 7,000))
 tag=main                # lane name (part of the out-dir)
 # ---- training (chosen on validation: docs/results.md sections 5 and 7) ----------
+teacher_dropout=0.3     # stage 1: at 0.1 the 6.55M teacher peaks at 2,000 updates below the converged 1.3M CE student
 lr=0.003                # peak learning rate (sections 5: 0.003 over 0.001 for the 1.3M student)
 patience=8              # validations without improvement before stopping
 interval=250            # updates between validations
@@ -41,14 +42,14 @@ stop_stage=4            # stage 4 needs --student-init
 usage() {
   sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
   echo "options: --prep --out-root --teacher --size --methods --seeds --noise-op --student-init --init-lr --tag --lr" >&2
-  echo "  --patience --interval --max-update --cache-topk --stage --stop-stage" >&2
+  echo "  --patience --interval --max-update --cache-topk --teacher-dropout --stage --stop-stage" >&2
   exit 2
 }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage ;;
     --prep|--out-root|--teacher|--size|--methods|--seeds|--noise-op|--student-init|--init-lr|--tag|--lr|--patience|--interval|\
-    --max-update|--cache-topk|--stage|--stop-stage)
+    --max-update|--cache-topk|--teacher-dropout|--stage|--stop-stage)
       [[ $# -ge 2 ]] || { echo "converged_study.sh: $1 needs a value" >&2; exit 2; }
       name="${1#--}"; printf -v "${name//-/_}" '%s' "$2"; shift 2 ;;
     *) echo "converged_study.sh: unknown option $1" >&2; usage ;;
@@ -67,7 +68,7 @@ if [[ ${stage} -le 4 && ${stop_stage} -ge 4 && ! -f "${student_init}" ]]; then
 fi
 
 common="--share-all-embeddings --dropout 0.1 --num-workers 0"
-teacher_args="${common} --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"
+teacher_args="--share-all-embeddings --dropout ${teacher_dropout} --num-workers 0 --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"
 declare -A arch=([1m]=transformer_relu_3m [7m]=transformer_relu_9m)
 declare -A student_args=(
   [1m]="${common} --encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"
@@ -86,14 +87,15 @@ study() {  # out_dir, then fairseq-kd-study flags
 }
 teacher_ckpt() {
   if [[ -n "${teacher}" ]]; then echo "${teacher}"; return; fi
-  local t=(${out_root}/teacher/cells/*/checkpoints/checkpoint_best.pt)
-  [[ -f "${t[0]}" && -f ${out_root}/teacher/results.csv ]] || {
-    echo "converged_study.sh: no converged teacher in ${out_root}/teacher: run stage 1 to its end or pass --teacher" >&2; exit 1; }
+  local d="${out_root}/teacher_d${teacher_dropout}"
+  local t=(${d}/cells/*/checkpoints/checkpoint_best.pt)
+  [[ -f "${t[0]}" && -f ${d}/results.csv ]] || {
+    echo "converged_study.sh: no converged teacher in ${d}: run stage 1 to its end or pass --teacher" >&2; exit 1; }
   echo "${t[0]}"
 }
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
-  study "${out_root}/teacher" --lrs "${lr}" --methods none --archs transformer --seeds 1 --warmup-updates 300 \
+  study "${out_root}/teacher_d${teacher_dropout}" --lrs "${lr}" --methods none --archs transformer --seeds 1 --warmup-updates 300 \
     --train-args "${teacher_args}"
 fi
 if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
