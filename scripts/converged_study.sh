@@ -15,56 +15,36 @@
 # resume: re-run the same command.
 set -euo pipefail
 
-# ---- inputs --------------------------------------------------------------------
+# ---- options (--name value; chosen on validation where docs/results.md sections 5 and 7 show it) ---------
 prep=exp/m30k           # data_prep/prepare_multi30k.sh --out-dir (bin/, raw/, spm.model; test1 = test_2017_flickr)
 out_root=exp/converged  # one study out-dir per stage x size/op x tag below this
 teacher=""              # teacher checkpoint for stages 2-4 (default: stage 1's checkpoint_best.pt)
-# ---- grid ----------------------------------------------------------------------
 size=1m                 # stage 2: 1m (main job's 1.31M student) | 7m (ladder rung transformer_relu_9m, 7.34M)
-methods=""              # default per stage: 2 "none word seq hybrid word.hid", 3 "none word word_tnoisy seq seq_tnoisy",
-                        # 4 "onpolicy onpolicy.l1 onpolicy.exp none word" (lambda 0.5, 1, exp schedule: pick on valid)
+methods=""              # per stage: 2 none word seq hybrid word.hid; 3 none word word_tnoisy seq seq_tnoisy; 4 onpolicy onpolicy.l1 onpolicy.exp none word
 seeds="1 2 3"           # training seeds
-noise_op=substitution   # stage 3: substitution | deletion (rate 0.3)
+noise_op=substitution   # stage 3: substitution | deletion | swap (rate 0.3)
 student_init=""         # stage 4: the converged CE student every run starts from
 init_lr=0.0004          # stage 4 peak lr: about where the CE run's schedule ended (0.003 x sqrt(100 / 7,000))
 tag=main                # lane name (part of the out-dir)
-# ---- training (chosen on validation: docs/results.md sections 5 and 7) ----------
 teacher_dropout=0.3     # stage 1: at 0.1 the 6.55M teacher peaks at 2,000 updates below the converged 1.3M CE student
-lr=0.003                # peak learning rate (sections 5: 0.003 over 0.001 for the 1.3M student)
+lr=0.003                # peak learning rate (section 5: 0.003 over 0.001 for the 1.3M student)
 patience=8              # validations without improvement before stopping
 interval=250            # updates between validations
 max_update=20000        # cap (a run that reaches it is reported as "budget", not converged)
 cache_topk=8            # word / hybrid read the teacher's top-8 from a cache (clean data only)
-# ---- stages ---------------------------------------------------------------------
-stage=1
-stop_stage=4            # stage 4 needs --student-init
+stage=1                 # first stage to run
+stop_stage=4            # last stage to run (stage 4 needs --student-init)
 
-usage() {
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
-  echo "options: --prep --out-root --teacher --size --methods --seeds --noise-op --student-init --init-lr --tag --lr" >&2
-  echo "  --patience --interval --max-update --cache-topk --teacher-dropout --stage --stop-stage" >&2
-  exit 2
-}
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    -h|--help) usage ;;
-    --prep|--out-root|--teacher|--size|--methods|--seeds|--noise-op|--student-init|--init-lr|--tag|--lr|--patience|--interval|\
-    --max-update|--cache-topk|--teacher-dropout|--stage|--stop-stage)
-      [[ $# -ge 2 ]] || { echo "converged_study.sh: $1 needs a value" >&2; exit 2; }
-      name="${1#--}"; printf -v "${name//-/_}" '%s' "$2"; shift 2 ;;
-    *) echo "converged_study.sh: unknown option $1" >&2; usage ;;
-  esac
-done
-[[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] || { echo "converged_study.sh: stages are integers" >&2; exit 2; }
-case "${size}" in 1m|7m) ;; *) echo "converged_study.sh: --size must be 1m or 7m (got ${size})" >&2; exit 2 ;; esac
-case "${noise_op}" in substitution|deletion|swap) ;; *) echo "converged_study.sh: --noise-op: substitution, deletion or swap" >&2; exit 2 ;; esac
+. "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, die, usage_error
+parse_flags "$@"
+[[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] || usage_error "stages are integers"
+case "${size}" in 1m|7m) ;; *) usage_error "--size must be 1m or 7m (got ${size})" ;; esac
+case "${noise_op}" in substitution|deletion|swap) ;; *) usage_error "--noise-op: substitution, deletion or swap" ;; esac
 for f in "${prep}/bin/dict.de.txt" "${prep}/raw/test.en" "${prep}/raw/test1.en" "${prep}/spm.model"; do
-  [[ -f "${f}" ]] || { echo "converged_study.sh: ${f} not found: run data_prep/prepare_multi30k.sh --out-dir ${prep} --test-sets test_2016_flickr,test_2017_flickr" >&2; exit 1; }
+  [[ -f "${f}" ]] || die "${f} not found: run data_prep/prepare_multi30k.sh --out-dir ${prep} --test-sets test_2016_flickr,test_2017_flickr"
 done
-
 if [[ ${stage} -le 4 && ${stop_stage} -ge 4 && ! -f "${student_init}" ]]; then
-  echo "converged_study.sh: stage 4 needs --student-init (a converged CE checkpoint, e.g. stage 2's none seed-1" \
-       "checkpoint_best.pt); or stop before it with --stop-stage 3" >&2; exit 2
+  usage_error "stage 4 needs --student-init (a converged CE checkpoint, e.g. stage 2's none seed-1 checkpoint_best.pt); or stop before it with --stop-stage 3"
 fi
 
 common="--share-all-embeddings --dropout 0.1 --num-workers 0"
@@ -90,7 +70,7 @@ teacher_ckpt() {
   local d="${out_root}/teacher_d${teacher_dropout}"
   local t=(${d}/cells/*/checkpoints/checkpoint_best.pt)
   [[ -f "${t[0]}" && -f ${d}/results.csv ]] || {
-    echo "converged_study.sh: no converged teacher in ${d}: run stage 1 to its end or pass --teacher" >&2; exit 1; }
+    die "no converged teacher in ${d}: run stage 1 to its end or pass --teacher"; }
   echo "${t[0]}"
 }
 

@@ -31,42 +31,31 @@ class CopiesConfig:
     split: str = "train"
 
 
-def _meta(data: str, src: str, tgt: str, cfg: CopiesConfig, n: int) -> Dict:
+def _meta(data, cfg: CopiesConfig) -> Dict:
     from fairseq_kd import fingerprint as fp
 
-    prefix = os.path.join(data, f"{cfg.split}.{src}-{tgt}.{src}")
-    return {"data": os.path.abspath(data), "source": fp.prefix_fingerprint(prefix)[:16], "langs": f"{src}-{tgt}",
-            "split": cfg.split, "sentences": n, "copies": cfg.copies, "seed": cfg.seed, "noise": asdict(cfg.noise)}
+    return {"data": os.path.abspath(data.data), "source": fp.prefix_fingerprint(data.src_prefix)[:16],
+            "langs": f"{data.src}-{data.tgt}", "split": cfg.split, "sentences": len(data), "copies": cfg.copies,
+            "seed": cfg.seed, "noise": asdict(cfg.noise)}
 
 
 def write_noisy_copies(data: str, src: str, tgt: str, out_dir: str, cfg: CopiesConfig, progress: bool = False) -> Dict:
     """Build ``out_dir`` (once): the K noisy copies of ``data``'s ``cfg.split`` and links to its other
     splits. Returns the metadata; an existing ``out_dir`` made from other settings is refused."""
-    from fairseq.data import Dictionary, LanguagePairDataset, data_utils, indexed_dataset
+    from fairseq.data import indexed_dataset
 
     from fairseq_kd.data.noisy_dataset import NoisyDatasetConfig, NoisyLanguagePairDataset
+    from fairseq_kd.distill.data import SplitData
 
     if cfg.copies < 1:
         raise KDInputError(f"--copies {cfg.copies}: pass a positive number of noisy copies")
     if not cfg.noise.active:
         raise KDInputError("noisy copies need a noise rate > 0 (--deletion / --substitution / --swap)")
-    dicts = {lang: os.path.join(data, f"dict.{lang}.txt") for lang in (src, tgt)}
-    for path in dicts.values():
-        if not os.path.isfile(path):
-            raise KDInputError(f"{path} not found: --data-bin must be a fairseq-preprocess output dir with "
-                               f"--source-lang/--target-lang's dictionaries")
-    prefixes = {lang: os.path.join(data, f"{cfg.split}.{src}-{tgt}.{lang}") for lang in (src, tgt)}
-    for prefix in prefixes.values():
-        if not indexed_dataset.dataset_exists(prefix, impl="mmap"):
-            raise KDInputError(f"{prefix}.bin/.idx not found: binarize split '{cfg.split}' of {data} "
-                               f"(fairseq-preprocess) or pass the right --split")
-    src_dict, tgt_dict = Dictionary.load(dicts[src]), Dictionary.load(dicts[tgt])
-    src_ds = data_utils.load_indexed_dataset(prefixes[src], src_dict, "mmap")
-    tgt_ds = data_utils.load_indexed_dataset(prefixes[tgt], tgt_dict, "mmap")
-    if len(src_ds) != len(tgt_ds):
-        raise KDInputError(f"{prefixes[src]} has {len(src_ds)} sentences but {prefixes[tgt]} has {len(tgt_ds)}: "
-                           f"re-binarize the split")
-    meta = _meta(data, src, tgt, cfg, len(src_ds))
+    split = SplitData(data, cfg.split, src, tgt)  # dictionaries, both sides, aligned (clear errors otherwise)
+    if split.tgt_ds is None:
+        raise KDInputError(f"no binarized target for split '{cfg.split}' ({src}-{tgt}) in {data}: the copies "
+                           f"keep the gold target beside each noisy source")
+    meta = _meta(split, cfg)
     meta_path = os.path.join(out_dir, META)
     if os.path.isdir(out_dir):
         if os.path.isfile(meta_path):
@@ -80,16 +69,16 @@ def write_noisy_copies(data: str, src: str, tgt: str, out_dir: str, cfg: CopiesC
                                f"use another --output-dir, or delete it")
         raise KDInputError(f"{out_dir} exists and is not a noisy-copies dir (no {META}): use another --output-dir")
 
-    pairs = LanguagePairDataset(src_ds, src_ds.sizes, src_dict, tgt_ds, tgt_ds.sizes, tgt_dict, shuffle=False)
-    noisy = NoisyLanguagePairDataset(pairs, NoisyDatasetConfig(cfg.noise, side="source", teacher_input="noisy",
+    src_ds, tgt_ds = split.src_ds, split.tgt_ds
+    noisy = NoisyLanguagePairDataset(split.pairs, NoisyDatasetConfig(cfg.noise, side="source", teacher_input="noisy",
                                                                seed=cfg.seed))
     tmp = f"{out_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     out_src = os.path.join(tmp, f"{cfg.split}.{src}-{tgt}.{src}")
     out_tgt = os.path.join(tmp, f"{cfg.split}.{src}-{tgt}.{tgt}")
-    b_src = indexed_dataset.make_builder(out_src + ".bin", impl="mmap", vocab_size=len(src_dict))
-    b_tgt = indexed_dataset.make_builder(out_tgt + ".bin", impl="mmap", vocab_size=len(tgt_dict))
+    b_src = indexed_dataset.make_builder(out_src + ".bin", impl="mmap", vocab_size=len(split.src_dict))
+    b_tgt = indexed_dataset.make_builder(out_tgt + ".bin", impl="mmap", vocab_size=len(split.tgt_dict))
     from tqdm import tqdm
 
     with tqdm(total=cfg.copies * len(src_ds), desc="noisy copies", unit="sent", disable=not progress) as bar:
