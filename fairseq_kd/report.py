@@ -7,16 +7,8 @@ baseline (method ``none``) at the same coordinates (noise, arch, lr, test search
 difference of seed-averaged BLEU with a paired bootstrap test on the test sentences
 (``fairseq_kd.significance``: sacrebleu's resampling of sentences, 1,000 resamples, the 95%
 percentile interval and the p-value of that same test); ``*`` marks an interval that excludes 0
-(equivalently p <= 0.05). Plots (matplotlib, Agg backend):
-
-* ``bleu_vs_noise.png``: test BLEU against the noise level, one line per method;
-* ``bleu_vs_params.png``: test BLEU against the student's parameter count (log x);
-* ``bleu_vs_updates.png``: validation BLEU (``curves.csv``, fairseq's ``--eval-bleu``
-  during training) against training updates, one line per method and learning rate;
-  without a curves file, each cell's final (updates, test BLEU) point is used instead.
-
-When a coordinate not on a plot's axes varies (e.g. several archs on the noise plot),
-it is added to the line labels rather than averaged away.
+(equivalently p <= 0.05). With the teacher's test BLEU, each student's share of the teacher-CE gap
+(``gap_closed``). The plots are ``fairseq_kd.report_plots``.
 """
 import math
 import os
@@ -153,6 +145,36 @@ def compare_to_baseline(summary: List[Dict], results_dir: str, refs: Optional[Li
     return summary
 
 
+def gap_closed(student: float, ce: float, teacher: float) -> Optional[float]:
+    """Share of the teacher-CE gap a student closes: (student - CE) / (teacher - CE); 1.0 = the
+    teacher's BLEU, negative = below CE. None when the teacher is not above CE (no gap to close)."""
+    return (student - ce) / (teacher - ce) if teacher > ce else None
+
+
+def add_gap_closed(summary: List[Dict], teacher_bleu: float) -> List[Dict]:
+    """Adds ``gap_closed`` to every non-CE group (CE = method ``none`` at the same noise, arch, lr and
+    search, whatever ``--baseline`` is), or None with ``gap_note`` saying why it is missing."""
+    ce = {tuple(s[k] for k in PAIRED): s for s in summary if s["method"] == BASELINE}
+    for s in summary:
+        s["teacher_bleu"] = teacher_bleu
+        if s["method"] == BASELINE:
+            continue
+        base = ce.get(tuple(s[k] for k in PAIRED))
+        s["gap_closed"] = None if base is None else gap_closed(s["bleu_mean"], base["bleu_mean"], teacher_bleu)
+        if base is None:
+            s["gap_note"] = "no CE group at these coordinates"
+        elif s["gap_closed"] is None:
+            s["gap_note"] = f"teacher {teacher_bleu:.2f} is not above CE {base['bleu_mean']:.2f}"
+    return summary
+
+
+def _gap_cell(s: Dict) -> str:
+    if s["method"] == BASELINE:
+        return "| "
+    v = s.get("gap_closed")
+    return "| n/a " if v is None else f"| {100 * v:+.0f}% "
+
+
 def _delta_cells(s: Dict) -> str:
     v = s.get("vs_baseline")
     if not v:
@@ -167,85 +189,27 @@ def markdown_table(summary: List[Dict]) -> str:
     """The table: one line per group, BLEU and chrF as mean ± std (n seeds), and each KD
     group's BLEU difference to the baseline with its 95% interval and p-value (* the interval excludes 0)."""
     teachers = len({s["teacher"] for s in summary}) > 1
+    gap = any("teacher_bleu" in s for s in summary)
     baseline = next((s["baseline"] for s in summary if "baseline" in s), BASELINE)
     head = ("| method | noise | arch | params | decoding | " + ("teacher | " if teachers else "")
-            + f"lr | search | seeds | BLEU | chrF | Δ BLEU vs {baseline} [95% CI] | p |")
-    lines = [head, "|---|---:|---|---:|---|" + ("---|" if teachers else "") + "---:|---|---:|---:|---:|---:|---:|"]
+            + f"lr | search | seeds | BLEU | chrF | Δ BLEU vs {baseline} [95% CI] | p |"
+            + (" gap closed |" if gap else ""))
+    lines = [head, "|---|---:|---|---:|---|" + ("---|" if teachers else "") + "---:|---|---:|---:|---:|---:|---:|"
+             + ("---:|" if gap else "")]
     for s in summary:
         lines.append(f"| {s['method']} | {s['noise']:g} | {s['arch']} | {s['parameters']:,} | {s['decoding']} "
                      + (f"| {s['teacher']} " if teachers else "")
                      + f"| {s['lr']:g} | {s['search']} | {s['n']} | {s['bleu_mean']:.2f} ± {s['bleu_std']:.2f} "
-                     f"| {s['chrf_mean']:.2f} ± {s['chrf_std']:.2f} " + _delta_cells(s) + "|")
-    return "\n".join(lines) + "\n" + ("\nΔ: seed-averaged BLEU minus the baseline's at the same noise, arch, lr and "
+                     f"| {s['chrf_mean']:.2f} ± {s['chrf_std']:.2f} " + _delta_cells(s) + (_gap_cell(s) if gap else "")
+                     + "|")
+    notes = sorted({s["gap_note"] for s in summary if s.get("gap_note")})
+    gap_text = ""
+    if gap:
+        t = next(s["teacher_bleu"] for s in summary if "teacher_bleu" in s)
+        gap_text = (f"\ngap closed: (student - CE) / (teacher - CE) with the teacher's test BLEU {t:.2f} and CE's "
+                    f"seed mean at the same noise, arch, lr and search; 100% = the teacher's BLEU."
+                    + (" n/a: " + "; ".join(notes) + "." if notes else "") + "\n")
+    return "\n".join(lines) + "\n" + gap_text + ("\nΔ: seed-averaged BLEU minus the baseline's at the same noise, arch, lr and "
                                        "search; paired bootstrap over test sentences (1,000 resamples of sacrebleu's "
                                        "seed): 95% percentile interval and its two-sided p; * where the interval "
                                        "excludes 0 (p <= 0.05).\n" if any(s.get("vs_baseline") for s in summary) else "")
-
-
-# ---------------------------------------------------------------- plots
-
-
-def _varying(rows: List[Dict], keys: Sequence[str]) -> List[str]:
-    return [k for k in keys if len({r[k] for r in rows}) > 1]
-
-
-def _label(row: Dict, keys: Sequence[str]) -> str:
-    parts = [row["method"]] + [f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
-                               for k in keys if k != "method"]
-    return " ".join(parts)
-
-
-def series(rows: List[Dict], x: str, y: str, label_keys: Sequence[str]) -> Dict[str, List[Tuple[float, float, float]]]:
-    """label -> sorted [(x, mean y, std y)], averaging rows with the same label and x (the seeds)."""
-    points: Dict[str, Dict[float, List[float]]] = OrderedDict()
-    ordered = sorted(rows, key=lambda r: (METHOD_ORDER.get(method_base(r["method"]), 99), _label(r, label_keys)))
-    for r in ordered:
-        points.setdefault(_label(r, label_keys), {}).setdefault(r[x], []).append(r[y])
-    return {lab: [(xv, *mean_std(ys)) for xv, ys in sorted(pts.items())] for lab, pts in points.items()}
-
-
-def _plot(path: str, data: Dict[str, List[Tuple[float, float, float]]], xlabel: str, ylabel: str, title: str,
-          logx: bool = False) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for label, pts in data.items():
-        xs, ms, ss = zip(*pts)
-        ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=label)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with fileio.atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
-
-
-def make_plots(rows: List[Dict], curves: Optional[List[Dict]], out_dir: str) -> List[str]:
-    """Write the three PNGs into ``out_dir``; returns their paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [
-        _plot(os.path.join(out_dir, "bleu_vs_noise.png"),
-              series(rows, "noise", "bleu", _varying(rows, ("arch", "decoding", "teacher", "lr", "search"))),
-              "noise level (per-word rate)", "test BLEU", "BLEU vs noise"),
-        _plot(os.path.join(out_dir, "bleu_vs_params.png"),
-              series(rows, "parameters", "bleu", _varying(rows, ("noise", "decoding", "teacher", "lr", "search"))),
-              "student parameters", "test BLEU", "BLEU vs parameters", logx=True),
-    ]
-    if curves:
-        keys = ["lr"] + _varying(curves, ("arch", "noise", "decoding", "teacher"))
-        data, ylabel = series(curves, "updates", "valid_bleu", keys), "validation BLEU (during training)"
-    else:
-        keys = ["lr"] + _varying(rows, ("arch", "noise", "decoding", "teacher", "search"))
-        data, ylabel = series(rows, "updates", "bleu", keys), "test BLEU at the end of training"
-    paths.append(_plot(os.path.join(out_dir, "bleu_vs_updates.png"), data, "training updates", ylabel,
-                       "BLEU vs updates"))
-    return paths

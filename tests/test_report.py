@@ -5,6 +5,7 @@ import math
 import pytest
 
 from fairseq_kd import report as R
+from fairseq_kd import report_plots as P
 from fairseq_kd.cli import report as cli
 
 HEADER = "method,noise,arch,decoding,lr,seed,parameters,bleu,chrf,tok_bleu,signature,train_time,updates,cell\n"
@@ -50,7 +51,7 @@ def test_summary_and_table_exact(results):
 
 def test_series_averages_seeds_and_labels_varying_coordinates(results):
     rows = R.load_csv(str(results))
-    data = R.series(rows, "noise", "bleu", R._varying(rows, ("arch", "decoding", "lr")))
+    data = P.series(rows, "noise", "bleu", P._varying(rows, ("arch", "decoding", "lr")))
     assert data["none arch=tiny decoding=-"] == [(0.0, 32.0, 2.0)]
     assert list(data) == ["none arch=tiny decoding=-", "word arch=tiny decoding=-", "seq arch=big decoding=beam"]
 
@@ -120,7 +121,7 @@ def test_cli_writes_table_summary_and_three_pngs(results, tmp_path, capsys):
 
 def test_updates_plot_falls_back_to_final_points_without_curves(results, tmp_path):
     rows = R.load_csv(str(results))
-    paths = R.make_plots(rows, None, str(tmp_path / "p"))
+    paths = P.make_plots(rows, None, str(tmp_path / "p"))
     assert len(paths) == 3 and all(p.endswith(".png") for p in paths)
 
 
@@ -131,3 +132,32 @@ def test_bad_results_file_is_refused(tmp_path, capsys):
     assert "missing column(s) arch" in capsys.readouterr().err
     assert cli.cli_main([str(tmp_path / "nope.csv")]) == 2
     assert "nope.csv: no such file" in capsys.readouterr().err
+
+
+def test_gap_closed_by_hand(results, tmp_path, capsys):
+    """(student - CE) / (teacher - CE): word at noise 0.1 has no CE group; a CE mean of 32 and a
+    teacher of 36 give a seq student at 36.5 (other arch: no CE) n/a, and hand rows give the shares."""
+    assert R.gap_closed(34.0, 32.0, 36.0) == 0.5
+    assert R.gap_closed(31.0, 32.0, 36.0) == -0.25
+    assert R.gap_closed(40.0, 32.0, 32.0) is None and R.gap_closed(40.0, 32.0, 30.0) is None
+    path = tmp_path / "r.csv"
+    path.write_text(HEADER + "\n".join(ROWS[:3] + ["word,0,tiny,-,0.0005,1,1000,33,50,29,sig,10,100,",
+                                                   "word,0,tiny,-,0.0005,2,1000,35,50,29,sig,10,100,"]) + "\n")
+    summary = R.add_gap_closed(R.summarize(R.load_csv(str(path))), 36.0)
+    word = next(s for s in summary if s["method"] == "word")
+    assert word["gap_closed"] == 0.5  # (34 - 32) / (36 - 32)
+    table = R.markdown_table(summary)
+    assert table.splitlines()[0].endswith("| p | gap closed |")
+    assert "| 34.00 ± 1.41 | 50.00 ± 0.00 | n/a | | +50% |" in table
+    assert "teacher's test BLEU 36.00" in table
+    # a teacher below CE: no share, and the table says why
+    low = R.markdown_table(R.add_gap_closed(R.summarize(R.load_csv(str(path))), 31.0))
+    assert "| n/a |\n" in low and "teacher 31.00 is not above CE 32.00" in low
+    # through the CLI; without --teacher-bleu no column
+    assert cli.cli_main([str(path), "--no-plots", "--no-significance", "--teacher-bleu", "36",
+                         "--out-dir", str(tmp_path / "o")]) == 0
+    assert "+50%" in capsys.readouterr().out
+    assert cli.cli_main([str(path), "--no-plots", "--no-significance", "--out-dir", str(tmp_path / "o")]) == 0
+    assert "gap closed" not in capsys.readouterr().out
+    assert cli.cli_main([str(path), "--no-plots", "--teacher-bleu", "136", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "--teacher-bleu 136: pass the teacher's corpus BLEU" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from fairseq_kd import report as R
+from fairseq_kd import report_plots as P
 from fairseq_kd.cli import report as cli
 from tests.test_report import HEADER, ROWS
 
@@ -72,7 +73,7 @@ def test_cli_plots_hold_seed_means_and_stds(tmp_path, saved):
 def test_updates_plot_without_curves_holds_the_final_points(tmp_path, saved):
     results = tmp_path / "results.csv"
     results.write_text(HEADER + "\n".join(ROWS) + "\n")
-    R.make_plots(R.load_csv(str(results)), None, str(tmp_path / "p"))
+    P.make_plots(R.load_csv(str(results)), None, str(tmp_path / "p"))
     assert saved["bleu_vs_updates.png"]["series"] == approx_series({
         "none lr=0.0005 arch=tiny noise=0 decoding=-": [(100.0, 32.0, 2.0)],
         "word lr=0.0005 arch=tiny noise=0.1 decoding=-": [(100.0, 20.5, S2)],

@@ -26,6 +26,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="the method every other one is compared with (e.g. word: seq and hybrid against word-KD)")
     g.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap resamples")
     g.add_argument("--no-significance", action="store_true", help="mean ± std only")
+    g = p.add_argument_group("teacher-CE gap")
+    g.add_argument("--teacher-bleu", type=float, default=None, metavar="BLEU",
+                   help="the teacher's BLEU on the same test split and search: adds a 'gap closed' column, "
+                        "(student - CE) / (teacher - CE) (default: no column)")
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", default=None, help="where table.md, summary.json and the PNGs go "
                                                   "(default: the results file's folder)")
@@ -38,6 +42,7 @@ def cli_main(argv=None) -> int:
     # importing fairseq leaves the root logger at DEBUG (fairseq/tasks/frm_text_to_speech.py)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     from fairseq_kd import report as R
+    from fairseq_kd import report_plots as P
 
     args = get_parser().parse_args(argv)
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
@@ -45,6 +50,9 @@ def cli_main(argv=None) -> int:
         if args.bootstrap_samples < 1:
             raise KDInputError(f"--bootstrap-samples {args.bootstrap_samples}: pass a number of resamples >= 1 "
                                f"(1000 is sacrebleu's default)")
+        if args.teacher_bleu is not None and not 0 <= args.teacher_bleu <= 100:
+            raise KDInputError(f"--teacher-bleu {args.teacher_bleu:g}: pass the teacher's corpus BLEU on this test "
+                               f"split (0-100, as results.csv's bleu column)")
         guard.check_paths({"results": args.results, "--curves": args.curves},
                           {"--out-dir": [os.path.join(out_dir, n) for n in R.OUTPUT_FILES]})
         rows = R.load_csv(args.results)
@@ -63,11 +71,13 @@ def cli_main(argv=None) -> int:
             results_dir = os.path.dirname(os.path.abspath(args.results))
             R.compare_to_baseline(summary, results_dir, R.test_references(results_dir, args.test_ref),
                                   n_samples=args.bootstrap_samples, baseline=args.baseline)
+        if args.teacher_bleu is not None:
+            R.add_gap_closed(summary, args.teacher_bleu)
         table = R.markdown_table(summary)
         os.makedirs(out_dir, exist_ok=True)
         for name, text in (("table.md", table), ("summary.json", integrity.dumps_json(summary, indent=1))):
             fileio.atomic_write_text(os.path.join(out_dir, name), text)
-        plots = [] if args.no_plots else R.make_plots(rows, curves, out_dir)
+        plots = [] if args.no_plots else P.make_plots(rows, curves, out_dir)
     except KDInputError as e:
         print(f"fairseq-kd-report: error: {e}", file=sys.stderr)
         return 2
