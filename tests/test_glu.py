@@ -7,12 +7,8 @@ import torch
 import fairseq_kd  # noqa: F401  (registers transformer_glu)
 from fairseq_kd.models import capacity as C
 from fairseq_kd.models.ladder import build_model, num_params
-from fairseq_kd.models.transformer_glu import (
-    GLUInput,
-    ffn_params,
-    matched_glu_width,
-    parse_widths,
-)
+from fairseq_kd.models.ffn import ffn_params, matched_glu_width, parse_widths
+from fairseq_kd.models.transformer_glu import GLUInput
 from fairseq_kd.errors import KDInputError
 
 TINY = ["--encoder-layers", "2", "--decoder-layers", "2"]
@@ -256,7 +252,7 @@ def test_bad_gate_settings_are_refused():
 
 
 def test_bad_activation_is_refused():
-    from fairseq_kd.models.transformer_glu import _activation
+    from fairseq_kd.models.ffn import _activation
 
     with pytest.raises(KDInputError, match="--ffn-activation"):
         _activation("tanh")

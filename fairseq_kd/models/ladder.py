@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq.models import register_model_architecture
 
-from fairseq_kd.models.transformer_glu import base_architecture, ffn_params, matched_glu_width
+from fairseq_kd.models.ffn import ffn_params, matched_glu_width
+from fairseq_kd.models.transformer_glu import base_architecture
 
 DEFAULT_VOCAB = 10000
 

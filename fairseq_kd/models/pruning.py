@@ -13,7 +13,7 @@ import torch
 from fairseq_kd.errors import KDInputError
 
 from fairseq_kd.models.capacity import hard_concrete_eval, state_log_alpha
-from fairseq_kd.models.transformer_glu import is_gated
+from fairseq_kd.models.ffn import is_gated
 
 _FC1 = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.fc1\.weight$")
 
