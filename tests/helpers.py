@@ -182,3 +182,14 @@ def run_study_one_thread(study):
         return study.run(progress=False)
     finally:
         torch.set_num_threads(threads)
+
+
+def load_results_tool(name: str):
+    """A script of docs/results/tools (not a package) imported as a module, for its tests."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "results" / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,21 +2,18 @@
 
 Truths: hand-written rows whose interval clearly includes or excludes 0; the repository's own README.md
 and docs/results.md must pass."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_results_tool
+
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "docs" / "results" / "tools" / "check_significance.py"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("check_significance", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_results_tool("check_significance")
 
 
 HEAD = ("| method | search | BLEU | Δ BLEU vs none [95% CI] | p |\n|---|---|---:|---:|---:|\n"

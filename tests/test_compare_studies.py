@@ -2,7 +2,6 @@
 
 Truths: sacrebleu's corpus BLEU of the hypothesis files; the bootstrap's observed difference is the
 difference of seed-averaged BLEU."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,13 @@ import pytest
 import sacrebleu
 
 from fairseq_kd.errors import KDInputError
+from tests.helpers import load_results_tool
 
-TOOL = Path(__file__).resolve().parents[1] / "docs" / "results" / "tools" / "compare_studies.py"
 FIELDS = "method,noise,arch,decoding,lr,seed,teacher,search,parameters,bleu,chrf,cell,hyp"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("compare_studies", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_results_tool("compare_studies")
 
 
 def _study(root: Path, name: str, systems, refs):

@@ -1,15 +1,9 @@
 """docs/results/tools/patience_table.py: fairseq's early-stopping rule replayed on a curve."""
-import importlib.util
-from pathlib import Path
-
-TOOL = Path(__file__).resolve().parents[1] / "docs" / "results" / "tools" / "patience_table.py"
+from tests.helpers import load_results_tool
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("patience_table", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_results_tool("patience_table")
 
 
 # updates: 1 2 3 4 5 6 7 8 ; a tie (30) is not an improvement for the stop rule but is kept (later wins)
@@ -42,9 +36,7 @@ def test_table_from_a_curve_csv(tmp_path, capsys):
 def test_log_curve_rows_from_a_train_log(tmp_path, capsys):
     from tests.test_study import TRAIN_LOG
 
-    spec = importlib.util.spec_from_file_location("log_curve", TOOL.parent / "log_curve.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_results_tool("log_curve")
     log = tmp_path / "train.log"
     log.write_text(TRAIN_LOG)
     assert mod.main([str(log), "--set", "model=t"]) == 0

@@ -1,17 +1,11 @@
 """docs/results/tools/plot_curves.py: the converged study's validation curves in one PNG."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "docs" / "results" / "tools" / "plot_curves.py"
+from tests.helpers import load_results_tool
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("plot_curves", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_results_tool("plot_curves")
 
 
 def test_curves_merge_across_files_and_best_is_fairseqs(tmp_path, capsys):

@@ -1,18 +1,13 @@
 """docs/results/tools/rank_beside.py: two studies' rankings of the same methods side by side."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "docs" / "results" / "tools" / "rank_beside.py"
+from tests.helpers import load_results_tool
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("rank_beside", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_results_tool("rank_beside")
 
 
 def group(method, bleu, std=0.5, n=3, noise=0.0, arch="a", delta=None):
