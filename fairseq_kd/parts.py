@@ -13,7 +13,6 @@ A part lives in its own directory ``<root>/parts/I-of-N/`` (so parts never write
 file) and is finished when its manifest ``PART.json`` exists (written atomically, last):
 ``{"tool", "part", "of", "fingerprint", "count", "ids_sha256", ...}``.
 """
-import argparse
 import hashlib
 import json
 import os

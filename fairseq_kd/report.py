@@ -82,8 +82,6 @@ def summarize(rows: Iterable[Dict]) -> List[Dict]:
 
 
 def _read_hyps(results_dir: str, hyps: Dict[int, str]) -> Optional[List[List[str]]]:
-    from fairseq_kd import fileio
-
     paths = [os.path.join(results_dir, h) for _, h in sorted(hyps.items())]
     if not paths or not all(h and os.path.isfile(p) for h, p in zip(hyps.values(), paths)):
         return None
@@ -93,8 +91,6 @@ def _read_hyps(results_dir: str, hyps: Dict[int, str]) -> Optional[List[List[str
 def test_references(results_dir: str, test_ref: Optional[str] = None) -> Optional[List[str]]:
     """Reference lines: ``test_ref``, else the ``test_ref`` recorded in the study's study.json
     (relative paths as the study saw them, else relative to the results folder); None if absent."""
-    from fairseq_kd import fileio
-
     if test_ref:
         return fileio.read_lines(test_ref, "--test-ref")
     settings = os.path.join(results_dir, "study.json")

@@ -28,7 +28,7 @@ def test_kill9_of_the_study_kills_its_trainers(tmp_path, entry):
     child = [sys.executable, "-c", f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
                                    "time.sleep(120)"]
     call = f"run_logged({child!r}, {str(log)!r})" if entry == "run_logged" else f"run_ranks([{child!r}], {str(log)!r})"
-    code = LIGHT_IMPORT + f"from fairseq_kd.study.runner import run_logged, run_ranks; {call}"
+    code = LIGHT_IMPORT + f"from fairseq_kd.study.processes import run_logged, run_ranks; {call}"
     study = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     try:
         assert _wait_for(lambda: pidfile.exists() and pidfile.read_text()), study.stderr.read1().decode()

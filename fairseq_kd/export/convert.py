@@ -9,7 +9,6 @@ temporary name and renamed into place, so a directory that exists is complete.
 Checkpoints load through ``fairseq_kd.checkpoint_safety`` (fairseq's loader with the
 allowlist; ``trust`` opts one legacy file into full unpickling).
 """
-import json
 import logging
 import os
 import shutil

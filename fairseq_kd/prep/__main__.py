@@ -7,7 +7,6 @@ output would overwrite an input: ``fairseq_kd.guard``).
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from fairseq_kd.errors import KDInputError
 

@@ -6,7 +6,8 @@
 * ``logs``: reading fairseq's ``--log-format json`` records and ``H-`` lines;
 * ``world``: the process-wide fairseq state reset before each in-process tool call;
 * ``records``: results.csv / curves.csv;
-* ``runner``: ``Study`` (runs and resumes the grid), ``run_logged`` / ``run_inprocess``.
+* ``runner``: ``Study`` (runs and resumes the grid);
+* ``processes``: how a tool's command runs: ``run_logged`` / ``run_inprocess`` / ``run_ranks``.
 """
 from fairseq_kd.study.commands import (USER_DIR, check_criteria, distill_command, find_tool, generate_command,
                                        hardware_flags, method_flags, noise_flags, shared_train_flags, train_command)
@@ -15,7 +16,8 @@ from fairseq_kd.study.config import (CURVE_FIELDS, DECODINGS, DEVICES, PRECISION
                                      row_key)
 from fairseq_kd.study.logs import json_records, parse_generate, parse_train_log
 from fairseq_kd.study.records import read_csv, write_csv_atomic
-from fairseq_kd.study.runner import Runner, Study, run_inprocess, run_logged
+from fairseq_kd.study.processes import Runner, run_inprocess, run_logged
+from fairseq_kd.study.runner import Study
 from fairseq_kd.study.world import fresh_world
 
 __all__ = ["USER_DIR", "check_criteria", "distill_command", "find_tool", "generate_command", "hardware_flags",

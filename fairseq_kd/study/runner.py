@@ -2,7 +2,7 @@
 
 Each cell, through the real command-line tools (subprocesses by default, so a cell is
 exactly what a user would run by hand; ``run_inprocess`` calls the same entry points in
-this process, after ``world.fresh_world()``):
+this process, after ``world.fresh_world()``; both in ``processes``):
 
 1. data: the prepared corpus, or for offline ``seq`` the distilled corpus that
    ``fairseq-kd-distill`` builds once per (decoding strategy, teacher[, noisy copies]), shared by
@@ -25,16 +25,14 @@ steps are skipped (``train.json``, ``hyp.<search>.txt``) and fairseq-train itsel
 from ``checkpoint_last.pt``. ``study.json`` records the settings that change results, and
 a resume with different ones is refused (they would mix incomparable rows).
 """
-import contextlib
 import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 from fairseq_kd import fileio, guard, integrity
 from fairseq_kd.errors import KDInputError
@@ -44,110 +42,9 @@ from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Ce
                                      build_grid, reads_noisy_copies, row_key)
 from fairseq_kd.study.logs import parse_generate, parse_train_log
 from fairseq_kd.study.records import read_csv, replace_rows_atomic
-from fairseq_kd.study.world import fresh_world, kept_threads
+from fairseq_kd.study.processes import Runner, run_logged, run_ranks
 
 logger = logging.getLogger("fairseq_kd.study")
-
-Runner = Callable[..., None]  # (cmd, log_path)
-
-
-def run_logged(cmd: List[str], log_path: str) -> None:
-    """Run ``cmd``, appending its stdout+stderr to ``log_path``; raise naming the log on failure."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n$ {shlex.join(cmd)}\n")
-        log.flush()
-        code = guard.run_child(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)  # dies with the study
-    if code != 0:
-        tail = "\n".join(fileio.split_lines(Path(log_path).read_text(encoding="utf-8", errors="replace"))[-15:])
-        raise RuntimeError(f"{os.path.basename(cmd[0])} failed (exit {code}); log: {log_path}\n{tail}")
-
-
-def _tool_main(tool: str, argv: List[str]) -> None:
-    if tool in ("fairseq-train", "fairseq-generate"):
-        from fairseq import options
-        from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-        if tool == "fairseq-train":
-            from fairseq_cli.train import main
-            parser = options.get_training_parser()
-        else:
-            from fairseq_cli.generate import main
-            parser = options.get_generation_parser()
-        main(convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv)))
-    elif tool == "fairseq-kd-distill":
-        from fairseq_kd.cli.distill import main
-
-        main(argv)
-    elif tool == "fairseq-kd-noise":
-        from fairseq_kd.cli.noise import get_parser, run
-
-        run(get_parser().parse_args(argv))
-    elif tool == "fairseq-kd-cache":
-        from fairseq_kd.cli.cache import get_parser, main
-
-        main(get_parser().parse_args(argv))
-    else:
-        raise KDInputError(f"no in-process entry point for {tool}")
-
-
-def run_inprocess(cmd: List[str], log_path: str) -> None:
-    """Same as ``run_logged`` but calls the tool's Python entry point in this process.
-
-    Saves the interpreter start-up and imports of every subprocess (seconds per call on a
-    small CPU); used by the tests and by ``fairseq-kd-study --in-process``. The process-wide
-    state fairseq keeps between calls is reset first (``world.fresh_world``), so a cell
-    gives what it gives alone. Log lines go to ``log_path`` in fairseq's format.
-    """
-    tool, argv = os.path.basename(cmd[0]), cmd[1:]
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))
-    root = logging.getLogger()
-    old_level = root.level
-    quieted = [(h, h.level) for h in root.handlers]
-    for h, level in quieted:  # the tool's INFO lines go to the log file only
-        h.setLevel(max(level, logging.WARNING))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    fresh_world()
-    try:
-        with open(log_path, "a", encoding="utf-8") as out, contextlib.redirect_stdout(out), kept_threads():
-            out.write(f"\n$ {shlex.join(cmd)}\n")
-            out.flush()
-            _tool_main(tool, argv)
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise RuntimeError(f"{tool} failed (exit {e.code}); log: {log_path}") from None
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        for h, level in quieted:
-            h.setLevel(level)
-        root.setLevel(old_level)
-
-
-def run_ranks(cmds: List[List[str]], log_path: str) -> None:
-    """Training processes of one multi-process (CPU) run: rank r logs to ``log_path`` (r=0) or ``.rank<r>``."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    procs, logs = [], []
-    try:
-        for rank, cmd in enumerate(cmds):
-            path = log_path if rank == 0 else f"{log_path}.rank{rank}"
-            log = open(path, "a", encoding="utf-8")
-            logs.append(log)
-            log.write(f"\n$ {shlex.join(cmd)}\n")
-            log.flush()
-            procs.append(guard.popen_child(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
-        codes = [p.wait() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        for log in logs:
-            log.close()
-    if any(codes):
-        raise RuntimeError(f"fairseq-train failed (exit codes {codes} by rank); logs: {log_path}[.rankN]")
-
 
 class Study(CellInputs):
     """Runs the grid of a ``StudyConfig``; ``run()`` returns a summary dict."""
