@@ -70,6 +70,11 @@ def main(argv=None) -> int:
     ap.add_argument("--updates", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.data_bin, "dict.de.txt")):
+        ap.error(f"--data-bin {args.data_bin}: no dict.de.txt; run data_prep/prepare_multi30k.sh --out-dir exp/m30k "
+                 f"and pass exp/m30k/bin")
+    if args.updates < 2 or args.rounds < 1:
+        ap.error("--updates >= 2 (two logging intervals) and --rounds >= 1")
     print("| round | fp32 updates/s | bf16 autocast updates/s | bf16 / fp32 |")
     print("|---:|---:|---:|---:|")
     for r in range(1, args.rounds + 1):
