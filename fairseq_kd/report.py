@@ -147,20 +147,50 @@ def gap_closed(student: float, ce: float, teacher: float) -> Optional[float]:
     return (student - ce) / (teacher - ce) if teacher > ce else None
 
 
-def add_gap_closed(summary: List[Dict], teacher_bleu: float) -> List[Dict]:
+def parse_teacher_bleu(values: Sequence[str], searches: Sequence[str]) -> Dict[str, float]:
+    """``--teacher-bleu`` values -> {test search: teacher BLEU}: ``SEARCH=BLEU`` per search (e.g.
+    ``beam5=39.4 greedy=38.9``), or a bare ``BLEU`` when the results hold one search only."""
+    out: Dict[str, float] = {}
+    for text in values:
+        search, _, number = text.rpartition("=")
+        if not search:
+            if len(set(searches)) != 1:
+                raise KDInputError(f"--teacher-bleu {text}: the results hold searches {', '.join(sorted(set(searches)))}; "
+                                   f"give the teacher's BLEU per search, e.g. --teacher-bleu {sorted(searches)[0]}={text}")
+            search = searches[0]
+        try:
+            bleu = float(number)
+        except ValueError:
+            bleu = float("nan")
+        if not 0 <= bleu <= 100:
+            raise KDInputError(f"--teacher-bleu {text}: pass the teacher's corpus BLEU on this test split (0-100, as "
+                               f"results.csv's bleu column), optionally as SEARCH=BLEU")
+        if search in out:
+            raise KDInputError(f"--teacher-bleu: search {search!r} given twice")
+        out[search] = bleu
+    return out
+
+
+def add_gap_closed(summary: List[Dict], teacher_bleu: Dict[str, float]) -> List[Dict]:
     """Adds ``gap_closed`` to every non-CE group (CE = method ``none`` at the same noise, arch, lr and
-    search, whatever ``--baseline`` is), or None with ``gap_note`` saying why it is missing."""
+    search, whatever ``--baseline`` is; the teacher's BLEU of the group's test search), or None with
+    ``gap_note`` saying why it is missing."""
     ce = {tuple(s[k] for k in PAIRED): s for s in summary if s["method"] == BASELINE}
     for s in summary:
-        s["teacher_bleu"] = teacher_bleu
+        teacher = teacher_bleu.get(s["search"])
+        s["teacher_bleu"] = teacher
         if s["method"] == BASELINE:
             continue
         base = ce.get(tuple(s[k] for k in PAIRED))
-        s["gap_closed"] = None if base is None else gap_closed(s["bleu_mean"], base["bleu_mean"], teacher_bleu)
-        if base is None:
+        s["gap_closed"] = None
+        if teacher is None:
+            s["gap_note"] = f"no teacher BLEU for search {s['search']}"
+        elif base is None:
             s["gap_note"] = "no CE group at these coordinates"
-        elif s["gap_closed"] is None:
-            s["gap_note"] = f"teacher {teacher_bleu:.2f} is not above CE {base['bleu_mean']:.2f}"
+        else:
+            s["gap_closed"] = gap_closed(s["bleu_mean"], base["bleu_mean"], teacher)
+            if s["gap_closed"] is None:
+                s["gap_note"] = f"teacher {teacher:.2f} is not above CE {base['bleu_mean']:.2f} ({s['search']})"
     return summary
 
 
@@ -201,8 +231,9 @@ def markdown_table(summary: List[Dict]) -> str:
     notes = sorted({s["gap_note"] for s in summary if s.get("gap_note")})
     gap_text = ""
     if gap:
-        t = next(s["teacher_bleu"] for s in summary if "teacher_bleu" in s)
-        gap_text = (f"\ngap closed: (student - CE) / (teacher - CE) with the teacher's test BLEU {t:.2f} and CE's "
+        t = ", ".join(sorted({f"{s['teacher_bleu']:.2f} ({s['search']})" for s in summary if s.get("teacher_bleu")
+                              is not None}))
+        gap_text = (f"\ngap closed: (student - CE) / (teacher - CE) with the teacher's test BLEU {t} and CE's "
                     f"seed mean at the same noise, arch, lr and search; 100% = the teacher's BLEU."
                     + (" n/a: " + "; ".join(notes) + "." if notes else "") + "\n")
     return "\n".join(lines) + "\n" + gap_text + ("\nΔ: seed-averaged BLEU minus the baseline's at the same noise, arch, lr and "

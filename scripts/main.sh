@@ -186,7 +186,9 @@ fi
 
 if run_stage 5; then
   log "stage 5: results"
-  fairseq-kd-report "${study_dir}/results.csv" --out-dir "${work_dir}/report" >/dev/null
+  teacher_test=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["bleu"]["score"])' \
+    "${work_dir}/teacher.test.json")  # stage 3's beam-5 BLEU: the gap-closed column of beam-5 rows
+  fairseq-kd-report "${study_dir}/results.csv" --out-dir "${work_dir}/report" --teacher-bleu "beam5=${teacher_test}" >/dev/null
   {
     echo "## Multi30k de-en, test_2016_flickr (sacrebleu), preset ${label}"
     echo

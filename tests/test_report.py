@@ -135,29 +135,42 @@ def test_bad_results_file_is_refused(tmp_path, capsys):
 
 
 def test_gap_closed_by_hand(results, tmp_path, capsys):
-    """(student - CE) / (teacher - CE): word at noise 0.1 has no CE group; a CE mean of 32 and a
-    teacher of 36 give a seq student at 36.5 (other arch: no CE) n/a, and hand rows give the shares."""
+    """(student - CE) / (teacher - CE) with the teacher's BLEU of the group's own test search."""
     assert R.gap_closed(34.0, 32.0, 36.0) == 0.5
     assert R.gap_closed(31.0, 32.0, 36.0) == -0.25
     assert R.gap_closed(40.0, 32.0, 32.0) is None and R.gap_closed(40.0, 32.0, 30.0) is None
     path = tmp_path / "r.csv"
     path.write_text(HEADER + "\n".join(ROWS[:3] + ["word,0,tiny,-,0.0005,1,1000,33,50,29,sig,10,100,",
                                                    "word,0,tiny,-,0.0005,2,1000,35,50,29,sig,10,100,"]) + "\n")
-    summary = R.add_gap_closed(R.summarize(R.load_csv(str(path))), 36.0)
+    summary = R.add_gap_closed(R.summarize(R.load_csv(str(path))), {"beam": 36.0})
     word = next(s for s in summary if s["method"] == "word")
     assert word["gap_closed"] == 0.5  # (34 - 32) / (36 - 32)
     table = R.markdown_table(summary)
     assert table.splitlines()[0].endswith("| p | gap closed |")
     assert "| 34.00 ± 1.41 | 50.00 ± 0.00 | n/a | | +50% |" in table
-    assert "teacher's test BLEU 36.00" in table
-    # a teacher below CE: no share, and the table says why
-    low = R.markdown_table(R.add_gap_closed(R.summarize(R.load_csv(str(path))), 31.0))
-    assert "| n/a |\n" in low and "teacher 31.00 is not above CE 32.00" in low
-    # through the CLI; without --teacher-bleu no column
-    assert cli.cli_main([str(path), "--no-plots", "--no-significance", "--teacher-bleu", "36",
-                         "--out-dir", str(tmp_path / "o")]) == 0
-    assert "+50%" in capsys.readouterr().out
+    assert "teacher's test BLEU 36.00 (beam)" in table
+    # a teacher below CE, or none for the group's search: no share, and the table says why
+    low = R.markdown_table(R.add_gap_closed(R.summarize(R.load_csv(str(path))), {"beam": 31.0}))
+    assert "| n/a |\n" in low and "teacher 31.00 is not above CE 32.00 (beam)" in low
+    other = R.markdown_table(R.add_gap_closed(R.summarize(R.load_csv(str(path))), {"greedy": 36.0}))
+    assert "no teacher BLEU for search beam" in other
+    # through the CLI: a bare number for a one-search file, SEARCH=BLEU always; without the flag no column
+    for flag in ("36", "beam=36"):
+        assert cli.cli_main([str(path), "--no-plots", "--no-significance", "--teacher-bleu", flag,
+                             "--out-dir", str(tmp_path / "o")]) == 0
+        assert "+50%" in capsys.readouterr().out
     assert cli.cli_main([str(path), "--no-plots", "--no-significance", "--out-dir", str(tmp_path / "o")]) == 0
     assert "gap closed" not in capsys.readouterr().out
     assert cli.cli_main([str(path), "--no-plots", "--teacher-bleu", "136", "--out-dir", str(tmp_path / "o")]) == 2
     assert "--teacher-bleu 136: pass the teacher's corpus BLEU" in capsys.readouterr().err
+
+
+def test_teacher_bleu_per_search():
+    assert R.parse_teacher_bleu(["beam5=39.4", "greedy=38.9"], ["beam5", "greedy"]) == {"beam5": 39.4, "greedy": 38.9}
+    assert R.parse_teacher_bleu(["39.4"], ["beam5", "beam5"]) == {"beam5": 39.4}
+    with pytest.raises(R.KDInputError, match="holds searches beam5, greedy|hold searches beam5, greedy"):
+        R.parse_teacher_bleu(["39.4"], ["beam5", "greedy"])
+    with pytest.raises(R.KDInputError, match="given twice"):
+        R.parse_teacher_bleu(["beam5=1", "beam5=2"], ["beam5"])
+    with pytest.raises(R.KDInputError, match="beam5=x: pass the teacher's corpus BLEU"):
+        R.parse_teacher_bleu(["beam5=x"], ["beam5"])
