@@ -23,6 +23,7 @@ size=1m                 # stage 2: 1m (main job's 1.31M student) | 7m (ladder ru
 methods=""              # per stage: 2 none word seq hybrid word.hid; 3 none word word_tnoisy seq seq_tnoisy; 4 onpolicy onpolicy.l1 onpolicy.exp none word
 seeds="1 2 3"           # training seeds
 noise_op=substitution   # stage 3: substitution | deletion | swap (rate 0.3)
+noise_copies=8          # stage 3: noisy copies of the source the noisy-source seq-KD teacher distils (copy c = epoch c's noise)
 student_init=""         # stage 4: the converged CE student every run starts from
 init_lr=0.0004          # stage 4 peak lr: about where the CE run's schedule ended (0.003 x sqrt(100 / 7,000))
 tag=main                # lane name (part of the out-dir)
@@ -90,7 +91,7 @@ if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
   study "${out_root}/noise_${noise_op}_${tag}" --teacher "${t}" \
     --methods ${methods:-none word word_tnoisy seq seq_tnoisy} --lrs "${lr}" --noise 0.3 --noise-ops "${noise_op}" \
     --archs "${arch[1m]}" --seeds ${seeds} --decodings beam --warmup-updates 100 --train-args "${student_args[1m]}" \
-    --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
+    --noise-copies "${noise_copies}" --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then
   t=$(teacher_ckpt)

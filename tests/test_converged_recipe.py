@@ -1,0 +1,85 @@
+"""scripts/converged_study.sh end to end on a slice of real Multi30k: every stage's wiring (teacher,
+students with the top-k cache and the distilled corpus, the noisy-source teacher's copies, on-policy
+from a student), with budgets of a few updates: the hours-long lanes run exactly these commands."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import helpers
+
+pytestmark = pytest.mark.slow
+SCRIPT = helpers.REPO / "scripts" / "converged_study.sh"
+LINES = {"train": 300, "val": 24, "test_2016_flickr": 16, "test_2017_flickr": 16}
+
+
+def rows(path: Path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def prep(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("converged_recipe")
+    data = root / "data"
+    data.mkdir()
+    for name, n in LINES.items():
+        for lang in ("de", "en"):
+            lines = (shared_data / "multi30k" / f"{name}.{lang}").read_text(encoding="utf-8").splitlines()[:n]
+            (data / f"{name}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    subprocess.run(["bash", str(helpers.REPO / "data_prep" / "prepare_multi30k.sh"), "--data-dir", str(data),
+                    "--out-dir", str(root / "prep"), "--vocab-size", "400", "--workers", "1",
+                    "--test-sets", "test_2016_flickr,test_2017_flickr"], check=True, capture_output=True, env=_env())
+    return root
+
+
+def _env():
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
+
+
+def recipe(prep: Path, *args):
+    proc = subprocess.run(["bash", str(SCRIPT), "--prep", str(prep / "prep"), "--out-root", str(prep / "out"),
+                           "--max-update", "4", "--interval", "2", "--patience", "1", "--seeds", "1", *args],
+                          capture_output=True, text=True, env=_env(), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_every_stage_runs_and_reads_what_it_should(prep):
+    out = prep / "out"
+    recipe(prep, "--stage", "1", "--stop-stage", "1")
+    teacher = rows(out / "teacher_d0.3" / "results.csv")
+    assert {(r["method"], r["arch"], r["search"], r["updates"]) for r in teacher} == {
+        ("none", "transformer", "beam5", "4"), ("none", "transformer", "greedy", "4")}
+    assert "--dropout 0.3" in (out / "teacher_d0.3" / "cells" / teacher[0]["cell"] / "train.log").read_text()
+
+    recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq")
+    students = out / "students_1m_main"
+    got = rows(students / "results.csv")
+    assert {(r["method"], r["arch"]) for r in got} == {("word", "transformer_relu_3m"), ("seq", "transformer_relu_3m")}
+    assert len(rows(students / "results.test1.csv")) == 4  # test_2017_flickr decoded too
+    word_log = (students / "cells" / next(r["cell"] for r in got if r["method"] == "word") / "train.log").read_text()
+    assert "--teacher-cache" in word_log  # word-KD reads the top-8 cache, not the teacher online
+    distilled = (students / "distilled" / "beam" / "train.en").read_text(encoding="utf-8").splitlines()
+    assert len(distilled) == LINES["train"]  # seq-KD's corpus: the teacher's beam translation of every source
+
+    recipe(prep, "--stage", "3", "--stop-stage", "3", "--methods", "seq_tnoisy", "--noise-copies", "1")
+    noisy = rows(out / "noise_substitution_main" / "results.csv")
+    assert {(r["method"], r["noise"]) for r in noisy} == {("seq_tnoisy", "0.3")}
+    copies = out / "noise_substitution_main" / "distilled" / "beam" / "noisy-sub0.3_k1"
+    noisy_src = (copies / "train.de").read_text(encoding="utf-8").splitlines()
+    clean_src = (students / "distilled" / "beam" / "train.de").read_text(encoding="utf-8").splitlines()
+    assert len(noisy_src) == LINES["train"] and noisy_src != clean_src  # the teacher read the noised source
+
+    init = next((students / "cells").glob("word_*/checkpoints/checkpoint_best.pt"))
+    recipe(prep, "--stage", "4", "--stop-stage", "4", "--methods", "onpolicy", "--student-init", str(init))
+    onp = rows(out / "onpolicy_main" / "results.csv")
+    assert {r["method"] for r in onp} == {"onpolicy"}
+    log = (out / "onpolicy_main" / "cells" / onp[0]["cell"] / "train.log").read_text()
+    assert f"--finetune-from-model {init}" in log and "--lr 0.0004" in log
+
+    again = recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq")  # resumes: nothing to run
+    assert '"skipped": 2' in again.stdout
