@@ -34,6 +34,7 @@ setup(
             "fairseq-kd-report = fairseq_kd.cli.report:cli_main",
             "fairseq-kd-prune = fairseq_kd.cli.prune:cli_main",
             "fairseq-kd-study = fairseq_kd.cli.study:cli_main",
+            "fairseq-kd-status = fairseq_kd.cli.status:cli_main",
             "fairseq-kd-ladder = fairseq_kd.cli.ladder:cli_main",
             "fairseq-kd-export = fairseq_kd.cli.export:cli_main",
             "fairseq-kd-translate = fairseq_kd.cli.translate:cli_main",

@@ -247,10 +247,50 @@ def test_helpers_split_like_fileio(lines):
     assert split_lines(data) == fileio.split_lines(data.decode())
 
 
+# ---------------------------------------------------------------- fairseq-kd-status
+
+STATUS_SETTINGS = st.sampled_from([
+    ("ok", b'{"patience": 8, "validate_interval_updates": 250, "max_update": 20000, "best_metric": "bleu"}'),
+    ("ok", b'{"patience": null, "max_update": 300}'),  # a fixed-budget study
+    ("bad", b'{"patience": "8"}'), ("bad", b'{"patience": -1}'), ("bad", b'{"max_update": 1.5}'),
+    ("bad", b'[1, 2]'), ("bad", b'{"best_metric": "chrf"}'), ("bad", b'{"patience": 8'), ("bad", b'\xff\xfe'),
+])
+VALID = '2026-01-01 | INFO | valid | {"valid_loss": "3.9", "valid_bleu": "%s", "valid_num_updates": "%d"}\n'
+
+
+@fuzz_settings(20)
+@given(settings=STATUS_SETTINGS, noise=text_bytes(), bleus=st.lists(st.floats(0, 100), max_size=6),
+       broken=st.booleans())
+def test_status(settings, noise, bleus, broken):
+    """A study out-dir whose train.log holds fairseq records among arbitrary bytes (or one record with a
+    non-number): the cell's best validation is the records' maximum; bad study.json or a broken record exit 2."""
+    kind, data = settings
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "study.json"), "wb") as f:
+            f.write(data)
+        cell = os.path.join(d, "cells", "c")
+        os.makedirs(cell)
+        records = "".join(VALID % (f"{b:.2f}", 250 * (i + 1)) for i, b in enumerate(bleus))
+        if broken:
+            records += VALID % ("high", 9999)
+        with open(os.path.join(cell, "train.log"), "wb") as f:
+            f.write(noise.replace(b"|", b"") + b"\n" + records.encode())
+        with Contract("fairseq-kd-status", [d]) as c:
+            c.result = r = call("fairseq_kd.cli.status", [d, "--json"])
+    if kind == "bad" or broken:
+        assert r.rc == 2, r.err
+        return
+    assert r.rc == 0, r.err
+    row = json.loads(r.out)[d][0]
+    expect = max((round(b, 2) for b in bleus), default=None)
+    assert (row["best"] or [None, None])[1] == expect
+
+
 FUZZED = {  # console tool -> its fuzz tests (module:function)
     "fairseq-kd-score": ["test_fuzz_text:test_score"],
     "fairseq-kd-noise": ["test_fuzz_text:test_noise"],
     "fairseq-kd-report": ["test_fuzz_text:test_report"],
+    "fairseq-kd-status": ["test_fuzz_text:test_status"],
     "fairseq-kd-ladder": ["test_fuzz_text:test_ladder"],
     "fairseq-kd-cache": ["test_fuzz_models:test_broken_checkpoints", "test_fuzz_models:test_option_values",
                          "test_fuzz_models:test_outputs_aliasing_inputs"],
