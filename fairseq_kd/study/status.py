@@ -8,7 +8,7 @@ written. The same parser as the study's curves (``logs.parse_train_log``).
 """
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from fairseq_kd import integrity
 from fairseq_kd.errors import KDInputError
@@ -18,17 +18,31 @@ from fairseq_kd.study.records import read_csv
 Curve = List[Tuple[int, float]]  # (updates, metric) in update order
 
 
-def count_since_best(curve: Curve, maximize: bool = True) -> Tuple[Optional[Tuple[int, float]], int]:
-    """fairseq's ``should_stop_early`` replayed: (the best point so far, validations since it that
-    were not strictly better); (None, 0) for an empty curve."""
+def patience_runs(curve: Curve, maximize: bool = True) -> Iterator[Tuple[Tuple[int, float], int]]:
+    """fairseq's ``should_stop_early`` replayed: after each validation, (the best point so far, the
+    validations since it that were not strictly better). Training stops at the first count = patience."""
     best, runs = None, 0
     for n, v in curve:
-        better = best is None or (v > best[1] if maximize else v < best[1])
-        if better:
+        if best is None or (v > best[1] if maximize else v < best[1]):
             best, runs = (n, v), 0
         else:
             runs += 1
-    return best, runs
+        yield best, runs
+
+
+def count_since_best(curve: Curve, maximize: bool = True) -> Tuple[Optional[Tuple[int, float]], int]:
+    """``patience_runs`` after the last validation; (None, 0) for an empty curve."""
+    last = (None, 0)
+    for last in patience_runs(curve, maximize):
+        pass
+    return last
+
+
+def checkpoint_best(curve: Sequence[Tuple], maximize: bool = True) -> Tuple:
+    """The validation fairseq keeps as ``checkpoint_best.pt``: the best value, a tie going to the later
+    update (``(updates, value, ...)`` points, returned whole)."""
+    sign = 1 if maximize else -1
+    return max(curve, key=lambda p: (sign * p[1], p[0]))
 
 
 def cell_status(cell_dir: str, settings: Dict, recorded: set, now: Optional[float] = None) -> Dict:

@@ -14,27 +14,19 @@ import csv
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_kd.study.status import checkpoint_best, patience_runs  # fairseq's rule, as fairseq-kd-status replays it
+
 Curve = List[Tuple[int, float]]  # (updates, metric), in update order
 
 
 def stop_point(curve: Curve, patience: int, maximize: bool = True) -> Optional[int]:
     """Index of the validation at which fairseq stops (None: the curve ends before)."""
-    best, runs = None, 0
-    for k, (_, v) in enumerate(curve):
-        if best is None or (v > best if maximize else v < best):
-            best, runs = v, 0
-        else:
-            runs += 1
-            if runs >= patience:
-                return k
-    return None
+    return next((k for k, (_, runs) in enumerate(patience_runs(curve, maximize)) if runs >= patience), None)
 
 
 def kept(curve: Curve, upto: int, maximize: bool = True) -> Tuple[int, float]:
     """(updates, value) of the best validation among the first ``upto + 1`` (ties: the later)."""
-    sign = 1 if maximize else -1
-    n, v = max(curve[:upto + 1], key=lambda nv: (sign * nv[1], nv[0]))
-    return n, v
+    return checkpoint_best(curve[:upto + 1], maximize)
 
 
 def read_curves(paths: Sequence[str], metric: str) -> Dict[str, Curve]:

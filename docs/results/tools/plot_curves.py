@@ -43,7 +43,9 @@ def read_curves(paths: Sequence[str]) -> Dict[str, List[Point]]:
 
 def best(curve: List[Point]) -> Point:
     """The point fairseq keeps as checkpoint_best (highest BLEU; a tie goes to the later update)."""
-    return max(curve, key=lambda p: (p[1], p[0]))
+    from fairseq_kd.study.status import checkpoint_best
+
+    return checkpoint_best(curve)
 
 
 def plot(curves: Dict[str, List[Point]], out: str) -> None:
