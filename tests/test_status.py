@@ -53,6 +53,8 @@ def test_cells_state_counts_and_stop(study):
     assert run["since_best"] == 2 and run["stops_by"] == 1500 + (4 - 2) * 250 and run["ups"] == 1.5
     assert St._state(run) == "training" and run["log_age_s"] == 60
     assert cap["stops_by"] == 3000  # 2,750 + 4 x 250 would pass the cap
+    assert run["min_left_s"] == round(500 / 1.5) and cap["min_left_s"] == round(250 / 1.5)  # updates left / ups
+    assert done["min_left_s"] is None  # trained: nothing left to train
     stale = St.study_status(str(study), now=os.path.getmtime(study / "cells" / "running" / "train.log") + 3600)
     assert St._state(next(r for r in stale if r["cell"] == "running")) == "stopped"
 
@@ -60,7 +62,7 @@ def test_cells_state_counts_and_stop(study):
 def test_cli_table_json_and_refusal(study, tmp_path_factory, capsys):
     assert cli.cli_main([str(study)]) == 0
     out = capsys.readouterr().out
-    assert "| running | training | 1,500 | 31.00 @1,500 | 31.00 @1,000 | 2 | 2,000 | 1.5 |" in out
+    assert "| running | training | 1,500 | 31.00 @1,500 | 31.00 @1,000 | 2 | 2,000 | 5 min | 1.5 |" in out
     assert cli.cli_main([str(study), "--json"]) == 0
     assert {r["cell"] for r in json.loads(capsys.readouterr().out)[str(study)]} == {"none_noise0_a_nodec_lr0.003_seed1", "running", "near_cap"}
     empty = tmp_path_factory.mktemp("empty")

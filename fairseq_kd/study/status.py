@@ -3,8 +3,9 @@
 For each cell folder of an out-dir: whether it is recorded in ``results.csv``, the updates reached,
 the last and the best validation, how many validations have passed without improvement against the
 study's ``--patience`` (fairseq's rule: only a strictly better value resets the count), the update by
-which it stops unless it improves again, the last logged updates/s and how long ago the log was last
-written. The same parser as the study's curves (``logs.parse_train_log``).
+which it stops unless it improves again, the training time that leaves at the last logged updates/s
+(a lower bound: an improvement moves the stop on; the test decodes come after), and how long ago the
+log was last written. The same parser as the study's curves (``logs.parse_train_log``).
 """
 import os
 import time
@@ -50,7 +51,8 @@ def cell_status(cell_dir: str, settings: Dict, recorded: set, now: Optional[floa
     name = os.path.basename(cell_dir.rstrip("/"))
     log = os.path.join(cell_dir, "train.log")
     row = {"cell": name, "recorded": name in recorded, "trained": os.path.isfile(os.path.join(cell_dir, "train.json")),
-           "updates": 0, "last": None, "best": None, "since_best": 0, "stops_by": None, "ups": None, "log_age_s": None}
+           "updates": 0, "last": None, "best": None, "since_best": 0, "stops_by": None, "min_left_s": None,
+           "ups": None, "log_age_s": None}
     if not os.path.isfile(log):
         return row
     with open(log, encoding="utf-8", errors="replace") as f:
@@ -73,6 +75,8 @@ def cell_status(cell_dir: str, settings: Dict, recorded: set, now: Optional[floa
         row["stops_by"] = min(stop, cap) if cap else stop
     elif cap:
         row["stops_by"] = cap
+    if row["stops_by"] is not None and ups and not row["trained"]:
+        row["min_left_s"] = round(max(0, row["stops_by"] - row["updates"]) / ups)
     return row
 
 
@@ -117,8 +121,8 @@ def _state(r: Dict) -> str:
 
 def markdown(rows_by_study: Sequence[Tuple[str, List[Dict]]]) -> str:
     lines = ["| study | cell | state | updates | last valid | best valid | without improvement | stops by | "
-             "updates/s | log written |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "trains at least | updates/s | log written |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def point(p):
         return "" if p is None else f"{p[1]:.2f} @{p[0]:,}"
 
@@ -127,8 +131,10 @@ def markdown(rows_by_study: Sequence[Tuple[str, List[Dict]]]) -> str:
             age = "" if r["log_age_s"] is None else f"{r['log_age_s'] // 60} min ago"
             stops = "" if r["stops_by"] is None else f"{r['stops_by']:,}"
             ups = "" if r["ups"] is None else f"{r['ups']:g}"
+            left = "" if r.get("min_left_s") is None else f"{r['min_left_s'] // 60} min"
             lines.append(f"| {study} | {r['cell']} | {_state(r)} | {r['updates']:,} | {point(r['last'])} "
-                         f"| {point(r['best'])} | {r['since_best']} | {stops} | {ups} | {age} |")
+                         f"| {point(r['best'])} | {r['since_best']} | {stops} | {left} | {ups} | {age} |")
     return "\n".join(lines) + ("\n\nstate: training = log written in the last 15 min; stopped = an unfinished cell "
                                "whose log is older (resume by re-running the study); stops by = the update at which "
-                               "the patience runs out unless validation improves (or the cap).\n")
+                               "the patience runs out unless validation improves (or the cap); trains at least = the updates to that point at "
+                               "the last updates/s (an improvement adds more; the test decodes follow).\n")
