@@ -56,13 +56,14 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
         ("none", "transformer", "beam5", "4"), ("none", "transformer", "greedy", "4")}
     assert "--dropout 0.3" in (out / "teacher_d0.3" / "cells" / teacher[0]["cell"] / "train.log").read_text()
 
-    recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq")
+    recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq", "--student-dropout", "0.2")
     students = out / "students_1m_main"
     got = rows(students / "results.csv")
     assert {(r["method"], r["arch"]) for r in got} == {("word", "transformer_relu_3m"), ("seq", "transformer_relu_3m")}
     assert len(rows(students / "results.test1.csv")) == 4  # test_2017_flickr decoded too
     word_log = (students / "cells" / next(r["cell"] for r in got if r["method"] == "word") / "train.log").read_text()
     assert "--teacher-cache" in word_log  # word-KD reads the top-8 cache, not the teacher online
+    assert "--dropout 0.2" in word_log and "--dropout 0.1" not in word_log  # --student-dropout reaches fairseq
     distilled = (students / "distilled" / "beam" / "train.en").read_text(encoding="utf-8").splitlines()
     assert len(distilled) == LINES["train"]  # seq-KD's corpus: the teacher's beam translation of every source
 
@@ -81,5 +82,5 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     log = (out / "onpolicy_main" / "cells" / onp[0]["cell"] / "train.log").read_text()
     assert f"--finetune-from-model {init}" in log and "--lr 0.0004" in log
 
-    again = recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq")  # resumes: nothing to run
+    again = recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq", "--student-dropout", "0.2")  # resumes: nothing to run
     assert '"skipped": 2' in again.stdout
