@@ -131,10 +131,11 @@ def markdown(rows_by_study: Sequence[Tuple[str, List[Dict]]]) -> str:
             age = "" if r["log_age_s"] is None else f"{r['log_age_s'] // 60} min ago"
             stops = "" if r["stops_by"] is None else f"{r['stops_by']:,}"
             ups = "" if r["ups"] is None else f"{r['ups']:g}"
-            left = "" if r.get("min_left_s") is None else f"{r['min_left_s'] // 60} min"
+            left = "" if r["min_left_s"] is None else f"{r['min_left_s'] // 60} min"
             lines.append(f"| {study} | {r['cell']} | {_state(r)} | {r['updates']:,} | {point(r['last'])} "
                          f"| {point(r['best'])} | {r['since_best']} | {stops} | {left} | {ups} | {age} |")
     return "\n".join(lines) + ("\n\nstate: training = log written in the last 15 min; stopped = an unfinished cell "
                                "whose log is older (resume by re-running the study); stops by = the update at which "
-                               "the patience runs out unless validation improves (or the cap); trains at least = the updates to that point at "
-                               "the last updates/s (an improvement adds more; the test decodes follow).\n")
+                               "the patience runs out unless validation improves (or the cap); trains at least = the "
+                               "updates to that point at the last updates/s (an improvement adds more; the test "
+                               "decodes follow).\n")
