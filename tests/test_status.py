@@ -48,15 +48,15 @@ def test_patience_count_is_fairseqs():
 def test_cells_state_counts_and_stop(study):
     rows = {r["cell"]: r for r in St.study_status(str(study), now=os.path.getmtime(study / "cells" / "running" / "train.log") + 60)}
     done, run, cap = rows["none_noise0_a_nodec_lr0.003_seed1"], rows["running"], rows["near_cap"]
-    assert done["recorded"] and St._state(done) == "done"
+    assert done["recorded"] and St.cell_state(done) == "done"
     assert run["updates"] == 1500 and run["last"] == (1500, 31.0) and run["best"] == (1000, 31.0)
     assert run["since_best"] == 2 and run["stops_by"] == 1500 + (4 - 2) * 250 and run["ups"] == 1.5
-    assert St._state(run) == "training" and run["log_age_s"] == 60
+    assert St.cell_state(run) == "training" and run["log_age_s"] == 60
     assert cap["stops_by"] == 3000  # 2,750 + 4 x 250 would pass the cap
     assert run["min_left_s"] == round(500 / 1.5) and cap["min_left_s"] == round(250 / 1.5)  # updates left / ups
     assert done["min_left_s"] is None  # trained: nothing left to train
     stale = St.study_status(str(study), now=os.path.getmtime(study / "cells" / "running" / "train.log") + 3600)
-    assert St._state(next(r for r in stale if r["cell"] == "running")) == "stopped"
+    assert St.cell_state(next(r for r in stale if r["cell"] == "running")) == "stopped"
 
 
 def test_cli_table_json_and_refusal(study, tmp_path_factory, capsys):

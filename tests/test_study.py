@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,24 @@ def make_cfg(corpus, out, **kw):
                 beam=1, bpe="none", train_args=TINY_TRAIN_ARGS)
     base.update(kw)
     return S.StudyConfig(**base)
+
+
+def test_train_time_of_a_resumed_cell_adds_the_segments_fairseq_timed_before(corpus, tmp_path):
+    """A cell resumed from a checkpoint_last.pt that says 5,000 s of training went into it records 5,000 s
+    plus this segment (at most the study's own wall time); a fresh cell records this segment only."""
+    cfg = make_cfg(corpus, tmp_path / "study")
+    resumed, fresh = (Path(cfg.out_dir) / "cells" / c.slug() for c in S.build_grid(cfg))
+    (resumed / "checkpoints").mkdir(parents=True)
+    torch.save({"extra_state": {"previous_training_time": 5000.0}}, resumed / "checkpoints" / "checkpoint_last.pt")
+    runner = fake_runner([])
+    runner.ref = cfg.test_ref
+    t0 = time.time()
+    summary = S.Study(cfg, runner=runner).run(progress=False)
+    wall = time.time() - t0
+    times = {r["cell"]: float(r["train_time"]) for r in csv.DictReader(open(summary["results"]))}
+    assert 5000 <= times[resumed.name] <= 5000 + wall and 0 <= times[fresh.name] <= wall
+    assert json.loads((resumed / "train.json").read_text())["earlier_segments_s"] == 5000
+    assert json.loads((fresh / "train.json").read_text())["earlier_segments_s"] == 0
 
 
 def test_resume_skips_finished_cells_and_steps(corpus, tmp_path):

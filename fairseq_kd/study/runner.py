@@ -22,8 +22,9 @@ this process, after ``world.fresh_world()``; both in ``processes``):
 
 Resume: a (cell, search) already in ``results.csv`` is skipped; inside a cell, finished
 steps are skipped (``train.json``, ``hyp.<search>.txt``) and fairseq-train itself resumes
-from ``checkpoint_last.pt``. ``study.json`` records the settings that change results, and
-a resume with different ones is refused (they would mix incomparable rows).
+from ``checkpoint_last.pt`` (``train_time`` then adds the earlier segments fairseq timed in it).
+``study.json`` records the settings that change results, and a resume with different ones is
+refused (they would mix incomparable rows).
 """
 import json
 import logging
@@ -143,10 +144,12 @@ class Study(CellInputs):
         train_json = cdir / "train.json"
         if not train_json.exists():
             log = cdir / "train.log"
+            earlier = trained_seconds(cdir / "checkpoints" / "checkpoint_last.pt")  # a resumed cell's past segments
             t0 = time.time()
             self.train(cell, data, str(cdir / "checkpoints"), str(log), cache)
             info = parse_train_log(log.read_text(encoding="utf-8", errors="replace"))
-            info["train_time"] = round(time.time() - t0, 2)
+            info["train_time"] = round(earlier + time.time() - t0, 2)
+            info["earlier_segments_s"] = round(earlier, 2)
             info.update(stopping(info, cfg))
             if info["parameters"] is None:
                 raise RuntimeError(f"no parameter count in {log}: did fairseq-train start?")
@@ -208,6 +211,23 @@ def same_setting(key: str, a, b) -> bool:
         except ValueError:
             return a == b
     return a == b
+
+
+def trained_seconds(checkpoint: Path) -> float:
+    """The training time fairseq keeps in a checkpoint (``extra_state["previous_training_time"]``: its
+    wall clock from the trainer's start to the save, summed over every resumed segment); 0 when there is
+    no checkpoint or it cannot be read (fairseq-train, resuming from it, reports that itself)."""
+    if not checkpoint.is_file():
+        return 0.0
+    import torch
+
+    try:
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=False, mmap=True)
+        return float(state["extra_state"]["previous_training_time"])
+    except Exception as e:  # noqa: BLE001 - a time is not worth failing a resume for
+        logger.warning("%s: no training time in it (%s); the cell's train_time counts this segment only",
+                       checkpoint, type(e).__name__)
+        return 0.0
 
 
 def stopping(info: Dict, cfg: StudyConfig) -> Dict:

@@ -111,7 +111,7 @@ def study_status(out_dir: str, now: Optional[float] = None) -> List[Dict]:
             for n in names if os.path.isdir(os.path.join(cells, n))]
 
 
-def _state(r: Dict) -> str:
+def cell_state(r: Dict) -> str:
     if r["recorded"]:
         return "done"
     if r["trained"]:
@@ -132,7 +132,7 @@ def markdown(rows_by_study: Sequence[Tuple[str, List[Dict]]]) -> str:
             stops = "" if r["stops_by"] is None else f"{r['stops_by']:,}"
             ups = "" if r["ups"] is None else f"{r['ups']:g}"
             left = "" if r["min_left_s"] is None else f"{r['min_left_s'] // 60} min"
-            lines.append(f"| {study} | {r['cell']} | {_state(r)} | {r['updates']:,} | {point(r['last'])} "
+            lines.append(f"| {study} | {r['cell']} | {cell_state(r)} | {r['updates']:,} | {point(r['last'])} "
                          f"| {point(r['best'])} | {r['since_best']} | {stops} | {left} | {ups} | {age} |")
     return "\n".join(lines) + ("\n\nstate: training = log written in the last 15 min; stopped = an unfinished cell "
                                "whose log is older (resume by re-running the study); stops by = the update at which "
