@@ -66,10 +66,11 @@ def plot(curves: Dict[str, List[Point]], out: str) -> None:
             right.plot(*zip(*losses), label=model, lw=1.3, color=line.get_color())
     left.set(xlabel="updates", ylabel="greedy valid BLEU (★ = checkpoint_best)", title="validation BLEU")
     left.set_ylim(bottom=max(0.0, min(p[1] for pts in curves.values() for p in pts[len(pts) // 4:]) - 2))
-    all_losses = [p[2] for pts in curves.values() for p in pts if p[2] is not None]
-    if all_losses:  # the plateau, not the first validations, is what the panel is for
-        right.set_ylim(min(all_losses) - 0.05, min(max(all_losses), min(all_losses) + 0.8))
-    right.set(xlabel="updates", ylabel="valid loss (the criterion's, base 2)", title="validation loss")
+    lows = [min(p[2] for p in pts if p[2] is not None) for pts in curves.values() if any(p[2] is not None for p in pts)]
+    if lows:  # every curve's plateau, not the first validations (KD criteria sit lower than CE: own scale)
+        right.set_ylim(min(lows) - 0.05, max(lows) + 0.3)
+    right.set(xlabel="updates", ylabel="valid loss (the criterion's, base 2)",
+              title="validation loss (each criterion on its own scale)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     left.legend(fontsize=8)
