@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from fairseq_kd.errors import KDInputError
 from tests.helpers import load_results_tool
 
 repair = load_results_tool("repair_train_time")
@@ -75,13 +76,13 @@ def test_only_cells_that_missed_segments_get_the_checkpoint_time(tmp_path, capsy
     assert repair.repairs(str(study)) == []  # repaired: a second run finds nothing (time > recorded no more)
 
 
-def test_a_running_study_is_refused(tmp_path, capsys):
+def test_a_running_study_is_refused(tmp_path):
     study = tmp_path / "study"
     _cell(study, RESUMED, 100.0, 900.0)
     os.utime(study / "cells" / RESUMED / "train.log")  # written just now
     (study / "cells" / RESUMED / "train.json").unlink()  # still training
     (study / "study.json").write_text(json.dumps({"patience": 8, "validate_interval_updates": 250, "max_update": 9}))
-    assert repair.main([str(study), "--write"]) == 2
-    assert f"{RESUMED} still running" in capsys.readouterr().err
+    with pytest.raises(KDInputError, match=f"{RESUMED} still running"):
+        repair.main([str(study), "--write"])
     with pytest.raises(SystemExit):
         repair.main([str(study), str(study), "--copy-to", str(study / "study.json")])

@@ -90,16 +90,12 @@ def main(argv=None) -> int:
     missing = [t for t in args.copy_to if not os.path.isfile(t)]
     if missing:
         ap.error(f"--copy-to: no such file: {', '.join(missing)}")
-    try:
-        for study in args.studies:
-            fixes = repairs(study)
-            for cell, recorded, total in fixes:
-                print(f"{study}\t{cell}\trecorded {recorded:.0f} s\tcheckpoint {total:.0f} s")
-            if args.write and fixes:
-                write(study, fixes, args.copy_to)
-    except KDInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for study in args.studies:  # a KDInputError prints as one line and exits 2 (fairseq_kd.errors)
+        fixes = repairs(study)
+        for cell, recorded, total in fixes:
+            print(f"{study}\t{cell}\trecorded {recorded:.0f} s\tcheckpoint {total:.0f} s")
+        if args.write and fixes:
+            write(study, fixes, args.copy_to)
     return 0
 
 
