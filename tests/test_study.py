@@ -175,6 +175,18 @@ def test_train_time_of_a_resumed_cell_adds_the_segments_fairseq_timed_before(cor
     assert json.loads((fresh / "train.json").read_text())["earlier_segments_s"] == 0
 
 
+def test_a_student_init_cells_own_time_leaves_out_the_initial_checkpoints(tmp_path):
+    """fairseq's --finetune-from-model restores the initial checkpoint's previous_training_time into the
+    student's: 5,000 s in the cell's checkpoint of which 1,200 s are the CE model's it started from."""
+    from fairseq_kd.study.runner import own_seconds
+
+    for name, t in (("last.pt", 5000.0), ("init.pt", 1200.0)):
+        torch.save({"extra_state": {"previous_training_time": t}}, tmp_path / name)
+    assert own_seconds(tmp_path / "last.pt", str(tmp_path / "init.pt")) == 3800.0
+    assert own_seconds(tmp_path / "last.pt") == 5000.0
+    assert own_seconds(tmp_path / "none.pt", str(tmp_path / "init.pt")) == 0.0
+
+
 def test_resume_skips_finished_cells_and_steps(corpus, tmp_path):
     cfg = make_cfg(corpus, tmp_path / "study")
     launched = []

@@ -144,7 +144,7 @@ class Study(CellInputs):
         train_json = cdir / "train.json"
         if not train_json.exists():
             log = cdir / "train.log"
-            earlier = trained_seconds(cdir / "checkpoints" / "checkpoint_last.pt")  # a resumed cell's past segments
+            earlier = own_seconds(cdir / "checkpoints" / "checkpoint_last.pt", cfg.student_init)  # past segments
             t0 = time.time()
             self.train(cell, data, str(cdir / "checkpoints"), str(log), cache)
             info = parse_train_log(log.read_text(encoding="utf-8", errors="replace"))
@@ -228,6 +228,15 @@ def trained_seconds(checkpoint: Path) -> float:
         logger.warning("%s: no training time in it (%s); the cell's train_time counts this segment only",
                        checkpoint, type(e).__name__)
         return 0.0
+
+
+def own_seconds(checkpoint: Path, student_init: str = "") -> float:
+    """A cell's own training time in its checkpoint: fairseq's ``--finetune-from-model`` carries the
+    initial checkpoint's time into the student's, so a ``--student-init`` cell's is taken off."""
+    total = trained_seconds(checkpoint)
+    if total and student_init:
+        total = max(0.0, total - trained_seconds(Path(os.path.abspath(student_init))))
+    return total
 
 
 def stopping(info: Dict, cfg: StudyConfig) -> Dict:

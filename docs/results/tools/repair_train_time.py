@@ -3,7 +3,8 @@
 Before 2026-12-06 (the commit that added ``earlier_segments_s`` to ``train.json``) a cell's
 ``train_time`` was the wall time of the fairseq-train run that finished it: a cell resumed across sessions
 recorded its last segment only. fairseq keeps the sum of every segment in the checkpoint
-(``extra_state["previous_training_time"]``, ``fairseq_kd.study.runner.trained_seconds``). For each cell
+(``extra_state["previous_training_time"]``, ``fairseq_kd.study.runner.own_seconds``; a
+``--student-init`` study's initial checkpoint's time is taken off). For each cell
 whose ``train.json`` has no ``earlier_segments_s`` and whose ``checkpoint_last.pt`` holds more time than
 was recorded (so the record missed earlier segments; a one-segment run records more, its start-up
 included), this prints both and, with ``--write``, puts the checkpoint's time in ``train.json``
@@ -28,7 +29,7 @@ from fairseq_kd import fileio, integrity
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study.config import RESULT_FIELDS
 from fairseq_kd.study.records import read_csv, write_csv_atomic
-from fairseq_kd.study.runner import trained_seconds
+from fairseq_kd.study.runner import own_seconds
 from fairseq_kd.study.status import cell_state, study_status
 
 
@@ -38,13 +39,18 @@ def repairs(study: str):
     if busy:
         raise KDInputError(f"{study}: {', '.join(busy)} still running (log written in the last 15 min); "
                            f"repair after the lane has stopped")
+    settings = integrity.load_json(os.path.join(study, "study.json"), "re-run fairseq-kd-study to rewrite it")
+    init = settings.get("student_init") or ""
+    if init and not os.path.isfile(init):
+        raise KDInputError(f"{study}: its students start from {init}, not found from here; run the tool from the "
+                           f"directory the study ran in (that checkpoint's time is taken off each cell's)")
     out = []
     for train_json in sorted(glob.glob(os.path.join(study, "cells", "*", "train.json"))):
         cell = Path(train_json).parent
         info = integrity.load_json(train_json, f"delete {train_json} to retrain the cell")
         if "earlier_segments_s" in info:  # written by a runner that already adds them
             continue
-        total = trained_seconds(cell / "checkpoints" / "checkpoint_last.pt")
+        total = own_seconds(cell / "checkpoints" / "checkpoint_last.pt", init)
         if total > float(info["train_time"]):
             out.append((cell.name, float(info["train_time"]), round(total, 2)))
     return out
