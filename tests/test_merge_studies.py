@@ -1,0 +1,89 @@
+"""docs/results/tools/merge_studies.py: lanes' study out-dirs as one, extra test splits included."""
+import csv
+import json
+
+import pytest
+
+from fairseq_kd.errors import KDInputError
+from fairseq_kd.study.config import CURVE_FIELDS, RESULT_FIELDS
+from tests.helpers import load_results_tool
+
+merge = load_results_tool("merge_studies")
+SIG = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+
+
+def _cell(method, seed):
+    return f"{method}_noise0_a_nodec_lr0.1_seed{seed}"  # the name fairseq-kd-study gives these columns
+
+
+def _row(method, seed, bleu):
+    cell = _cell(method, seed)
+    return {"method": method, "noise": "0", "arch": "a", "decoding": "-", "lr": "0.1", "seed": str(seed),
+            "teacher": "-", "search": "beam5", "parameters": "10", "bleu": bleu, "chrf": "1.0", "tok_bleu": "1.0",
+            "signature": SIG, "train_time": "5.0", "updates": "4", "best_update": "4", "stop": "patience",
+            "cell": cell, "hyp": f"cells/{cell}/hyp.beam5.txt"}
+
+
+def _write(path, rows, fields):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _study(root, name, cells, test1=None):
+    """cells: [(method, seed, test BLEU)]; test1: {(method, seed): BLEU} or None (split not decoded)."""
+    d = root / name
+    for method, seed, _ in cells:
+        (d / "cells" / _cell(method, seed)).mkdir(parents=True)
+    _write(d / "results.csv", [_row(m, s, b) for m, s, b in cells], RESULT_FIELDS)
+    if test1 is not None:
+        _write(d / "results.test1.csv", [_row(m, s, test1[m, s]) for m, s, _ in cells], RESULT_FIELDS)
+    curve = [{"method": m, "noise": "0", "arch": "a", "decoding": "-", "lr": "0.1", "seed": str(s), "teacher": "-",
+              "updates": "2", "valid_bleu": "1.0", "valid_loss": "3.0"} for m, s, _ in cells]
+    _write(d / "curves.csv", curve, CURVE_FIELDS)
+    (d / "study.json").write_text(json.dumps({"lane": name}))
+    return d
+
+
+def test_both_splits_hold_every_lanes_cells_with_their_own_scores(tmp_path):
+    a = _study(tmp_path, "laneA", [("none", 1, "30.0"), ("none", 2, "31.0")], {("none", 1): "25.0", ("none", 2): "26.0"})
+    b = _study(tmp_path, "laneB", [("word", 1, "32.0")], {("word", 1): "27.5"})
+    dst = tmp_path / "merged"
+    merge.merge_studies(str(dst), [str(a), str(b)])
+    test = {(r["method"], r["seed"]): r["bleu"] for r in _read(dst / "results.csv")}
+    test1 = {(r["method"], r["seed"]): r["bleu"] for r in _read(dst / "results.test1.csv")}
+    assert test == {("none", "1"): "30.0", ("none", "2"): "31.0", ("word", "1"): "32.0"}
+    assert test1 == {("none", "1"): "25.0", ("none", "2"): "26.0", ("word", "1"): "27.5"}  # test1's, not test's
+    assert len(_read(dst / "curves.csv")) == 3
+    assert (dst / "cells" / _cell("word", 1)).resolve() == (b / "cells" / _cell("word", 1)).resolve()
+    assert json.loads((dst / "study.json").read_text()) == {"lane": "laneA"}
+
+
+def test_a_split_one_lane_did_not_decode_is_refused_naming_its_file(tmp_path):
+    a = _study(tmp_path, "laneA", [("none", 1, "30.0")], {("none", 1): "25.0"})
+    b = _study(tmp_path, "laneB", [("word", 1, "32.0")], test1=None)
+    with pytest.raises(KDInputError, match=r"laneB/results\.test1\.csv: not found.*--extra-test test1=REF"):
+        merge.merge_studies(str(tmp_path / "merged"), [str(a), str(b)])
+    assert not (tmp_path / "merged").exists()  # refused before anything is written
+
+
+def test_one_seed_measured_twice_is_refused(tmp_path):
+    a = _study(tmp_path, "laneA", [("none", 1, "30.0")], {("none", 1): "25.0"})
+    b = _study(tmp_path, "laneB", [("none", 1, "30.0")], {("none", 1): "24.0"})  # same cell, other test1 score
+    with pytest.raises(KDInputError, match="results.test1.csv"):
+        merge.merge_studies(str(tmp_path / "merged"), [str(a), str(b)])
+
+
+def test_a_dst_cell_that_points_to_another_lane_is_refused(tmp_path):
+    a = _study(tmp_path, "laneA", [("none", 1, "30.0")])
+    other = _study(tmp_path, "old", [("none", 1, "30.0")])
+    dst = tmp_path / "merged"
+    merge.merge_studies(str(dst), [str(other)])
+    with pytest.raises(KDInputError, match="merge into an empty DST"):
+        merge.merge_studies(str(dst), [str(a)])
