@@ -22,8 +22,11 @@ which would put a ``*`` beside an interval that covers 0.
 Several seeds: each side is the *mean* score of its seeds' systems, every seed evaluated on
 the same resample (paired by sentence), so with one seed this is exactly the above. The
 95% interval is the 2.5/97.5 percentile pair of ``d_i`` (sacrebleu's index rule, n // 40).
+
+``contrast_bootstrap`` is the same test of any weighted sum of systems' scores on one resample, e.g.
+the difference of two methods' losses to source noise, ``(B_noisy - B_clean) - (A_noisy - A_clean)``.
 """
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -51,6 +54,41 @@ def resampled_scores(metric, stats: np.ndarray, idxs: np.ndarray) -> np.ndarray:
     return np.array([metric._compute_score_from_stats(s.tolist()).score for s in sums])
 
 
+def _check_lists(hyp_lists: Sequence[Sequence[str]], n: int) -> None:
+    for hyps in hyp_lists:
+        if len(hyps) != n:
+            raise ValueError(f"hypotheses have {len(hyps)} lines but the reference has {n}")
+
+
+def _bootstrap(terms: Sequence[Tuple[float, Sequence[Sequence[str]]]], refs: Sequence[str], metric: str,
+               n_samples: int, seed: int):
+    """Each term's seed-averaged score on the whole test set and on every resample, and the weighted sum
+    of the resampled scores.  # -> [K], [K x R], R"""
+    if not terms or any(not hyp_lists for _, hyp_lists in terms):
+        raise ValueError("a bootstrap needs at least one hypothesis list per system")
+    n = len(refs)
+    for _, hyp_lists in terms:
+        _check_lists(hyp_lists, n)
+    m = _metric(metric)
+    stats = [[sentence_stats(m, h, refs) for h in hyp_lists] for _, hyp_lists in terms]
+    full = np.arange(n)[None, :]
+    observed = [float(np.mean([resampled_scores(m, st, full)[0] for st in seeds])) for seeds in stats]
+    idxs = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True)  # one draw for every system
+    resampled = [np.mean([resampled_scores(m, st, idxs) for st in seeds], axis=0) for seeds in stats]  # K x R
+    combined = np.zeros(n_samples)
+    for (weight, _), rs in zip(terms, resampled):
+        combined = combined + weight * rs
+    return observed, resampled, combined
+
+
+def _percentile_test(diffs: np.ndarray, n_samples: int) -> Dict:
+    """The percentile interval (sacrebleu's index rule) and the p of the same test."""
+    p = min(1.0, 2 * min(int(np.sum(diffs <= 0)), int(np.sum(diffs >= 0))) / n_samples)
+    ordered = np.sort(diffs)
+    lo = n_samples // 40
+    return {"p_value": p, "ci_low": float(ordered[lo]), "ci_high": float(ordered[n_samples - lo - 1])}
+
+
 def paired_bootstrap(base: Sequence[Sequence[str]], system: Sequence[Sequence[str]], refs: Sequence[str],
                      metric: str = "bleu", n_samples: int = 1000, seed: int = SACREBLEU_SEED) -> Dict:
     """Difference ``system - base`` of seed-averaged corpus scores, its p-value and 95% interval.
@@ -58,30 +96,27 @@ def paired_bootstrap(base: Sequence[Sequence[str]], system: Sequence[Sequence[st
     ``base`` and ``system``: one hypothesis list per seed (each aligned with ``refs``)."""
     if not base or not system:
         raise ValueError("paired_bootstrap needs at least one hypothesis list per side")
-    n = len(refs)
-    for hyps in [*base, *system]:
-        if len(hyps) != n:
-            raise ValueError(f"hypotheses have {len(hyps)} lines but the reference has {n}")
-    m = _metric(metric)
-    base_stats = [sentence_stats(m, h, refs) for h in base]
-    sys_stats = [sentence_stats(m, h, refs) for h in system]
-    full = np.arange(n)[None, :]
-    base_score = float(np.mean([resampled_scores(m, s, full)[0] for s in base_stats]))
-    sys_score = float(np.mean([resampled_scores(m, s, full)[0] for s in sys_stats]))
-    idxs = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True)
-    base_rs = np.mean([resampled_scores(m, s, idxs) for s in base_stats], axis=0)  # R
-    sys_rs = np.mean([resampled_scores(m, s, idxs) for s in sys_stats], axis=0)  # R
-    diffs = sys_rs - base_rs
+    (base_score, sys_score), _, diffs = _bootstrap([(-1.0, base), (1.0, system)], refs, metric, n_samples, seed)
     observed = sys_score - base_score
     centred = np.abs(diffs) - np.abs(diffs).mean()
     p_sacrebleu = (int(np.sum(centred >= abs(observed))) + 1) / (n_samples + 1)
-    p = min(1.0, 2 * min(int(np.sum(diffs <= 0)), int(np.sum(diffs >= 0))) / n_samples)
-    ordered = np.sort(diffs)
-    lo = n_samples // 40
-    return {"metric": metric, "base": base_score, "system": sys_score, "delta": observed, "p_value": p,
-            "p_value_sacrebleu": p_sacrebleu,
-            "ci_low": float(ordered[lo]), "ci_high": float(ordered[n_samples - lo - 1]), "n_samples": n_samples,
+    return {"metric": metric, "base": base_score, "system": sys_score, "delta": observed,
+            **_percentile_test(diffs, n_samples), "p_value_sacrebleu": p_sacrebleu, "n_samples": n_samples,
             "seed": seed, "seeds_base": len(base), "seeds_system": len(system)}
+
+
+def contrast_bootstrap(terms: Sequence[Tuple[float, Sequence[Sequence[str]]]], refs: Sequence[str],
+                       metric: str = "bleu", n_samples: int = 1000, seed: int = SACREBLEU_SEED) -> Dict:
+    """A weighted sum of systems' seed-averaged corpus scores, ``sum_k w_k score_k``, with the percentile
+    interval and p of the paired bootstrap: every resample draws the test sentences once for all systems.
+
+    ``terms``: ``(weight, one hypothesis list per seed)`` per system, all aligned with ``refs``. With
+    weights (-1, +1) this is ``paired_bootstrap``'s difference; with (+1, -1, -1, +1) over (A clean, A noisy,
+    B clean, B noisy) it is how much less B loses to the noise than A, a difference of differences."""
+    observed, _, combined = _bootstrap(terms, refs, metric, n_samples, seed)
+    delta = sum(w * o for (w, _), o in zip(terms, observed))
+    return {"metric": metric, "delta": delta, **_percentile_test(combined, n_samples), "n_samples": n_samples,
+            "seed": seed, "terms": [{"weight": w, "score": o, "seeds": len(h)} for (w, h), o in zip(terms, observed)]}
 
 
 def format_p(p: float, n_samples: int) -> str:

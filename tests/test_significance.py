@@ -6,7 +6,7 @@ import sacrebleu
 from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
 
-from fairseq_kd.significance import paired_bootstrap, significance_mark
+from fairseq_kd.significance import contrast_bootstrap, paired_bootstrap, significance_mark
 
 
 def corpus(n, seed, words="the a cat dog sat on mat red big small ran".split()):
@@ -77,3 +77,44 @@ def test_the_mark_and_the_interval_are_one_test(n_samples):
         assert (significance_mark(res["p_value"]) == "*") == excludes, res
         marks.add(excludes)
     assert marks == {True, False}  # both outcomes were exercised
+
+
+# ---- contrast_bootstrap: a weighted sum of systems on one resample (e.g. a difference of differences)
+
+BETTER = [REFS[i] if i % 2 else NOISY[i] for i in range(len(REFS))]  # fixes half of NOISY's cut lines
+
+
+def test_a_two_term_contrast_is_the_paired_difference():
+    pair = paired_bootstrap([NOISY, OTHER], [BETTER], REFS, n_samples=500, seed=7)
+    con = contrast_bootstrap([(-1.0, [NOISY, OTHER]), (1.0, [BETTER])], REFS, n_samples=500, seed=7)
+    assert (con["delta"], con["ci_low"], con["ci_high"], con["p_value"]) == \
+        (pair["delta"], pair["ci_low"], pair["ci_high"], pair["p_value"])
+    assert [t["score"] for t in con["terms"]] == [pair["base"], pair["system"]]
+
+
+def test_a_difference_of_differences_by_hand_and_against_the_pair_it_reduces_to():
+    """(B_noisy - B_clean) - (A_noisy - A_clean): its value is four sacrebleu corpus scores combined;
+    with one clean system for both methods the clean terms cancel on every resample, leaving the
+    paired test of B_noisy against A_noisy."""
+    score = {name: sacrebleu.corpus_bleu(h, [REFS]).score for name, h in
+             {"a_c": REFS, "a_n": NOISY, "b_c": BETTER, "b_n": OTHER}.items()}
+    did = contrast_bootstrap([(1.0, [REFS]), (-1.0, [NOISY]), (-1.0, [BETTER]), (1.0, [OTHER])], REFS)
+    assert did["delta"] == pytest.approx((score["b_n"] - score["b_c"]) - (score["a_n"] - score["a_c"]))
+    assert did["ci_low"] <= did["delta"] <= did["ci_high"]
+    same_clean = contrast_bootstrap([(1.0, [BETTER]), (-1.0, [NOISY]), (-1.0, [BETTER]), (1.0, [OTHER])], REFS)
+    pair = paired_bootstrap([NOISY], [OTHER], REFS)
+    for key in ("delta", "ci_low", "ci_high", "p_value"):
+        assert same_clean[key] == pytest.approx(pair[key], abs=1e-9)
+
+
+def test_perfect_minus_empty_is_100_on_every_resample():
+    res = contrast_bootstrap([(1.0, [REFS]), (-1.0, [[""] * len(REFS)])], REFS)
+    assert res["delta"] == pytest.approx(100.0)
+    assert res["ci_low"] == pytest.approx(100.0) and res["ci_high"] == pytest.approx(100.0) and res["p_value"] == 0.0
+
+
+def test_a_contrast_refuses_misaligned_or_missing_systems():
+    with pytest.raises(ValueError, match="59 lines but the reference has 60"):
+        contrast_bootstrap([(1.0, [NOISY]), (-1.0, [NOISY[:-1]])], REFS)
+    with pytest.raises(ValueError, match="at least one hypothesis list"):
+        contrast_bootstrap([(1.0, [NOISY]), (-1.0, [])], REFS)
