@@ -10,7 +10,7 @@
 #
 # Stages: 1 = teacher; 2 = students of one size (none word seq hybrid word.hid); 3 = noise 0.3 of one
 # op (none word word_tnoisy seq seq_tnoisy, 1.3M); 4 = on-policy / CE / word-KD continued from a CE
-# student. Each run is a fairseq-kd-study out-dir OUT_ROOT/<stage>_<size|op>_<tag>: one per lane (run
+# student for the same --continue-updates (a fixed budget, not patience: equal updates for every method). Each run is a fairseq-kd-study out-dir OUT_ROOT/<stage>_<size|op>_<tag>: one per lane (run
 # lanes with OMP_NUM_THREADS=1 and different --tag, then docs/results/tools/merge_studies.py). Runs
 # resume: re-run the same command.
 set -euo pipefail
@@ -26,6 +26,7 @@ noise_op=substitution   # stage 3: substitution | deletion | swap (rate 0.3)
 noise_copies=8          # stage 3: noisy copies of the source the noisy-source seq-KD teacher distils (copy c = epoch c's noise)
 student_init=""         # stage 4: the converged CE student every run starts from
 init_lr=0.0004          # stage 4 peak lr: about where the CE run's schedule ended (0.003 x sqrt(100 / 7,000))
+continue_updates=2000   # stage 4: updates every run trains from --student-init (equal for every method; last checkpoint decoded)
 tag=main                # lane name (part of the out-dir)
 student_dropout=0.1     # students' dropout (section 5's; the 7.34M rung's is being chosen on validation, 0.1 vs 0.3: docs/results.md 7c)
 teacher_dropout=0.3     # stage 1: at 0.1 the 6.55M teacher peaks at 2,000 updates below the converged 1.3M CE student
@@ -98,6 +99,6 @@ if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then
   t=$(teacher_ckpt)
   study "${out_root}/onpolicy_${tag}" --teacher "${t}" --student-init "${student_init}" \
     --methods ${methods:-onpolicy onpolicy.l1 onpolicy.exp none word} --archs "${arch[1m]}" --seeds ${seeds} \
-    --warmup-updates 100 --lrs "${init_lr}" \
+    --warmup-updates 100 --lrs "${init_lr}" --max-update "${continue_updates}" --patience 0 \
     --cache-topk "${cache_topk}" --cache-methods word --train-args "${student_args[1m]}" --method-args "${method_args[@]}"
 fi

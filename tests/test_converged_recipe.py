@@ -76,9 +76,12 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     assert len(noisy_src) == LINES["train"] and noisy_src != clean_src  # the teacher read the noised source
 
     init = next((students / "cells").glob("word_*/checkpoints/checkpoint_best.pt"))
-    recipe(prep, "--stage", "4", "--stop-stage", "4", "--methods", "onpolicy", "--student-init", str(init))
+    recipe(prep, "--stage", "4", "--stop-stage", "4", "--methods", "onpolicy none", "--student-init", str(init),
+           "--continue-updates", "6")
     onp = rows(out / "onpolicy_main" / "results.csv")
-    assert {r["method"] for r in onp} == {"onpolicy"}
+    assert {r["method"] for r in onp} == {"onpolicy", "none"}
+    # equal compute: every method trains --continue-updates (not --max-update 4, not until patience 1)
+    assert {(r["updates"], r["stop"]) for r in onp} == {("6", "budget")}
     log = (out / "onpolicy_main" / "cells" / onp[0]["cell"] / "train.log").read_text()
     assert f"--finetune-from-model {init}" in log and "--lr 0.0004" in log
 
