@@ -1,0 +1,115 @@
+"""scripts/run_lanes.sh: a queue of long jobs on N lanes, each job once, needs respected, failures
+propagated, resumable. Jobs here are shell one-liners that record when they start and end."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import helpers
+
+pytestmark = pytest.mark.integration
+SCRIPT = helpers.REPO / "scripts" / "run_lanes.sh"
+
+
+def lanes(queue: Path, *args, check_rc=None):
+    proc = subprocess.run(["bash", str(SCRIPT), "--queue", str(queue), "--poll", "1", *args],
+                          capture_output=True, text=True, timeout=120)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def job(name, out, seconds=0, after=""):
+    """A queue line: appends 'start NAME <ns>' and 'end NAME <ns>' to OUT around a sleep."""
+    head = f"{name} after={after}" if after else name
+    return (f"{head} -- echo start {name} $(date +%s%N) >> {out}; sleep {seconds}; "
+            f"echo end {name} $(date +%s%N) >> {out}")
+
+
+def events(out: Path):
+    ev = {}
+    for line in out.read_text().splitlines():
+        kind, name, ns = line.split()
+        ev.setdefault(name, {}).setdefault(kind, []).append(int(ns))
+    return ev
+
+
+def test_every_job_runs_once_after_what_it_needs(tmp_path):
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text("\n".join(["# two lanes, four jobs", "", job("a", out, 1), job("b", out, 2),
+                            job("c", out, 0, after="a,b"), job("d", out, 1),
+                            f"env -- echo $OMP_NUM_THREADS $MKL_NUM_THREADS $(pwd) > {tmp_path / 'env'}"]) + "\n")
+    lanes(q, "--lanes", "2", check_rc=0)
+    ev = events(out)
+    assert {n: (len(e["start"]), len(e["end"])) for n, e in ev.items()} == {n: (1, 1) for n in "abcd"}
+    assert ev["c"]["start"][0] >= max(ev["a"]["end"][0], ev["b"]["end"][0])  # needs first
+    assert ev["b"]["start"][0] < ev["a"]["end"][0]  # two lanes: a and b side by side
+    assert (tmp_path / "env").read_text().split() == ["1", "1", str(helpers.REPO)]  # one thread, repo root
+
+    again = lanes(q, "--lanes", "2", check_rc=0)  # everything done: nothing runs again
+    assert events(out) == ev and "start" not in again.stderr
+    with open(q, "a") as f:
+        f.write(job("e", out, 0, after="c") + "\n")  # a job appended later is picked up
+    lanes(q, check_rc=0)
+    assert set(events(out)) == set("abcde") and events(out)["a"] == ev["a"]
+
+
+def test_a_failure_fails_what_needs_it_and_nothing_else(tmp_path):
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text("\n".join(["bad -- exit 3", job("child", out, 0, after="bad"), job("other", out, 0)]) + "\n")
+    proc = lanes(q, check_rc=1)
+    assert set(events(out)) == {"other"}
+    state = tmp_path / ".lanes"
+    assert (state / "bad.failed").read_text().startswith("exit 3")
+    assert "bad" in (state / "child.failed").read_text()
+    assert "bad failed: exit 3" in proc.stderr and "child failed" in proc.stderr
+    status = lanes(q, "--status", "1", check_rc=0).stdout.split("\n")
+    assert [line.split()[:2] for line in status if line] == [["failed", "bad"], ["failed", "child"], ["done", "other"]]
+
+
+def test_a_job_killed_by_a_signal_stays_open_and_runs_again(tmp_path):
+    out = tmp_path / "events"
+    mark = tmp_path / "killed_once"
+    q = tmp_path / "queue.txt"
+    q.write_text(f"k -- if [ ! -e {mark} ]; then touch {mark}; kill -KILL $$; fi; echo start k 1 >> {out}\n")
+    first = lanes(q, "--lanes", "1", check_rc=1)
+    assert "killed by signal 9: left open" in first.stderr and not out.exists()
+    assert not (tmp_path / ".lanes" / "k.failed").exists()
+    lanes(q, check_rc=0)  # the next run finishes it
+    assert out.read_text() == "start k 1\n"
+
+
+@pytest.mark.parametrize("line, says", [
+    ("no separator here", "write a job as NAME"),
+    ("a b c -- true", "the only option is after="),
+    ("a after=zz -- true", "needs zz, which is not in the queue"),
+    ("bad/name -- true", "letters, digits"),
+])
+def test_a_malformed_queue_is_a_usage_error_naming_the_line(tmp_path, line, says):
+    q = tmp_path / "queue.txt"
+    q.write_text(f"ok -- true\n{line}\n")
+    proc = lanes(q, check_rc=2)
+    assert says in proc.stderr and ("queue.txt:2" in proc.stderr or "queue.txt:" in proc.stderr)
+    assert not (tmp_path / ".lanes" / "ok.done").exists()  # refused before anything ran
+
+
+def test_a_name_twice_and_a_missing_queue_are_refused(tmp_path):
+    q = tmp_path / "queue.txt"
+    q.write_text("a -- true\na -- false\n")
+    assert "also on line 1" in lanes(q, check_rc=2).stderr
+    proc = subprocess.run(["bash", str(SCRIPT), "--queue", str(tmp_path / "none.txt")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_two_runners_on_one_queue_share_the_jobs(tmp_path):
+    """Started twice by mistake (or on purpose), the runners still give each job to one lane."""
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text("\n".join(job(n, out, 1) for n in "abcd") + "\n")
+    procs = [subprocess.Popen(["bash", str(SCRIPT), "--queue", str(q), "--poll", "1", "--lanes", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert {n: len(e["start"]) for n, e in events(out).items()} == {n: 1 for n in "abcd"}
