@@ -62,8 +62,8 @@ def _check_lists(hyp_lists: Sequence[Sequence[str]], n: int) -> None:
 
 def _bootstrap(terms: Sequence[Tuple[float, Sequence[Sequence[str]]]], refs: Sequence[str], metric: str,
                n_samples: int, seed: int):
-    """Each term's seed-averaged score on the whole test set and on every resample, and the weighted sum
-    of the resampled scores.  # -> [K], [K x R], R"""
+    """Each term's seed-averaged score on the whole test set, and the weighted sum of the terms'
+    seed-averaged scores on every resample.  # -> [K], R"""
     if not terms or any(not hyp_lists for _, hyp_lists in terms):
         raise ValueError("a bootstrap needs at least one hypothesis list per system")
     n = len(refs)
@@ -78,7 +78,7 @@ def _bootstrap(terms: Sequence[Tuple[float, Sequence[Sequence[str]]]], refs: Seq
     combined = np.zeros(n_samples)
     for (weight, _), rs in zip(terms, resampled):
         combined = combined + weight * rs
-    return observed, resampled, combined
+    return observed, combined
 
 
 def _percentile_test(diffs: np.ndarray, n_samples: int) -> Dict:
@@ -96,7 +96,7 @@ def paired_bootstrap(base: Sequence[Sequence[str]], system: Sequence[Sequence[st
     ``base`` and ``system``: one hypothesis list per seed (each aligned with ``refs``)."""
     if not base or not system:
         raise ValueError("paired_bootstrap needs at least one hypothesis list per side")
-    (base_score, sys_score), _, diffs = _bootstrap([(-1.0, base), (1.0, system)], refs, metric, n_samples, seed)
+    (base_score, sys_score), diffs = _bootstrap([(-1.0, base), (1.0, system)], refs, metric, n_samples, seed)
     observed = sys_score - base_score
     centred = np.abs(diffs) - np.abs(diffs).mean()
     p_sacrebleu = (int(np.sum(centred >= abs(observed))) + 1) / (n_samples + 1)
@@ -113,7 +113,7 @@ def contrast_bootstrap(terms: Sequence[Tuple[float, Sequence[Sequence[str]]]], r
     ``terms``: ``(weight, one hypothesis list per seed)`` per system, all aligned with ``refs``. With
     weights (-1, +1) this is ``paired_bootstrap``'s difference; with (+1, -1, -1, +1) over (A clean, A noisy,
     B clean, B noisy) it is how much less B loses to the noise than A, a difference of differences."""
-    observed, _, combined = _bootstrap(terms, refs, metric, n_samples, seed)
+    observed, combined = _bootstrap(terms, refs, metric, n_samples, seed)
     delta = sum(w * o for (w, _), o in zip(terms, observed))
     return {"metric": metric, "delta": delta, **_percentile_test(combined, n_samples), "n_samples": n_samples,
             "seed": seed, "terms": [{"weight": w, "score": o, "seeds": len(h)} for (w, h), o in zip(terms, observed)]}

@@ -19,13 +19,12 @@ import argparse
 import itertools
 import json
 import os
-import statistics
 import sys
 
 from fairseq_kd import fileio
 from fairseq_kd.cli import run_tool
 from fairseq_kd.errors import KDInputError
-from fairseq_kd.report import METHOD_ORDER, test_references
+from fairseq_kd.report import METHOD_ORDER, mean_std, test_references
 from fairseq_kd.significance import contrast_bootstrap, format_p, significance_mark
 from fairseq_kd.study.config import method_base
 from fairseq_kd.study.records import read_csv
@@ -107,7 +106,7 @@ def drops(clean, noisy, noise, search, clean_of, pairs, refs, n_samples=1000):
 
 
 def _ms(values):
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+    return "{:.2f} ± {:.2f}".format(*mean_std(values))
 
 
 def _ci(boot):
