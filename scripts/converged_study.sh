@@ -58,7 +58,7 @@ declare -A student_args=(
   [1m]="${common} --encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"
   [7m]="${common} --encoder-normalize-before --decoder-normalize-before")
 method_args=("hybrid=--hybrid-weight 0.5" "word.hid=--kd-hidden-weight 1.0 --kd-hidden-loss cosine"
-             "onpolicy=--kd-alpha 0.5 --onpolicy-lambda 0.5" "onpolicy.l1=--onpolicy-lambda 1.0"
+             "onpolicy=--kd-alpha 0.5 --onpolicy-lambda 0.5 --kd-topk ${cache_topk}" "onpolicy.l1=--onpolicy-lambda 1.0"
              "onpolicy.exp=--onpolicy-schedule exp")
 
 study() {  # out_dir, then fairseq-kd-study flags

@@ -86,8 +86,12 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     assert {r["method"] for r in onp} == {"onpolicy", "none"}
     # equal compute: every method trains --continue-updates (not --max-update 4, not until patience 1)
     assert {(r["updates"], r["stop"]) for r in onp} == {("6", "budget")}
-    log = (out / "onpolicy_main" / "cells" / onp[0]["cell"] / "train.log").read_text()
+    log = (out / "onpolicy_main" / "cells" / next(r["cell"] for r in onp if r["method"] == "onpolicy") / "train.log")
+    log = log.read_text()
     assert f"--finetune-from-model {init}" in log and "--lr 0.0004" in log
+    # on-policy's online teacher is cut to the top-8 the continued word-KD reads from its cache: only the
+    # sequences the divergence sees differ between them
+    assert "--teacher-path" in log and "'kd_topk': 8" in log
 
     again = recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq", "--student-dropout", "0.2")  # resumes: nothing to run
     assert '"skipped": 2' in again.stdout
