@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# The converged study's committed files (docs/results.md section 7) from its lanes' out-dirs: per-cell
+# validation curves, result rows, merged studies, fairseq-kd-report summaries and the figures. Reads the
+# lanes' files only (safe while lanes run: an unfinished cell gives a "(partial)" curve and no row).
+#
+#   bash docs/results/tools/export_converged.sh                        # every part whose out-dirs exist
+#   bash docs/results/tools/export_converged.sh --stage 2 --stop-stage 2   # on-policy only
+#
+# Stages: 1 = 1.3M students (CE + every KD lane, merged; the 300-update ranking beside); 2 = on-policy
+# (stage 4 of converged_study.sh: the variants, the choice on validation, CE / word-KD continued);
+# 3 = noise (per op: lanes merged, each method's drop to noise with noise_drop.py); 4 = the 7.34M rung.
+# Curves carry the code commit of their study from ${commits}: a study missing there is refused.
+set -euo pipefail
+
+# ---- options ----------------------------------------------------------------------------------------
+out_root=exp/converged                           # converged_study.sh --out-root
+results=docs/results                             # where the committed files go
+commits=docs/results/converged_code_commits.csv  # study,code_commit (the snapshot each lane ran)
+test1_ref=exp/m30k/raw/test1.en                  # test_2017_flickr reference (the extra split)
+stage=1                                          # first part to export
+stop_stage=4                                     # last part to export
+
+. "$(dirname "${BASH_SOURCE[0]}")/../../../data_prep/common.sh"  # parse_flags, die, usage_error, log
+parse_flags "$@"
+[[ "${stage}" =~ ^[1-4]$ && "${stop_stage}" =~ ^[1-4]$ ]] || usage_error "--stage / --stop-stage: 1-4"
+[[ -f "${commits}" ]] || die "${commits} not found: one line per study out-dir, study,code_commit"
+tools="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+C=${out_root}; R=${results}
+
+code_of() {  # study dir name -> its code commit
+  local c; c=$(awk -F, -v s="$1" '$1 == s { print $2 }' "${commits}")
+  [[ -n "${c}" ]] || die "${1}: no code commit in ${commits}; add 'study,commit' for it"
+  echo "${c}"
+}
+teacher_bleu() {  # split file (results.csv / results.test1.csv) -> "beam5=B greedy=G" of the teacher
+  awk -F, 'NR > 1 { printf "%s%s=%s", (n++ ? " " : ""), $8, $10 } END { print "" }' "$1"
+}
+teacher_beam5() { teacher_bleu "$1" | tr ' ' '\n' | sed -n 's/^beam5=//p'; }
+name_of() {  # method -> the name tables and legends use
+  case "$1" in
+    none) echo "CE" ;; word.hid) echo "word-KD + hidden states" ;;
+    onpolicy) echo "on-policy (lambda 0.5)" ;; onpolicy.l1) echo "on-policy (lambda 1)" ;;
+    onpolicy.exp) echo "on-policy (lambda exp schedule)" ;;
+    *_tnoisy) echo "${1%_tnoisy}-KD (noisy-source teacher)" ;; *) echo "${1}-KD" ;;
+  esac
+}
+curves() {  # study dir, label suffix, file prefix: one curve CSV per cell that has validations
+  local S=$1 label=$2 prefix=$3 code c name m s state
+  code=$(code_of "$(basename "${S}")")
+  for c in "${S}"/cells/*/; do
+    name=$(basename "${c}"); m=${name%%_noise*}; s=${name##*seed}
+    python "${tools}/log_curve.py" "${c}train.log" > /dev/null 2>&1 || continue
+    state=$(grep -qF ",${name}," "${S}/results.csv" 2>/dev/null && echo "" || echo " (partial)")
+    python "${tools}/log_curve.py" "${c}train.log" --set "model=$(name_of "${m}") ${label} seed ${s}${state}" \
+      --set "code_commit=${code}" > "${R}/${prefix}_${m/./}_seed${s}_curve.csv.tmp"
+    mv "${R}/${prefix}_${m/./}_seed${s}_curve.csv.tmp" "${R}/${prefix}_${m/./}_seed${s}_curve.csv"
+  done
+}
+finished() { [[ -s "$1/results.csv" ]]; }  # a study with at least one finished cell
+report() {  # merged dir, split (test|test1), out name, [fairseq-kd-report flags]
+  local M=$1 split=$2 name=$3; shift 3
+  local csv=${M}/results.csv ref=() tb
+  tb=$(teacher_bleu "${R}/converged_teacher_d0.3.csv")
+  if [[ ${split} == test1 ]]; then
+    csv=${M}/results.test1.csv; ref=(--test-ref "${test1_ref}"); tb=$(teacher_bleu "${R}/converged_teacher_d0.3.test1.csv")
+  fi
+  # shellcheck disable=SC2086
+  fairseq-kd-report "${csv}" "${ref[@]}" --teacher-bleu ${tb} --out-dir "${M}/report_${name}" --no-plots "$@" > /dev/null
+  cp "${M}/report_${name}/summary.json" "${R}/${name}_summary.json"
+  cp "${M}/report_${name}/table.md" "${R}/${name}_table.md"
+}
+to() {  # to FILE CMD...: CMD's stdout into FILE, replaced only when CMD succeeds
+  local f=$1; shift; "$@" > "${f}.tmp" && mv "${f}.tmp" "${f}"
+}
+plot() {  # png, curve CSVs (a glob that matched nothing: no plot)
+  local png=$1; shift
+  [[ -f "$1" ]] || return 0
+  python "${tools}/plot_curves.py" "${png}" "$@" > /dev/null
+}
+merge() {  # dst, sources...
+  rm -rf "$1"; python "${tools}/merge_studies.py" "$@" > /dev/null
+}
+
+if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- 1.3M students
+  srcs=("${C}/students_1m_laneG")
+  for lane in laneP laneQ laneS laneT; do
+    S=${C}/students_1m_${lane}; [[ -d ${S}/cells ]] || continue
+    curves "${S}" "1.3M lr 0.003" converged
+    if finished "${S}"; then
+      m=$(ls "${S}/cells" | head -1); m=${m%%_noise*}; m=${m/./}
+      cp "${S}/results.csv" "${R}/converged_${m}_1m.csv"; cp "${S}/results.test1.csv" "${R}/converged_${m}_1m.test1.csv"
+      srcs+=("${S}")
+    fi
+  done
+  merge "${C}/merged_1m" "${srcs[@]}"
+  report "${C}/merged_1m" test converged_1m; report "${C}/merged_1m" test1 converged_1m_test1
+  report "${C}/merged_1m" test converged_1m_vs_word --baseline word
+  report "${C}/merged_1m" test1 converged_1m_vs_word_test1 --baseline word
+  to "${R}/converged_1m_beside.md" python "${tools}/rank_beside.py" "300 updates=${R}/main_3seeds_gap.json" "converged=${R}/converged_1m_summary.json" \
+    --search beam5 --teacher-bleu "300 updates=35.43" --teacher-bleu "converged=$(teacher_beam5 "${R}/converged_teacher_d0.3.csv")"  # 35.43: section 2d's teacher
+  plot "${R}/converged_curves.png" $(ls "${R}"/converged_*_curve.csv | grep -v -e lr_selection -e onpolicy -e noise -e 7m)
+  log "1.3M: merged ${srcs[*]}"
+fi
+
+if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then  # ---- on-policy from the CE student
+  srcs=()
+  for lane in laneU laneV laneW; do
+    S=${C}/onpolicy_${lane}; [[ -d ${S}/cells ]] || continue
+    curves "${S}" "continued from CE" converged_onpolicy
+    finished "${S}" && srcs+=("${S}")
+  done
+  plot "${R}/converged_onpolicy_curves.png" "${R}"/converged_onpolicy_*_curve.csv
+  [[ -f ${C}/onpolicy_laneU/choice.json ]] && cp "${C}/onpolicy_laneU/choice.json" "${R}/converged_onpolicy_choice.json"
+  if [[ ${#srcs[@]} -gt 0 ]]; then
+    merge "${C}/merged_onpolicy" "${srcs[@]}"
+    cp "${C}/merged_onpolicy/results.csv" "${R}/converged_onpolicy.csv"
+    cp "${C}/merged_onpolicy/results.test1.csv" "${R}/converged_onpolicy.test1.csv"
+    report "${C}/merged_onpolicy" test converged_onpolicy; report "${C}/merged_onpolicy" test1 converged_onpolicy_test1
+    if grep -q '^word,' "${C}/merged_onpolicy/results.csv"; then
+      report "${C}/merged_onpolicy" test converged_onpolicy_vs_word --baseline word
+      report "${C}/merged_onpolicy" test1 converged_onpolicy_vs_word_test1 --baseline word
+    fi
+    log "on-policy: merged ${srcs[*]}"
+  fi
+fi
+
+if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then  # ---- noise 0.3, clean- and noisy-source teachers
+  for op in substitution deletion swap; do
+    srcs=()
+    for S in "${C}"/noise_${op}_*/; do
+      S=${S%/}; [[ -d ${S}/cells && ${S} != */noise_${op}_merged ]] || continue
+      curves "${S}" "1.3M ${op} 0.3" "converged_noise_${op}"
+      finished "${S}" && srcs+=("${S}")
+    done
+    plot "${R}/converged_noise_${op}_curves.png" "${R}"/converged_noise_${op}_*_curve.csv
+    [[ ${#srcs[@]} -gt 0 ]] || continue
+    M=${C}/noise_${op}_merged
+    merge "${M}" "${srcs[@]}"
+    cp "${M}/results.csv" "${R}/converged_noise_${op}.csv"; cp "${M}/results.test1.csv" "${R}/converged_noise_${op}.test1.csv"
+    pairs=$(python - "${M}/results.csv" <<'EOF'
+import csv, sys
+have = {r["method"] for r in csv.DictReader(open(sys.argv[1]))}
+print(" ".join(p for p in ("word:seq", "word_tnoisy:seq_tnoisy", "word:word_tnoisy", "seq:seq_tnoisy")
+               if set(p.split(":")) <= have))
+EOF
+)
+    if [[ -n ${pairs} ]]; then
+      # shellcheck disable=SC2086
+      to "${R}/converged_noise_${op}_drop.md" python "${tools}/noise_drop.py" --clean "${C}/merged_1m" --noisy "${M}" \
+        --noise 0.3 --pairs ${pairs} --json "${R}/converged_noise_${op}_drop.json"
+      # shellcheck disable=SC2086
+      to "${R}/converged_noise_${op}_drop.test1.md" python "${tools}/noise_drop.py" --clean "${C}/merged_1m" \
+        --noisy "${M}" --noise 0.3 --pairs ${pairs} --split test1 --test-ref "${test1_ref}" \
+        --json "${R}/converged_noise_${op}_drop.test1.json"
+    fi
+    log "noise ${op}: merged ${srcs[*]}"
+  done
+fi
+
+if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then  # ---- the 7.34M rung
+  srcs=()
+  for S in "${C}"/students_7m_*/; do
+    S=${S%/}; [[ -d ${S}/cells && ${S} != */students_7m_merged ]] || continue
+    tag=$(basename "${S}"); tag=${tag#students_7m_}  # d0.3, word_d0.3, ...
+    curves "${S}" "7.34M dropout ${tag##*d}" "converged_7m_${tag}"
+    finished "${S}" && srcs+=("${S}")
+  done
+  plot "${R}/converged_7m_curves.png" "${R}"/converged_7m_*_curve.csv
+  if [[ -f ${C}/students_7m_dropout.txt ]]; then
+    d=$(cat "${C}/students_7m_dropout.txt")
+    cp "${C}/students_7m_dropout_choice.json" "${R}/converged_7m_dropout_choice.json"
+    # the rung's study: CE at the chosen dropout + the KD lanes run with it (the other dropout's CE only chose)
+    kept=(); for S in "${srcs[@]}"; do [[ ${S} == *_d${d} ]] && kept+=("${S}"); done
+    if [[ ${#kept[@]} -gt 0 ]]; then
+      merge "${C}/students_7m_merged" "${kept[@]}"
+      cp "${C}/students_7m_merged/results.csv" "${R}/converged_7m.csv"
+      cp "${C}/students_7m_merged/results.test1.csv" "${R}/converged_7m.test1.csv"
+      report "${C}/students_7m_merged" test converged_7m; report "${C}/students_7m_merged" test1 converged_7m_test1
+    fi
+  fi
+  log "7.34M: studies ${srcs[*]:-none finished}"
+fi
