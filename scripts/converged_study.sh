@@ -57,7 +57,9 @@ declare -A arch=([1m]=transformer_relu_3m [7m]=transformer_relu_9m)
 declare -A student_args=(
   [1m]="${common} --encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"
   [7m]="${common} --encoder-normalize-before --decoder-normalize-before")
-method_args=("hybrid=--hybrid-weight 0.5" "word.hid=--kd-hidden-weight 1.0 --kd-hidden-loss cosine"
+# word.hid runs its teacher online (hidden states are not cached): cut to the top-8 word-KD reads from its cache,
+# so word.hid - word is the hidden-state term alone; on-policy likewise (stage 4)
+method_args=("hybrid=--hybrid-weight 0.5" "word.hid=--kd-hidden-weight 1.0 --kd-hidden-loss cosine --kd-topk ${cache_topk}"
              "onpolicy=--kd-alpha 0.5 --onpolicy-lambda 0.5 --kd-topk ${cache_topk}" "onpolicy.l1=--onpolicy-lambda 1.0"
              "onpolicy.exp=--onpolicy-schedule exp")
 

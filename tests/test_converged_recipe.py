@@ -56,11 +56,15 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
         ("none", "transformer", "beam5", "4"), ("none", "transformer", "greedy", "4")}
     assert "--dropout 0.3" in (out / "teacher_d0.3" / "cells" / teacher[0]["cell"] / "train.log").read_text()
 
-    recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq", "--student-dropout", "0.2")
+    recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq word.hid", "--student-dropout", "0.2")
     students = out / "students_1m_main"
     got = rows(students / "results.csv")
-    assert {(r["method"], r["arch"]) for r in got} == {("word", "transformer_relu_3m"), ("seq", "transformer_relu_3m")}
-    assert len(rows(students / "results.test1.csv")) == 4  # test_2017_flickr decoded too
+    assert {(r["method"], r["arch"]) for r in got} == {
+        ("word", "transformer_relu_3m"), ("seq", "transformer_relu_3m"), ("word.hid", "transformer_relu_3m")}
+    assert len(rows(students / "results.test1.csv")) == 6  # test_2017_flickr decoded too
+    hid_log = (students / "cells" / next(r["cell"] for r in got if r["method"] == "word.hid") / "train.log").read_text()
+    # hidden states need the teacher online; its distribution is cut to word-KD's cached top-8 (same loss)
+    assert "--teacher-path" in hid_log and "'kd_topk': 8" in hid_log and "'kd_hidden_weight': 1.0" in hid_log
     word_log = (students / "cells" / next(r["cell"] for r in got if r["method"] == "word") / "train.log").read_text()
     assert "--teacher-cache" in word_log  # word-KD reads the top-8 cache, not the teacher online
     assert "--dropout 0.2" in word_log and "--dropout 0.1" not in word_log  # --student-dropout reaches fairseq
@@ -93,5 +97,5 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     # sequences the divergence sees differ between them
     assert "--teacher-path" in log and "'kd_topk': 8" in log
 
-    again = recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq", "--student-dropout", "0.2")  # resumes: nothing to run
-    assert '"skipped": 2' in again.stdout
+    again = recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq word.hid", "--student-dropout", "0.2")
+    assert '"skipped": 3' in again.stdout  # resumes: nothing to run
