@@ -83,7 +83,7 @@ merge() {  # dst, sources...
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- 1.3M students
   srcs=("${C}/students_1m_laneG")
-  for lane in laneP laneQ laneS laneT; do
+  for lane in laneP laneQ laneS laneT2; do
     S=${C}/students_1m_${lane}; [[ -d ${S}/cells ]] || continue
     curves "${S}" "1.3M lr 0.003" converged
     if finished "${S}"; then
