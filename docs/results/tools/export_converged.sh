@@ -16,7 +16,7 @@ set -euo pipefail
 out_root=exp/converged                           # converged_study.sh --out-root
 results=docs/results                             # where the committed files go
 commits=docs/results/converged_code_commits.csv  # study,code_commit (the snapshot each lane ran)
-test1_ref=exp/m30k/raw/test1.en                  # test_2017_flickr reference (the extra split)
+extra_ref=exp/m30k/raw/test1.en                  # test_2017_flickr reference (the extra split)
 stage=1                                          # first part to export
 stop_stage=4                                     # last part to export
 
@@ -62,7 +62,7 @@ report() {  # merged dir, split (test|test1), out name, [fairseq-kd-report flags
   local csv=${M}/results.csv ref=() tb
   tb=$(teacher_bleu "${R}/converged_teacher_d0.3.csv")
   if [[ ${split} == test1 ]]; then
-    csv=${M}/results.test1.csv; ref=(--test-ref "${test1_ref}"); tb=$(teacher_bleu "${R}/converged_teacher_d0.3.test1.csv")
+    csv=${M}/results.test1.csv; ref=(--test-ref "${extra_ref}"); tb=$(teacher_bleu "${R}/converged_teacher_d0.3.test1.csv")
   fi
   # shellcheck disable=SC2086
   fairseq-kd-report "${csv}" "${ref[@]}" --teacher-bleu ${tb} --out-dir "${M}/report_${name}" --no-plots "$@" > /dev/null
@@ -151,7 +151,7 @@ EOF
         --noise 0.3 --pairs ${pairs} --json "${R}/converged_noise_${op}_drop.json"
       # shellcheck disable=SC2086
       to "${R}/converged_noise_${op}_drop.test1.md" python "${tools}/noise_drop.py" --clean "${C}/merged_1m" \
-        --noisy "${M}" --noise 0.3 --pairs ${pairs} --split test1 --test-ref "${test1_ref}" \
+        --noisy "${M}" --noise 0.3 --pairs ${pairs} --split test1 --test-ref "${extra_ref}" \
         --json "${R}/converged_noise_${op}_drop.test1.json"
     fi
     log "noise ${op}: merged ${srcs[*]}"
