@@ -16,7 +16,7 @@ usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   echo "options:"
   local name rest def
-  awk '/^# ---- options/ { f = 1; next } f && !/^[a-z_]+=/ { exit } f' "$0" | while IFS= read -r line; do
+  awk '/^# ---- options/ { f = 1; next } f && !/^[a-z_][a-z0-9_]*=/ { exit } f' "$0" | while IFS= read -r line; do
     name="${line%%=*}"; rest="${line#*=}"
     def="${rest%%#*}"; def="${def%"${def##*[![:space:]]}"}"
     printf '  --%-18s %s\n' "${name//_/-}" "${rest#*# } (default: ${def})"
