@@ -244,3 +244,24 @@ def _raw_weights_only(path):
             return torch.load(path)
         finally:
             torch.serialization.add_safe_globals(saved)
+
+
+def test_a_cache_stands_in_for_a_clean_source_teacher_under_noise_never_a_noisy_one(tiny_teacher, cache_dir):
+    """Source noise with the teacher reading the clean source: the cache gives the online teacher's loss.
+    With the teacher reading the noisy source, the cache (clean-source distributions) is refused."""
+    base = ["--teacher-path", str(tiny_teacher.checkpoint), "--criterion", "word_kd", "--kd-alpha", "1.0",
+            "--kd-topk", "4", "--noise-substitution", "0.3"]
+    losses = []
+    for cache_args in ([], ["--teacher-cache", str(cache_dir)]):
+        task, model, crit = helpers.build_components(tiny_teacher.data_bin, [*base, *cache_args,
+                                                                             "--noise-teacher-input", "clean"])
+        task.load_dataset("train")
+        model.eval()
+        sample = dict(helpers.first_batch(task, n=16), kd_split="train")
+        assert "teacher_net_input" in sample  # the student's source was noised, the teacher's was not
+        losses.append(float(crit(model, sample)[2]["kd_loss"]))
+    assert losses[1] == pytest.approx(losses[0], rel=2e-3, abs=1e-3)
+    task, _, _ = helpers.build_components(tiny_teacher.data_bin, [*base, "--teacher-cache", str(cache_dir),
+                                                                  "--noise-teacher-input", "noisy"])
+    with pytest.raises(KDInputError, match="noise-teacher-input noisy"):
+        task.load_dataset("train")

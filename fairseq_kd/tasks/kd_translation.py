@@ -147,6 +147,11 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
         if self.cfg.noise_side != "source" and self.noise_enabled:
             raise KDInputError("--teacher-cache stores distributions for the clean targets; it cannot be combined "
                                "with target-side noise (--noise-side target/both): use an online teacher")
+        if self.noise_enabled and str(self.cfg.noise_teacher_input) == "noisy":
+            raise KDInputError(f"--teacher-cache {self.cfg.teacher_cache} holds the teacher's distributions for the "
+                               "clean source, but --noise-teacher-input noisy asks for a teacher reading the noisy "
+                               "source: drop --teacher-cache (the teacher runs online, --teacher-path), or use "
+                               "--noise-teacher-input clean")
         self.teacher_caches[split] = TeacherCache.open(
             self.cfg.teacher_cache, split, dataset=self.datasets[split], task=self,
             teacher_paths=self.cfg.teacher_path)
