@@ -34,8 +34,8 @@ lr=0.003                # peak learning rate (section 5: 0.003 over 0.001 for th
 patience=8              # validations without improvement before stopping
 interval=250            # updates between validations
 max_update=20000        # cap (a run that reaches it is reported as "budget", not converged)
-cache_topk=8            # word / hybrid read the teacher's top-8 from a cache (clean data only); under noise (stage 3)
-                        # word-KD's online teacher is cut to the same renormalised top-8, so noise is all that changes
+cache_topk=8            # word / hybrid read the teacher's top-8 from a cache (also under source noise, where their
+                        # teacher reads the clean source); online teachers are cut to the same renormalised top-8
 stage=1                 # first stage to run
 stop_stage=4            # last stage to run (stage 4 needs --student-init)
 
@@ -96,7 +96,8 @@ if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
   study "${out_root}/noise_${noise_op}_${tag}" --teacher "${t}" \
     --methods ${methods:-none word word_tnoisy seq seq_tnoisy} --lrs "${lr}" --noise 0.3 --noise-ops "${noise_op}" \
     --archs "${arch[1m]}" --seeds ${seeds} --decodings beam --warmup-updates 100 --train-args "${student_args[1m]}" \
-    --noise-copies "${noise_copies}" --method-args "word=--kd-topk ${cache_topk}" "word_tnoisy=--kd-topk ${cache_topk}" \
+    --noise-copies "${noise_copies}" --cache-topk "${cache_topk}" --cache-methods word \
+    --method-args "word=--kd-topk ${cache_topk}" "word_tnoisy=--kd-topk ${cache_topk}" \
     --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then

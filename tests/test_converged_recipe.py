@@ -71,13 +71,15 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     distilled = (students / "distilled" / "beam" / "train.en").read_text(encoding="utf-8").splitlines()
     assert len(distilled) == LINES["train"]  # seq-KD's corpus: the teacher's beam translation of every source
 
-    recipe(prep, "--stage", "3", "--stop-stage", "3", "--methods", "seq_tnoisy word_tnoisy", "--noise-copies", "1")
+    recipe(prep, "--stage", "3", "--stop-stage", "3", "--methods", "seq_tnoisy word_tnoisy word", "--noise-copies", "1")
     noisy = rows(out / "noise_substitution_main" / "results.csv")
-    assert {(r["method"], r["noise"]) for r in noisy} == {("seq_tnoisy", "0.3"), ("word_tnoisy", "0.3")}
-    word_noisy = next(r["cell"] for r in noisy if r["method"] == "word_tnoisy")
-    log = (out / "noise_substitution_main" / "cells" / word_noisy / "train.log").read_text()
-    # no cache under noise: the online teacher, cut to the clean cells' renormalised top-8 (its drop is noise alone)
-    assert "--teacher-path" in log and "--teacher-cache" not in log and "'kd_topk': 8" in log
+    assert {(r["method"], r["noise"]) for r in noisy} == {("seq_tnoisy", "0.3"), ("word_tnoisy", "0.3"), ("word", "0.3")}
+    logs = {r["method"]: (out / "noise_substitution_main" / "cells" / r["cell"] / "train.log").read_text() for r in noisy}
+    # the noisy-source teacher runs online, cut to the clean cells' renormalised top-8 (its drop is noise alone);
+    # word's teacher reads the clean source: the top-8 cache serves it, as for the clean cells
+    assert "--teacher-path" in logs["word_tnoisy"] and "--teacher-cache" not in logs["word_tnoisy"]
+    assert "'kd_topk': 8" in logs["word_tnoisy"] and "--noise-teacher-input noisy" in logs["word_tnoisy"]
+    assert "--teacher-cache" in logs["word"] and "--noise-substitution 0.3" in logs["word"]
     copies = out / "noise_substitution_main" / "distilled" / "beam" / "noisy-sub0.3_k1"
     noisy_src = (copies / "train.de").read_text(encoding="utf-8").splitlines()
     clean_src = (students / "distilled" / "beam" / "train.de").read_text(encoding="utf-8").splitlines()

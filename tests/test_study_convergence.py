@@ -40,7 +40,9 @@ def test_convergence_flags_and_cache_route_in_the_commands():
     i = flags.index("--patience")
     assert flags[i:i + 5] == ["--patience", "2", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"]
     assert cfg.uses_cache(word) and not cfg.uses_cache(variant) and not cfg.uses_cache(none)
-    assert not cfg.uses_cache(S.Cell("word", 0.1, "transformer", S.NO_DECODING, 1e-3, 1))  # noisy source: online
+    noisy = S.Cell("word", 0.1, "transformer", S.NO_DECODING, 1e-3, 1)
+    assert cfg.uses_cache(noisy)  # source noise: word's teacher reads the clean source the cache scored
+    assert not _cfg(teacher="t.pt", cache_topk=8, methods=["word"], noise_side="target").uses_cache(noisy)
     cached = S.train_command(cfg, word, "data", "save", cache="CACHE")
     assert cached[cached.index("--teacher-cache") + 1] == "CACHE" and "--teacher-path" not in cached
     assert "--patience" not in S.train_command(_cfg(patience=0), none, "data", "save")

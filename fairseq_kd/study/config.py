@@ -286,9 +286,14 @@ class StudyConfig:
         return out
 
     def uses_cache(self, cell: "Cell") -> bool:
-        """Whether ``cell`` reads the teacher's top-k cache: a cache method, clean data (a cache holds the
-        teacher's distributions for the clean source), with a teacher."""
-        return bool(self.cache_topk) and cell.method in self.cache_methods and not cell.noise
+        """Whether ``cell`` reads the teacher's top-k cache: a cache method whose teacher reads the clean
+        source and gold (or distilled) targets the cache was built from: clean data, or on-the-fly
+        source-side noise, where word / hybrid's teacher reads the clean source (the ``*_tnoisy`` methods,
+        whose teacher reads the noisy source, are never cache methods; target-side noise changes the
+        targets the cache scored)."""
+        if not (self.cache_topk and cell.method in self.cache_methods):
+            return False
+        return not cell.noise or self.noise_side == "source"
 
 
 def uses_teacher(method: str) -> bool:
