@@ -57,8 +57,8 @@ declare -A arch=([1m]=transformer_relu_3m [7m]=transformer_relu_9m)
 declare -A student_args=(
   [1m]="${common} --encoder-layers 3 --decoder-layers 2 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256"
   [7m]="${common} --encoder-normalize-before --decoder-normalize-before")
-# word.hid runs its teacher online (hidden states are not cached): cut to the top-8 word-KD reads from its cache,
-# so word.hid - word is the hidden-state term alone; on-policy likewise (stage 4)
+# word.hid reads word-KD's top-8 cache (its teacher's encoder runs for the hidden states), so word.hid - word is the
+# hidden-state term alone; on-policy's online teacher is cut to the same top-8 (stage 4)
 method_args=("hybrid=--hybrid-weight 0.5" "word.hid=--kd-hidden-weight 1.0 --kd-hidden-loss cosine --kd-topk ${cache_topk}"
              "onpolicy=--kd-alpha 0.5 --onpolicy-lambda 0.5 --kd-topk ${cache_topk}" "onpolicy.l1=--onpolicy-lambda 1.0"
              "onpolicy.exp=--onpolicy-schedule exp")
@@ -88,7 +88,7 @@ if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
   t=$(teacher_ckpt)
   study "${out_root}/students_${size}_${tag}" --teacher "${t}" --methods ${methods:-none word seq hybrid word.hid} \
     --lrs "${lr}" --archs "${arch[${size}]}" --seeds ${seeds} --decodings beam --warmup-updates 100 \
-    --cache-topk "${cache_topk}" --cache-methods word hybrid --train-args "${student_args[${size}]}" \
+    --cache-topk "${cache_topk}" --cache-methods word hybrid word.hid --train-args "${student_args[${size}]}" \
     --method-args "${method_args[@]}" --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then

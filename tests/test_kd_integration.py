@@ -265,3 +265,28 @@ def test_a_cache_stands_in_for_a_clean_source_teacher_under_noise_never_a_noisy_
                                                                   "--noise-teacher-input", "noisy"])
     with pytest.raises(KDInputError, match="noise-teacher-input noisy"):
         task.load_dataset("train")
+
+
+def test_hidden_states_online_with_the_distribution_from_the_cache(tiny_teacher, cache_dir):
+    """word_kd with hidden-state KD, --teacher-cache beside --teacher-path: the distribution comes from the
+    cache, the layer outputs from the teacher's encoder alone; both terms equal the all-online ones."""
+    base = ["--teacher-path", str(tiny_teacher.checkpoint), "--criterion", "word_kd", "--kd-alpha", "0.5",
+            "--kd-topk", "4", "--kd-hidden-weight", "1.0", "--kd-hidden-loss", "cosine"]
+    logs, calls = [], []
+    for cache_args in ([], ["--teacher-cache", str(cache_dir)]):
+        torch.manual_seed(0)  # the criterion's projection: the same initial weights both times
+        task, model, crit = helpers.build_components(tiny_teacher.data_bin, [*base, *cache_args])
+        task.load_dataset("train")
+        model.eval()
+        ensemble = task.teacher.ensemble
+        seen = []
+        decoder = ensemble.models[0].decoder
+        hook = decoder.register_forward_hook(lambda *a: seen.append("decoder"))
+        _, _, log = crit(model, dict(helpers.first_batch(task, n=16), kd_split="train"))
+        hook.remove()
+        logs.append({k: float(log[k]) for k in ("kd_loss", "hidden_loss")})
+        calls.append(seen)
+    (online, cached) = logs
+    assert cached["kd_loss"] == pytest.approx(online["kd_loss"], rel=2e-3, abs=1e-3)
+    assert cached["hidden_loss"] == pytest.approx(online["hidden_loss"], rel=1e-5) and online["hidden_loss"] > 0
+    assert calls == [["decoder"], []]  # with the cache the teacher's decoder never runs

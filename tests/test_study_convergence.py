@@ -45,6 +45,16 @@ def test_convergence_flags_and_cache_route_in_the_commands():
     assert not _cfg(teacher="t.pt", cache_topk=8, methods=["word"], noise_side="target").uses_cache(noisy)
     cached = S.train_command(cfg, word, "data", "save", cache="CACHE")
     assert cached[cached.index("--teacher-cache") + 1] == "CACHE" and "--teacher-path" not in cached
+    # hidden-state KD from the cache: the distribution cached, the states from the teacher's encoder
+    hid = _cfg(teacher="t.pt", cache_topk=8, methods=["word.hid", "word.h0"], cache_methods=["word.hid", "word.h0"],
+               method_args={"word": "--kd-hidden-weight 0.5", "word.hid": "--kd-hidden-loss cosine",
+                            "word.h0": "--kd-hidden-weight=0"})
+    both = S.train_command(hid, S.Cell("word.hid", 0.0, "transformer", S.NO_DECODING, 1e-3, 1), "data", "save",
+                           cache="CACHE")
+    assert both[both.index("--teacher-cache") + 1] == "CACHE" and both[both.index("--teacher-path") + 1] == "t.pt"
+    off = S.train_command(hid, S.Cell("word.h0", 0.0, "transformer", S.NO_DECODING, 1e-3, 1), "data", "save",
+                          cache="CACHE")
+    assert "--teacher-path" not in off  # the variant's own --kd-hidden-weight=0 wins over its base's 0.5
     assert "--patience" not in S.train_command(_cfg(patience=0), none, "data", "save")
     # a fixed-budget study keeps the fingerprint it had before these options existed (old studies resume)
     assert "patience" not in _cfg(patience=0).settings_fingerprint()

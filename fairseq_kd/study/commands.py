@@ -132,15 +132,34 @@ def method_flags(cfg: StudyConfig, cell: Cell, cache: str = "") -> List[str]:
 
     A variant ``BASE.LABEL`` gets BASE's method_args, then its own (later flags win)."""
     spec = method_spec(cell.method)
+    base = method_base(cell.method)
+    user = shlex.split(cfg.method_args.get(base, "")) if base != cell.method else []
+    user += shlex.split(cfg.method_args.get(cell.method, ""))
     flags = ["--criterion", spec["criterion"], *spec.get("flags", [])]
     if spec["teacher"]:
-        flags += ["--teacher-cache", cache] if cache else ["--teacher-path", cell_teacher(cfg, cell)]
+        if not cache:
+            flags += ["--teacher-path", cell_teacher(cfg, cell)]
+        else:
+            flags += ["--teacher-cache", cache]
+            if _wants_hidden(user):  # hidden-state KD still runs the teacher's encoder: the cache has no states
+                flags += ["--teacher-path", cell_teacher(cfg, cell)]
     if spec["decoding"] and spec["data"] == "corpus":
         flags += ["--seq-kd-decoding", cell.decoding]
-    base = method_base(cell.method)
-    if base != cell.method:
-        flags += shlex.split(cfg.method_args.get(base, ""))
-    return flags + shlex.split(cfg.method_args.get(cell.method, ""))
+    return flags + user
+
+
+def _wants_hidden(flags: List[str]) -> bool:
+    """Whether criterion flags turn hidden-state KD on (``--kd-hidden-weight W``, W != 0; the last one wins)."""
+    weight = "0"
+    for i, flag in enumerate(flags):
+        if flag == "--kd-hidden-weight" and i + 1 < len(flags):
+            weight = flags[i + 1]
+        elif flag.startswith("--kd-hidden-weight="):
+            weight = flag.split("=", 1)[1]
+    try:
+        return float(weight) != 0
+    except ValueError:
+        return True  # not a number: let fairseq's parser refuse it, with the teacher at hand
 
 
 def train_command(cfg: StudyConfig, cell: Cell, data: str, save_dir: str, rank: int = 0,
