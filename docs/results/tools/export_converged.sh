@@ -84,7 +84,7 @@ merge() {  # dst, sources...
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- 1.3M students
   [[ -s ${C}/students_1m_laneG/results.csv ]] || die "${C}/students_1m_laneG/results.csv: no CE students (stage 1 merges every 1.3M lane with them)"
   srcs=("${C}/students_1m_laneG")
-  for lane in laneP laneQ laneS laneT2; do
+  for lane in laneP laneQ laneS laneT3; do
     S=${C}/students_1m_${lane}; [[ -d ${S}/cells ]] || continue
     curves "${S}" "1.3M lr 0.003" converged
     if finished "${S}"; then
