@@ -2,7 +2,9 @@
 students with the top-k cache and the distilled corpus, the noisy-source teacher's copies, on-policy
 from a student), with budgets of a few updates: the hours-long lanes run exactly these commands."""
 import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from tests import helpers
 
 pytestmark = pytest.mark.slow
 SCRIPT = helpers.REPO / "scripts" / "converged_study.sh"
+EXPORT = helpers.REPO / "docs" / "results" / "tools" / "export_converged.sh"
 LINES = {"train": 300, "val": 24, "test_2016_flickr": 16, "test_2017_flickr": 16}
 
 
@@ -56,12 +59,12 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
         ("none", "transformer", "beam5", "4"), ("none", "transformer", "greedy", "4")}
     assert "--dropout 0.3" in (out / "teacher_d0.3" / "cells" / teacher[0]["cell"] / "train.log").read_text()
 
-    recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq word.hid", "--student-dropout", "0.2")
+    recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "none word seq word.hid", "--student-dropout", "0.2")
     students = out / "students_1m_main"
     got = rows(students / "results.csv")
-    assert {(r["method"], r["arch"]) for r in got} == {
-        ("word", "transformer_relu_3m"), ("seq", "transformer_relu_3m"), ("word.hid", "transformer_relu_3m")}
-    assert len(rows(students / "results.test1.csv")) == 6  # test_2017_flickr decoded too
+    assert {r["method"] for r in got} == {"none", "word", "seq", "word.hid"}
+    assert {r["arch"] for r in got} == {"transformer_relu_3m"}
+    assert len(rows(students / "results.test1.csv")) == 8  # test_2017_flickr decoded too
     hid_log = (students / "cells" / next(r["cell"] for r in got if r["method"] == "word.hid") / "train.log").read_text()
     # the distribution from word-KD's top-8 cache, the hidden states from the teacher's encoder
     assert "--teacher-cache" in hid_log and "--teacher-path" in hid_log and "'kd_hidden_weight': 1.0" in hid_log
@@ -99,5 +102,41 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     # sequences the divergence sees differ between them
     assert "--teacher-path" in log and "'kd_topk': 8" in log
 
-    again = recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "word seq word.hid", "--student-dropout", "0.2")
-    assert '"skipped": 3' in again.stdout  # resumes: nothing to run
+    again = recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "none word seq word.hid", "--student-dropout",
+                   "0.2")
+    assert '"skipped": 4' in again.stdout  # resumes: nothing to run
+
+    # the committed files of docs/results.md section 7 come from these out-dirs through one script
+    res = prep / "results"
+    res.mkdir()
+    shutil.copy(helpers.REPO / "docs" / "results" / "main_3seeds_gap.json", res / "main_3seeds_gap.json")
+    shutil.copy(out / "teacher_d0.3" / "results.csv", res / "converged_teacher_d0.3.csv")
+    shutil.copy(out / "teacher_d0.3" / "results.test1.csv", res / "converged_teacher_d0.3.test1.csv")
+    commits = prep / "commits.csv"
+    commits.write_text("study,code_commit\nonpolicy_main,abc1234\nnoise_substitution_main,def5678\n")
+    export = subprocess.run(["bash", str(EXPORT), "--out-root", str(out), "--results", str(res), "--commits", str(commits),
+                             "--extra-ref", str(prep / "prep" / "raw" / "test1.en"), "--ce-study", "students_1m_main"],
+                            capture_output=True, text=True, env=_env(), timeout=900)
+    assert export.returncode == 0, export.stderr[-4000:]
+    merged = rows(out / "merged_1m" / "results.csv")
+    assert sorted((r["method"], r["search"]) for r in merged) == sorted((r["method"], r["search"]) for r in got)
+    summary = json.loads((res / "converged_1m_summary.json").read_text())
+    teacher_beam = next(float(r["bleu"]) for r in teacher if r["search"] == "beam5")
+    word_beam = next(float(r["bleu"]) for r in got if r["method"] == "word" and r["search"] == "beam5")
+    group = next(g for g in summary if g["method"] == "word" and g["search"] == "beam5")
+    assert group["bleu_mean"] == pytest.approx(word_beam) and group["teacher_bleu"] == teacher_beam
+    assert rows(res / "converged_onpolicy.csv") == onp  # one on-policy lane: its rows as they are
+    curve = rows(res / "converged_onpolicy_onpolicy_seed1_curve.csv")
+    assert curve and {c["model"] for c in curve} == {"on-policy (lambda 0.5) continued from CE seed 1"}
+    assert {c["code_commit"] for c in curve} == {"abc1234"}
+    drop = json.loads((res / "converged_noise_substitution_drop.json").read_text())
+    word_clean = word_beam
+    word_noisy = next(float(r["bleu"]) for r in noisy if r["method"] == "word" and r["search"] == "beam5")
+    word_drop = next(m for m in drop["methods"] if m["method"] == "word")
+    assert word_drop["drop_per_seed"] == [pytest.approx(word_noisy - word_clean)]  # noisy - clean, from the rows
+    # a study missing from the commits file is refused, naming it
+    commits.write_text("study,code_commit\nonpolicy_main,abc1234\n")
+    again = subprocess.run(["bash", str(EXPORT), "--out-root", str(out), "--results", str(res), "--commits", str(commits),
+                            "--extra-ref", str(prep / "prep" / "raw" / "test1.en"), "--ce-study", "students_1m_main"],
+                           capture_output=True, text=True, env=_env(), timeout=900)
+    assert again.returncode == 1 and "noise_substitution_main: no code commit" in again.stderr

@@ -17,6 +17,7 @@ out_root=exp/converged                           # converged_study.sh --out-root
 results=docs/results                             # where the committed files go
 commits=docs/results/converged_code_commits.csv  # study,code_commit (the snapshot each lane ran)
 extra_ref=exp/m30k/raw/test1.en                  # test_2017_flickr reference (the extra split)
+ce_study=students_1m_laneG                       # the 1.3M CE students every other students_1m_* lane is merged with
 stage=1                                          # first part to export
 stop_stage=4                                     # last part to export
 
@@ -74,7 +75,7 @@ to() {  # to FILE CMD...: CMD's stdout into FILE, replaced only when CMD succeed
 }
 plot() {  # png, curve CSVs (a glob that matched nothing: no plot)
   local png=$1; shift
-  [[ -f "$1" ]] || return 0
+  [[ $# -gt 0 && -f "$1" ]] || return 0
   python "${tools}/plot_curves.py" "${png}" "$@" > /dev/null
 }
 merge() {  # dst, sources...
@@ -82,10 +83,11 @@ merge() {  # dst, sources...
 }
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- 1.3M students
-  [[ -s ${C}/students_1m_laneG/results.csv ]] || die "${C}/students_1m_laneG/results.csv: no CE students (stage 1 merges every 1.3M lane with them)"
-  srcs=("${C}/students_1m_laneG")
-  for lane in laneP laneQ laneS laneT3; do
-    S=${C}/students_1m_${lane}; [[ -d ${S}/cells ]] || continue
+  ce=${C}/${ce_study}
+  [[ -s ${ce}/results.csv ]] || die "${ce}/results.csv: no CE students (stage 1 merges every 1.3M lane with them)"
+  srcs=("${ce}")
+  for S in "${C}"/students_1m_*/; do
+    S=${S%/}; [[ ${S} != "${ce}" && -d ${S}/cells ]] || continue
     curves "${S}" "1.3M lr 0.003" converged
     if finished "${S}"; then
       m=$(ls "${S}/cells" | head -1); m=${m%%_noise*}; m=${m/./}
@@ -99,19 +101,23 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- 1.3M students
   report "${C}/merged_1m" test1 converged_1m_vs_word_test1 --baseline word
   to "${R}/converged_1m_beside.md" python "${tools}/rank_beside.py" "300 updates=${R}/main_3seeds_gap.json" "converged=${R}/converged_1m_summary.json" \
     --search beam5 --teacher-bleu "300 updates=35.43" --teacher-bleu "converged=$(teacher_beam5 "${R}/converged_teacher_d0.3.csv")"  # 35.43: section 2d's teacher
-  plot "${R}/converged_curves.png" $(ls "${R}"/converged_*_curve.csv | grep -v -e lr_selection -e onpolicy -e noise -e 7m)
+  main_curves=()  # the teacher's, CE's and the 1.3M KD students' (not the lr choice, on-policy, noise, 7.34M)
+  for f in "${R}"/converged_*_curve.csv; do
+    [[ -f ${f} && ! ${f} =~ (lr_selection|_onpolicy_|_noise_|_7m_) ]] && main_curves+=("${f}")
+  done
+  plot "${R}/converged_curves.png" "${main_curves[@]}"
   log "1.3M: merged ${srcs[*]}"
 fi
 
 if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then  # ---- on-policy from the CE student
   srcs=()
-  for lane in laneU laneV laneW; do
-    S=${C}/onpolicy_${lane}; [[ -d ${S}/cells ]] || continue
+  for S in "${C}"/onpolicy_*/; do
+    S=${S%/}; [[ -d ${S}/cells ]] || continue
     curves "${S}" "continued from CE" converged_onpolicy
     finished "${S}" && srcs+=("${S}")
+    [[ -f ${S}/choice.json ]] && cp "${S}/choice.json" "${R}/converged_onpolicy_choice.json"
   done
   plot "${R}/converged_onpolicy_curves.png" "${R}"/converged_onpolicy_*_curve.csv
-  [[ -f ${C}/onpolicy_laneU/choice.json ]] && cp "${C}/onpolicy_laneU/choice.json" "${R}/converged_onpolicy_choice.json"
   if [[ ${#srcs[@]} -gt 0 ]]; then
     merge "${C}/merged_onpolicy" "${srcs[@]}"
     cp "${C}/merged_onpolicy/results.csv" "${R}/converged_onpolicy.csv"
