@@ -46,15 +46,18 @@ name_of() {  # method -> the name tables and legends use
   esac
 }
 curves() {  # study dir, label suffix, file prefix: one curve CSV per cell that has validations
-  local S=$1 label=$2 prefix=$3 code c name m s state
+  local S=$1 label=$2 prefix=$3 code c name m s state out
   code=$(code_of "$(basename "${S}")")
   for c in "${S}"/cells/*/; do
     name=$(basename "${c}"); m=${name%%_noise*}; s=${name##*seed}
-    python "${tools}/log_curve.py" "${c}train.log" > /dev/null 2>&1 || continue
     state=$(grep -qF ",${name}," "${S}/results.csv" 2>/dev/null && echo "" || echo " (partial)")
-    python "${tools}/log_curve.py" "${c}train.log" --set "model=$(name_of "${m}") ${label} seed ${s}${state}" \
-      --set "code_commit=${code}" > "${R}/${prefix}_${m/./}_seed${s}_curve.csv.tmp"
-    mv "${R}/${prefix}_${m/./}_seed${s}_curve.csv.tmp" "${R}/${prefix}_${m/./}_seed${s}_curve.csv"
+    out="${R}/${prefix}_${m/./}_seed${s}_curve.csv"
+    if python "${tools}/log_curve.py" "${c}train.log" --set "model=$(name_of "${m}") ${label} seed ${s}${state}" \
+        --set "code_commit=${code}" > "${out}.tmp" 2> /dev/null; then
+      mv "${out}.tmp" "${out}"
+    else
+      rm -f "${out}.tmp"  # no validation yet: no curve
+    fi
   done
 }
 finished() { [[ -s "$1/results.csv" ]]; }  # a study with at least one finished cell
