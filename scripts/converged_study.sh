@@ -80,20 +80,25 @@ teacher_ckpt() {
   echo "${t[0]}"
 }
 
+teacher_flag() {  # sets kd_teacher: CE alone (--methods none) needs no teacher, so it runs beside stage 1
+  kd_teacher=()
+  if [[ "${methods}" != none ]]; then local t; t=$(teacher_ckpt); kd_teacher=(--teacher "${t}"); fi
+}
+
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
   study "${out_root}/teacher_d${teacher_dropout}" --lrs "${lr}" --methods none --archs transformer --seeds 1 --warmup-updates 300 \
     --train-args "${teacher_args}"
 fi
 if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
-  t=$(teacher_ckpt)
-  study "${out_root}/students_${size}_${tag}" --teacher "${t}" --methods ${methods:-none word seq hybrid word.hid} \
+  teacher_flag
+  study "${out_root}/students_${size}_${tag}" "${kd_teacher[@]}" --methods ${methods:-none word seq hybrid word.hid} \
     --lrs "${lr}" --archs "${arch[${size}]}" --seeds ${seeds} --decodings beam --warmup-updates 100 \
     --cache-topk "${cache_topk}" --cache-methods word hybrid word.hid --train-args "${student_args[${size}]}" \
     --method-args "${method_args[@]}" --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
-  t=$(teacher_ckpt)
-  study "${out_root}/noise_${noise_op}_${tag}" --teacher "${t}" \
+  teacher_flag
+  study "${out_root}/noise_${noise_op}_${tag}" "${kd_teacher[@]}" \
     --methods ${methods:-none word word_tnoisy seq seq_tnoisy} --lrs "${lr}" --noise 0.3 --noise-ops "${noise_op}" \
     --archs "${arch[1m]}" --seeds ${seeds} --decodings beam --warmup-updates 100 --train-args "${student_args[1m]}" \
     --noise-copies "${noise_copies}" --cache-topk "${cache_topk}" --cache-methods word \
@@ -101,8 +106,8 @@ if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
     --distill-args "--backend ctranslate2 --shard-size 8000 --threads ${OMP_NUM_THREADS:-0}"
 fi
 if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then
-  t=$(teacher_ckpt)
-  study "${out_root}/onpolicy_${tag}" --teacher "${t}" --student-init "${student_init}" \
+  teacher_flag
+  study "${out_root}/onpolicy_${tag}" "${kd_teacher[@]}" --student-init "${student_init}" \
     --methods ${methods:-onpolicy onpolicy.l1 onpolicy.exp none word} --archs "${arch[1m]}" --seeds ${seeds} \
     --warmup-updates 100 --lrs "${init_lr}" --max-update "${continue_updates}" --patience 0 \
     --cache-topk "${cache_topk}" --cache-methods word --train-args "${student_args[1m]}" --method-args "${method_args[@]}"

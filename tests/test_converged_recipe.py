@@ -43,8 +43,8 @@ def _env():
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
 
 
-def recipe(prep: Path, *args):
-    proc = subprocess.run(["bash", str(SCRIPT), "--prep", str(prep / "prep"), "--out-root", str(prep / "out"),
+def recipe(prep: Path, *args, out_root: str = "out"):
+    proc = subprocess.run(["bash", str(SCRIPT), "--prep", str(prep / "prep"), "--out-root", str(prep / out_root),
                            "--max-update", "4", "--interval", "2", "--patience", "1", "--seeds", "1", *args],
                           capture_output=True, text=True, env=_env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -53,6 +53,16 @@ def recipe(prep: Path, *args):
 
 def test_every_stage_runs_and_reads_what_it_should(prep):
     out = prep / "out"
+    # before any teacher exists: CE students train (a new machine runs them beside stage 1), a KD method is refused
+    bare = prep / "no_teacher"
+    recipe(prep, "--stage", "2", "--stop-stage", "2", "--methods", "none", out_root=bare.name)
+    assert {r["method"] for r in rows(bare / "students_1m_main" / "results.csv")} == {"none"}
+    kd = subprocess.run(["bash", str(SCRIPT), "--prep", str(prep / "prep"), "--out-root", str(bare), "--stage", "2",
+                         "--stop-stage", "2", "--methods", "none word", "--tag", "kd"],
+                        capture_output=True, text=True, env=_env(), timeout=120)
+    assert kd.returncode != 0 and "no converged teacher" in kd.stderr and "run stage 1" in kd.stderr
+    assert not (bare / "students_1m_kd").exists()
+
     recipe(prep, "--stage", "1", "--stop-stage", "1")
     teacher = rows(out / "teacher_d0.3" / "results.csv")
     assert {(r["method"], r["arch"], r["search"], r["updates"]) for r in teacher} == {
