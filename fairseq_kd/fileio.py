@@ -11,11 +11,13 @@
   a sentence stays inside its line (``str.splitlines`` and text-mode universal newlines
   would break it and shift every following line). Input must be UTF-8; anything else
   is refused with a ``KDInputError`` naming the file and the fix; a leading byte-order mark
-  (Notepad, Excel) is dropped, never kept as text of the first line.
+  (Notepad, Excel) is dropped, never kept as text of the first line. A path ending ``.gz`` is read
+  through gzip (hypotheses kept in docs/results are committed compressed).
 
 fairseq-generate's ``H-`` lines are parsed in ``fairseq_kd.hypotheses`` (re-exported here).
 """
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -210,7 +212,8 @@ def check_file(path: PathLike, missing: Optional[str] = None, what: str = "file"
 
 
 def read_text(path: PathLike, what: str = "file") -> str:
-    """Whole UTF-8 file (a leading BOM dropped); ``-`` reads stdin. Missing file / bad encoding -> KDInputError."""
+    """Whole UTF-8 file (a leading BOM dropped; ``.gz`` decompressed); ``-`` reads stdin. Missing file / bad
+    encoding / truncated gzip -> KDInputError."""
     path = os.fspath(path)
     if path == "-":
         text = decode_utf8(sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode(),
@@ -218,7 +221,14 @@ def read_text(path: PathLike, what: str = "file") -> str:
     else:
         check_file(path, what=what)
         with open(path, "rb") as f:
-            text = decode_utf8(f.read(), path)
+            data = f.read()
+        if path.endswith(".gz"):
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as e:
+                raise KDInputError(f"{path}: not a complete gzip file ({e}); restore it (git checkout -- {path}) "
+                                   f"or pass the uncompressed file") from None
+        text = decode_utf8(data, path)
     return text[1:] if text.startswith(BOM) else text
 
 

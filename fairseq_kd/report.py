@@ -81,9 +81,15 @@ def summarize(rows: Iterable[Dict]) -> List[Dict]:
     return out
 
 
+def _hyp_file(results_dir: str, hyp: str) -> Optional[str]:
+    """A row's hypothesis file, or its ``.gz`` (a finished study kept in docs/results: export_converged.sh)."""
+    path = os.path.join(results_dir, hyp)
+    return next((p for p in (path, path + ".gz") if hyp and os.path.isfile(p)), None)
+
+
 def _read_hyps(results_dir: str, hyps: Dict[int, str]) -> Optional[List[List[str]]]:
-    paths = [os.path.join(results_dir, h) for _, h in sorted(hyps.items())]
-    if not paths or not all(h and os.path.isfile(p) for h, p in zip(hyps.values(), paths)):
+    paths = [_hyp_file(results_dir, h) for _, h in sorted(hyps.items())]
+    if not paths or None in paths:
         return None
     return [fileio.read_lines(p) for p in paths]
 

@@ -2,9 +2,9 @@
 students with the top-k cache and the distilled corpus, the noisy-source teacher's copies, on-policy
 from a student), with budgets of a few updates: the hours-long lanes run exactly these commands."""
 import csv
+import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,17 +117,24 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     assert '"skipped": 4' in again.stdout  # resumes: nothing to run
 
     # the committed files of docs/results.md section 7 come from these out-dirs through one script
-    res = prep / "results"
-    res.mkdir()
-    shutil.copy(helpers.REPO / "docs" / "results" / "main_3seeds_gap.json", res / "main_3seeds_gap.json")
-    shutil.copy(out / "teacher_d0.3" / "results.csv", res / "converged_teacher_d0.3.csv")
-    shutil.copy(out / "teacher_d0.3" / "results.test1.csv", res / "converged_teacher_d0.3.test1.csv")
+    res = prep / "results"  # made by the exporter
     commits = prep / "commits.csv"
-    commits.write_text("study,code_commit\nonpolicy_main,abc1234\nnoise_substitution_main,def5678\n")
+    commits.write_text("study,code_commit\nonpolicy_main,abc1234\nnoise_substitution_main,def5678\nteacher_d0.3,0a1b2c3\n")
     export = subprocess.run(["bash", str(EXPORT), "--out-root", str(out), "--results", str(res), "--commits", str(commits),
-                             "--extra-ref", str(prep / "prep" / "raw" / "test1.en"), "--ce-study", "students_1m_main"],
+                             "--extra-ref", str(prep / "prep" / "raw" / "test1.en"), "--ce-study", "students_1m_main",
+                             "--main-gap", str(helpers.REPO / "docs" / "results" / "main_3seeds_gap.json")],
                             capture_output=True, text=True, env=_env(), timeout=900)
     assert export.returncode == 0, export.stderr[-4000:]
+    assert rows(res / "converged_teacher_d0.3.csv") == teacher  # the teacher's rows, from its out-dir
+    assert rows(res / "converged_teacher_d0.3_none_seed1_curve.csv")[0]["model"] == "teacher 6.55M dropout 0.3 seed 1"
+    # every finished study kept whole: its rows, and each row's hypotheses gzipped where the row names them
+    kept = res / "studies"
+    assert sorted(p.name for p in kept.iterdir()) == ["noise_substitution_main", "onpolicy_main", "students_1m_main",
+                                                      "teacher_d0.3"]
+    assert rows(kept / "students_1m_main" / "results.csv") == got
+    for r in got + rows(students / "results.test1.csv"):
+        kept_hyp = gzip.decompress((kept / "students_1m_main" / (r["hyp"] + ".gz")).read_bytes())
+        assert kept_hyp == (students / r["hyp"]).read_bytes()
     merged = rows(out / "merged_1m" / "results.csv")
     assert sorted((r["method"], r["search"]) for r in merged) == sorted((r["method"], r["search"]) for r in got)
     summary = json.loads((res / "converged_1m_summary.json").read_text())
@@ -145,8 +152,9 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     word_drop = next(m for m in drop["methods"] if m["method"] == "word")
     assert word_drop["drop_per_seed"] == [pytest.approx(word_noisy - word_clean)]  # noisy - clean, from the rows
     # a study missing from the commits file is refused, naming it
-    commits.write_text("study,code_commit\nonpolicy_main,abc1234\n")
+    commits.write_text("study,code_commit\nonpolicy_main,abc1234\nteacher_d0.3,0a1b2c3\n")
     again = subprocess.run(["bash", str(EXPORT), "--out-root", str(out), "--results", str(res), "--commits", str(commits),
-                            "--extra-ref", str(prep / "prep" / "raw" / "test1.en"), "--ce-study", "students_1m_main"],
+                            "--extra-ref", str(prep / "prep" / "raw" / "test1.en"), "--ce-study", "students_1m_main",
+                            "--main-gap", str(helpers.REPO / "docs" / "results" / "main_3seeds_gap.json")],
                            capture_output=True, text=True, env=_env(), timeout=900)
     assert again.returncode == 1 and "noise_substitution_main: no code commit" in again.stderr

@@ -102,6 +102,19 @@ def test_kd_methods_against_the_baseline_with_significance(tmp_path, capsys):
     assert cli.cli_main([str(results), "--no-plots", "--baseline", "hybrid", "--out-dir", str(tmp_path / "x")]) == 2
     assert "--baseline hybrid: no such method" in capsys.readouterr().err
 
+    # a study kept in docs/results holds its hypotheses gzipped (export_converged.sh): the same test, the same numbers
+    import gzip
+    for name in files:
+        hyp = tmp_path / f"{name}.txt"
+        (tmp_path / f"{name}.txt.gz").write_bytes(gzip.compress(hyp.read_bytes()))
+        hyp.unlink()
+    assert cli.cli_main([str(results), "--no-plots", "--out-dir", str(tmp_path / "gz")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "gz" / "summary.json").read_text()) == summary
+    (tmp_path / "seq1.txt.gz").write_bytes(gzip.compress(b"x\n" * 30)[:-8])  # cut off: no gzip trailer
+    assert cli.cli_main([str(results), "--no-plots", "--out-dir", str(tmp_path / "cut")]) == 2
+    assert "seq1.txt.gz: not a complete gzip file" in capsys.readouterr().err
+
 
 def test_cli_writes_table_summary_and_three_pngs(results, tmp_path, capsys):
     curves = tmp_path / "curves.csv"

@@ -9,15 +9,20 @@
 # Stages: 1 = 1.3M students (CE + every KD lane, merged; the 300-update ranking beside); 2 = on-policy
 # (stage 4 of converged_study.sh: the variants, the choice on validation, CE / word-KD continued);
 # 3 = noise (per op: lanes merged, each method's drop to noise with noise_drop.py); 4 = the 7.34M rung.
-# Curves carry the code commit of their study from ${commits}: a study missing there is refused.
+# Curves carry the code commit of their study from ${commits}: a study missing there is refused. Every
+# finished study is also kept whole under RESULTS/studies/NAME (rows + gzipped hypotheses, keep_study.py),
+# so a later session can pair new seeds with it after the machine and its exp/ are gone.
+# The defaults are machine B's study (docs/results.md 7g); machine A's files (docs/results/converged_*,
+# section 7-7f) came from out-dirs that no longer exist: --results docs/results would overwrite them.
 set -euo pipefail
 
 # ---- options ----------------------------------------------------------------------------------------
 out_root=exp/converged                           # converged_study.sh --out-root
-results=docs/results                             # where the committed files go
-commits=docs/results/converged_code_commits.csv  # study,code_commit (the snapshot each lane ran)
+results=docs/results/converged_b                 # where the committed files go (machine B's study)
+commits=docs/results/converged_b_code_commits.csv  # study,code_commit (the snapshot each lane ran)
+main_gap=docs/results/main_3seeds_gap.json       # the 300-update students' summary (section 2d) put beside
 extra_ref=exp/m30k/raw/test1.en                  # test_2017_flickr reference (the extra split)
-ce_study=students_1m_laneG                       # the 1.3M CE students every other students_1m_* lane is merged with
+ce_study=students_1m_laneG2                      # the 1.3M CE students every other students_1m_* lane is merged with
 stage=1                                          # first part to export
 stop_stage=4                                     # last part to export
 
@@ -27,6 +32,7 @@ parse_flags "$@"
 [[ -f "${commits}" ]] || die "${commits} not found: one line per study out-dir, study,code_commit"
 tools="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 C=${out_root}; R=${results}
+mkdir -p "${R}"
 
 code_of() {  # study dir name -> its code commit
   local c; c=$(awk -F, -v s="$1" '$1 == s { print $2 }' "${commits}")
@@ -45,14 +51,14 @@ name_of() {  # method -> the name tables and legends use
     *_tnoisy) echo "${1%_tnoisy}-KD (noisy-source teacher)" ;; *) echo "${1}-KD" ;;
   esac
 }
-curves() {  # study dir, label suffix, file prefix: one curve CSV per cell that has validations
-  local S=$1 label=$2 prefix=$3 code c name m s state out
+curves() {  # study dir, label suffix, file prefix, [model name]: one curve CSV per cell that has validations
+  local S=$1 label=$2 prefix=$3 model=${4:-} code c name m s state out
   code=$(code_of "$(basename "${S}")")
   for c in "${S}"/cells/*/; do
     name=$(basename "${c}"); m=${name%%_noise*}; s=${name##*seed}
     state=$(grep -qF ",${name}," "${S}/results.csv" 2>/dev/null && echo "" || echo " (partial)")
     out="${R}/${prefix}_${m/./}_seed${s}_curve.csv"
-    if python "${tools}/log_curve.py" "${c}train.log" --set "model=$(name_of "${m}") ${label} seed ${s}${state}" \
+    if python "${tools}/log_curve.py" "${c}train.log" --set "model=${model:-$(name_of "${m}")} ${label} seed ${s}${state}" \
         --set "code_commit=${code}" > "${out}.tmp" 2> /dev/null; then
       mv "${out}.tmp" "${out}"
     else
@@ -61,6 +67,9 @@ curves() {  # study dir, label suffix, file prefix: one curve CSV per cell that 
   done
 }
 finished() { [[ -s "$1/results.csv" ]]; }  # a study with at least one finished cell
+keep() {  # a finished study's rows and gzipped hypotheses into RESULTS/studies/NAME
+  python "${tools}/keep_study.py" "$1" "${R}/studies/$(basename "$1")"
+}
 report() {  # merged dir, split (test|test1), out name, [fairseq-kd-report flags]
   local M=$1 split=$2 name=$3; shift 3
   local csv=${M}/results.csv ref=() tb
@@ -85,9 +94,19 @@ merge() {  # dst, sources...
   rm -rf "$1"; python "${tools}/merge_studies.py" "$@" > /dev/null
 }
 
-if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- 1.3M students
+if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- the teacher, 1.3M students
+  T=${C}/teacher_d0.3
+  if [[ -d ${T}/cells ]]; then
+    curves "${T}" "6.55M dropout 0.3" converged_teacher_d0.3 teacher
+    if finished "${T}"; then
+      keep "${T}"
+      cp "${T}/results.csv" "${R}/converged_teacher_d0.3.csv"; cp "${T}/results.test1.csv" "${R}/converged_teacher_d0.3.test1.csv"
+    fi
+  fi
+  [[ -f ${R}/converged_teacher_d0.3.csv ]] || die "${R}/converged_teacher_d0.3.csv: no teacher rows; stage 1 of converged_study.sh has not finished in ${T}"
   ce=${C}/${ce_study}
   [[ -s ${ce}/results.csv ]] || die "${ce}/results.csv: no CE students (stage 1 merges every 1.3M lane with them)"
+  keep "${ce}"
   srcs=("${ce}")
   for S in "${C}"/students_1m_*/; do
     S=${S%/}; [[ ${S} != "${ce}" && -d ${S}/cells ]] || continue
@@ -95,14 +114,14 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- 1.3M students
     if finished "${S}"; then
       m=$(ls "${S}/cells" | head -1); m=${m%%_noise*}; m=${m/./}
       cp "${S}/results.csv" "${R}/converged_${m}_1m.csv"; cp "${S}/results.test1.csv" "${R}/converged_${m}_1m.test1.csv"
-      srcs+=("${S}")
+      keep "${S}"; srcs+=("${S}")
     fi
   done
   merge "${C}/merged_1m" "${srcs[@]}"
   report "${C}/merged_1m" test converged_1m; report "${C}/merged_1m" test1 converged_1m_test1
   report "${C}/merged_1m" test converged_1m_vs_word --baseline word
   report "${C}/merged_1m" test1 converged_1m_vs_word_test1 --baseline word
-  to "${R}/converged_1m_beside.md" python "${tools}/rank_beside.py" "300 updates=${R}/main_3seeds_gap.json" "converged=${R}/converged_1m_summary.json" \
+  to "${R}/converged_1m_beside.md" python "${tools}/rank_beside.py" "300 updates=${main_gap}" "converged=${R}/converged_1m_summary.json" \
     --search beam5 --teacher-bleu "300 updates=35.43" --teacher-bleu "converged=$(teacher_beam5 "${R}/converged_teacher_d0.3.csv")"  # 35.43: section 2d's teacher
   main_curves=()  # the teacher's, CE's and the 1.3M KD students' (not the lr choice, on-policy, noise, 7.34M)
   for f in "${R}"/converged_*_curve.csv; do
@@ -117,7 +136,7 @@ if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then  # ---- on-policy from the 
   for S in "${C}"/onpolicy_*/; do
     S=${S%/}; [[ -d ${S}/cells ]] || continue
     curves "${S}" "continued from CE" converged_onpolicy
-    finished "${S}" && srcs+=("${S}")
+    if finished "${S}"; then keep "${S}"; srcs+=("${S}"); fi
     [[ -f ${S}/choice.json ]] && cp "${S}/choice.json" "${R}/converged_onpolicy_choice.json"
   done
   plot "${R}/converged_onpolicy_curves.png" "${R}"/converged_onpolicy_*_curve.csv
@@ -140,7 +159,7 @@ if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then  # ---- noise 0.3, clean- a
     for S in "${C}"/noise_${op}_*/; do
       S=${S%/}; [[ -d ${S}/cells && ${S} != */noise_${op}_merged ]] || continue
       curves "${S}" "1.3M ${op} 0.3" "converged_noise_${op}"
-      finished "${S}" && srcs+=("${S}")
+      if finished "${S}"; then keep "${S}"; srcs+=("${S}"); fi
     done
     plot "${R}/converged_noise_${op}_curves.png" "${R}"/converged_noise_${op}_*_curve.csv
     [[ ${#srcs[@]} -gt 0 ]] || continue
@@ -173,7 +192,7 @@ if [[ ${stage} -le 4 && ${stop_stage} -ge 4 ]]; then  # ---- the 7.34M rung
     S=${S%/}; [[ -d ${S}/cells && ${S} != */students_7m_merged ]] || continue
     tag=$(basename "${S}"); tag=${tag#students_7m_}  # d0.3, word_d0.3, ...
     curves "${S}" "7.34M dropout ${tag##*d}" "converged_7m_${tag}"
-    finished "${S}" && srcs+=("${S}")
+    if finished "${S}"; then keep "${S}"; srcs+=("${S}"); fi
   done
   plot "${R}/converged_7m_curves.png" "${R}"/converged_7m_*_curve.csv
   if [[ -f ${C}/students_7m_dropout.txt ]]; then
