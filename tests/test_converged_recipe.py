@@ -62,6 +62,18 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
                         capture_output=True, text=True, env=_env(), timeout=120)
     assert kd.returncode != 0 and "no converged teacher" in kd.stderr and "run stage 1" in kd.stderr
     assert not (bare / "students_1m_kd").exists()
+    # the exporter before the teacher has finished: CE's curve and its kept study, no table yet
+    early = prep / "results_early"
+    (prep / "commits_early.csv").write_text("study,code_commit\nstudents_1m_main,9f8e7d6\n")
+    export = subprocess.run(["bash", str(EXPORT), "--out-root", str(bare), "--results", str(early),
+                             "--commits", str(prep / "commits_early.csv"), "--ce-study", "students_1m_main"],
+                            capture_output=True, text=True, env=_env(), timeout=900)
+    assert export.returncode == 0, export.stderr[-4000:]
+    assert "curves and finished studies only" in export.stderr
+    assert rows(early / "converged_ce_1m.csv") == rows(bare / "students_1m_main" / "results.csv")
+    assert rows(early / "converged_none_seed1_curve.csv")[0]["model"] == "CE 1.3M lr 0.003 seed 1"
+    assert (early / "studies" / "students_1m_main" / "results.csv").is_file()
+    assert not list(early.glob("*summary.json"))
 
     recipe(prep, "--stage", "1", "--stop-stage", "1")
     teacher = rows(out / "teacher_d0.3" / "results.csv")
@@ -119,7 +131,8 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     # the committed files of docs/results.md section 7 come from these out-dirs through one script
     res = prep / "results"  # made by the exporter
     commits = prep / "commits.csv"
-    commits.write_text("study,code_commit\nonpolicy_main,abc1234\nnoise_substitution_main,def5678\nteacher_d0.3,0a1b2c3\n")
+    commits.write_text("study,code_commit\nonpolicy_main,abc1234\nnoise_substitution_main,def5678\nteacher_d0.3,0a1b2c3\n"
+                       "students_1m_main,9f8e7d6\n")
     export = subprocess.run(["bash", str(EXPORT), "--out-root", str(out), "--results", str(res), "--commits", str(commits),
                              "--extra-ref", str(prep / "prep" / "raw" / "test1.en"), "--ce-study", "students_1m_main",
                              "--main-gap", str(helpers.REPO / "docs" / "results" / "main_3seeds_gap.json")],
@@ -152,7 +165,7 @@ def test_every_stage_runs_and_reads_what_it_should(prep):
     word_drop = next(m for m in drop["methods"] if m["method"] == "word")
     assert word_drop["drop_per_seed"] == [pytest.approx(word_noisy - word_clean)]  # noisy - clean, from the rows
     # a study missing from the commits file is refused, naming it
-    commits.write_text("study,code_commit\nonpolicy_main,abc1234\nteacher_d0.3,0a1b2c3\n")
+    commits.write_text("study,code_commit\nonpolicy_main,abc1234\nteacher_d0.3,0a1b2c3\nstudents_1m_main,9f8e7d6\n")
     again = subprocess.run(["bash", str(EXPORT), "--out-root", str(out), "--results", str(res), "--commits", str(commits),
                             "--extra-ref", str(prep / "prep" / "raw" / "test1.en"), "--ce-study", "students_1m_main",
                             "--main-gap", str(helpers.REPO / "docs" / "results" / "main_3seeds_gap.json")],

@@ -103,32 +103,37 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- the teacher, 1.3M s
       cp "${T}/results.csv" "${R}/converged_teacher_d0.3.csv"; cp "${T}/results.test1.csv" "${R}/converged_teacher_d0.3.test1.csv"
     fi
   fi
-  [[ -f ${R}/converged_teacher_d0.3.csv ]] || die "${R}/converged_teacher_d0.3.csv: no teacher rows; stage 1 of converged_study.sh has not finished in ${T}"
   ce=${C}/${ce_study}
-  [[ -s ${ce}/results.csv ]] || die "${ce}/results.csv: no CE students (stage 1 merges every 1.3M lane with them)"
-  keep "${ce}"
-  srcs=("${ce}")
+  [[ -d ${ce}/cells ]] || die "${ce}: no CE students (stage 1 merges every 1.3M lane with them; --ce-study)"
+  lane() {  # a 1.3M study, the name of its rows file: its curves; once a cell has finished, its rows, kept whole
+    curves "$1" "1.3M lr 0.003" converged
+    finished "$1" || return 0
+    cp "$1/results.csv" "${R}/converged_$2_1m.csv"; cp "$1/results.test1.csv" "${R}/converged_$2_1m.test1.csv"
+    keep "$1"; srcs+=("$1")
+  }
+  srcs=()
+  lane "${ce}" ce
   for S in "${C}"/students_1m_*/; do
     S=${S%/}; [[ ${S} != "${ce}" && -d ${S}/cells ]] || continue
-    curves "${S}" "1.3M lr 0.003" converged
-    if finished "${S}"; then
-      m=$(ls "${S}/cells" | head -1); m=${m%%_noise*}; m=${m/./}
-      cp "${S}/results.csv" "${R}/converged_${m}_1m.csv"; cp "${S}/results.test1.csv" "${R}/converged_${m}_1m.test1.csv"
-      keep "${S}"; srcs+=("${S}")
-    fi
+    m=$(ls "${S}/cells" | head -1); m=${m%%_noise*}
+    lane "${S}" "${m/./}"
   done
-  merge "${C}/merged_1m" "${srcs[@]}"
-  report "${C}/merged_1m" test converged_1m; report "${C}/merged_1m" test1 converged_1m_test1
-  report "${C}/merged_1m" test converged_1m_vs_word --baseline word
-  report "${C}/merged_1m" test1 converged_1m_vs_word_test1 --baseline word
-  to "${R}/converged_1m_beside.md" python "${tools}/rank_beside.py" "300 updates=${main_gap}" "converged=${R}/converged_1m_summary.json" \
-    --search beam5 --teacher-bleu "300 updates=35.43" --teacher-bleu "converged=$(teacher_beam5 "${R}/converged_teacher_d0.3.csv")"  # 35.43: section 2d's teacher
+  if [[ -f ${R}/converged_teacher_d0.3.csv && ${#srcs[@]} -gt 0 && ${srcs[0]} == "${ce}" ]]; then
+    merge "${C}/merged_1m" "${srcs[@]}"
+    report "${C}/merged_1m" test converged_1m; report "${C}/merged_1m" test1 converged_1m_test1
+    report "${C}/merged_1m" test converged_1m_vs_word --baseline word
+    report "${C}/merged_1m" test1 converged_1m_vs_word_test1 --baseline word
+    to "${R}/converged_1m_beside.md" python "${tools}/rank_beside.py" "300 updates=${main_gap}" "converged=${R}/converged_1m_summary.json" \
+      --search beam5 --teacher-bleu "300 updates=35.43" --teacher-bleu "converged=$(teacher_beam5 "${R}/converged_teacher_d0.3.csv")"  # 35.43: section 2d's teacher
+    log "1.3M: merged ${srcs[*]}"
+  else
+    log "1.3M: curves and finished studies only (the tables need the teacher's rows and a finished CE cell)"
+  fi
   main_curves=()  # the teacher's, CE's and the 1.3M KD students' (not the lr choice, on-policy, noise, 7.34M)
   for f in "${R}"/converged_*_curve.csv; do
     [[ -f ${f} && ! ${f} =~ (lr_selection|_onpolicy_|_noise_|_7m_) ]] && main_curves+=("${f}")
   done
   plot "${R}/converged_curves.png" "${main_curves[@]}"
-  log "1.3M: merged ${srcs[*]}"
 fi
 
 if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then  # ---- on-policy from the CE student
