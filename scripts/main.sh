@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: Multi30k de-en, teacher -> distillation -> students -> significance table.
 #
-#   bash scripts/main.sh --data-dir ../shared/data/multi30k                  # --preset full (36 min on an idle 2-core VM)
+#   bash scripts/main.sh --data-dir ../shared/data/multi30k                  # --preset full (36 min on an idle 2-core Intel VM, 62 on an AMD one)
 #   bash scripts/main.sh --data-dir ../shared/data/multi30k --preset quick   # a <= 15-minute smoke run
 #   bash scripts/main.sh ... --device cuda --bf16 --nprocs 2                  # GPU, mixed precision, 2 training processes
 #
