@@ -16,6 +16,7 @@ import glob
 import gzip
 import os
 import sys
+from pathlib import Path
 
 from fairseq_kd import fileio
 from fairseq_kd.cli import run_tool
@@ -25,7 +26,7 @@ KEPT = ("study.json", "curves.csv")
 
 
 def _same(path: str, data: bytes) -> bool:
-    return os.path.isfile(path) and open(path, "rb").read() == data
+    return os.path.isfile(path) and Path(path).read_bytes() == data
 
 
 def _put(path: str, data: bytes) -> bool:
@@ -53,11 +54,11 @@ def keep_study(src: str, dst: str) -> dict:
                 fileio.check_file(source, f"{source}: the hypotheses of a row of {path} are missing; re-run the "
                                           f"study to decode them again (it resumes)")
                 hyps.add(hyp)
-                written += _put(os.path.join(dst, hyp + ".gz"), gzip.compress(open(source, "rb").read(), mtime=0))
-        written += _put(os.path.join(dst, os.path.basename(path)), open(path, "rb").read())
+                written += _put(os.path.join(dst, hyp + ".gz"), gzip.compress(Path(source).read_bytes(), mtime=0))
+        written += _put(os.path.join(dst, os.path.basename(path)), Path(path).read_bytes())
     for name in KEPT:
         if os.path.isfile(os.path.join(src, name)):
-            written += _put(os.path.join(dst, name), open(os.path.join(src, name), "rb").read())
+            written += _put(os.path.join(dst, name), Path(src, name).read_bytes())
     return {"rows_files": len(rows_files), "hyps": len(hyps), "written": written}
 
 
