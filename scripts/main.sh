@@ -47,7 +47,8 @@ cache_topk=8                          # word-KD / hybrid read the teacher's top-
 device=auto                           # auto | cpu | cuda
 precision=fp32                        # fp32 | fp16 | bf16 | amp (GPU only; also --fp16 / --bf16 / --amp)
 nprocs=1                              # training processes (CPU: one per rank, gloo; GPU: fairseq's spawn)
-threads=2                             # CPU threads per process for training and decoding
+threads=2                             # CPU threads per process for the teacher, distillation and caches
+jobs=2                                # students trained side by side on CPU (fairseq-kd-study --jobs), threads/jobs threads each; 1: one at a time, in process
 stage=0                               # first stage to run
 stop_stage=100                        # last stage to run
 
@@ -65,7 +66,7 @@ case "${preset}" in
 esac
 case "${device}" in auto|cpu|cuda) ;; *) usage_error "--device must be auto, cpu or cuda" ;; esac
 case "${precision}" in fp32|fp16|bf16|amp) ;; *) usage_error "--precision must be fp32, fp16, bf16 or amp" ;; esac
-for n in teacher_updates student_updates nprocs threads; do
+for n in teacher_updates student_updates nprocs threads jobs; do
   [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || usage_error "--${n//_/-} must be a positive integer"
 done
 [[ "${cache_topk}" =~ ^[0-9]+$ ]] || usage_error "--cache-topk must be 0 (online teacher) or a positive integer"
@@ -97,6 +98,8 @@ hw=()  # fairseq hardware flags
 [[ "${device}" == cpu ]] && hw+=(--cpu)
 [[ "${precision}" == fp32 ]] || hw+=("--${precision}")
 study_hw=(--device "${device}" --nprocs "${nprocs}")
+# students side by side (CPU, one process each: bench/parallel_cells.sh), else one at a time in this process
+if [[ "${jobs}" -gt 1 && "${device}" == cpu && "${nprocs}" -eq 1 ]]; then study_hw+=(--jobs "${jobs}"); else study_hw+=(--in-process); fi
 [[ "${precision}" == fp32 ]] || study_hw+=("--${precision}")
 
 if run_stage 1; then
@@ -176,7 +179,7 @@ if run_stage 4; then
     --spm-model "${prep_dir}/spm.model" --teacher "${teacher}" --out-dir "${study_dir}" \
     --methods ${methods} --archs "${student_arch}" --decodings "${decoding}" --lrs "${student_lr}" --seeds ${seeds} \
     --max-update "${student_updates}" --warmup-updates "${student_warmup}" --max-tokens "${student_max_tokens}" \
-    --validate-interval-updates "${student_updates}" --beam 5 --searches ${searches} --in-process \
+    --validate-interval-updates "${student_updates}" --beam 5 --searches ${searches} \
     --train-args "--share-all-embeddings --dropout 0.1 --num-workers 0 ${student_args}" \
     --method-args "hybrid=--hybrid-weight ${hybrid_weight}" \
     --distill-args "--backend ${distill_backend} --threads ${threads} --shard-size 8000" "${study_hw[@]}" \

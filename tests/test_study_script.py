@@ -52,6 +52,7 @@ def test_one_cell_study_and_report_then_rerun_is_a_no_op(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--preset", "bogus"], "--preset must be full or quick"),
     (["--nprocs", "0"], "--nprocs must be a positive integer"),
+    (["--jobs", "0"], "--jobs must be a positive integer"),
     (["--device", "tpu"], "--device must be auto, cpu or cuda"),
     (["--fp16", "--device", "cpu", "--stage", "1", "--stop-stage", "0"], "--fp16 needs --device cuda"),
 ])

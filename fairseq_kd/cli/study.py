@@ -126,6 +126,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--in-process", action="store_true",
                    help="call fairseq-train / fairseq-generate / fairseq-kd-distill in this process instead of "
                         "subprocesses (saves their start-up; same logs and results)")
+    g.add_argument("--jobs", type=int, default=1,
+                   help="cells trained side by side (CPU, subprocesses), each tool with OMP_NUM_THREADS / JOBS "
+                        "threads (default: the CPUs / JOBS); the shared inputs (distilled corpus, caches) are "
+                        "built first with every thread. Small students finish sooner this way "
+                        "(bench/parallel_cells.sh); results.csv ends in grid order as with 1")
     g.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return p
 
@@ -148,6 +153,9 @@ def check_options(args) -> None:
         validate.positive("--lrs", lr)
     validate.positive("--noise-swap-window", args.noise_swap_window)
     validate.positive("--noise-copies", args.noise_copies)
+    validate.positive("--jobs", args.jobs)
+    if args.jobs > 1 and args.in_process:
+        raise KDInputError(f"--jobs {args.jobs} runs each cell's tools as subprocesses: drop --in-process")
 
 
 def _extra_tests(specs):
@@ -178,7 +186,7 @@ def config_from_args(args):
         method_args=_method_args(args.method_args), searches=args.searches, beam=args.beam, max_len_a=args.max_len_a,
         max_len_b=args.max_len_b, bpe=args.bpe, gen_args=args.gen_args,
         distill_args=args.distill_args, device="cuda" if args.gpu else args.device,
-        precision=args.precision or "fp32", nprocs=args.nprocs, keep_going=args.keep_going)
+        precision=args.precision or "fp32", nprocs=args.nprocs, jobs=args.jobs, keep_going=args.keep_going)
 
 
 def cli_main(argv=None) -> int:

@@ -182,6 +182,7 @@ class StudyConfig:
     device: str = "cpu"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | fp16 | bf16 | amp (mixed precision needs cuda)
     nprocs: int = 1  # data-parallel training processes (each with max_tokens: an update sees nprocs x)
+    jobs: int = 1  # cells trained side by side on CPU (``parallel``), each tool with threads / jobs threads
     keep_going: bool = False
 
     def all_teachers(self) -> List[str]:
@@ -220,6 +221,11 @@ class StudyConfig:
             raise KDInputError(f"--{self.precision} needs a GPU (--device cuda); on CPU train in fp32")
         if self.nprocs < 1:
             raise KDInputError(f"--nprocs {self.nprocs}: pass a positive number of training processes")
+        if self.jobs < 1:
+            raise KDInputError(f"--jobs {self.jobs}: pass a positive number of cells to run at once")
+        if self.jobs > 1 and (self.nprocs > 1 or self.resolved_device() != "cpu"):
+            raise KDInputError(f"--jobs {self.jobs} runs one-process CPU cells side by side: drop --jobs for "
+                               f"--nprocs {self.nprocs} / --device {self.resolved_device()} (one cell at a time)")
         for n in self.noise:
             if not 0 <= float(n) <= 1:
                 raise KDInputError(f"noise level {n} is not a probability in [0, 1]")
@@ -273,7 +279,7 @@ class StudyConfig:
     def settings_fingerprint(self) -> Dict:
         """Non-grid settings that change results: a resume must use the same ones."""
         grid = {"methods", "noise", "archs", "decodings", "lrs", "seeds", "searches", "teachers", "keep_going",
-                "out_dir", "device", "extra_tests"}
+                "out_dir", "device", "extra_tests", "jobs"}
         out = {k: v for k, v in asdict(self).items() if k not in grid}
         if not self.patience:  # fixed budget: same fingerprint as before the convergence options existed
             out.pop("patience"), out.pop("best_metric")

@@ -18,9 +18,12 @@ from fairseq_kd.study.world import fresh_world, kept_threads
 Runner = Callable[..., None]  # (cmd, log_path)
 
 
-def run_logged(cmd: List[str], log_path: str) -> None:
-    """Run ``cmd``, appending its stdout+stderr to ``log_path``; raise naming the log on failure."""
+def run_logged(cmd: List[str], log_path: str, threads: int = 0) -> None:
+    """Run ``cmd``, appending its stdout+stderr to ``log_path``; raise naming the log on failure.
+    ``threads``: the child's OpenMP / MKL threads (torch's intra-op threads); 0 keeps this process's."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n$ {shlex.join(cmd)}\n")
         log.flush()

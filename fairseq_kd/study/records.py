@@ -31,3 +31,11 @@ def write_csv_atomic(path: str, rows: List[Dict], fields: List[str]) -> None:
 def replace_rows_atomic(path: str, drop, rows: List[Dict], fields: List[str]) -> None:
     """Rewrite ``path`` without the rows for which ``drop(row)`` holds, plus ``rows`` (small files)."""
     write_csv_atomic(path, [r for r in read_csv(path) if not drop(r)] + list(rows), fields)
+
+
+def sort_rows_atomic(path: str, rank, fields: List[str]) -> None:
+    """Rewrite ``path`` with its rows stably sorted by ``rank(row)`` (e.g. a cell's place in the grid)."""
+    rows = read_csv(path)
+    ordered = sorted(rows, key=rank)
+    if ordered != rows:
+        write_csv_atomic(path, ordered, fields)

@@ -26,14 +26,16 @@ from ``checkpoint_last.pt`` (``train_time`` then adds the earlier segments fairs
 ``study.json`` records the settings that change results, and a resume with different ones is
 refused (they would mix incomparable rows).
 """
+import contextlib
+import functools
 import json
 import logging
 import os
 import shlex
-import sys
+import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from fairseq_kd import fileio, guard, integrity
 from fairseq_kd.errors import KDInputError
@@ -42,7 +44,8 @@ from fairseq_kd.study.inputs import CellInputs
 from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_base, method_spec,
                                      build_grid, reads_noisy_copies, row_key)
 from fairseq_kd.study.logs import parse_generate, parse_train_log
-from fairseq_kd.study.records import read_csv, replace_rows_atomic
+from fairseq_kd.study import parallel
+from fairseq_kd.study.records import read_csv, replace_rows_atomic, sort_rows_atomic
 from fairseq_kd.study.processes import Runner, run_logged, run_ranks
 
 logger = logging.getLogger("fairseq_kd.study")
@@ -57,6 +60,7 @@ class Study(CellInputs):
         self.results = str(self.out / "results.csv")
         self.curves = str(self.out / "curves.csv")
         self.launched: List[str] = []  # tool names launched (the resume test counts them)
+        self._record = threading.Lock()  # results.csv / curves.csv writes of cells run side by side
 
     def preflight(self, cells: List[Cell]) -> None:
         """Fail before any work: bad paths, missing tools or criteria, changed settings."""
@@ -99,8 +103,6 @@ class Study(CellInputs):
         return {(*row_key(r), r.get("search") or default) for r in read_csv(self.results)}
 
     def run(self, progress: bool = True) -> Dict:
-        from tqdm import tqdm
-
         cells = build_grid(self.cfg)
         self.preflight(cells)
         done = self.done()
@@ -108,15 +110,22 @@ class Study(CellInputs):
         todo = [c for c in cells if any((*c.key(), s) not in done for s in searches)]
         logger.info("study: %d cells, %d already in %s, %d to run", len(cells), len(cells) - len(todo),
                     self.results, len(todo))
-        failed = []
-        for cell in tqdm(todo, desc="study cells", disable=not progress, file=sys.stderr):
-            try:
-                self.run_cell(cell)
-            except Exception as err:  # noqa: BLE001  (reported, study continues with --keep-going)
-                logger.error("cell %s failed: %s", cell.slug(), err)
-                failed.append({"cell": cell.slug(), "error": str(err).splitlines()[0]})
-                if not self.cfg.keep_going:
-                    raise
+        jobs, failed, ready = self.cfg.jobs, [], todo
+        if jobs > 1 and self.runner is not run_logged:
+            raise KDInputError(f"--jobs {jobs} runs each cell's tools as subprocesses: drop --in-process or --jobs")
+        if jobs > 1:  # shared inputs first, one at a time with every thread; then the cells side by side
+            with self._threads(parallel.total_threads()):
+                failed = parallel.run_all(todo, self.cell_inputs, Cell.slug, 1, self.cfg.keep_going, False)
+            ready = [c for c in todo if c.slug() not in {f["cell"] for f in failed}]
+            threads = parallel.threads_per_job(jobs, parallel.total_threads())
+            logger.info("study: %d cells at a time, %d thread(s) each", jobs, threads)
+            self.runner = functools.partial(run_logged, threads=threads)
+        failed += parallel.run_all(ready, self.run_cell, Cell.slug, jobs, self.cfg.keep_going, progress)
+        if jobs > 1:  # rows went in as cells finished: back to grid order
+            place = {c.key(): i for i, c in enumerate(cells)}
+            for path, fields in [*[(str(self.out / f"results.{s}.csv"), RESULT_FIELDS) for s, _ in self.cfg.extra_tests],
+                                 (self.curves, CURVE_FIELDS), (self.results, RESULT_FIELDS)]:
+                sort_rows_atomic(path, lambda r: place.get(row_key(r), len(place)), fields)
         return {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": len(todo) - len(failed),
                 "failed": failed, "results": self.results, "curves": self.curves}
 
@@ -129,16 +138,30 @@ class Study(CellInputs):
             run_ranks([C.train_command(self.cfg, cell, data, save_dir, r, port, cache)
                        for r in range(self.cfg.nprocs)], log)
 
+    def cell_inputs(self, cell: Cell) -> Tuple[str, str]:
+        """The cell's training data dir and teacher cache dir ("" if none), built once per study (``inputs``)."""
+        teacher = C.cell_teacher(self.cfg, cell)
+        noisy_source = cell.noise if reads_noisy_copies(cell.method) else None  # the teacher translated it
+        distilled = method_spec(cell.method)["data"] == "distilled"
+        data = self.distilled_data(cell.decoding, teacher, noisy_source) if distilled else self.cfg.data
+        return data, (self.teacher_cache(data, teacher) if self.cfg.uses_cache(cell) else "")
+
+    @contextlib.contextmanager
+    def _threads(self, threads: int):
+        """While the shared inputs are built, the runner's tools get ``threads`` threads."""
+        runner = self.runner
+        self.runner = functools.partial(run_logged, threads=threads)
+        try:
+            yield
+        finally:
+            self.runner = runner
+
     def run_cell(self, cell: Cell) -> List[Dict]:
         cfg = self.cfg
         cdir = self.out / "cells" / cell.slug()
         cdir.mkdir(parents=True, exist_ok=True)
         guard.remove_stale_temporaries(cdir)  # of hypothesis / score / train.json writes killed midway
-        spec = method_spec(cell.method)
-        teacher = C.cell_teacher(cfg, cell)
-        noisy_source = cell.noise if reads_noisy_copies(cell.method) else None  # the teacher translated it
-        data = self.distilled_data(cell.decoding, teacher, noisy_source) if spec["data"] == "distilled" else cfg.data
-        cache = self.teacher_cache(data, teacher) if cfg.uses_cache(cell) else ""
+        data, cache = self.cell_inputs(cell)
 
         # 1. train (skipped when train.json exists; fairseq resumes from checkpoint_last.pt)
         train_json = cdir / "train.json"
@@ -165,12 +188,14 @@ class Study(CellInputs):
         extra = [(split, ref, self.out / f"results.{split}.csv") for split, ref in cfg.extra_tests]
         curve_rows = [{**key, "updates": n, "valid_bleu": p.get("valid_bleu", ""), "valid_loss": p["valid_loss"]}
                       for n, p in info["curve"]]
-        replace_rows_atomic(self.curves, lambda r: row_key(r) == cell.key(), curve_rows, CURVE_FIELDS)
+        with self._record:
+            replace_rows_atomic(self.curves, lambda r: row_key(r) == cell.key(), curve_rows, CURVE_FIELDS)
         for split, ref, path in [*extra, (cfg.gen_subset, cfg.test_ref, self.results)]:
             rows = [{**key, **row} for row in self.decode_and_score(cell, cdir, ckpt, info, split, ref)]
             searches = {r["search"] for r in rows}
-            replace_rows_atomic(path, lambda r: row_key(r) == cell.key() and r.get("search") in searches, rows,
-                                RESULT_FIELDS)
+            with self._record:
+                replace_rows_atomic(path, lambda r: row_key(r) == cell.key() and r.get("search") in searches, rows,
+                                    RESULT_FIELDS)
         for row in rows:
             logger.info("cell %s (%s): BLEU %.2f chrF %.2f (%s params, %s updates, best at %s, stop: %s, %.0fs)",
                         cell.slug(), row["search"], row["bleu"], row["chrf"], row["parameters"], row["updates"],
