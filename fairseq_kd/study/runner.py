@@ -110,24 +110,30 @@ class Study(CellInputs):
         todo = [c for c in cells if any((*c.key(), s) not in done for s in searches)]
         logger.info("study: %d cells, %d already in %s, %d to run", len(cells), len(cells) - len(todo),
                     self.results, len(todo))
-        jobs, failed, ready = self.cfg.jobs, [], todo
-        if jobs > 1 and self.runner is not run_logged:
-            raise KDInputError(f"--jobs {jobs} runs each cell's tools as subprocesses: drop --in-process or --jobs")
-        if jobs > 1:  # shared inputs first, one at a time with every thread; then the cells side by side
-            with self._threads(parallel.total_threads()):
-                failed = parallel.run_all(todo, self.cell_inputs, Cell.slug, 1, self.cfg.keep_going, False)
-            ready = [c for c in todo if c.slug() not in {f["cell"] for f in failed}]
-            threads = parallel.threads_per_job(jobs, parallel.total_threads())
-            logger.info("study: %d cells at a time, %d thread(s) each", jobs, threads)
-            self.runner = functools.partial(run_logged, threads=threads)
-        failed += parallel.run_all(ready, self.run_cell, Cell.slug, jobs, self.cfg.keep_going, progress)
-        if jobs > 1:  # rows went in as cells finished: back to grid order
-            place = {c.key(): i for i, c in enumerate(cells)}
-            for path, fields in [*[(str(self.out / f"results.{s}.csv"), RESULT_FIELDS) for s, _ in self.cfg.extra_tests],
-                                 (self.curves, CURVE_FIELDS), (self.results, RESULT_FIELDS)]:
-                sort_rows_atomic(path, lambda r: place.get(row_key(r), len(place)), fields)
+        jobs = self.cfg.jobs
+        if jobs == 1:
+            failed = parallel.run_all(todo, self.run_cell, Cell.slug, 1, self.cfg.keep_going, progress)
+        else:
+            if self.runner is not run_logged:
+                raise KDInputError(f"--jobs {jobs} runs each cell's tools as subprocesses: drop --in-process or --jobs")
+            try:
+                with self._threads(parallel.total_threads()):  # shared inputs first, one at a time, every thread
+                    failed = parallel.run_all(todo, self.cell_inputs, Cell.slug, 1, self.cfg.keep_going, False)
+                ready = [c for c in todo if c.slug() not in {f["cell"] for f in failed}]
+                threads = parallel.threads_per_job(jobs, parallel.total_threads())
+                logger.info("study: %d cells at a time, %d thread(s) each", jobs, threads)
+                with self._threads(threads):
+                    failed += parallel.run_all(ready, self.run_cell, Cell.slug, jobs, self.cfg.keep_going, progress)
+            finally:  # rows went in as cells finished: back to grid order
+                self._grid_order(cells)
         return {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": len(todo) - len(failed),
                 "failed": failed, "results": self.results, "curves": self.curves}
+
+    def _grid_order(self, cells: List[Cell]) -> None:
+        place = {c.key(): i for i, c in enumerate(cells)}
+        for path, fields in [*[(str(self.out / f"results.{s}.csv"), RESULT_FIELDS) for s, _ in self.cfg.extra_tests],
+                             (self.curves, CURVE_FIELDS), (self.results, RESULT_FIELDS)]:
+            sort_rows_atomic(path, lambda r: place.get(row_key(r), len(place)), fields)
 
     def train(self, cell: Cell, data: str, save_dir: str, log: str, cache: str = "") -> None:
         self.launched.append("fairseq-train")
@@ -148,7 +154,7 @@ class Study(CellInputs):
 
     @contextlib.contextmanager
     def _threads(self, threads: int):
-        """While the shared inputs are built, the runner's tools get ``threads`` threads."""
+        """Meanwhile the runner's tools run as subprocesses with ``threads`` threads each."""
         runner = self.runner
         self.runner = functools.partial(run_logged, threads=threads)
         try:
