@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: Multi30k de-en, teacher -> distillation -> students -> significance table.
 #
-#   bash scripts/main.sh --data-dir ../shared/data/multi30k                  # --preset full (36 min on an idle 2-core Intel VM, 62 on an AMD one)
+#   bash scripts/main.sh --data-dir ../shared/data/multi30k                  # --preset full (36 min on an idle 2-core Intel VM; 59 on an AMD one, students 2 at a time)
 #   bash scripts/main.sh --data-dir ../shared/data/multi30k --preset quick   # a <= 15-minute smoke run
 #   bash scripts/main.sh ... --device cuda --bf16 --nprocs 2                  # GPU, mixed precision, 2 training processes
 #
@@ -99,7 +99,8 @@ hw=()  # fairseq hardware flags
 [[ "${precision}" == fp32 ]] || hw+=("--${precision}")
 study_hw=(--device "${device}" --nprocs "${nprocs}")
 # students side by side (CPU, one process each: bench/parallel_cells.sh), else one at a time in this process
-if [[ "${jobs}" -gt 1 && "${device}" == cpu && "${nprocs}" -eq 1 ]]; then study_hw+=(--jobs "${jobs}"); else study_hw+=(--in-process); fi
+student_jobs=1
+if [[ "${jobs}" -gt 1 && "${device}" == cpu && "${nprocs}" -eq 1 ]]; then student_jobs="${jobs}"; study_hw+=(--jobs "${jobs}"); else study_hw+=(--in-process); fi
 [[ "${precision}" == fp32 ]] || study_hw+=("--${precision}")
 
 if run_stage 1; then
@@ -195,9 +196,9 @@ if run_stage 5; then
   {
     echo "## Multi30k de-en, test_2016_flickr (sacrebleu), preset ${label}"
     echo
-    python - "${work_dir}" "${study_dir}" "${decoding}" <<'PY'
+    python - "${work_dir}" "${study_dir}" "${decoding}" "${student_jobs}" <<'PY'
 import csv, glob, json, os, sys
-work, study, decoding = sys.argv[1:4]
+work, study, decoding, jobs = *sys.argv[1:4], int(sys.argv[4])
 t = {s: json.load(open(os.path.join(work, f"teacher.{s}.json"))) for s in ("valid", "test")}
 summary = os.path.join(study, "distilled", decoding, "summary.json")
 print(f"Teacher: BLEU {t['test']['bleu']['score']:.2f} on test (valid {t['valid']['bleu']['score']:.2f}), beam 5  ")
@@ -223,7 +224,8 @@ for r in rows:
     if r["search"] == rows[0]["search"]:
         per.setdefault(r["method"], []).append(float(r["train_time"]))
 for m, times in per.items():
-    print(f"| of which: training {m} students (mean of {len(times)}) | {sum(times) / len(times):.0f} |")
+    side = f", {jobs} at a time" if jobs > 1 else ""
+    print(f"| of which: training {m} students (mean of {len(times)}{side}) | {sum(times) / len(times):.0f} |")
 PY
     echo
     cat "${work_dir}/report/table.md"
