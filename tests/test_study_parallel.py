@@ -126,3 +126,36 @@ def test_two_jobs_give_the_rows_of_one_job_side_by_side(tiny_teacher, tmp_path, 
     assert len(trains) == 2
     (a0, a1), (b0, b1) = trains
     assert a0 < b1 and b0 < a1  # side by side
+
+
+def test_rows_end_in_grid_order_and_a_failed_cell_does_not_stop_the_others(tmp_path, monkeypatch):
+    """Fake tools (no fairseq): the first cell trains slowest, so the others are recorded before it; one
+    cell fails. With --keep-going every other cell is recorded, and the files end in grid order."""
+    from tests.test_study import fake_runner, make_cfg
+
+    raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=20, n_valid=5, n_test=6)
+    corpus = (raw, helpers.preprocess(raw, tmp_path / "bin"))
+    cfg = make_cfg(corpus, tmp_path / "study", seeds=[1, 2], jobs=2, keep_going=True)
+    grid = S.build_grid(cfg)
+    launched, threads = [], []
+    fake = fake_runner(launched)
+    fake.ref = cfg.test_ref
+
+    def runner(cmd, log_path, threads_=None, **kw):
+        threads.append(kw.get("threads", threads_))
+        if Path(cmd[0]).name == "fairseq-train":
+            save = cmd[cmd.index("--save-dir") + 1]
+            if grid[0].slug() in save:
+                time.sleep(1.0)  # the first cell finishes last
+            if grid[2].slug() in save:
+                raise RuntimeError("fairseq-train failed (exit 1)")
+        fake(cmd, log_path)
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(runner_mod, "run_logged", runner)
+    summary = S.Study(cfg, runner=runner).run(progress=False)
+    assert summary["failed"] == [{"cell": grid[2].slug(), "error": "fairseq-train failed (exit 1)"}]
+    order = [c.key() for c in grid if c is not grid[2]]
+    assert [S.row_key(r) for r in csv.DictReader(open(summary["results"]))] == order
+    assert [S.row_key(r) for r in csv.DictReader(open(summary["curves"]))][::2] == order  # two points per cell
+    assert set(threads) == {1}  # no shared inputs here: every tool ran as a cell's, on one thread
