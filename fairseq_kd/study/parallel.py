@@ -24,9 +24,15 @@ T = TypeVar("T")
 
 
 def total_threads() -> int:
-    """The thread budget of this study: ``OMP_NUM_THREADS`` when set (scripts/main.sh sets it), else the CPUs."""
+    """The thread budget of this study: ``OMP_NUM_THREADS`` when set (scripts/main.sh sets it), else the CPUs
+    this process may run on (its affinity mask, which a container or ``taskset`` may narrow)."""
     value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def threads_per_job(jobs: int, total: int) -> int:
