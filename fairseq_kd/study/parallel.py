@@ -1,8 +1,8 @@
 """Cells side by side: ``fairseq-kd-study --jobs N`` trains N cells at once, each tool with T / N threads.
 
-A small student uses two cores poorly (its matrices are too small to split well), so on a 2-core
-CPU two one-thread students finish sooner than the same two one after the other with two threads
-each (``bench/parallel_cells.sh`` prints the ratio). What keeps it safe:
+A small student gains less than 2x from a second core (the main job's 1.3M student: 1.6x on the
+2-core AMD machine), so there two one-thread students finish sooner than the same two one after the
+other with two threads each (1.20x; ``bench/parallel_cells.sh`` prints the ratio). What keeps it safe:
 
 * the inputs several cells share (distilled corpus, noisy copies, teacher caches) are built first,
   one at a time and with every thread (``Study.cell_inputs``), so no two cells build one input;
