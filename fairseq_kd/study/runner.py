@@ -116,11 +116,13 @@ class Study(CellInputs):
         else:
             if self.runner is not run_logged:
                 raise KDInputError(f"--jobs {jobs} runs each cell's tools as subprocesses: drop --in-process or --jobs")
+            total = parallel.total_threads()
             try:
-                with self._threads(parallel.total_threads()):  # shared inputs first, one at a time, every thread
+                with self._threads(total):  # shared inputs first, one at a time, every thread
                     failed = parallel.run_all(todo, self.cell_inputs, Cell.slug, 1, self.cfg.keep_going, False)
-                ready = [c for c in todo if c.slug() not in {f["cell"] for f in failed}]
-                threads = parallel.threads_per_job(jobs, parallel.total_threads())
+                broken = {f["cell"] for f in failed}
+                ready = [c for c in todo if c.slug() not in broken]
+                threads = parallel.threads_per_job(jobs, total)
                 logger.info("study: %d cells at a time, %d thread(s) each", jobs, threads)
                 with self._threads(threads):
                     failed += parallel.run_all(ready, self.run_cell, Cell.slug, jobs, self.cfg.keep_going, progress)
