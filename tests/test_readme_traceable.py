@@ -171,3 +171,36 @@ def test_converged_paragraph_from_the_converged_files(readme):
             f"{_ci(_summary('converged_1m_vs_word_test1_summary.json', 'seq'))} on test_2017") in text
     hybrid = _summary("converged_1m_summary.json", "hybrid")
     assert f"is at {hybrid['bleu_mean']:.2f} ± {hybrid['bleu_std']:.2f} with {hybrid['n']} of its 3 seeds" in text
+
+
+def _beam5(path: Path) -> Dict[tuple, float]:
+    import csv
+
+    with open(path, encoding="utf-8") as f:
+        return {(r["method"], int(r["seed"])): float(r["bleu"]) for r in csv.DictReader(f) if r["search"] == "beam5"}
+
+
+def test_rerun_sentences_from_the_three_runs(readme):
+    """What README says was checked about reruns: same CPU (2e and 2f, machine B), thread count (2f, one
+    thread per student, against 2e, two), another CPU (2d, machine A, against 2e), one seed (2b)."""
+    text = " ".join(readme.split())
+    run_a, run_b = (json.loads((RESULTS / f"{n}_run.json").read_text()) for n in ("main_3seeds", "main_3seeds_b"))
+    run_f = json.loads((RESULTS / f"{RUN}_run.json").read_text())
+    assert run_b["teacher_bleu"] == run_f["teacher_bleu"]
+    assert f"valid {run_f['teacher_bleu']['valid']}, test {run_f['teacher_bleu']['test']} both times" in text
+    a, b, f = (_beam5(RESULTS / p) for p in ("main_3seeds.csv", "main_3seeds_b_study/results.csv",
+                                             f"{RUN}_study/results.csv"))
+    assert a.keys() == b.keys() == f.keys() and len(f) == 12
+    threads = max(abs(f[k] - b[k]) for k in f)
+    machines = max(abs(b[k] - a[k]) for k in a)
+    assert f"one thread instead of two per student moves a student by up to {threads:.2f} BLEU" in text
+    means = {m: mean_std([v for (mm, _), v in a.items() if mm == m])[0] for m in ("none", "word", "seq", "hybrid")}
+    assert (f"another CPU moves it by up to {machines:.2f} (the Intel run of 2d: teacher "
+            f"{run_a['teacher_bleu']['test']:.2f}, CE {means['none']:.2f}, word {means['word']:.2f}, seq "
+            f"{means['seq']:.2f}, hybrid {means['hybrid']:.2f}") in text
+    one = _beam5(RESULTS / "main_timed.csv")
+    assert one[("word", 1)] > one[("hybrid", 1)] > one[("seq", 1)]
+    assert (f"seed 1 gave word {one[('word', 1)]:.2f} > hybrid {one[('hybrid', 1)]:.2f} > seq "
+            f"{one[('seq', 1)]:.2f}") in text
+    assert (f"took {run_b['wall_seconds_total'] / 60:.1f} min there (section 2e), and "
+            f"{run_a['wall_seconds_total'] / 60:.1f} min on an Intel VM (section 2d)") in text
