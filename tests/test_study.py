@@ -232,6 +232,42 @@ def test_resume_skips_finished_cells_and_steps(corpus, tmp_path):
     assert S.Study(rewrapped, runner=runner).run(progress=False)["skipped"] == 4 and launched == []
 
 
+def test_a_teacher_joins_a_study_of_teacher_free_cells(corpus, tmp_path, monkeypatch):
+    """CE cells first without a teacher, then KD cells in the same out-dir with one (a new machine trains CE
+    beside its teacher); a later CE-only run keeps the recorded teacher; once a KD cell is recorded,
+    another teacher is refused, as before."""
+    monkeypatch.setattr(S.StudyConfig, "validate", lambda self: None)  # the teachers are names only here
+    t1, t2 = str(tmp_path / "t1.pt"), str(tmp_path / "t2.pt")
+    out = tmp_path / "study"
+    launched = []
+    runner = fake_runner(launched)
+    runner.ref = make_cfg(corpus, out).test_ref
+    settings = lambda: json.loads((out / "study.json").read_text())["teacher"]  # noqa: E731
+    assert S.Study(make_cfg(corpus, out, noise=[0.0]), runner=runner).run(progress=False)["ran"] == 1
+    assert settings() is None
+    kd = S.Study(make_cfg(corpus, out, noise=[0.0], methods=["none", "word"], teacher=t1), runner=runner)
+    summary = kd.run(progress=False)
+    assert (summary["ran"], summary["skipped"]) == (1, 1)  # word trained, CE kept
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["method"] for r in rows] == ["none", "word"] and settings() == t1
+    launched.clear()  # CE seeds added without a teacher: the study keeps t1
+    assert S.Study(make_cfg(corpus, out, noise=[0.0], seeds=[1, 2]), runner=runner).run(progress=False)["ran"] == 1
+    assert settings() == t1 and launched == ["fairseq-train", "fairseq-generate"]
+    with pytest.raises(KDInputError, match=r"different settings \(teacher\)"):
+        S.Study(make_cfg(corpus, out, noise=[0.0], methods=["word"], teacher=t2), runner=runner).run(progress=False)
+
+
+def test_teacher_on_resume_rules():
+    from fairseq_kd.study.runner import teacher_on_resume
+
+    assert teacher_on_resume("a", "a", True, True) == (True, "a")
+    assert teacher_on_resume(None, "a", True, False) == (True, "a")  # first teacher, no KD row yet
+    assert teacher_on_resume("a", None, False, True) == (True, "a")  # teacher-free cells join, the study keeps a
+    assert teacher_on_resume("a", "b", True, True) == (False, "b")  # another teacher after KD rows
+    assert teacher_on_resume("a", "b", True, False) == (False, "b")  # another teacher, even before KD rows
+    assert teacher_on_resume(None, "a", True, True) == (False, "a")  # rows that read a teacher not recorded
+
+
 def test_a_resumed_study_removes_the_temporaries_of_killed_writes(corpus, tmp_path):
     import subprocess
 

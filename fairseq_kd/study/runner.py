@@ -24,7 +24,8 @@ Resume: a (cell, search) already in ``results.csv`` is skipped; inside a cell, f
 steps are skipped (``train.json``, ``hyp.<search>.txt``) and fairseq-train itself resumes
 from ``checkpoint_last.pt`` (``train_time`` then adds the earlier segments fairseq timed in it).
 ``study.json`` records the settings that change results, and a resume with different ones is
-refused (they would mix incomparable rows).
+refused (they would mix incomparable rows); a teacher may join a study of teacher-free cells
+(``teacher_on_resume``).
 """
 import contextlib
 import functools
@@ -42,7 +43,7 @@ from fairseq_kd.errors import KDInputError
 from fairseq_kd.study import commands as C
 from fairseq_kd.study.inputs import CellInputs
 from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_base, method_spec,
-                                     build_grid, reads_noisy_copies, row_key)
+                                     build_grid, reads_noisy_copies, row_key, uses_teacher)
 from fairseq_kd.study.logs import parse_generate, parse_train_log
 from fairseq_kd.study import parallel
 from fairseq_kd.study.records import read_csv, replace_rows_atomic, sort_rows_atomic
@@ -80,6 +81,11 @@ class Study(CellInputs):
         current = json.loads(json.dumps(self.cfg.settings_fingerprint()))
         if settings.exists():
             previous = integrity.load_json(str(settings), "restore it, or use a new --out-dir")
+            joins, teacher = teacher_on_resume(previous.get("teacher"), current.get("teacher"),
+                                               any(uses_teacher(m) for m in self.cfg.methods),
+                                               any(_used_teacher(r["method"]) for r in read_csv(self.results)))
+            if joins:  # recorded as one setting, so a later resume compares against it
+                previous["teacher"] = current["teacher"] = teacher
             changed = sorted(k for k in set(previous) | set(current)
                              if k != "method_args" and not same_setting(k, previous.get(k), current.get(k)))
             changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"])
@@ -233,6 +239,30 @@ class Study(CellInputs):
                          "best_update": info.get("best_update", ""), "stop": info.get("stop", ""),
                          "cell": cell.slug(), "hyp": os.path.relpath(hyp_path, self.out)})
         return rows
+
+
+def teacher_on_resume(previous, current, needs_teacher: bool, recorded_with_teacher: bool) -> Tuple[bool, object]:
+    """Whether a resumed study may go on with this run's teacher, and the teacher it then records.
+
+    A teacher may join a study whose recorded cells used none (CE students first, the KD cells later in
+    the same out-dir, as on a new machine while the teacher trains); a run whose methods need no
+    teacher may add cells to a study that has one, which keeps it. Otherwise the teacher must be the
+    one recorded (``(False, current)``: refused as any changed setting is)."""
+    if current == previous:
+        return True, current
+    if not current and not needs_teacher:
+        return True, previous
+    if not previous and not recorded_with_teacher:
+        return True, current
+    return False, current
+
+
+def _used_teacher(method: str) -> bool:
+    """A recorded row's method read the teacher (an unknown method: assumed to)."""
+    try:
+        return uses_teacher(method)
+    except KeyError:
+        return True
 
 
 def same_setting(key: str, a, b) -> bool:
