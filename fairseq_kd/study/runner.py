@@ -36,7 +36,7 @@ import shlex
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from fairseq_kd import fileio, guard, integrity
 from fairseq_kd.errors import KDInputError
@@ -241,7 +241,8 @@ class Study(CellInputs):
         return rows
 
 
-def teacher_on_resume(previous, current, needs_teacher: bool, recorded_with_teacher: bool) -> Tuple[bool, object]:
+def teacher_on_resume(previous: Optional[str], current: Optional[str], needs_teacher: bool,
+                      recorded_with_teacher: bool) -> Tuple[bool, Optional[str]]:
     """Whether a resumed study may go on with this run's teacher, and the teacher it then records.
 
     A teacher may join a study whose recorded cells used none (CE students first, the KD cells later in
