@@ -135,7 +135,9 @@ def markdown(rows_by_study: Sequence[Tuple[str, List[Dict]]]) -> str:
             lines.append(f"| {study} | {r['cell']} | {cell_state(r)} | {r['updates']:,} | {point(r['last'])} "
                          f"| {point(r['best'])} | {r['since_best']} | {stops} | {left} | {ups} | {age} |")
     return "\n".join(lines) + ("\n\nstate: training = log written in the last 15 min; stopped = an unfinished cell "
-                               "whose log is older (resume by re-running the study); stops by = the update at which "
+                               "whose log is older (resume by re-running the study); best valid = the first "
+                               "validation at the best value, which patience counts from (a later tie becomes "
+                               "checkpoint_best.pt); stops by = the update at which "
                                "the patience runs out unless validation improves (or the cap); trains at least = the "
                                "updates to that point at the last updates/s (an improvement adds more; the test "
                                "decodes follow).\n")
