@@ -14,6 +14,7 @@ from typing import Dict, List
 import pytest
 
 from fairseq_kd.report import mean_std
+from tests.helpers import load_results_tool
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -21,17 +22,18 @@ RUN = "main_jobs2"  # README cites docs/results/main_jobs2_* as its table's sour
 MARKER = "<!-- main-job-table -->"
 
 pytestmark = pytest.mark.unit
+MD = load_results_tool("check_significance")  # its markdown row splitter and cell cleaner
+plain = MD.plain
 
 
 def md_table(lines: List[str], start: int) -> List[Dict[str, str]]:
     """The markdown table whose header is at ``lines[start]``: one dict per row, keyed by header."""
-    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
-    head = cells(lines[start])
+    head = MD.split_row(lines[start])
     rows = []
     for line in lines[start + 2:]:
         if not line.startswith("|"):
             break
-        rows.append(dict(zip(head, cells(line))))
+        rows.append(dict(zip(head, MD.split_row(line))))
     return rows
 
 
@@ -61,10 +63,6 @@ def job_md() -> str:
 
 def per_seed(rows, method: str, field: str = "bleu") -> Dict[int, float]:
     return {int(r["seed"]): float(r[field]) for r in rows if r["method"] == method}
-
-
-def plain(cell: str) -> str:
-    return cell.replace("**", "").strip()
 
 
 def test_readme_cites_the_run_it_checks(readme):

@@ -81,25 +81,25 @@ class Study(CellInputs):
         current = json.loads(json.dumps(self.cfg.settings_fingerprint()))
         if settings.exists():
             previous = integrity.load_json(str(settings), "restore it, or use a new --out-dir")
+            recorded = {r["method"] for r in read_csv(self.results)}  # methods with a finished cell
             joins, teacher = teacher_on_resume(previous.get("teacher"), current.get("teacher"),
                                                any(uses_teacher(m) for m in self.cfg.methods),
-                                               any(_used_teacher(r["method"]) for r in read_csv(self.results)))
+                                               any(_used_teacher(m) for m in recorded))
             if joins:  # recorded as one setting, so a later resume compares against it
                 previous["teacher"] = current["teacher"] = teacher
             changed = sorted(k for k in set(previous) | set(current)
                              if k != "method_args" and not same_setting(k, previous.get(k), current.get(k)))
-            changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"])
+            changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"], recorded)
             if changed:
                 raise KDInputError(f"{settings} was written with different settings ({', '.join(changed)}): "
                                    f"resume with the same settings or use a new --out-dir")
             current["method_args"] = {**previous.get("method_args", {}), **current["method_args"]}
         fileio.atomic_write_json(settings, current)
 
-    def _changed_method_args(self, previous: Dict[str, str], current: Dict[str, str]) -> List[str]:
+    def _changed_method_args(self, previous: Dict[str, str], current: Dict[str, str], recorded: set) -> List[str]:
         """Per-method flags may be added for a method with no finished cell (a new method or
-        variant joins the study); flags of a method that has results must stay as they were."""
-        trained = {r["method"] for r in read_csv(self.results)}
-        trained |= {method_base(m) for m in trained}
+        variant joins the study); flags of a method that has results (``recorded``) must stay as they were."""
+        trained = set(recorded) | {method_base(m) for m in recorded}
         return [f"method_args[{m}]" for m in sorted(set(previous) | set(current))
                 if not same_setting("method_args", previous.get(m), current.get(m)) and (m in previous or m in trained)
                 and (m in current or m in set(self.cfg.methods))]
