@@ -49,6 +49,9 @@ grep -q -- "--out-root ${work}/converged" "${work}/queue.tmp" || die "${queue}: 
 mv "${work}/queue.tmp" "${work}/queue.txt"
 [[ "${run}" == 1 ]] || { echo "${work}/queue.txt"; exit 0; }
 
+[[ -z "${export_stages}" ]] || python -c "import fairseq, torch" 2>/dev/null \
+  || die "the export needs fairseq and torch: activate the environment first (. .venv/bin/activate)"
+
 # ---- miniature data (once) ----------------------------------------------------------------------------------
 if [[ ! -f "${work}/m30k/spm.model" ]]; then
   for l in de en; do
