@@ -1,5 +1,6 @@
 """fairseq-kd-study: grid, parsing, preflight errors, atomic results, resume (fake and real runs)."""
 import csv
+import hashlib
 import json
 import os
 import time
@@ -255,6 +256,53 @@ def test_a_teacher_joins_a_study_of_teacher_free_cells(corpus, tmp_path, monkeyp
     assert settings() == t1 and launched == ["fairseq-train", "fairseq-generate"]
     with pytest.raises(KDInputError, match=r"different settings \(teacher\)"):
         S.Study(make_cfg(corpus, out, noise=[0.0], methods=["word"], teacher=t2), runner=runner).run(progress=False)
+
+
+def test_a_resumed_study_knows_its_teacher_by_content_not_by_path(corpus, tmp_path, monkeypatch):
+    """The recorded teacher reached by another path (relative, a copy) resumes the study; another file put at
+    the recorded path is refused before any work, naming both digests; a teacher-free run does not read (or
+    re-record) the teacher; a study.json written before digests falls back to comparing the files' identity."""
+    monkeypatch.setattr(S.StudyConfig, "validate", lambda self: None)  # the teachers are bytes only here
+    t1 = tmp_path / "t" / "checkpoint_best.pt"
+    t1.parent.mkdir()
+    t1.write_bytes(b"teacher one")
+    out = tmp_path / "study"
+    launched = []
+    runner = fake_runner(launched)
+    runner.ref = make_cfg(corpus, out).test_ref
+    run = lambda teacher, **kw: S.Study(make_cfg(corpus, out, noise=[0.0], methods=kw.pop("methods", ["word"]),  # noqa: E731
+                                                 teacher=teacher, **kw), runner=runner).run(progress=False)
+    recorded = lambda: json.loads((out / "study.json").read_text())  # noqa: E731
+    assert run(str(t1))["ran"] == 1
+    digest = recorded()["checkpoint_sha256"]["teacher"]
+    assert digest == hashlib.sha256(hashlib.sha256(b"teacher one").hexdigest().encode()).hexdigest()
+    # the same file by a relative path, then a byte-identical copy elsewhere: the same teacher
+    assert run(os.path.relpath(t1), seeds=[1, 2])["ran"] == 1
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(t1.read_bytes())
+    assert run(str(copy), seeds=[1, 2, 3])["ran"] == 1
+    assert recorded()["teacher"] == str(copy) and recorded()["checkpoint_sha256"]["teacher"] == digest
+    # another checkpoint written at the recorded path: refused before anything runs
+    copy.write_bytes(b"teacher two")
+    launched.clear()
+    with pytest.raises(KDInputError, match=rf"--teacher {copy} is not the checkpoint .*{digest[:12]}"):
+        run(str(copy), seeds=[4])
+    assert launched == []
+    # a CE-only run does not read the teacher: it goes on and keeps the recorded digest
+    assert run(None, methods=["none"])["ran"] == 1
+    assert recorded()["checkpoint_sha256"]["teacher"] == digest
+    # a study.json from before digests: the same file by another path is the same teacher, another file is not
+    settings = recorded()
+    del settings["checkpoint_sha256"]
+    settings["teacher"] = str(t1)
+    (out / "study.json").write_text(json.dumps(settings))
+    assert run(os.path.relpath(t1), seeds=[1, 2, 3, 4])["ran"] == 1
+    assert recorded()["checkpoint_sha256"]["teacher"] == digest  # recorded from now on
+    settings = recorded()
+    del settings["checkpoint_sha256"]
+    (out / "study.json").write_text(json.dumps(settings))
+    with pytest.raises(KDInputError, match=r"different settings \(teacher\)"):
+        run(str(copy), seeds=[5])
 
 
 def test_teacher_on_resume_rules():

@@ -2,10 +2,11 @@
 
 A reference must have as many lines as its binarized split has sentences; a teacher, and a
 ``--student-init`` checkpoint, must load as a fairseq checkpoint of the study's direction; the
-``--student-init`` checkpoint must be of the students' arch.
+``--student-init`` checkpoint must be of the students' arch. On a resume, the checkpoints the study
+names (teacher, ``--student-init``) are compared by content, not by path (``same_checkpoints``).
 """
 import os
-from typing import Sequence
+from typing import Dict, Sequence
 
 from fairseq_kd.errors import KDInputError
 
@@ -55,3 +56,46 @@ def check_student_init(path: str, archs: Sequence[str], src: str, tgt: str) -> N
         raise KDInputError(f"--student-init {path} is a {arch} model but the study trains {', '.join(archs)}: "
                            f"pass --archs {arch} (and the same architecture flags) or another checkpoint")
     check_teacher_pair(state.get("cfg") or {}, src, tgt, path, data="the study")
+
+
+CHECKPOINT_SETTINGS = ("teacher", "student_init")  # settings that name checkpoint files (a:b = an ensemble)
+DIGESTS = "checkpoint_sha256"  # study.json key: {setting: sha256 of its files' bytes}
+
+
+def checkpoint_digests(settings: Dict, used: Sequence[str]) -> Dict[str, str]:
+    """sha256 (``fingerprint.files_fingerprint``) of the files each ``used`` checkpoint setting names; a
+    setting with no value, or naming a missing file, is left out."""
+    from fairseq_kd.fingerprint import files_fingerprint
+
+    out = {}
+    for key in used:
+        paths = (settings.get(key) or "").split(":")
+        if all(paths) and all(os.path.isfile(p) for p in paths):
+            out[key] = files_fingerprint(paths)
+    return out
+
+
+def same_checkpoints(where: str, previous: Dict, current: Dict, used: Sequence[str]) -> None:
+    """Reconcile a resumed study's checkpoint settings with this run's, by content: the same file reached by
+    another path (relative / absolute, a link, a copy) is the same setting (``previous`` takes this run's path),
+    a different file at the recorded path is refused. ``current[DIGESTS]`` gets this run's digests (a setting
+    this run does not use keeps the recorded one). Studies written before digests were recorded compare paths
+    (the same file by ``os.path.samefile`` counts as the same)."""
+    recorded, now = previous.get(DIGESTS) or {}, checkpoint_digests(current, used)
+    for key in used:
+        old, new = previous.get(key), current.get(key)
+        if not old or not new:
+            continue
+        if key in recorded and key in now:
+            if recorded[key] != now[key]:
+                flag = "--" + key.replace("_", "-")
+                raise KDInputError(
+                    f"{where}: {flag} {new} is not the checkpoint this study was written with ({old}, sha256 "
+                    f"{recorded[key][:12]}; this file: {now[key][:12]}): its rows came from that one. Pass that "
+                    f"checkpoint, or use a new --out-dir")
+            previous[key] = new
+        elif old != new and all(os.path.isfile(p) for p in (old + ":" + new).split(":")) \
+                and len(old.split(":")) == len(new.split(":")) \
+                and all(os.path.samefile(a, b) for a, b in zip(old.split(":"), new.split(":"))):
+            previous[key] = new
+    current[DIGESTS] = {**{k: v for k, v in recorded.items() if k not in used}, **now}

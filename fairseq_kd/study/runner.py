@@ -25,7 +25,8 @@ steps are skipped (``train.json``, ``hyp.<search>.txt``) and fairseq-train itsel
 from ``checkpoint_last.pt`` (``train_time`` then adds the earlier segments fairseq timed in it).
 ``study.json`` records the settings that change results, and a resume with different ones is
 refused (they would mix incomparable rows); a teacher may join a study of teacher-free cells
-(``teacher_on_resume``).
+(``teacher_on_resume``); checkpoints (teacher, ``--student-init``) are compared by content
+(``preflight.same_checkpoints``).
 """
 import contextlib
 import functools
@@ -45,6 +46,7 @@ from fairseq_kd.study.inputs import CellInputs
 from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_base, method_spec,
                                      build_grid, reads_noisy_copies, row_key, uses_teacher)
 from fairseq_kd.study.logs import parse_generate, parse_train_log
+from fairseq_kd.study.preflight import DIGESTS, checkpoint_digests, same_checkpoints
 from fairseq_kd.study import parallel
 from fairseq_kd.study.records import read_csv, replace_rows_atomic, sort_rows_atomic
 from fairseq_kd.study.processes import Runner, run_logged, run_ranks
@@ -87,14 +89,21 @@ class Study(CellInputs):
                                                any(_used_teacher(m) for m in recorded))
             if joins:  # recorded as one setting, so a later resume compares against it
                 previous["teacher"] = current["teacher"] = teacher
-            changed = sorted(k for k in set(previous) | set(current)
-                             if k != "method_args" and not same_setting(k, previous.get(k), current.get(k)))
+            same_checkpoints(str(settings), previous, current, self._checkpoints_used())
+            changed = sorted(k for k in set(previous) | set(current) if k not in ("method_args", DIGESTS)
+                             and not same_setting(k, previous.get(k), current.get(k)))
             changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"], recorded)
             if changed:
                 raise KDInputError(f"{settings} was written with different settings ({', '.join(changed)}): "
                                    f"resume with the same settings or use a new --out-dir")
             current["method_args"] = {**previous.get("method_args", {}), **current["method_args"]}
+        else:
+            current[DIGESTS] = checkpoint_digests(current, self._checkpoints_used())
         fileio.atomic_write_json(settings, current)
+
+    def _checkpoints_used(self) -> Tuple[str, ...]:
+        """The checkpoint settings this run reads (a teacher-free run does not read the recorded teacher)."""
+        return ("student_init",) + (("teacher",) if any(uses_teacher(m) for m in self.cfg.methods) else ())
 
     def _changed_method_args(self, previous: Dict[str, str], current: Dict[str, str], recorded: set) -> List[str]:
         """Per-method flags may be added for a method with no finished cell (a new method or
