@@ -303,6 +303,10 @@ def test_a_resumed_study_knows_its_teacher_by_content_not_by_path(corpus, tmp_pa
     (out / "study.json").write_text(json.dumps(settings))
     with pytest.raises(KDInputError, match=r"different settings \(teacher\)"):
         run(str(copy), seeds=[5])
+    settings["checkpoint_sha256"] = {"teacher": "abc"}  # a damaged record names the file and the fix
+    (out / "study.json").write_text(json.dumps(settings))
+    with pytest.raises(KDInputError, match=rf"{out / 'study.json'}: checkpoint_sha256 must map .* delete that entry"):
+        run(os.path.relpath(t1), seeds=[5])
 
 
 def test_teacher_on_resume_rules():

@@ -82,6 +82,9 @@ def same_checkpoints(where: str, previous: Dict, current: Dict, used: Sequence[s
     this run does not use keeps the recorded one). Studies written before digests were recorded compare paths
     (the same file by ``os.path.samefile`` counts as the same)."""
     recorded, now = previous.get(DIGESTS) or {}, checkpoint_digests(current, used)
+    if not (isinstance(recorded, dict) and all(isinstance(v, str) and len(v) == 64 for v in recorded.values())):
+        raise KDInputError(f"{where}: {DIGESTS} must map settings to sha256 hex digests (got {recorded!r}); "
+                           f"restore the file, or delete that entry to compare checkpoints by path")
     for key in used:
         old, new = previous.get(key), current.get(key)
         if not old or not new:
