@@ -121,10 +121,14 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- the teacher, 1.3M s
   if [[ -f ${R}/converged_teacher_d0.3.csv && ${#srcs[@]} -gt 0 && ${srcs[0]} == "${ce}" ]]; then
     merge "${C}/merged_1m" "${srcs[@]}"
     report "${C}/merged_1m" test converged_1m; report "${C}/merged_1m" test1 converged_1m_test1
-    report "${C}/merged_1m" test converged_1m_vs_word --baseline word
-    report "${C}/merged_1m" test1 converged_1m_vs_word_test1 --baseline word
-    to "${R}/converged_1m_beside.md" python "${tools}/rank_beside.py" "300 updates=${main_gap}" "converged=${R}/converged_1m_summary.json" \
-      --search beam5 --teacher-bleu "300 updates=35.43" --teacher-bleu "converged=$(teacher_beam5 "${R}/converged_teacher_d0.3.csv")"  # 35.43: section 2d's teacher
+    if grep -q '^word,' "${C}/merged_1m/results.csv"; then  # word-KD finished (CE alone: no comparison yet)
+      report "${C}/merged_1m" test converged_1m_vs_word --baseline word
+      report "${C}/merged_1m" test1 converged_1m_vs_word_test1 --baseline word
+    fi
+    if grep -qv '^\(none,\|method,\)' "${C}/merged_1m/results.csv"; then  # a KD method finished: rankings to compare
+      to "${R}/converged_1m_beside.md" python "${tools}/rank_beside.py" "300 updates=${main_gap}" "converged=${R}/converged_1m_summary.json" \
+        --search beam5 --teacher-bleu "300 updates=35.43" --teacher-bleu "converged=$(teacher_beam5 "${R}/converged_teacher_d0.3.csv")"  # 35.43: section 2d's teacher
+    fi
     log "1.3M: merged ${srcs[*]}"
   else
     log "1.3M: curves and finished studies only (the tables need the teacher's rows and a finished CE cell)"
