@@ -75,6 +75,13 @@ def checkpoint_digests(settings: Dict, used: Sequence[str]) -> Dict[str, str]:
     return out
 
 
+def _same_files(a: str, b: str) -> bool:
+    """Two checkpoint settings (``a:b`` = an ensemble) name the same existing files, in order."""
+    pa, pb = a.split(":"), b.split(":")
+    return len(pa) == len(pb) and all(os.path.isfile(x) and os.path.isfile(y) and os.path.samefile(x, y)
+                                      for x, y in zip(pa, pb))
+
+
 def same_checkpoints(where: str, previous: Dict, current: Dict, used: Sequence[str]) -> None:
     """Reconcile a resumed study's checkpoint settings with this run's, by content: the same file reached by
     another path (relative / absolute, a link, a copy) is the same setting (``previous`` takes this run's path),
@@ -97,8 +104,6 @@ def same_checkpoints(where: str, previous: Dict, current: Dict, used: Sequence[s
                     f"{recorded[key][:12]}; this file: {now[key][:12]}): its rows came from that one. Pass that "
                     f"checkpoint, or use a new --out-dir")
             previous[key] = new
-        elif old != new and all(os.path.isfile(p) for p in (old + ":" + new).split(":")) \
-                and len(old.split(":")) == len(new.split(":")) \
-                and all(os.path.samefile(a, b) for a, b in zip(old.split(":"), new.split(":"))):
+        elif old != new and _same_files(old, new):
             previous[key] = new
     current[DIGESTS] = {**{k: v for k, v in recorded.items() if k not in used}, **now}

@@ -81,15 +81,16 @@ class Study(CellInputs):
         guard.remove_stale_temporaries(self.out)  # of results/curves/study.json writes killed midway
         settings = self.out / "study.json"
         current = json.loads(json.dumps(self.cfg.settings_fingerprint()))
+        needs_teacher = any(uses_teacher(m) for m in self.cfg.methods)
+        used = ("student_init",) + (("teacher",) if needs_teacher else ())  # a teacher-free run does not read it
         if settings.exists():
             previous = integrity.load_json(str(settings), "restore it, or use a new --out-dir")
             recorded = {r["method"] for r in read_csv(self.results)}  # methods with a finished cell
-            joins, teacher = teacher_on_resume(previous.get("teacher"), current.get("teacher"),
-                                               any(uses_teacher(m) for m in self.cfg.methods),
+            joins, teacher = teacher_on_resume(previous.get("teacher"), current.get("teacher"), needs_teacher,
                                                any(_used_teacher(m) for m in recorded))
             if joins:  # recorded as one setting, so a later resume compares against it
                 previous["teacher"] = current["teacher"] = teacher
-            same_checkpoints(str(settings), previous, current, self._checkpoints_used())
+            same_checkpoints(str(settings), previous, current, used)
             changed = sorted(k for k in set(previous) | set(current) if k not in ("method_args", DIGESTS)
                              and not same_setting(k, previous.get(k), current.get(k)))
             changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"], recorded)
@@ -98,12 +99,8 @@ class Study(CellInputs):
                                    f"resume with the same settings or use a new --out-dir")
             current["method_args"] = {**previous.get("method_args", {}), **current["method_args"]}
         else:
-            current[DIGESTS] = checkpoint_digests(current, self._checkpoints_used())
+            current[DIGESTS] = checkpoint_digests(current, used)
         fileio.atomic_write_json(settings, current)
-
-    def _checkpoints_used(self) -> Tuple[str, ...]:
-        """The checkpoint settings this run reads (a teacher-free run does not read the recorded teacher)."""
-        return ("student_init",) + (("teacher",) if any(uses_teacher(m) for m in self.cfg.methods) else ())
 
     def _changed_method_args(self, previous: Dict[str, str], current: Dict[str, str], recorded: set) -> List[str]:
         """Per-method flags may be added for a method with no finished cell (a new method or
