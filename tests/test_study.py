@@ -1,5 +1,6 @@
 """fairseq-kd-study: grid, parsing, preflight errors, atomic results, resume (fake and real runs)."""
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -65,6 +66,37 @@ def test_teachers_axis_repeats_kd_cells_not_the_baseline():
     word_small = " ".join(S.train_command(cfg, cells[2], "d", "s"))
     assert "--teacher-path small/checkpoint_best.pt" in word_small
     assert "--teacher small/checkpoint_best.pt" in " ".join(S.distill_command(cfg, "beam", "o", cells[4].teacher))
+
+
+def test_teachers_of_one_name_are_refused_and_named_teachers_are_their_names():
+    """fairseq's layout (RUN/checkpoints/checkpoint_best.pt) gives two teachers one default name: refused before
+    anything runs (they would share one cell dir and one row); NAME=PATH names them in keys, dirs and rows,
+    while every command gets the path."""
+    from fairseq_kd.cli.study import config_from_args, get_parser
+
+    big, small = "exp/big/checkpoints/checkpoint_best.pt", "exp/small/checkpoints/checkpoint_best.pt"
+    same = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t",
+                         methods=["word"], teachers=[big, small])
+    with pytest.raises(KDInputError, match=rf"--teachers {big} and {small} are both named "
+                                           r"'checkpoints/checkpoint_best.pt'.*--teachers big=exp/big/checkpoints"):
+        S.build_grid(same)
+    with pytest.raises(KDInputError, match="both named"):  # names that differ only where a dir name cannot
+        S.build_grid(dataclasses.replace(same, teachers=["a/b.pt", "a-b.pt=x.pt"]))
+    args = get_parser().parse_args(["--data", "d", "-s", "s", "-t", "t", "--test-ref", "r", "--out-dir", "o",
+                                    "--methods", "word", "seq", "--decodings", "beam",
+                                    "--teachers", f"big={big}", f"small={small}"])
+    cfg = config_from_args(args)
+    assert cfg.teacher == big  # the study's teacher is the first one's path
+    cells = S.build_grid(cfg)
+    assert [(c.method, c.key()[-1]) for c in cells] == [("word", "big"), ("word", "small"), ("seq", "big"),
+                                                        ("seq", "small")]
+    assert [c.slug().split("_t-")[1] for c in cells] == ["big", "small", "big", "small"]
+    assert f"--teacher-path {small} " in " ".join(S.train_command(cfg, cells[1], "d", "s")) + " "
+    from fairseq_kd.study.commands import cell_teacher
+    from fairseq_kd.study.teachers import split_spec
+
+    assert cell_teacher(cfg, cells[3]) == small and split_spec("./run=1/c.pt") == ("run=1/c.pt", "./run=1/c.pt")
+    assert split_spec("t.pt") == ("t.pt", "t.pt") and split_spec("a=b=c.pt") == ("a", "b=c.pt")
 
 
 def test_train_command_per_method():
@@ -309,8 +341,82 @@ def test_a_resumed_study_knows_its_teacher_by_content_not_by_path(corpus, tmp_pa
         run(os.path.relpath(t1), seeds=[5])
 
 
+def test_the_teachers_axis_knows_its_teachers_by_content(corpus, tmp_path, monkeypatch):
+    """--teachers on a resume: a teacher moved under another name is the recorded one (its cells resume, under
+    its recorded name); another checkpoint under a recorded name is refused before any work, naming both digests;
+    one checkpoint twice is refused; a teacher-free run keeps the record; distilled data and caches of a named
+    teacher live under its name."""
+    from fairseq_kd.study import teachers as T
+
+    monkeypatch.setattr(S.StudyConfig, "validate", lambda self: None)  # the teachers are bytes only here
+    a, b = tmp_path / "a" / "checkpoints" / "checkpoint_best.pt", tmp_path / "b" / "checkpoints" / "checkpoint_best.pt"
+    for path, text in ((a, b"teacher a"), (b, b"teacher b")):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(text)
+    out = tmp_path / "study"
+    launched = []
+    runner = fake_runner(launched)
+    runner.ref = make_cfg(corpus, out).test_ref
+    run = lambda teachers, **kw: S.Study(make_cfg(corpus, out, noise=[0.0], methods=kw.pop("methods", ["word"]),  # noqa: E731
+                                                  teachers=teachers, teacher=T.teacher_path(teachers[0]) if teachers
+                                                  else None, **kw), runner=runner).run(progress=False)
+    recorded = lambda: json.loads((out / "study.json").read_text()).get(T.DIGESTS)  # noqa: E731
+    digest = lambda data: hashlib.sha256(hashlib.sha256(data).hexdigest().encode()).hexdigest()  # noqa: E731
+    assert run([f"big={a}", f"small={b}"])["ran"] == 2
+    assert recorded() == {"big": digest(b"teacher a"), "small": digest(b"teacher b")}
+    assert [r["teacher"] for r in csv.DictReader(open(out / "results.csv"))] == ["big", "small"]
+    # big moved (a copy, default name 'x/moved.pt'): the same teacher, its cells keep the name big and resume
+    moved = tmp_path / "x" / "moved.pt"
+    moved.parent.mkdir()
+    moved.write_bytes(a.read_bytes())
+    launched.clear()
+    summary = run([str(moved), f"small={b}"])
+    assert (summary["ran"], summary["skipped"], launched) == (0, 2, [])
+    assert run([str(moved), f"small={b}"], seeds=[1, 2])["ran"] == 2
+    assert sorted({r["teacher"] for r in csv.DictReader(open(out / "results.csv"))}) == ["big", "small"]
+    # another checkpoint under a recorded name (small retrained in place): refused before anything runs
+    b.write_bytes(b"teacher b, retrained")
+    launched.clear()
+    with pytest.raises(KDInputError, match=rf"teacher small \({b}, sha256 {digest(b'teacher b, retrained')[:12]}\) "
+                                           rf"is not the checkpoint .* \(sha256 {digest(b'teacher b')[:12]}\)"):
+        run([f"big={a}", f"small={b}"], seeds=[3])
+    assert launched == []
+    with pytest.raises(KDInputError, match=r"the same checkpoint .* pass it once"):
+        run([f"big={a}", f"again={moved}"], seeds=[3])
+    # the retrained one under a new name is a new teacher; a CE-only run keeps the record
+    assert run([f"big={a}", f"small2={b}"])["ran"] == 1
+    assert run([], methods=["none"])["ran"] == 1
+    assert sorted(recorded()) == ["big", "small", "small2"]
+    settings = json.loads((out / "study.json").read_text())
+    settings[T.DIGESTS] = {"big": "abc"}  # a damaged record names the file and the fix
+    (out / "study.json").write_text(json.dumps(settings))
+    with pytest.raises(KDInputError, match=rf"{out / 'study.json'}: teachers_sha256 must map .* delete that entry"):
+        run([f"big={a}"], seeds=[4])
+
+
+def test_named_teachers_distil_and_cache_under_their_names(tmp_path):
+    """The distilled data and top-k cache of a --teachers entry other than the study's teacher go under its name
+    (two teachers never share them), and its tools get the path."""
+    from fairseq_kd.study.inputs import CellInputs
+
+    class Inputs(CellInputs):
+        def __init__(self, cfg):
+            self.cfg, self.out, self.launched, self.commands = cfg, tmp_path / "o", [], []
+            self.runner = lambda cmd, log: self.commands.append(cmd)
+
+    cfg = S.StudyConfig(data="d", out_dir=str(tmp_path / "o"), test_ref="r", source_lang="s", target_lang="t",
+                        methods=["seq"], teachers=["big=x/ckpt.pt", "small=y/ckpt.pt"], teacher="x/ckpt.pt",
+                        cache_topk=8)
+    inputs = Inputs(cfg)
+    assert inputs.distilled_data("beam", "big=x/ckpt.pt") == str(tmp_path / "o" / "distilled" / "beam" / "bin")
+    assert inputs.distilled_data("beam", "small=y/ckpt.pt") == str(tmp_path / "o" / "distilled" / "beam" / "small" / "bin")
+    assert inputs.teacher_cache("d", "small=y/ckpt.pt") == str(tmp_path / "o" / "cache" / "corpus_small_top8")
+    teachers = [c[c.index("--teacher" if "--teacher" in c else "--teacher-path") + 1] for c in inputs.commands]
+    assert teachers == ["x/ckpt.pt", "y/ckpt.pt", "y/ckpt.pt"]
+
+
 def test_teacher_on_resume_rules():
-    from fairseq_kd.study.runner import teacher_on_resume
+    from fairseq_kd.study.resume import teacher_on_resume
 
     assert teacher_on_resume("a", "a", True, True) == (True, "a")
     assert teacher_on_resume(None, "a", True, False) == (True, "a")  # first teacher, no KD row yet

@@ -41,9 +41,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="more test sets decoded like --gen-subset: binarized split and its raw reference; rows in "
                         "OUT_DIR/results.SPLIT.csv")
     g.add_argument("--teacher", default=None, help="teacher checkpoint (needed by word / seq / hybrid)")
-    g.add_argument("--teachers", nargs="+", default=[],
+    g.add_argument("--teachers", nargs="+", default=[], metavar="[NAME=]CKPT",
                    help="several teacher checkpoints as a grid axis (each KD cell once per teacher; e.g. a large "
-                        "teacher and one of the student's size)")
+                        "teacher and one of the student's size); NAME is its coordinate in the rows (default: the "
+                        "path's last two parts; needed when two paths end alike, as RUN/checkpoints/"
+                        "checkpoint_best.pt do). A resume knows each teacher by content")
     g.add_argument("--spm-model", default=None, help="sentencepiece model (fairseq-kd-distill's detokenized text)")
     g.add_argument("--out-dir", required=True, help="results.csv, curves.csv, cells/, distilled/ go here")
 
@@ -170,10 +172,12 @@ def _extra_tests(specs):
 
 def config_from_args(args):
     from fairseq_kd.study import StudyConfig
+    from fairseq_kd.study.teachers import teacher_path
 
     return StudyConfig(
         data=args.data, out_dir=args.out_dir, test_ref=args.test_ref, source_lang=args.source_lang,
-        target_lang=args.target_lang, teacher=args.teacher or (args.teachers[0] if args.teachers else None),
+        target_lang=args.target_lang,
+        teacher=args.teacher or (teacher_path(args.teachers[0]) if args.teachers else None),
         teachers=args.teachers, spm_model=args.spm_model, gen_subset=args.gen_subset,
         methods=args.methods, noise=args.noise, archs=args.archs, decodings=args.decodings, lrs=args.lrs,
         seeds=args.seeds, noise_ops=args.noise_ops, noise_side=args.noise_side,
@@ -204,9 +208,11 @@ def cli_main(argv=None) -> int:
             print(json.dumps([dict(zip(S.KEY_FIELDS, c.key())) for c in S.build_grid(cfg)], indent=1))
             return 0
         from fairseq_kd import guard
+        from fairseq_kd.study.teachers import teacher_path
 
         guard.check_paths({"--data": args.data, "--test-ref": args.test_ref, "--teacher": args.teacher,
-                           "--teachers": args.teachers, "--spm-model": args.spm_model,
+                           "--teachers": [p for t in args.teachers for p in teacher_path(t).split(":")],
+                           "--spm-model": args.spm_model,
                            "--extra-test": [ref for _, ref in cfg.extra_tests]},
                           {"--out-dir": args.out_dir})
         runner = S.run_inprocess if args.in_process else S.run_logged

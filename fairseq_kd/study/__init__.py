@@ -6,6 +6,8 @@
 * ``logs``: reading fairseq's ``--log-format json`` records and ``H-`` lines;
 * ``world``: the process-wide fairseq state reset before each in-process tool call;
 * ``records``: results.csv / curves.csv;
+* ``teachers``: the ``--teachers`` axis (names, paths, which checkpoint each is);
+* ``resume``: what study.json remembers and what a resumed run may change;
 * ``runner``: ``Study`` (runs and resumes the grid);
 * ``processes``: how a tool's command runs: ``run_logged`` / ``run_inprocess`` / ``run_ranks``.
 """

@@ -18,6 +18,7 @@ from typing import List
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study.config import (Cell, method_base, method_spec, NO_DECODING, StudyConfig, fmt_num,
                                      reads_noisy_copies)
+from fairseq_kd.study.teachers import teacher_path
 
 USER_DIR = str(Path(__file__).resolve().parents[1])  # the fairseq_kd package (--user-dir)
 
@@ -123,7 +124,8 @@ def convergence_flags(cfg: StudyConfig) -> List[str]:
 
 
 def cell_teacher(cfg: StudyConfig, cell: Cell) -> str:
-    return cell.teacher if cell.teacher != NO_DECODING else cfg.teacher
+    """The checkpoint file(s) the cell's teacher is: its ``--teachers`` entry's path, or the study's teacher."""
+    return teacher_path(cell.teacher) if cell.teacher != NO_DECODING else cfg.teacher
 
 
 def method_flags(cfg: StudyConfig, cell: Cell, cache: str = "") -> List[str]:

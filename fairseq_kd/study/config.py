@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study.preflight import check_reference_lines, check_student_init, check_teacher
+from fairseq_kd.study.teachers import check_names, dir_name, teacher_name, teacher_path
 
 METHODS = ("none", "word", "seq", "hybrid")
 DECODINGS = ("beam", "greedy", "sampling", "teacher_forcing")
@@ -84,14 +85,6 @@ def fmt_num(x: float) -> str:
     return f"{float(x):g}"
 
 
-def teacher_name(path: Optional[str]) -> str:
-    """The teacher coordinate: a short readable name of the checkpoint ('-' for none)."""
-    if not path:
-        return NO_DECODING
-    parts = os.path.normpath(path).split(os.sep)
-    return "/".join(parts[-2:]) if len(parts) > 1 else parts[-1]
-
-
 @dataclass(frozen=True)
 class Cell:
     """One grid point (one student training); ``key`` identifies it in results.csv."""
@@ -102,7 +95,7 @@ class Cell:
     decoding: str
     lr: float
     seed: int
-    teacher: str = NO_DECODING  # checkpoint path ('-': the study's only teacher, or none)
+    teacher: str = NO_DECODING  # PATH or NAME=PATH of a --teachers entry ('-': the study's only teacher, or none)
 
     def key(self) -> Tuple[str, ...]:
         return (self.method, fmt_num(self.noise), self.arch, self.decoding, fmt_num(self.lr), str(self.seed),
@@ -112,7 +105,7 @@ class Cell:
         dec = "nodec" if self.decoding == NO_DECODING else self.decoding
         text = f"{self.method}_noise{fmt_num(self.noise)}_{self.arch}_{dec}_lr{fmt_num(self.lr)}_seed{self.seed}"
         if self.teacher != NO_DECODING:
-            text += "_t-" + teacher_name(self.teacher).replace("/", "-")
+            text += "_t-" + dir_name(self.teacher)
         return re.sub(r"[^A-Za-z0-9_.=+-]", "", text)
 
 
@@ -132,7 +125,7 @@ class StudyConfig:
     source_lang: str
     target_lang: str
     teacher: Optional[str] = None  # teacher checkpoint (word / seq / hybrid)
-    teachers: Sequence[str] = ()  # several teachers: a grid axis (each KD cell once per teacher)
+    teachers: Sequence[str] = ()  # several teachers (PATH or NAME=PATH): a grid axis (each KD cell once per teacher)
     spm_model: Optional[str] = None  # passed to fairseq-kd-distill for detokenized summaries
     gen_subset: str = "test"
     # grid
@@ -265,7 +258,8 @@ class StudyConfig:
             raise KDInputError(f"--test-ref {self.test_ref}: no such file; pass the raw reference of the test split")
         needs_teacher = any(uses_teacher(m) for m in self.methods)
         teachers = self.all_teachers()
-        if needs_teacher and not (teachers and all(os.path.isfile(p) for t in teachers for p in t.split(":"))):
+        if needs_teacher and not (teachers and all(os.path.isfile(p) for t in teachers
+                                                   for p in teacher_path(t).split(":"))):
             raise KDInputError(f"methods {', '.join(self.methods)} need a teacher: pass --teacher CKPT "
                                f"(got {teachers or None!r})")
         check_reference_lines(self.data, self.gen_subset, self.source_lang, self.target_lang, self.test_ref,
@@ -273,7 +267,7 @@ class StudyConfig:
         for split, ref in self.extra_tests:
             check_reference_lines(self.data, split, self.source_lang, self.target_lang, ref, f"--extra-test {split}=")
         if needs_teacher:
-            for path in {p for t in teachers for p in t.split(":")}:
+            for path in {p for t in teachers for p in teacher_path(t).split(":")}:
                 check_teacher(path, self.source_lang, self.target_lang)
 
     def settings_fingerprint(self) -> Dict:
@@ -314,6 +308,7 @@ def build_grid(cfg: StudyConfig) -> List[Cell]:
     records it; the baseline (no teacher) is trained once. A method whose teacher reads the noisy
     source (``*_tnoisy``) has no cell at noise 0, where it is its clean-teacher method."""
     teachers = list(cfg.teachers)
+    check_names(teachers)
     cells = []
     for method, noise, arch, lr, seed in itertools.product(cfg.methods, cfg.noise, cfg.archs, cfg.lrs, cfg.seeds):
         if not noise and teacher_reads_noise(method):

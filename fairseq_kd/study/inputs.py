@@ -19,7 +19,8 @@ from typing import Callable, List, Optional
 
 from fairseq_kd import fileio
 from fairseq_kd.study import commands as C
-from fairseq_kd.study.config import StudyConfig, fmt_num, teacher_name
+from fairseq_kd.study.config import StudyConfig, fmt_num
+from fairseq_kd.study.teachers import dir_name, teacher_path
 
 logger = logging.getLogger("fairseq_kd.study")
 
@@ -48,11 +49,11 @@ class CellInputs:
         return str(out)
 
     def distilled_data(self, decoding: str, teacher: str, noise: Optional[float] = None) -> str:
-        """Build (once) the distilled corpus for ``decoding`` and ``teacher`` (of the noisy copies at
-        ``noise`` when given); returns its binarized dir."""
+        """Build (once) the distilled corpus for ``decoding`` and ``teacher`` (``PATH`` or ``NAME=PATH``; of the
+        noisy copies at ``noise`` when given); returns its binarized dir."""
         out = self.out / "distilled" / decoding
-        if teacher != self.cfg.teacher:
-            out = out / teacher_name(teacher).replace("/", "-")
+        if teacher_path(teacher) != self.cfg.teacher:
+            out = out / dir_name(teacher)
         source, log = self.cfg.data, out.parent / f"{decoding}.log"
         if noise is not None:
             source = self.noisy_copies(noise)
@@ -63,14 +64,15 @@ class CellInputs:
             out.mkdir(parents=True, exist_ok=True)
             logger.info("distilling the training set of %s with %s decoding into %s", source, decoding, out)
             self.launched.append("fairseq-kd-distill")
-            self.runner(C.distill_command(self.cfg, decoding, str(out), teacher, source), str(log))
+            self.runner(C.distill_command(self.cfg, decoding, str(out), teacher_path(teacher), source), str(log))
         return str(out / "bin")
 
     def teacher_cache(self, data: str, teacher: str) -> str:
-        """Build (once) the teacher's top-k cache of ``data``'s train and valid splits; returns its dir."""
+        """Build (once) the top-k cache of ``data``'s train and valid splits by ``teacher`` (``PATH`` or
+        ``NAME=PATH``); returns its dir."""
         name = "corpus" if data == self.cfg.data else os.path.basename(os.path.dirname(data.rstrip("/")))
-        if teacher != self.cfg.teacher:
-            name += "_" + teacher_name(teacher).replace("/", "-")
+        if teacher_path(teacher) != self.cfg.teacher:
+            name += "_" + dir_name(teacher)
         out = self.out / "cache" / f"{name}_top{self.cfg.cache_topk}"
         done = out / ".complete"
         if not done.exists():
@@ -78,6 +80,8 @@ class CellInputs:
             logger.info("caching the teacher's top-%d of %s into %s", self.cfg.cache_topk, data, out)
             self.launched.append("fairseq-kd-cache")
             t0 = time.time()
-            self.runner(C.cache_command(self.cfg, data, teacher, str(out)), str(out.parent / f"{out.name}.log"))
-            fileio.atomic_write_json(done, {"seconds": round(time.time() - t0, 2), "data": data, "teacher": teacher})
+            self.runner(C.cache_command(self.cfg, data, teacher_path(teacher), str(out)),
+                        str(out.parent / f"{out.name}.log"))
+            fileio.atomic_write_json(done, {"seconds": round(time.time() - t0, 2), "data": data,
+                                            "teacher": teacher_path(teacher)})
         return str(out)

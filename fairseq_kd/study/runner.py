@@ -25,28 +25,26 @@ steps are skipped (``train.json``, ``hyp.<search>.txt``) and fairseq-train itsel
 from ``checkpoint_last.pt`` (``train_time`` then adds the earlier segments fairseq timed in it).
 ``study.json`` records the settings that change results, and a resume with different ones is
 refused (they would mix incomparable rows); a teacher may join a study of teacher-free cells
-(``teacher_on_resume``); checkpoints (teacher, ``--student-init``) are compared by content
-(``preflight.same_checkpoints``).
+(``resume.teacher_on_resume``); checkpoints (teacher, ``--student-init``, each of ``--teachers``) are
+compared by content (``resume``).
 """
 import contextlib
 import functools
-import json
 import logging
 import os
-import shlex
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from fairseq_kd import fileio, guard, integrity
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study import commands as C
 from fairseq_kd.study.inputs import CellInputs
-from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, RESULT_FIELDS, Cell, StudyConfig, method_base, method_spec,
-                                     build_grid, reads_noisy_copies, row_key, uses_teacher)
+from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, NO_DECODING, RESULT_FIELDS, Cell, StudyConfig,
+                                     method_spec, build_grid, reads_noisy_copies, row_key)
 from fairseq_kd.study.logs import parse_generate, parse_train_log
-from fairseq_kd.study.preflight import DIGESTS, checkpoint_digests, same_checkpoints
+from fairseq_kd.study import resume
 from fairseq_kd.study import parallel
 from fairseq_kd.study.records import read_csv, replace_rows_atomic, sort_rows_atomic
 from fairseq_kd.study.processes import Runner, run_logged, run_ranks
@@ -80,43 +78,17 @@ class Study(CellInputs):
         self.out.mkdir(parents=True, exist_ok=True)
         guard.remove_stale_temporaries(self.out)  # of results/curves/study.json writes killed midway
         settings = self.out / "study.json"
-        current = json.loads(json.dumps(self.cfg.settings_fingerprint()))
-        needs_teacher = any(uses_teacher(m) for m in self.cfg.methods)
-        used = ("student_init",) + (("teacher",) if needs_teacher else ())  # a teacher-free run does not read it
-        if settings.exists():
-            previous = integrity.load_json(str(settings), "restore it, or use a new --out-dir")
-            recorded = {r["method"] for r in read_csv(self.results)}  # methods with a finished cell
-            joins, teacher = teacher_on_resume(previous.get("teacher"), current.get("teacher"), needs_teacher,
-                                               any(_used_teacher(m) for m in recorded))
-            if joins:  # recorded as one setting, so a later resume compares against it
-                previous["teacher"] = current["teacher"] = teacher
-            same_checkpoints(str(settings), previous, current, used)
-            changed = sorted(k for k in set(previous) | set(current) if k not in ("method_args", DIGESTS)
-                             and not same_setting(k, previous.get(k), current.get(k)))
-            changed += self._changed_method_args(previous.get("method_args", {}), current["method_args"], recorded)
-            if changed:
-                raise KDInputError(f"{settings} was written with different settings ({', '.join(changed)}): "
-                                   f"resume with the same settings or use a new --out-dir")
-            current["method_args"] = {**previous.get("method_args", {}), **current["method_args"]}
-        else:
-            current[DIGESTS] = checkpoint_digests(current, used)
+        recorded = {r["method"] for r in read_csv(self.results)}  # methods with a finished cell
+        self.cfg, current = resume.reconcile(settings, self.cfg, recorded)
         fileio.atomic_write_json(settings, current)
-
-    def _changed_method_args(self, previous: Dict[str, str], current: Dict[str, str], recorded: set) -> List[str]:
-        """Per-method flags may be added for a method with no finished cell (a new method or
-        variant joins the study); flags of a method that has results (``recorded``) must stay as they were."""
-        trained = set(recorded) | {method_base(m) for m in recorded}
-        return [f"method_args[{m}]" for m in sorted(set(previous) | set(current))
-                if not same_setting("method_args", previous.get(m), current.get(m)) and (m in previous or m in trained)
-                and (m in current or m in set(self.cfg.methods))]
 
     def done(self) -> set:
         default = self.cfg.test_searches()[0][0]
         return {(*row_key(r), r.get("search") or default) for r in read_csv(self.results)}
 
     def run(self, progress: bool = True) -> Dict:
-        cells = build_grid(self.cfg)
-        self.preflight(cells)
+        self.preflight(build_grid(self.cfg))
+        cells = build_grid(self.cfg)  # after preflight: a --teachers entry may have taken its recorded name
         done = self.done()
         searches = [name for name, _ in self.cfg.test_searches()]
         todo = [c for c in cells if any((*c.key(), s) not in done for s in searches)]
@@ -160,7 +132,7 @@ class Study(CellInputs):
 
     def cell_inputs(self, cell: Cell) -> Tuple[str, str]:
         """The cell's training data dir and teacher cache dir ("" if none), built once per study (``inputs``)."""
-        teacher = C.cell_teacher(self.cfg, cell)
+        teacher = cell.teacher if cell.teacher != NO_DECODING else self.cfg.teacher  # PATH or NAME=PATH
         noisy_source = cell.noise if reads_noisy_copies(cell.method) else None  # the teacher translated it
         distilled = method_spec(cell.method)["data"] == "distilled"
         data = self.distilled_data(cell.decoding, teacher, noisy_source) if distilled else self.cfg.data
@@ -245,42 +217,6 @@ class Study(CellInputs):
                          "best_update": info.get("best_update", ""), "stop": info.get("stop", ""),
                          "cell": cell.slug(), "hyp": os.path.relpath(hyp_path, self.out)})
         return rows
-
-
-def teacher_on_resume(previous: Optional[str], current: Optional[str], needs_teacher: bool,
-                      recorded_with_teacher: bool) -> Tuple[bool, Optional[str]]:
-    """Whether a resumed study may go on with this run's teacher, and the teacher it then records.
-
-    A teacher may join a study whose recorded cells used none (CE students first, the KD cells later in
-    the same out-dir, as on a new machine while the teacher trains); a run whose methods need no
-    teacher may add cells to a study that has one, which keeps it. Otherwise the teacher must be the
-    one recorded (``(False, current)``: refused as any changed setting is)."""
-    if current == previous:
-        return True, current
-    if not current and not needs_teacher:
-        return True, previous
-    if not previous and not recorded_with_teacher:
-        return True, current
-    return False, current
-
-
-def _used_teacher(method: str) -> bool:
-    """A recorded row's method read the teacher (an unknown method: assumed to)."""
-    try:
-        return uses_teacher(method)
-    except KeyError:
-        return True
-
-
-def same_setting(key: str, a, b) -> bool:
-    """Whether two recorded values of a setting are the same; flag strings compare as the argument
-    lists they parse to (a resume with the flags re-wrapped over lines is the same study)."""
-    if key in ("train_args", "gen_args", "distill_args", "method_args") and isinstance(a, str) and isinstance(b, str):
-        try:
-            return shlex.split(a) == shlex.split(b)
-        except ValueError:
-            return a == b
-    return a == b
 
 
 def trained_seconds(checkpoint: Path) -> float:
