@@ -68,6 +68,26 @@ def test_teachers_axis_repeats_kd_cells_not_the_baseline():
     assert "--teacher small/checkpoint_best.pt" in " ".join(S.distill_command(cfg, "beam", "o", cells[4].teacher))
 
 
+@pytest.mark.parametrize("axis, message", [
+    (dict(seeds=[1, 2, 1]), r"--seeds: 1 is listed twice"),
+    (dict(lrs=[1.234567e-4, 1.234568e-4]), r"--lrs: 0.0001234568 and 0.0001234567 are both 0.000123457 in the rows"),
+    (dict(noise=[0.1, 0.10]), r"--noise: 0.1 is listed twice"),
+    (dict(methods=["none", "word", "none"]), r"--methods: none is listed twice"),
+    (dict(searches=["beam", "greedy", "beam"]), r"--searches: beam is listed twice"),
+    (dict(extra_tests=[("test1", "a"), ("test1", "b")]), r"--extra-test: test1 is listed twice"),
+    (dict(methods=["word"], teachers=["t/a.pt", "t/a.pt"]), r"--teachers: t/a.pt is listed twice"),
+])
+def test_a_grid_value_recorded_twice_is_refused(axis, message):
+    """Two values of an axis recorded alike would be one cell dir and one row (trained over each other by
+    --jobs 2): refused before anything runs; distinct values pass."""
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t", **axis)
+    with pytest.raises(KDInputError, match=message + r": list each"):
+        S.build_grid(cfg)
+    cells = S.build_grid(S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t",
+                                       seeds=[1, 2], lrs=[1.23456e-4, 1.23457e-4], noise=[0, 0.1]))
+    assert len({c.key() for c in cells}) == len({c.slug() for c in cells}) == len(cells) == 8
+
+
 def test_teachers_of_one_name_are_refused_and_named_teachers_are_their_names():
     """fairseq's layout (RUN/checkpoints/checkpoint_best.pt) gives two teachers one default name: refused before
     anything runs (they would share one cell dir and one row); NAME=PATH names them in keys, dirs and rows,

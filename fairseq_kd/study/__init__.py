@@ -1,6 +1,7 @@
 """The study harness: a grid of student trainings, each decoded, scored and recorded.
 
-* ``config``: methods, grid cells, the settings every cell shares (``StudyConfig``);
+* ``methods``: the KD methods (``METHOD_SPECS``) and what each reads;
+* ``config``: grid cells, the settings every cell shares (``StudyConfig``);
 * ``preflight``: the checks of references, teachers and ``--student-init`` before any cell trains;
 * ``commands``: the fairseq-train / fairseq-generate / fairseq-kd-distill command lines;
 * ``logs``: reading fairseq's ``--log-format json`` records and ``H-`` lines;

@@ -1,4 +1,4 @@
-"""The grid of a study: methods, cells, and the settings every cell shares.
+"""The grid of a study: cells, and the settings every cell shares (the methods: ``methods``).
 
 Grid (arXiv 2312.08585 / 2404.14827 / Kim & Rush 2016): KD method x noise level x
 student arch x decoding strategy that builds the distilled data x learning rate x seed x
@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.study.methods import (METHOD_SPECS, method_base, method_spec, reads_noisy_copies,  # noqa: F401
+                                      teacher_reads_noise, uses_teacher)
 from fairseq_kd.study.preflight import check_reference_lines, check_student_init, check_teacher
 from fairseq_kd.study.teachers import check_names, dir_name, teacher_name, teacher_path
 
@@ -34,51 +36,6 @@ RESULT_FIELDS = [*KEY_FIELDS, "search", "parameters", "bleu", "chrf", "tok_bleu"
 STOP_RULES = ("budget", "patience")  # why training ended: the fixed --max-update, or validation stopped improving
 BEST_METRICS = ("bleu", "loss")  # the validation metric that picks the decoded checkpoint under --patience
 CURVE_FIELDS = [*KEY_FIELDS, "updates", "valid_bleu", "valid_loss"]
-
-# What each method trains with. ``data``: "corpus" or "distilled" (offline seq-KD data,
-# fairseq-kd-distill's translations of train); ``teacher``: pass --teacher-path; ``decoding``:
-# the method varies over decodings (of the distilled data, or the task's --seq-kd-decoding
-# when online); ``flags``: the method's own fixed flags. Every criterion takes --label-smoothing.
-METHOD_SPECS = {
-    "none": {"criterion": "label_smoothed_cross_entropy", "data": "corpus", "teacher": False, "decoding": False},
-    "word": {"criterion": "word_kd", "data": "corpus", "teacher": True, "decoding": False},
-    "seq": {"criterion": "label_smoothed_cross_entropy", "data": "distilled", "teacher": False, "decoding": True},
-    "seq_online": {"criterion": "seq_kd", "data": "corpus", "teacher": True, "decoding": True},
-    # word-level KL + CE on the distilled data (fixed gate --hybrid-weight, default 0.5)
-    "hybrid": {"criterion": "hybrid_kd", "data": "distilled", "teacher": True, "decoding": True,
-               "flags": ["--seq-kd-targets", "data"]},
-    "hybrid_online": {"criterion": "hybrid_kd", "data": "corpus", "teacher": True, "decoding": True},
-    # on-policy KD (ImitKD / GKD): divergence on the student's own outputs with prob. --onpolicy-lambda
-    "onpolicy": {"criterion": "onpolicy_kd", "data": "corpus", "teacher": True, "decoding": False},
-    # under noise, the teacher reads the student's noisy source ("tnoisy") instead of the clean one:
-    # word-level online; sequence-level offline, on the distilled noisy copies (``study.inputs``), the
-    # student reading exactly the noisy source the teacher translated (no further noise)
-    "word_tnoisy": {"criterion": "word_kd", "data": "corpus", "teacher": True, "decoding": False,
-                    "flags": ["--noise-teacher-input", "noisy"], "teacher_input": "noisy"},
-    "seq_tnoisy": {"criterion": "label_smoothed_cross_entropy", "data": "distilled", "teacher": False,
-                   "decoding": True, "teacher_input": "noisy"},
-}
-
-
-def method_base(method: str) -> str:
-    """The method a grid name trains with: ``word.rkl`` is a variant of ``word`` (own label, own flags)."""
-    return method.split(".", 1)[0]
-
-
-def method_spec(method: str) -> Dict:
-    """METHOD_SPECS of ``method`` or of the method it is a variant of (``BASE.LABEL``)."""
-    return METHOD_SPECS[method_base(method)]
-
-
-def teacher_reads_noise(method: str) -> bool:
-    """The method's teacher reads the student's noisy source (at noise 0 it is its clean-teacher method)."""
-    return method_spec(method).get("teacher_input") == "noisy"
-
-
-def reads_noisy_copies(method: str) -> bool:
-    """The method trains on the teacher's translations of fixed noisy copies of the source."""
-    return teacher_reads_noise(method) and method_spec(method)["data"] == "distilled"
-
 
 def fmt_num(x: float) -> str:
     """Canonical text of a grid number (0.1 -> '0.1', 5e-4 -> '0.0005', 0.0 -> '0') for keys and names."""
@@ -296,9 +253,24 @@ class StudyConfig:
         return not cell.noise or self.noise_side == "source"
 
 
-def uses_teacher(method: str) -> bool:
-    spec = method_spec(method)
-    return spec["teacher"] or spec["data"] == "distilled"
+def check_axes(cfg: StudyConfig) -> None:
+    """Each value of a grid axis must be distinct as it is recorded (results.csv, cell dirs): a value listed
+    twice, or two values that print alike (``fmt_num``: 6 significant digits), would give two cells one key
+    and one dir (trained over each other side by side, one row for both). Refused before anything runs."""
+    axes = [("--methods", cfg.methods, str), ("--noise", cfg.noise, fmt_num), ("--archs", cfg.archs, str),
+            ("--decodings", cfg.decodings, str), ("--lrs", cfg.lrs, fmt_num),
+            ("--seeds", cfg.seeds, lambda s: str(int(s))), ("--searches", cfg.searches, str),
+            ("--extra-test", [split for split, _ in cfg.extra_tests], str)]
+    for flag, values, recorded_as in axes:
+        seen: Dict[str, object] = {}
+        for value in values:
+            key = recorded_as(value)
+            if key in seen:
+                alike = "is listed twice" if seen[key] == value else f"and {seen[key]} are both {key} in the rows"
+                raise KDInputError(f"{flag}: {value} {alike}: list each value once (they would be recorded as "
+                                   f"one: one cell dir, one row)")
+            seen[key] = value
+    check_names(cfg.teachers)
 
 
 def build_grid(cfg: StudyConfig) -> List[Cell]:
@@ -307,8 +279,8 @@ def build_grid(cfg: StudyConfig) -> List[Cell]:
     With several ``teachers`` (a grid axis), each KD cell is repeated per teacher and
     records it; the baseline (no teacher) is trained once. A method whose teacher reads the noisy
     source (``*_tnoisy``) has no cell at noise 0, where it is its clean-teacher method."""
+    check_axes(cfg)
     teachers = list(cfg.teachers)
-    check_names(teachers)
     cells = []
     for method, noise, arch, lr, seed in itertools.product(cfg.methods, cfg.noise, cfg.archs, cfg.lrs, cfg.seeds):
         if not noise and teacher_reads_noise(method):

@@ -51,11 +51,14 @@ def dir_name(spec: str) -> str:
 
 
 def check_names(specs: Sequence[str]) -> None:
-    """Two teachers of one name (or one dir name) would share cells, distilled data and caches: refuse them."""
+    """Two teachers of one name (or one dir name), or one listed twice, would share cells, distilled data and
+    caches: refuse them."""
     seen: Dict[str, str] = {}
     for spec in specs:
         for key in dict.fromkeys((teacher_name(spec), dir_name(spec))):
-            if key in seen and seen[key] != spec:
+            if key in seen and seen[key] == spec:
+                raise KDInputError(f"--teachers: {spec} is listed twice: list each teacher once")
+            if key in seen:
                 raise KDInputError(
                     f"--teachers {seen[key]} and {spec} are both named {key!r} (a teacher's name is its path's last "
                     f"two parts): their cells would share one dir and one row. Name them, e.g. --teachers "
