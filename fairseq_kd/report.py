@@ -12,6 +12,7 @@ percentile interval and the p-value of that same test); ``*`` marks an interval 
 """
 import math
 import os
+import re
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -92,6 +93,13 @@ def _read_hyps(results_dir: str, hyps: Dict[int, str]) -> Optional[List[List[str
     if not paths or None in paths:
         return None
     return [fileio.read_lines(p) for p in paths]
+
+
+def extra_split(results: str) -> Optional[str]:
+    """The extra test split whose rows ``results`` holds (``results.SPLIT.csv``, fairseq-kd-study's
+    ``--extra-test``), or None for the main split's ``results.csv`` (or any other name)."""
+    m = re.fullmatch(r"results\.(.+)\.csv", os.path.basename(results))
+    return m.group(1) if m else None
 
 
 def test_references(results_dir: str, test_ref: Optional[str] = None) -> Optional[List[str]]:

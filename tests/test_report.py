@@ -116,6 +116,35 @@ def test_kd_methods_against_the_baseline_with_significance(tmp_path, capsys):
     assert "seq1.txt.gz: not a complete gzip file" in capsys.readouterr().err
 
 
+def test_an_extra_splits_results_need_its_reference_and_keep_the_main_report(tmp_path, capsys):
+    """results.test1.csv (--extra-test) is scored against test1's reference, never study.json's test_ref (the
+    main split's, and of the same length on Multi30k): without --test-ref it is refused; its table goes to
+    report.test1/, leaving the main split's table.md as it was."""
+    import sacrebleu
+
+    main_ref = [f"a dog number {i} runs on the green grass" for i in range(30)]
+    test1_ref = [f"a small cat number {i} sleeps on the red sofa" for i in range(30)]
+    worse = [r if i % 3 else " ".join(r.split()[:-2]) for i, r in enumerate(test1_ref)]
+    (tmp_path / "test.en").write_text("\n".join(main_ref) + "\n")
+    (tmp_path / "test1.en").write_text("\n".join(test1_ref) + "\n")
+    (tmp_path / "study.json").write_text('{"test_ref": "test.en"}')
+    (tmp_path / "none.txt").write_text("\n".join(worse) + "\n")
+    (tmp_path / "word.txt").write_text("\n".join(test1_ref) + "\n")
+    (tmp_path / "table.md").write_text("the main split's table\n")
+    rows = [f"{m},0,tiny,-,0.001,1,1000,{round(sacrebleu.corpus_bleu(h, [test1_ref]).score, 2)},50,0,sig,1,10,,beam5,-,"
+            f"{m}.txt" for m, h in (("none", worse), ("word", test1_ref))]
+    results = tmp_path / "results.test1.csv"
+    results.write_text(HEADER.strip() + ",search,teacher,hyp\n" + "\n".join(rows) + "\n")
+    assert cli.cli_main([str(results), "--no-plots"]) == 2
+    assert "extra test split 'test1'" in capsys.readouterr().err and not (tmp_path / "report.test1").exists()
+    assert cli.cli_main([str(results), "--no-plots", "--test-ref", str(tmp_path / "test1.en")]) == 0
+    capsys.readouterr()
+    word = next(s for s in json.loads((tmp_path / "report.test1" / "summary.json").read_text()) if s["method"] == "word")
+    assert word["vs_baseline"]["delta"] == pytest.approx(100 - sacrebleu.corpus_bleu(worse, [test1_ref]).score, abs=1e-6)
+    assert (tmp_path / "table.md").read_text() == "the main split's table\n"
+    assert R.extra_split("x/results.csv") is None and R.extra_split("results.test_2017.csv") == "test_2017"
+
+
 def test_cli_writes_table_summary_and_three_pngs(results, tmp_path, capsys):
     curves = tmp_path / "curves.csv"
     curves.write_text("method,noise,arch,decoding,lr,seed,updates,valid_bleu\n"

@@ -21,7 +21,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="validation curves csv (default: curves.csv beside results, if present)")
     g = p.add_argument_group("significance (each KD method against the baseline at the same coordinates)")
     g.add_argument("--test-ref", default=None,
-                   help="raw reference of the decoded test split (default: test_ref of study.json beside results)")
+                   help="raw reference of the decoded test split (default: test_ref of study.json beside results; "
+                        "needed for an extra split's results.SPLIT.csv, whose reference study.json does not record)")
     g.add_argument("--baseline", default="none", metavar="METHOD",
                    help="the method every other one is compared with (e.g. word: seq and hybrid against word-KD)")
     g.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap resamples")
@@ -33,7 +34,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "(student - CE) / (teacher - CE) (default: no column)")
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", default=None, help="where table.md, summary.json and the PNGs go "
-                                                  "(default: the results file's folder)")
+                                                  "(default: the results file's folder; report.SPLIT/ in it for "
+                                                  "results.SPLIT.csv)")
     g.add_argument("--format", choices=("markdown", "json"), default="markdown", help="what goes to stdout")
     g.add_argument("--no-plots", action="store_true", help="only the table")
     return p
@@ -46,8 +48,14 @@ def cli_main(argv=None) -> int:
     from fairseq_kd import report_plots as P
 
     args = get_parser().parse_args(argv)
-    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
+    split = R.extra_split(args.results)  # results.SPLIT.csv: an extra test split, with its own reference and outputs
+    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.results)),
+                                           f"report.{split}" if split else "")
     try:
+        if split and not (args.test_ref or args.no_significance):
+            raise KDInputError(f"{args.results} holds the rows of the extra test split {split!r}, whose reference "
+                               f"study.json does not record (its test_ref is the main split's): pass --test-ref "
+                               f"with the raw reference of {split} (prepare_multi30k.sh writes raw/{split}.LANG)")
         if args.bootstrap_samples < 1:
             raise KDInputError(f"--bootstrap-samples {args.bootstrap_samples}: pass a number of resamples >= 1 "
                                f"(1000 is sacrebleu's default)")
