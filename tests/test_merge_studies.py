@@ -36,8 +36,12 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
-def _study(root, name, cells, test1=None):
-    """cells: [(method, seed, test BLEU)]; test1: {(method, seed): BLEU} or None (split not decoded)."""
+SETTINGS = {"max_update": 20000, "patience": 8, "train_args": "--dropout 0.1", "method_args": {"word": "--kd-alpha 0.5"}}
+
+
+def _study(root, name, cells, test1=None, **settings):
+    """cells: [(method, seed, test BLEU)]; test1: {(method, seed): BLEU} or None (split not decoded); settings:
+    study.json's, over SETTINGS."""
     d = root / name
     for method, seed, _ in cells:
         (d / "cells" / _cell(method, seed)).mkdir(parents=True)
@@ -47,7 +51,7 @@ def _study(root, name, cells, test1=None):
     curve = [{"method": m, "noise": "0", "arch": "a", "decoding": "-", "lr": "0.1", "seed": str(s), "teacher": "-",
               "updates": "2", "valid_bleu": "1.0", "valid_loss": "3.0"} for m, s, _ in cells]
     _write(d / "curves.csv", curve, CURVE_FIELDS)
-    (d / "study.json").write_text(json.dumps({"lane": name}))
+    (d / "study.json").write_text(json.dumps({**SETTINGS, **settings}))
     return d
 
 
@@ -62,7 +66,7 @@ def test_both_splits_hold_every_lanes_cells_with_their_own_scores(tmp_path):
     assert test1 == {("none", "1"): "25.0", ("none", "2"): "26.0", ("word", "1"): "27.5"}  # test1's, not test's
     assert len(_read(dst / "curves.csv")) == 3
     assert (dst / "cells" / _cell("word", 1)).resolve() == (b / "cells" / _cell("word", 1)).resolve()
-    assert json.loads((dst / "study.json").read_text()) == {"lane": "laneA"}
+    assert json.loads((dst / "study.json").read_text()) == SETTINGS
 
 
 def test_a_split_one_lane_did_not_decode_is_refused_naming_its_file(tmp_path):
@@ -87,3 +91,34 @@ def test_a_dst_cell_that_points_to_another_lane_is_refused(tmp_path):
     merge.merge_studies(str(dst), [str(other)])
     with pytest.raises(KDInputError, match="merge into an empty DST"):
         merge.merge_studies(str(dst), [str(a)])
+
+
+def test_only_lanes_of_one_study_merge(tmp_path):
+    """Lanes of one study merge: a CE lane run before the teacher existed joins the KD lanes (study.json then
+    records the teacher), and a method's flags need agree only where it has rows; another budget, another
+    teacher (by content digest), or another flag set for a method with rows in two lanes is refused, naming
+    the setting and both lanes."""
+    digest = {"teacher": "a" * 64}
+    ce = _study(tmp_path, "ce", [("none", 1, "30.0")], method_args={"word": "--kd-alpha 0.9"})
+    w1 = _study(tmp_path, "w1", [("word", 1, "31.0")], teacher="t.pt", checkpoint_sha256=digest, cache_topk=8)
+    w2 = _study(tmp_path, "w2", [("word", 2, "32.0")], teacher="/abs/t.pt", checkpoint_sha256=digest, cache_topk=8)
+    merge.merge_studies(str(tmp_path / "m"), [str(ce), str(w1), str(w2)])
+    merged = json.loads((tmp_path / "m" / "study.json").read_text())
+    assert (merged["teacher"], merged["cache_topk"], merged["method_args"]) == ("t.pt", 8, {"word": "--kd-alpha 0.5"})
+    assert len(_read(tmp_path / "m" / "results.csv")) == 3
+
+    cases = [
+        (dict(max_update=2000), r"ce and .*other were run with different max_update \(20000 vs 2000\)"),
+        (dict(teacher="t.pt", checkpoint_sha256={"teacher": "b" * 64}, cache_topk=8), r"w1 and .*other were run with "
+                                                                                     r"different teacher"),
+        (dict(teacher="t.pt", checkpoint_sha256=digest, cache_topk=4), r"different cache_topk \(8 vs 4\)"),
+        (dict(teacher="t.pt", checkpoint_sha256=digest, cache_topk=8, method_args={"word": "--kd-alpha 0.7"}),
+         r"w1 and .*other ran method word with different --method-args"),
+    ]
+    for settings, message in cases:
+        other = _study(tmp_path / str(len(message)), "other", [("word", 3, "33.0")], **settings)
+        with pytest.raises(KDInputError, match=message):
+            merge.merge_studies(str(tmp_path / "m2"), [str(ce), str(w1), str(other)])
+    (w2 / "study.json").unlink()
+    with pytest.raises(KDInputError, match=r"w2/study.json: not found"):
+        merge.merge_studies(str(tmp_path / "m3"), [str(ce), str(w2)])

@@ -1,23 +1,100 @@
 """Merge study out-dirs that ran side by side (e.g. one seed each: two processes never share one
 results.csv) into one for fairseq-kd-report: the union of their results / curves rows (a row found
 in several sources kept once; a cell whose row differs between sources is refused: one seed measured
-twice), every cell dir symlinked into DST/cells, study.json of the first. The rows of every extra test
-split (``results.test1.csv``, written by ``--extra-test test1=REF``) are merged the same way; a split
-that some sources decoded and others did not is refused, naming the file that is missing.
+twice), every cell dir symlinked into DST/cells. The rows of every extra test split
+(``results.test1.csv``, written by ``--extra-test test1=REF``) are merged the same way; a split that
+some sources decoded and others did not is refused, naming the file that is missing.
+
+The sources must be one study run in lanes (``merged_settings``): their study.json settings must be
+equal, except what only some rows read: the teacher (its checkpoint, cache and distillation settings)
+must agree among the sources with rows of a method that reads it (a CE lane run before the teacher
+existed joins KD lanes), and a method's own ``--method-args`` among the sources with rows of it.
+DST/study.json holds those settings (the teacher's, when a source used one).
 
 Usage: python docs/results/tools/merge_studies.py DST SRC1 [SRC2 ...]
 """
 import argparse
 import glob
+import json
 import os
-import shutil
 import sys
 
 from fairseq_kd.cli import run_tool
 from fairseq_kd.errors import KDInputError
+from fairseq_kd import fileio, integrity
 from fairseq_kd.integrity import merge_rows
 from fairseq_kd.study.config import CURVE_FIELDS, RESULT_FIELDS
+from fairseq_kd.study.methods import method_base, uses_teacher
 from fairseq_kd.study.records import read_csv, write_csv_atomic
+from fairseq_kd.study.resume import same_setting
+
+# settings only the rows of methods that read the teacher depend on (a teacher-free lane may lack them)
+TEACHER_SETTINGS = ("teacher", "checkpoint_sha256", "teachers_sha256", "cache_topk", "cache_methods", "distill_args")
+
+
+def _reads_teacher(method):
+    try:
+        return uses_teacher(method)
+    except KeyError:  # a method this code does not know: assume it does
+        return True
+
+
+def _same_teacher(a, b):
+    """Two studies ran with one teacher: by content digest where both recorded one, else by path; and the
+    teachers of a --teachers axis that both name have one digest."""
+    da, db = ((s.get("checkpoint_sha256") or {}).get("teacher") for s in (a, b))
+    ta, tb = (s.get("teachers_sha256") or {} for s in (a, b))
+    return (da == db if da and db else a.get("teacher") == b.get("teacher")) and all(ta[n] == tb[n] for n in
+                                                                                  set(ta) & set(tb))
+
+
+def merged_settings(srcs):
+    """The study.json of the merge: every source's settings must be one study's (see the module doc);
+    a difference is refused naming the setting and two sources."""
+    studies = []
+    for src in srcs:
+        path = os.path.join(src, "study.json")
+        if not os.path.isfile(path):
+            raise KDInputError(f"{path}: not found; merge study out-dirs written by fairseq-kd-study")
+        methods = {r["method"] for r in read_csv(os.path.join(src, "results.csv"))}
+        studies.append((src, integrity.load_json(path, "restore it from the lane's out-dir"), methods))
+
+    def refuse(key, a, b):
+        raise KDInputError(f"{a[0]} and {b[0]} were run with different {key} ({json.dumps(a[1].get(key))[:80]} vs "
+                           f"{json.dumps(b[1].get(key))[:80]}): their rows are not one study's; merge only lanes of "
+                           f"one study (the same settings, other seeds or methods)")
+
+    first = studies[0]
+    for other in studies[1:]:
+        for key in sorted(set(first[1]) | set(other[1])):
+            if key not in TEACHER_SETTINGS + ("method_args",) and not same_setting(key, first[1].get(key),
+                                                                                  other[1].get(key)):
+                refuse(key, first, other)
+    with_teacher = [s for s in studies if any(_reads_teacher(m) for m in s[2])]
+    for other in with_teacher[1:]:
+        a, b = with_teacher[0], other
+        if not _same_teacher(a[1], b[1]):
+            refuse("teacher", a, b)
+        for key in TEACHER_SETTINGS[3:]:
+            if not same_setting(key, a[1].get(key), b[1].get(key)):
+                refuse(key, a, b)
+    args_of = {}  # method -> (source, its args): a method's flags, among the sources with its rows
+    for src, settings, methods in studies:
+        for m in sorted(methods | {method_base(m) for m in methods}):
+            mine = (settings.get("method_args") or {}).get(m)
+            if m in args_of and not same_setting("method_args", args_of[m][1], mine):
+                raise KDInputError(f"{args_of[m][0]} and {src} ran method {m} with different --method-args "
+                                   f"({args_of[m][1]!r} vs {mine!r}): their rows are not one method's")
+            args_of.setdefault(m, (src, mine))
+    merged = dict(first[1])
+    if with_teacher:
+        merged.update({k: with_teacher[0][1][k] for k in TEACHER_SETTINGS if k in with_teacher[0][1]})
+        axis = {n: d for s in with_teacher for n, d in (s[1].get("teachers_sha256") or {}).items()}
+        if axis:
+            merged["teachers_sha256"] = axis
+    merged["method_args"] = {**{k: v for s in studies for k, v in (s[1].get("method_args") or {}).items()},
+                             **{m: a for m, (_, a) in args_of.items() if a is not None}}
+    return merged
 
 
 def extra_splits(srcs):
@@ -43,6 +120,7 @@ def merge_studies(dst, srcs):
         if not os.path.isfile(os.path.join(src, "results.csv")):
             raise KDInputError(f"{src}/results.csv: not found; pass finished study out-dirs as SRC")
     splits = extra_splits(srcs)
+    settings = merged_settings(srcs)
     os.makedirs(os.path.join(dst, "cells"), exist_ok=True)
     res = merge_rows([(os.path.join(src, "results.csv"), read_csv(os.path.join(src, "results.csv"))) for src in srcs])
     extra = {split: merge_rows([(p, read_csv(p)) for p in paths]) for split, paths in splits.items()}
@@ -60,7 +138,7 @@ def merge_studies(dst, srcs):
     for split, rows in extra.items():
         write_csv_atomic(os.path.join(dst, f"results.{split}.csv"), rows, list(RESULT_FIELDS))
     write_csv_atomic(os.path.join(dst, "curves.csv"), cur, list(CURVE_FIELDS))
-    shutil.copy(os.path.join(srcs[0], "study.json"), os.path.join(dst, "study.json"))
+    fileio.atomic_write_json(os.path.join(dst, "study.json"), settings)
     return res, cur
 
 
