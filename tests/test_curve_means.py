@@ -66,3 +66,26 @@ def test_refusals_name_the_problem(tool, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as e:
         tool.main([a.format(d=tmp_path) for a in args])
     assert message in str(e.value) + capsys.readouterr().err
+
+
+def test_a_file_two_patterns_match_is_refused_not_counted_twice(tool, tmp_path, capsys):
+    write(tmp_path / "ce_seed1.csv", [(500, 20.0)])
+    write(tmp_path / "ce_seed2.csv", [(500, 30.0)])
+    with pytest.raises(SystemExit) as e:
+        tool.main([f"CE={tmp_path}/ce_seed*.csv,{tmp_path}/ce_seed1.csv"])
+    assert str(e.value) == (f"curve_means: CE: {tmp_path}/ce_seed1.csv is named twice (also as "
+                            f"{tmp_path}/ce_seed1.csv); give each seed's curve once per method")
+    # another spelling of the same file (a relative ../ path) is the same file
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(SystemExit) as e:
+        tool.main([f"CE={tmp_path}/ce_seed1.csv,{tmp_path}/sub/../ce_seed1.csv"])
+    assert str(e.value).startswith(f"curve_means: CE: {tmp_path}/sub/../ce_seed1.csv is named twice")
+    # each once: two seeds, mean 25
+    assert tool.main([f"CE={tmp_path}/ce_seed*.csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0::2] == ["| updates | CE (2 seeds) |", "| 500 | 25.00 |"]
+
+
+def test_the_same_file_under_two_methods_is_allowed(tool, tmp_path, capsys):
+    write(tmp_path / "ce_seed1.csv", [(500, 20.0)])
+    assert tool.main([f"A={tmp_path}/ce_seed1.csv", f"B={tmp_path}/ce_seed1.csv", "--diff", "A-B"]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == "| 500 | 20.00 | 20.00 | +0.00 |"

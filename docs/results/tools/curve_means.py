@@ -15,6 +15,7 @@ import argparse
 import csv
 import glob
 import json
+import os
 import statistics
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -44,15 +45,23 @@ def read_curve(path: str) -> Curve:
 
 
 def parse_group(spec: str) -> Tuple[str, List[str]]:
-    """``NAME=GLOB[,GLOB...]`` -> (name, the files, sorted); refuses a pattern that matches nothing."""
+    """``NAME=GLOB[,GLOB...]`` -> (name, the files, sorted); refuses a pattern that matches nothing, and a
+    file that two patterns (or two spellings of one path) both match: it would count as two seeds."""
     name, sep, patterns = spec.partition("=")
     if not (sep and name and patterns):
         raise SystemExit(f"curve_means: {spec!r}: write NAME=GLOB, e.g. 'CE=docs/results/converged_ce_seed*_curve.csv'")
     files: List[str] = []
+    seen: Dict[str, str] = {}  # resolved path -> the name it was first matched as
     for pattern in patterns.split(","):
         found = sorted(glob.glob(pattern))
         if not found:
             raise SystemExit(f"curve_means: {name}: {pattern!r} matches no file")
+        for path in found:
+            real = os.path.realpath(path)
+            if real in seen:
+                raise SystemExit(f"curve_means: {name}: {path} is named twice (also as {seen[real]}); "
+                                 f"give each seed's curve once per method")
+            seen[real] = path
         files += found
     return name, files
 

@@ -25,12 +25,26 @@ LABEL = {"none": "CE", "word": "word-KD", "seq": "seq-KD"}
 
 
 def seed_stats(path, search):
-    """{method: {noise: (mean, std, n)}} of the test BLEU over seeds, for one search."""
+    """{method: {noise: (mean, std, n)}} of the test BLEU over seeds, for one search. Refuses a second group
+    for one (method, noise) (another decoding, arch, lr or teacher): one point per rate would silently be
+    the last of them."""
     out = defaultdict(dict)
+    first = {}  # (method, noise) -> the group that holds that point
     for g in report.summarize(report.load_csv(path)):
         if g["search"] == search and g["method"] in METHODS:
+            key = (g["method"], g["noise"])
+            if key in first:
+                raise SystemExit(f"plot_noise_ops: {path}: several groups for method {key[0]} at noise {key[1]:g} "
+                                 f"({differing(first[key], g)}); pass a results CSV whose rows differ only in "
+                                 f"method, noise, seed and search")
+            first[key] = g
             out[g["method"]][g["noise"]] = (g["bleu_mean"], g["bleu_std"], g["n"])
     return out
+
+
+def differing(a, b):
+    """'decoding beam / greedy, lr ...': the report's group coordinates in which two groups differ."""
+    return ", ".join(f"{k} {a[k]} / {b[k]}" for k in report.GROUP if a[k] != b[k])
 
 
 def main(argv=None):
