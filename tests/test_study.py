@@ -433,6 +433,11 @@ def test_named_teachers_distil_and_cache_under_their_names(tmp_path):
     assert inputs.teacher_cache("d", "small=y/ckpt.pt") == str(tmp_path / "o" / "cache" / "corpus_small_top8")
     teachers = [c[c.index("--teacher" if "--teacher" in c else "--teacher-path") + 1] for c in inputs.commands]
     assert teachers == ["x/ckpt.pt", "y/ckpt.pt", "y/ckpt.pt"]
+    # hybrid's cache of each distilled corpus: one per (decoding, teacher), the study's teacher's as before
+    caches = [inputs.teacher_cache(inputs.distilled_data(dec, t), t) for dec in ("beam", "greedy")
+              for t in ("big=x/ckpt.pt", "small=y/ckpt.pt")]
+    assert [os.path.basename(c) for c in caches] == ["beam_top8", "beam-small_small_top8", "greedy_top8",
+                                                     "greedy-small_small_top8"]
 
 
 def test_teacher_on_resume_rules():

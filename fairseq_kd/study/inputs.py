@@ -67,10 +67,17 @@ class CellInputs:
             self.runner(C.distill_command(self.cfg, decoding, str(out), teacher_path(teacher), source), str(log))
         return str(out / "bin")
 
+    def distilled_name(self, data: str) -> str:
+        """A distilled corpus's name: its dir under ``distilled/`` ('beam', 'greedy-big', 'beam-noisy-sub0.3_k8'),
+        unique per (decoding, teacher, noisy copies) as those dirs are."""
+        folder = os.path.dirname(os.path.normpath(data))
+        rel = os.path.relpath(folder, self.out / "distilled")
+        return os.path.basename(folder) if rel.startswith("..") else rel.replace(os.sep, "-")
+
     def teacher_cache(self, data: str, teacher: str) -> str:
         """Build (once) the top-k cache of ``data``'s train and valid splits by ``teacher`` (``PATH`` or
         ``NAME=PATH``); returns its dir."""
-        name = "corpus" if data == self.cfg.data else os.path.basename(os.path.dirname(data.rstrip("/")))
+        name = "corpus" if data == self.cfg.data else self.distilled_name(data)
         if teacher_path(teacher) != self.cfg.teacher:
             name += "_" + dir_name(teacher)
         out = self.out / "cache" / f"{name}_top{self.cfg.cache_topk}"
