@@ -51,6 +51,12 @@ name_of() {  # method -> the name tables and legends use
     *_tnoisy) echo "${1%_tnoisy}-KD (noisy-source teacher)" ;; *) echo "${1}-KD" ;;
   esac
 }
+declare -A written=()  # file this run writes -> what it holds: two cells or lanes never share one file
+claim() {  # file, what goes in it
+  [[ -z ${written[$1]:-} || ${written[$1]} == "$2" ]] \
+    || die "$1 would hold both ${written[$1]} and $2: run one lane per method and size (its seeds in one study) and one lr / arch per lane"
+  written[$1]=$2
+}
 curves() {  # study dir, label suffix, file prefix, [model name]: one curve CSV per cell that has validations
   local S=$1 label=$2 prefix=$3 model=${4:-} code c name m s state out
   code=$(code_of "$(basename "${S}")")
@@ -58,6 +64,7 @@ curves() {  # study dir, label suffix, file prefix, [model name]: one curve CSV 
     name=$(basename "${c}"); m=${name%%_noise*}; s=${name##*seed}
     state=$(grep -qF ",${name}," "${S}/results.csv" 2>/dev/null && echo "" || echo " (partial)")
     out="${R}/${prefix}_${m/./}_seed${s}_curve.csv"
+    claim "${out}" "${c%/}"
     if python "${tools}/log_curve.py" "${c}train.log" --set "model=${model:-$(name_of "${m}")} ${label} seed ${s}${state}" \
         --set "code_commit=${code}" > "${out}.tmp" 2> /dev/null; then
       mv "${out}.tmp" "${out}"
@@ -108,6 +115,7 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- the teacher, 1.3M s
   lane() {  # a 1.3M study, the name of its rows file: its curves; once a cell has finished, its rows, kept whole
     curves "$1" "1.3M lr 0.003" converged
     finished "$1" || return 0
+    claim "${R}/converged_$2_1m.csv" "$1"
     cp "$1/results.csv" "${R}/converged_$2_1m.csv"; cp "$1/results.test1.csv" "${R}/converged_$2_1m.test1.csv"
     keep "$1"; srcs+=("$1")
   }
@@ -115,7 +123,8 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then  # ---- the teacher, 1.3M s
   lane "${ce}" ce
   for S in "${C}"/students_1m_*/; do
     S=${S%/}; [[ ${S} != "${ce}" && -d ${S}/cells ]] || continue
-    m=$(ls "${S}/cells" | head -1); m=${m%%_noise*}
+    m=$(ls "${S}/cells" | sed 's/_noise.*//' | sort -u)
+    [[ ${m} != *$'\n'* ]] || die "${S}: cells of several methods ($(echo ${m})): stage 1 keeps one rows file per method; run one lane per method"
     lane "${S}" "${m/./}"
   done
   if [[ -f ${R}/converged_teacher_d0.3.csv && ${#srcs[@]} -gt 0 && ${srcs[0]} == "${ce}" ]]; then
