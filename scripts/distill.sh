@@ -24,7 +24,7 @@ threads=2                # CPU threads
 max_tokens=6000          # source tokens per batch
 shard_size=2000          # sentences per resumable shard
 spm_model=""             # sentencepiece model (detokenized text, BLEU on text); optional
-copy_splits=valid,test   # other splits copied into OUT/bin so it is ready for fairseq-train
+copy_splits=valid,test   # splits copied into OUT/bin, ready for fairseq-train (all but --split)
 device=auto              # auto | cpu | cuda
 precision=fp32           # fp32 | fp16 | bf16 | amp (half or bfloat16 decoding on GPU; also the switches --fp16 / --bf16 / --amp)
 nprocs=1                 # parallel workers (fairseq-kd-distill --part I/N, then --merge); GPU i for worker i
@@ -40,6 +40,15 @@ hw_split_switches "$@"
 parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 [[ -n "${teacher}" && -n "${data_bin}" && -n "${out_dir}" ]] || usage
 hw_resolve
+# the distilled split is never copied: its gold bin/ files would replace the distilled ones (the tool refuses it)
+kept_copy_splits=""
+IFS=, read -r -a copy_split_list <<< "${copy_splits}"
+for other in "${copy_split_list[@]+"${copy_split_list[@]}"}"; do
+  if [[ -n "${other}" && "${other}" != "${split}" ]]; then
+    kept_copy_splits="${kept_copy_splits:+${kept_copy_splits},}${other}"
+  fi
+done
+copy_splits="${kept_copy_splits}"
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
   if [[ -f "${out_dir}/summary.json" && -f "${out_dir}/bin/${split}.idx.done" ]]; then

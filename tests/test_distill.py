@@ -429,3 +429,74 @@ def test_to_pieces_is_dictionary_string():
     for _ in range(300):  # every id, specials (bos, pad, eos, unk) included
         t = torch.randint(0, len(d), (int(torch.randint(0, 12, (1,), generator=g)),), generator=g)
         assert to_pieces(d, t) == d.string(t) == to_pieces(d, t.tolist())
+
+
+# --- --copy-splits: gold splits copied into bin/ never replace the distilled one -------------
+def _cli_args(split: str, copy_splits: str, out: Path):
+    """Flags with paths that do not exist: a refusal must come before anything is loaded or checked."""
+    return ["--data", str(out / "no-data"), "--split", split, "--teacher", str(out / "no-teacher.pt"),
+            "-o", str(out / "o"), "--cpu", "--copy-splits", copy_splits]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("split,copy_splits,message", [
+    ("valid", "valid,test", "--copy-splits names valid, the --split being distilled: its gold binarized files would "
+                            "replace the distilled ones in bin/; drop valid from --copy-splits"),
+    ("train", "valid,test,valid", "--copy-splits lists valid twice: name each split once"),
+])
+def test_copy_splits_naming_the_split_or_a_split_twice_is_refused_before_any_work(tmp_path, split, copy_splits,
+                                                                                   message):
+    from fairseq_kd.cli import distill
+    from fairseq_kd.errors import KDInputError
+
+    with pytest.raises(KDInputError) as err:
+        distill.main(_cli_args(split, copy_splits, tmp_path))
+    assert str(err.value) == message
+    assert not (tmp_path / "o").exists()  # refused before the output dir (its lock) was made
+
+
+@pytest.mark.unit
+def test_copy_splits_of_other_splits_are_kept_in_order(tmp_path):
+    from fairseq_kd.cli import distill
+
+    args = distill.get_parser().parse_args(_cli_args("train", "valid,test", tmp_path))
+    assert distill.config_from_args(args).copy_splits == ["valid", "test"]
+    args = distill.get_parser().parse_args(_cli_args("valid", "", tmp_path))
+    assert distill.config_from_args(args).copy_splits == []
+
+
+@pytest.mark.unit
+def test_publish_refuses_copying_over_the_distilled_split_before_touching_the_output(tmp_path):
+    """The API path (a DistillConfig built by hand, or a merge) is refused too, before the previous
+    summary.json is removed: a finished output stays finished."""
+    from types import SimpleNamespace
+
+    from fairseq_kd.distill.publish import publish
+    from fairseq_kd.errors import KDInputError
+
+    (tmp_path / "summary.json").write_text("{}\n")
+    cfg = SimpleNamespace(output_dir=str(tmp_path), split="valid", copy_splits=["test", "valid"])
+    with pytest.raises(KDInputError, match="drop valid from --copy-splits"):
+        publish(cfg, None, None, [], {}, None, None)
+    assert (tmp_path / "summary.json").read_text() == "{}\n"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("split,expected", [("valid", "test"), ("test", "valid"), ("train", "valid,test")])
+def test_distill_script_leaves_the_distilled_split_out_of_its_default_copy_splits(tmp_path, split, expected):
+    """scripts/distill.sh defaults to --copy-splits valid,test: with --split valid it must still run, and
+    the command it runs must pass the tool's check."""
+    import shlex
+    import subprocess
+
+    from fairseq_kd.cli import distill
+
+    out = subprocess.run(["bash", str(helpers.REPO / "scripts" / "distill.sh"), "--teacher", "t.pt", "--data-bin",
+                          "d", "--out-dir", str(tmp_path / "d"), "--split", split, "--device", "cpu",
+                          "--dry-run", "true"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cmds = [shlex.split(line)[2:] for line in out.stdout.splitlines() if line.startswith("+ fairseq-kd-distill")]
+    assert len(cmds) == 1
+    args = distill.get_parser().parse_args(cmds[0])
+    assert (args.split, args.copy_splits) == (split, expected)
+    assert distill.config_from_args(args).copy_splits == expected.split(",")

@@ -135,13 +135,17 @@ def config_from_args(args):
     parse_filters(args.filter)  # a bad spec is refused before anything loads
     if args.select != "top" and dcfg.nbest < 2:
         raise KDInputError(f"--select {args.select} chooses among n-best hypotheses: pass --nbest N (N >= 2, <= --beam)")
+    from fairseq_kd.distill.publish import check_copy_splits
+
+    copy_splits = [s for s in args.copy_splits.split(",") if s]
+    check_copy_splits(args.split, copy_splits)  # refused before anything loads, not after the decode
     return DistillConfig(
         data=args.data, teacher_path=args.teacher, output_dir=args.output_dir, split=args.split,
         source_lang=args.source_lang, target_lang=args.target_lang, teacher_data=args.teacher_data,
         decoding=dcfg, select=args.select, backend=args.backend, ct2_compute_type=args.ct2_compute_type,
         max_tokens=args.max_tokens, batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
         spm_model=args.spm_model, spm_model_tgt=args.spm_model_tgt, threads=args.threads, cpu=args.cpu,
-        fp16=args.fp16, bf16=args.bf16, copy_splits=[s for s in args.copy_splits.split(",") if s],
+        fp16=args.fp16, bf16=args.bf16, copy_splits=copy_splits,
         trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite, progress=not args.no_progress,
         max_failed_fraction=args.max_failed_fraction, part=str(args.part) if args.part is not None else None,
         merge=args.merge, teacher_ct2=args.teacher_ct2, teacher_spm=list(args.teacher_spm),

@@ -16,11 +16,27 @@ from fairseq_kd.distill.shards import ShardStore, atomic_write_lines, atomic_wri
 from fairseq_kd.errors import KDInputError
 
 
+def check_copy_splits(split: str, copy_splits) -> None:
+    """Refuse a --copy-splits list that would corrupt bin/: the gold splits are copied after the
+    distilled one is written, so naming the distilled --split would replace its distilled bin/ files
+    with gold ones (fairseq-train would train on gold targets while the text files say distilled);
+    a split listed twice is a typo worth naming. Called by the CLI before any work, and here again."""
+    seen = set()
+    for other in copy_splits:
+        if other == split:
+            raise KDInputError(f"--copy-splits names {other}, the --split being distilled: its gold binarized files "
+                               f"would replace the distilled ones in bin/; drop {other} from --copy-splits")
+        if other in seen:
+            raise KDInputError(f"--copy-splits lists {other} twice: name each split once")
+        seen.add(other)
+
+
 def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, detok_tgt) -> Dict:
     """Check alignment, then write text, binarized data and the summary (each atomically)."""
     import sacrebleu
     from fairseq.data import indexed_dataset
 
+    check_copy_splits(cfg.split, cfg.copy_splits)  # before anything is removed or written
     for folder in (cfg.output_dir, os.path.join(cfg.output_dir, "bin")):  # a killed publish's temporaries
         guard.remove_stale_temporaries(folder)
     summary_file = os.path.join(cfg.output_dir, "summary.json")

@@ -9,9 +9,12 @@ in-process runner writes.
 """
 import json
 import re
+import shlex
 from typing import Dict, List
 
 from fairseq_kd import fileio
+
+RUN_HEADER = "$ "  # starts the line written before each run appended to a log (``run_header``)
 
 _PARAMS = re.compile(r"num\. shared model params: ([\d,]+)")
 _RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
@@ -61,6 +64,25 @@ def parse_train_log(text: str) -> Dict:
             "losses": losses, "curve": [[n, curve[n]] for n in sorted(curve)]}
 
 
+def run_header(cmd: List[str]) -> str:
+    """The line ``study.processes`` writes before each run it appends to a log (what a user would type)."""
+    return f"\n{RUN_HEADER}{shlex.join(cmd)}\n"
+
+
+def last_run(lines: List[str]) -> List[str]:
+    """The lines of an appended-to log written by its last run: the earlier runs' lines blanked (so a
+    line number still points into the file), all of them when no run header is found.
+
+    A cell's logs are appended to, so a decode killed part-way and then re-run leaves both runs'
+    lines in one file, and only the last run's count (a train log keeps all its runs: a resumed
+    fairseq-train continues the curve of the earlier ones)."""
+    starts = [i for i, line in enumerate(lines) if line.startswith(RUN_HEADER)]
+    return [""] * starts[-1] + lines[starts[-1]:] if starts else lines
+
+
 def parse_generate(text: str) -> List[str]:
-    """Hypotheses (``H-<id>`` lines) in input order; ids must be 0..n-1."""
-    return fileio.hypotheses_in_order(text)
+    """Hypotheses (``H-<id>`` lines) of the log's last run (``last_run``) in input order; ids must be 0..n-1.
+
+    Within a run the first ``H-`` line per id is kept (the best of an n-best list); an earlier,
+    killed run's hypotheses must not win over the re-run's."""
+    return fileio.hypotheses_in_order(last_run(fileio.split_lines(text)))

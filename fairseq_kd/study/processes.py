@@ -6,13 +6,13 @@ raises with the log's tail when the tool fails.
 import contextlib
 import logging
 import os
-import shlex
 import subprocess
 from pathlib import Path
 from typing import Callable, List
 
 from fairseq_kd import fileio, guard
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.study.logs import run_header
 from fairseq_kd.study.world import fresh_world, kept_threads
 
 Runner = Callable[..., None]  # (cmd, log_path)
@@ -25,7 +25,7 @@ def run_logged(cmd: List[str], log_path: str, threads: int = 0) -> None:
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n$ {shlex.join(cmd)}\n")
+        log.write(run_header(cmd))
         log.flush()
         code = guard.run_child(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)  # dies with the study
     if code != 0:
@@ -82,7 +82,7 @@ def run_inprocess(cmd: List[str], log_path: str) -> None:
     fresh_world()
     try:
         with open(log_path, "a", encoding="utf-8") as out, contextlib.redirect_stdout(out), kept_threads():
-            out.write(f"\n$ {shlex.join(cmd)}\n")
+            out.write(run_header(cmd))
             out.flush()
             _tool_main(tool, argv)
     except SystemExit as e:
@@ -105,7 +105,7 @@ def run_ranks(cmds: List[List[str]], log_path: str) -> None:
             path = log_path if rank == 0 else f"{log_path}.rank{rank}"
             log = open(path, "a", encoding="utf-8")
             logs.append(log)
-            log.write(f"\n$ {shlex.join(cmd)}\n")
+            log.write(run_header(cmd))
             log.flush()
             procs.append(guard.popen_child(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
         codes = [p.wait() for p in procs]
