@@ -10,7 +10,9 @@
 # Queue file: one job per line, "NAME [after=NAME,NAME] -- COMMAND" (blank lines and # comments skipped);
 # COMMAND runs with bash from the repository root with OMP_NUM_THREADS=--threads. A job that fails (exit
 # not 0) is marked failed, and so is every job that needs it; a job killed by a signal stays pending.
-# State: STATE_DIR/NAME.{done,failed,log,lock} (default: the queue file's folder + /.lanes).
+# State: STATE_DIR/NAME.{done,failed,log,lock} (default: the queue file's folder + /.lanes); NAME.done holds
+# the command that ran, and a done job whose command the queue has since changed is refused at the start
+# (rename the job to run the new command, or delete its .done to run it again).
 set -euo pipefail
 
 # ---- options ----------------------------------------------------------------------------------------
@@ -29,10 +31,11 @@ parse_flags "$@"
   || usage_error "--lanes and --threads are positive integers, --poll an integer"
 state_dir="${state_dir:-$(dirname "${queue}")/.lanes}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+declare -A cmd_of=()    # job name -> its command in the queue (read_queue)
 
 # read_queue: fills names[], needs[] (comma lists) and cmds[]; refuses a malformed line naming it.
 read_queue() {
-  names=(); needs=(); cmds=()
+  names=(); needs=(); cmds=(); cmd_of=()
   local n=0 line head name rest dep
   declare -A seen=()
   while IFS= read -r line || [[ -n "${line}" ]]; do
@@ -45,7 +48,7 @@ read_queue() {
     [[ -z "${rest}" || "${rest}" =~ ^after=[A-Za-z0-9._,-]+$ ]] \
       || usage_error "${queue}:${n}: '${rest}': the only option is after=NAME[,NAME...]"
     seen[${name}]=${n}
-    names+=("${name}"); needs+=("${rest#after=}"); cmds+=("${line#* -- }")
+    names+=("${name}"); needs+=("${rest#after=}"); cmds+=("${line#* -- }"); cmd_of[${name}]=${line#* -- }
   done < "${queue}"
   for n in "${!names[@]}"; do
     IFS=, read -ra dep <<< "${needs[n]}"
@@ -55,23 +58,25 @@ read_queue() {
   done
 }
 
-# job_state NAME: done | failed | running (a lane holds its lock) | open
+# job_state NAME: done | changed (done, by another command than the queue's now) | failed | running (a lane
+# holds its lock) | open. A .done written before commands were recorded is empty: done.
 job_state() {
   local s="${state_dir}/$1"
-  if [[ -e "${s}.done" ]]; then echo done
+  if [[ -e "${s}.done" ]]; then
+    if [[ -s "${s}.done" && "$(cat "${s}.done")" != "${cmd_of[$1]}" ]]; then echo changed; else echo done; fi
   elif [[ -e "${s}.failed" ]]; then echo failed
   elif [[ -e "${s}.lock" ]] && ! flock -n "${s}.lock" true; then echo running
   else echo open; fi
 }
 
-# needs_state I: done (all done) | failed (one failed) | wait
+# needs_state I: done (all done; a changed job's outputs are there) | failed (one failed) | wait
 needs_state() {
   local d dep st
   IFS=, read -ra dep <<< "${needs[$1]}"
   for d in "${dep[@]}"; do
     st=$(job_state "${d}")
     [[ "${st}" == failed ]] && { echo failed; return; }
-    [[ "${st}" == done ]] || { echo wait; return; }
+    [[ "${st}" == done || "${st}" == changed ]] || { echo wait; return; }
   done
   echo done
 }
@@ -99,7 +104,7 @@ lane() {  # lane NUMBER
       rc=$?
       set -e
       if [[ ${rc} -eq 0 ]]; then
-        : > "${state_dir}/${names[i]}.done"
+        printf '%s\n' "${cmds[i]}" > "${state_dir}/${names[i]}.done"
       elif [[ ${rc} -gt 128 ]]; then
         echo "[lane $1 $(date -u +%FT%TZ)] ${names[i]} killed by signal $((rc - 128)): left open" >&2
         exec {fd}>&-; return 1
@@ -124,6 +129,11 @@ if [[ "${status}" == 1 ]]; then
   done
   exit 0
 fi
+for i in "${!names[@]}"; do
+  [[ $(job_state "${names[i]}") != changed ]] || die "job ${names[i]} is done, but by another command than the \
+queue's now ($(cat "${state_dir}/${names[i]}.done")): rename the job in ${queue} to run the new command, or delete \
+${state_dir}/${names[i]}.done to run it again"
+done
 rm -f "${state_dir}"/*.failed  # every run tries the failed jobs again
 pids=()
 for l in $(seq 1 "${lanes}"); do lane "${l}" & pids+=($!); done

@@ -113,3 +113,28 @@ def test_two_runners_on_one_queue_share_the_jobs(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert {n: len(e["start"]) for n, e in events(out).items()} == {n: 1 for n in "abcd"}
+
+
+def test_a_done_job_whose_command_changed_is_refused_not_skipped(tmp_path):
+    """NAME.done holds the command that ran: a queue that changes a done job's command (more seeds, another
+    flag) is refused at the start, naming the job and the two ways on, instead of the new command never
+    running while --status says done; a .done from before commands were recorded (empty) stays done."""
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text(job("a", out) + "\n" + job("old", out) + "\n")
+    lanes(q, check_rc=0)
+    state = tmp_path / ".lanes"
+    assert (state / "a.done").read_text() == job("a", out).split(" -- ", 1)[1] + "\n"
+    (state / "old.done").write_text("")  # written by an earlier run_lanes.sh
+    edited = job("a", out).replace("sleep 0", "sleep 0; true")
+    q.write_text(edited + "\n" + job("old", out).replace("sleep 0", "sleep 1") + "\n")
+    proc = lanes(q, check_rc=1)
+    assert "job a is done, but by another command than the queue's now" in proc.stderr
+    assert f"delete {state}/a.done to run it again" in proc.stderr and "job old" not in proc.stderr
+    status = lanes(q, "--status", "1", check_rc=0).stdout.splitlines()
+    assert [line.split()[:2] for line in status] == [["changed", "a"], ["done", "old"]]
+    assert len(events(out)["a"]["start"]) == 1  # nothing ran
+    (state / "a.done").unlink()
+    lanes(q, check_rc=0)
+    assert len(events(out)["a"]["start"]) == 2 and len(events(out)["old"]["start"]) == 1
+    assert (state / "a.done").read_text() == edited.split(" -- ", 1)[1] + "\n"
