@@ -78,8 +78,22 @@ def summarize(rows: Iterable[Dict]) -> List[Dict]:
         chrf_m, chrf_s = mean_std([r["chrf"] for r in members])
         out.append({**dict(zip(GROUP, key)), "n": len(members), "seeds": sorted(r["seed"] for r in members),
                     "bleu_mean": bleu_m, "bleu_std": bleu_s, "chrf_mean": chrf_m, "chrf_std": chrf_s,
+                    "bleu_by_seed": {r["seed"]: r["bleu"] for r in members},
                     "hyps": {r["seed"]: r["hyp"] for r in members}})
     return out
+
+
+def shared_seeds(a: Dict, b: Dict) -> List:
+    """The seeds two groups both measured: a seed gives every method the same initial weights, so a
+    difference between methods is taken on these (two seeds against three would mix in the third's draw)."""
+    return sorted(set(a["hyps"]) & set(b["hyps"]))
+
+
+def _seeds_note(s: Dict, base: Dict, seeds: List) -> Optional[str]:
+    if seeds == s["seeds"] == base["seeds"]:
+        return None
+    return (f"on the seeds both have ({', '.join(map(str, seeds))}): {s['method']} has {len(s['seeds'])}, "
+            f"{base['method']} {len(base['seeds'])}")
 
 
 def _hyp_file(results_dir: str, hyp: str) -> Optional[str]:
@@ -147,11 +161,18 @@ def compare_to_baseline(summary: List[Dict], results_dir: str, refs: Optional[Li
         if base is None:
             s["vs_baseline_note"] = "no baseline at these coordinates"
             continue
-        base_hyps, sys_hyps = _read_hyps(results_dir, base["hyps"]), _read_hyps(results_dir, s["hyps"])
+        seeds = shared_seeds(s, base)
+        if not seeds:
+            s["vs_baseline_note"] = f"no seed in common with {baseline}"
+            continue
+        base_hyps = _read_hyps(results_dir, {k: base["hyps"][k] for k in seeds})
+        sys_hyps = _read_hyps(results_dir, {k: s["hyps"][k] for k in seeds})
         if refs is None or base_hyps is None or sys_hyps is None:
             s["vs_baseline_note"] = "hypothesis or reference files not found"
             continue
-        s["vs_baseline"] = paired_bootstrap(base_hyps, sys_hyps, refs, n_samples=n_samples)
+        s["vs_baseline"] = {**paired_bootstrap(base_hyps, sys_hyps, refs, n_samples=n_samples), "seeds": seeds}
+        if _seeds_note(s, base, seeds):
+            s["vs_baseline_note"] = _seeds_note(s, base, seeds)
     return summary
 
 
@@ -201,10 +222,16 @@ def add_gap_closed(summary: List[Dict], teacher_bleu: Dict[str, float]) -> List[
             s["gap_note"] = f"no teacher BLEU for search {s['search']}"
         elif base is None:
             s["gap_note"] = "no CE group at these coordinates"
+        elif not shared_seeds(s, base):
+            s["gap_note"] = "no seed in common with CE"
         else:
-            s["gap_closed"] = gap_closed(s["bleu_mean"], base["bleu_mean"], teacher)
+            seeds = shared_seeds(s, base)
+            mine, ce_mean = (sum(g["bleu_by_seed"][k] for k in seeds) / len(seeds) for g in (s, base))
+            s["gap_closed"] = gap_closed(mine, ce_mean, teacher)
+            if _seeds_note(s, base, seeds):
+                s["gap_seeds"] = seeds
             if s["gap_closed"] is None:
-                s["gap_note"] = f"teacher {teacher:.2f} is not above CE {base['bleu_mean']:.2f} ({s['search']})"
+                s["gap_note"] = f"teacher {teacher:.2f} is not above CE {ce_mean:.2f} ({s['search']})"
     return summary
 
 
@@ -212,7 +239,8 @@ def _gap_cell(s: Dict) -> str:
     if s["method"] == BASELINE:
         return "| "
     v = s.get("gap_closed")
-    return "| n/a " if v is None else f"| {100 * v:+.0f}% "
+    paired = f" (seeds {', '.join(map(str, s['gap_seeds']))})" if s.get("gap_seeds") else ""
+    return "| n/a " if v is None else f"| {100 * v:+.0f}%{paired} "
 
 
 def _delta_cells(s: Dict) -> str:
@@ -221,7 +249,8 @@ def _delta_cells(s: Dict) -> str:
         return "| | " if s["method"] == s.get("baseline", BASELINE) else "| n/a | "
     from fairseq_kd.significance import format_p, significance_mark
 
-    return (f"| {v['delta']:+.2f} [{v['ci_low']:+.2f}, {v['ci_high']:+.2f}] "
+    paired = f" (seeds {', '.join(map(str, v['seeds']))})" if s.get("vs_baseline_note") and v.get("seeds") else ""
+    return (f"| {v['delta']:+.2f} [{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]{paired} "
             f"| {format_p(v['p_value'], v['n_samples'])}{significance_mark(v['p_value'])} ")
 
 
@@ -247,10 +276,12 @@ def markdown_table(summary: List[Dict]) -> str:
     if gap:
         t = ", ".join(sorted({f"{s['teacher_bleu']:.2f} ({s['search']})" for s in summary if s.get("teacher_bleu")
                               is not None}))
-        gap_text = (f"\ngap closed: (student - CE) / (teacher - CE) with the teacher's test BLEU {t} and CE's "
-                    f"seed mean at the same noise, arch, lr and search; 100% = the teacher's BLEU."
+        gap_text = (f"\ngap closed: (student - CE) / (teacher - CE) with the teacher's test BLEU {t} and the "
+                    f"means over the seeds both have, CE at the same noise, arch, lr and search; 100% = the "
+                    f"teacher's BLEU."
                     + (" n/a: " + "; ".join(notes) + "." if notes else "") + "\n")
     return "\n".join(lines) + "\n" + gap_text + ("\nΔ: seed-averaged BLEU minus the baseline's at the same noise, arch, lr and "
-                                       "search; paired bootstrap over test sentences (1,000 resamples of sacrebleu's "
+                                       "search, over the seeds both have (named where a side has others); paired "
+                                       "bootstrap over test sentences (1,000 resamples of sacrebleu's "
                                        "seed): 95% percentile interval and its two-sided p; * where the interval "
                                        "excludes 0 (p <= 0.05).\n" if any(s.get("vs_baseline") for s in summary) else "")

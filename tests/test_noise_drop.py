@@ -138,3 +138,25 @@ def test_another_split_needs_its_reference(studies):
     clean, noisy = studies
     with pytest.raises(KDInputError, match="--split test1: pass --test-ref"):
         _run(clean, noisy, "--split", "test1")
+
+
+def test_a_pair_is_compared_on_the_seeds_both_methods_have(tmp_path):
+    """word at seeds 1-3, seq at 1-2: word's own drop is over its three seeds, but the pair's difference (and
+    the drops beside it) is over seeds 1, 2 only (a seed is one initialisation for every method), so word's
+    third seed, which loses far more, does not enter seq - word."""
+    clean = {**SYSTEMS, ("word", 0, 3): _system(10, 0.8)}
+    noisy = {**{k: v for k, v in NOISY.items() if k[0] in ("word", "seq") and k[2] < 3}, ("word", 0.3, 3): ["x"] * 80}
+    c, n = _study(tmp_path, "clean", clean), _study(tmp_path, "noisy", noisy)
+    _run(c, n, "--pairs", "word:seq", tmp_json=tmp_path / "out.json")
+    got = json.loads((tmp_path / "out.json").read_text())
+    word = next(e for e in got["methods"] if e["method"] == "word")
+    assert word["seeds"] == [1, 2, 3]
+
+    def drop_on(m, seeds):
+        return statistics.mean(bleu(noisy[m, 0.3, s]) for s in seeds) - statistics.mean(bleu(clean[m, 0, s])
+                                                                                        for s in seeds)
+
+    pair = got["pairs"][0]
+    assert pair["seeds"] == [1, 2]
+    assert pair["drop_a"] == pytest.approx(drop_on("word", (1, 2))) and pair["drop_b"] == pytest.approx(drop_on("seq", (1, 2)))
+    assert pair["b_minus_a"]["delta"] == pytest.approx(drop_on("seq", (1, 2)) - drop_on("word", (1, 2)))

@@ -62,3 +62,14 @@ def test_refusals_name_the_file_and_fix(tmp_path):
     ok = write(tmp_path, "ok.json", [group("none", 20.0)])
     with pytest.raises(SystemExit, match="no side labelled 'x'"):
         t.main([f"a={ok}", f"b={ok}", "--teacher-bleu", "x=30"])
+
+
+def test_gap_closed_is_taken_on_the_seeds_both_have(tmp_path, capsys):
+    """A summary with per-seed BLEU (fairseq-kd-report's bleu_by_seed): hybrid at seeds 1, 2 against CE's 1, 2
+    (mean 39), not CE's three (38; seed 3 at 36): (41 - 39) / (43 - 39) = 50%, not (41 - 38) / (43 - 38) = 60%."""
+    ce = {**group("none", 38.0), "bleu_by_seed": {"1": 38.0, "2": 40.0, "3": 36.0}}
+    hybrid = {**group("hybrid", 41.0, n=2), "bleu_by_seed": {"1": 40.0, "2": 42.0}}
+    one = write(tmp_path, "a.json", [ce, hybrid])
+    assert load().main([f"a={one}", f"b={one}", "--teacher-bleu", "a=43", "--teacher-bleu", "b=43"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| hybrid "))
+    assert row.count("| +50% |") == 2

@@ -145,6 +145,36 @@ def test_an_extra_splits_results_need_its_reference_and_keep_the_main_report(tmp
     assert R.extra_split("x/results.csv") is None and R.extra_split("results.test_2017.csv") == "test_2017"
 
 
+def test_a_method_with_fewer_seeds_is_compared_on_the_seeds_both_have(tmp_path, capsys):
+    """Word-KD at seeds 1, 2 against CE at 1, 2, 3: the Δ and its bootstrap are word's 1, 2 against CE's 1, 2
+    (a seed is the same initial weights for every method), and the table names the seeds; CE's third seed,
+    far below the others here, does not enter the difference."""
+    import sacrebleu
+
+    from fairseq_kd.significance import paired_bootstrap
+
+    refs = [f"a small red dog number {i} sat on the mat" for i in range(30)]
+    cut = lambda k: [r if i % k else " ".join(r.split()[:-2]) for i, r in enumerate(refs)]  # noqa: E731
+    files = {"none1": cut(3), "none2": cut(4), "none3": ["x"] * 30, "word1": cut(5), "word2": refs}
+    rows = []
+    for name, lines in files.items():
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        rows.append(f"{name[:-1]},0,tiny,-,0.001,{name[-1]},1000,{round(sacrebleu.corpus_bleu(lines, [refs]).score, 2)},"
+                    f"50,0,sig,1,10,,beam5,-,{name}.txt")
+    (tmp_path / "ref.txt").write_text("\n".join(refs) + "\n")
+    (tmp_path / "study.json").write_text('{"test_ref": "ref.txt"}')
+    results = tmp_path / "results.csv"
+    results.write_text(HEADER.strip() + ",search,teacher,hyp\n" + "\n".join(rows) + "\n")
+    assert cli.cli_main([str(results), "--no-plots", "--bootstrap-samples", "200"]) == 0
+    table = capsys.readouterr().out
+    word = next(s for s in json.loads((tmp_path / "summary.json").read_text()) if s["method"] == "word")
+    expected = paired_bootstrap([files["none1"], files["none2"]], [files["word1"], files["word2"]], refs, n_samples=200)
+    assert word["vs_baseline"]["delta"] == pytest.approx(expected["delta"], abs=1e-9)
+    assert (word["vs_baseline"]["ci_low"], word["vs_baseline"]["seeds"]) == (expected["ci_low"], [1, 2])
+    assert word["vs_baseline_note"] == "on the seeds both have (1, 2): word has 2, none 3"
+    assert f"| {expected['delta']:+.2f} [{expected['ci_low']:+.2f}, {expected['ci_high']:+.2f}] (seeds 1, 2) |" in table
+
+
 def test_cli_writes_table_summary_and_three_pngs(results, tmp_path, capsys):
     curves = tmp_path / "curves.csv"
     curves.write_text("method,noise,arch,decoding,lr,seed,updates,valid_bleu\n"
@@ -186,21 +216,22 @@ def test_gap_closed_by_hand(results, tmp_path, capsys):
                                                    "word,0,tiny,-,0.0005,2,1000,35,50,29,sig,10,100,"]) + "\n")
     summary = R.add_gap_closed(R.summarize(R.load_csv(str(path))), {"beam": 36.0})
     word = next(s for s in summary if s["method"] == "word")
-    assert word["gap_closed"] == 0.5  # (34 - 32) / (36 - 32)
+    # on the seeds both have: word's 1, 2 (34) against CE's 1, 2 (31), not CE's three (32): (34 - 31) / (36 - 31)
+    assert word["gap_closed"] == 0.6
     table = R.markdown_table(summary)
     assert table.splitlines()[0].endswith("| p | gap closed |")
-    assert "| 34.00 ± 1.41 | 50.00 ± 0.00 | n/a | | +50% |" in table
+    assert "| 34.00 ± 1.41 | 50.00 ± 0.00 | n/a | | +60% (seeds 1, 2) |" in table
     assert "teacher's test BLEU 36.00 (beam)" in table
     # a teacher below CE, or none for the group's search: no share, and the table says why
     low = R.markdown_table(R.add_gap_closed(R.summarize(R.load_csv(str(path))), {"beam": 31.0}))
-    assert "| n/a |\n" in low and "teacher 31.00 is not above CE 32.00 (beam)" in low
+    assert "| n/a |\n" in low and "teacher 31.00 is not above CE 31.00 (beam)" in low
     other = R.markdown_table(R.add_gap_closed(R.summarize(R.load_csv(str(path))), {"greedy": 36.0}))
     assert "no teacher BLEU for search beam" in other
     # through the CLI: a bare number for a one-search file, SEARCH=BLEU always; without the flag no column
     for flag in ("36", "beam=36"):
         assert cli.cli_main([str(path), "--no-plots", "--no-significance", "--teacher-bleu", flag,
                              "--out-dir", str(tmp_path / "o")]) == 0
-        assert "+50%" in capsys.readouterr().out
+        assert "+60% (seeds 1, 2)" in capsys.readouterr().out
     assert cli.cli_main([str(path), "--no-plots", "--no-significance", "--out-dir", str(tmp_path / "o")]) == 0
     assert "gap closed" not in capsys.readouterr().out
     assert cli.cli_main([str(path), "--no-plots", "--teacher-bleu", "136", "--out-dir", str(tmp_path / "o")]) == 2

@@ -99,9 +99,15 @@ def drops(clean, noisy, noise, search, clean_of, pairs, refs, n_samples=1000):
             if m not in methods:
                 raise KDInputError(f"--pairs {a}:{b}: {m} has no cell at noise {noise} ({', '.join(methods)})")
         ma, mb = methods[a], methods[b]
-        boot = contrast_bootstrap([(1.0, ma["_clean"]), (-1.0, ma["_noisy"]), (-1.0, mb["_clean"]), (1.0, mb["_noisy"])],
-                                  refs, n_samples=n_samples)
-        out_pairs.append({"a": a, "b": b, "drop_a": ma["drop"]["delta"], "drop_b": mb["drop"]["delta"], "b_minus_a": boot})
+        common = sorted(set(ma["seeds"]) & set(mb["seeds"]))  # a seed is one initialisation for every method
+        if not common:
+            raise KDInputError(f"--pairs {a}:{b}: {a} has seeds {ma['seeds']}, {b} {mb['seeds']}: no seed on both sides")
+        pick = lambda m, part: [m[part][m["seeds"].index(k)] for k in common]  # noqa: E731
+        boot = contrast_bootstrap([(1.0, pick(ma, "_clean")), (-1.0, pick(ma, "_noisy")), (-1.0, pick(mb, "_clean")),
+                                   (1.0, pick(mb, "_noisy"))], refs, n_samples=n_samples)
+        score = [t["score"] for t in boot["terms"]]  # seed-averaged BLEU of a clean, a noisy, b clean, b noisy
+        out_pairs.append({"a": a, "b": b, "seeds": common, "drop_a": score[1] - score[0],
+                          "drop_b": score[3] - score[2], "b_minus_a": boot})
     return [{k: v for k, v in e.items() if not k.startswith("_")} for e in methods.values()], out_pairs
 
 

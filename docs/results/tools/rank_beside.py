@@ -60,7 +60,12 @@ def gap_closed(side: Dict, key: Tuple[str, float], teacher: Optional[float]) -> 
     ce = side.get((BASELINE, key[1]))
     if teacher is None or ce is None or key[0] == BASELINE:
         return None
-    return share(side[key]["bleu_mean"], ce["bleu_mean"], teacher)
+    g = side[key]
+    seeds = sorted(set(g.get("bleu_by_seed") or {}) & set(ce.get("bleu_by_seed") or {}))
+    if not seeds:  # a summary written before per-seed BLEU was kept: the seed means, as it reported them
+        return share(g["bleu_mean"], ce["bleu_mean"], teacher)
+    mine, base = (sum(x["bleu_by_seed"][k] for k in seeds) / len(seeds) for x in (g, ce))
+    return share(mine, base, teacher)  # on the seeds both have, as fairseq-kd-report's gap column
 
 
 def _cell(g: Dict, rank: int, gap: Optional[float], with_gap: bool) -> str:
