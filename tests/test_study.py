@@ -119,6 +119,26 @@ def test_teachers_of_one_name_are_refused_and_named_teachers_are_their_names():
     assert split_spec("t.pt") == ("t.pt", "t.pt") and split_spec("a=b=c.pt") == ("a", "b=c.pt")
 
 
+@pytest.mark.parametrize("option, value, says", [
+    ("train_args", "--dropout 0.1 --seed 7", "--train-args sets --seed, .* use --seeds instead"),
+    ("train_args", "--lr=0.01", "--train-args sets --lr, .* use --lrs instead"),
+    ("train_args", "--max-update 99", "--train-args sets --max-update, .* use --max-update instead"),
+    ("gen_args", "--beam 10", "--gen-args sets --beam, .* use --beam / --searches instead"),
+    ("method_args", {"word": "--kd-alpha 0.7 --arch transformer"}, "--method-args word= sets --arch, .* --archs"),
+])
+def test_flags_the_study_records_are_refused_in_free_form_args(option, value, says):
+    """A grid coordinate or recorded setting given again as a raw flag would win in fairseq (the last flag
+    counts) while the rows record the study's value: every seed trained with --seed 7, a 'greedy' row decoded
+    with --beam 10. Refused before anything runs; the flags the study does not own pass."""
+    base = dict(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t", methods=["word"])
+    with pytest.raises(KDInputError, match=says):
+        S.StudyConfig(**base, **{option: value}).validate()
+    fine = S.StudyConfig(**base, train_args="--dropout 0.1 --encoder-layers 3", gen_args="--lenpen 1.0",
+                         method_args={"word": "--kd-alpha 0.7"})
+    with pytest.raises(KDInputError, match="--data d: not a directory"):  # past the flags, to the next check
+        fine.validate()
+
+
 def test_train_command_per_method():
     cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
                         noise_ops=["deletion", "swap"], method_args={"word": "--kd-alpha 0.7"})

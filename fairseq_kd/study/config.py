@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study.methods import (METHOD_SPECS, method_base, method_spec, reads_noisy_copies,  # noqa: F401
                                       teacher_reads_noise, uses_teacher)
-from fairseq_kd.study.preflight import check_reference_lines, check_student_init, check_teacher
+from fairseq_kd.study.preflight import (OWNED_GEN_FLAGS, OWNED_TRAIN_FLAGS, check_owned_flags, check_reference_lines,
+                                        check_student_init, check_teacher)
 from fairseq_kd.study.teachers import check_names, dir_name, teacher_name, teacher_path
 
 METHODS = ("none", "word", "seq", "hybrid")
@@ -150,6 +151,10 @@ class StudyConfig:
         return [(f"beam{self.beam}", self.beam) if s == "beam" else ("greedy", 1) for s in self.searches]
 
     def validate(self) -> None:
+        check_owned_flags("--train-args", self.train_args, OWNED_TRAIN_FLAGS)
+        for m, flags in self.method_args.items():
+            check_owned_flags(f"--method-args {m}=", flags, OWNED_TRAIN_FLAGS)
+        check_owned_flags("--gen-args", self.gen_args, OWNED_GEN_FLAGS)
         for m in self.methods:
             if method_base(m) not in METHOD_SPECS or not re.fullmatch(r"[A-Za-z_]+(\.[A-Za-z0-9_-]+)?", m):
                 raise KDInputError(f"unknown method {m!r}: choose from {', '.join(METHOD_SPECS)}, or name a variant "

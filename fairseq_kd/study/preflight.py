@@ -58,6 +58,38 @@ def check_student_init(path: str, archs: Sequence[str], src: str, tgt: str) -> N
     check_teacher_pair(state.get("cfg") or {}, src, tgt, path, data="the study")
 
 
+# flags the study sets itself and records (grid coordinates, settings in study.json): given again in
+# --train-args / --method-args / --gen-args, fairseq would take the later one while the rows record the
+# study's (a "greedy" row decoded with --beam 10, every seed trained with --seed 7)
+OWNED_TRAIN_FLAGS = {"--seed": "--seeds", "--lr": "--lrs", "--arch": "--archs", "-a": "--archs",
+                     "--max-update": "--max-update", "--patience": "--patience", "--max-tokens": "--max-tokens",
+                     "--warmup-updates": "--warmup-updates", "--label-smoothing": "--label-smoothing",
+                     "--validate-interval-updates": "--validate-interval-updates",
+                     "--best-checkpoint-metric": "--best-metric", "--criterion": "--methods",
+                     "--teacher-path": "--teacher / --teachers", "--task": None, "--save-dir": None,
+                     "--finetune-from-model": "--student-init", "--source-lang": "--source-lang",
+                     "--target-lang": "--target-lang", "-s": "--source-lang", "-t": "--target-lang"}
+OWNED_GEN_FLAGS = {"--beam": "--beam / --searches", "--max-len-a": "--max-len-a", "--max-len-b": "--max-len-b",
+                   "--gen-subset": "--gen-subset / --extra-test", "--path": None, "--nbest": None}
+
+
+def check_owned_flags(option: str, flags: str, owned: Dict) -> None:
+    """Refuse a flag of ``owned`` in the free-form ``flags`` of ``option`` (``--train-args`` ...), naming the
+    study's own option for it (or saying the study sets it)."""
+    import shlex
+
+    try:
+        words = shlex.split(flags or "")
+    except ValueError as e:
+        raise KDInputError(f"{option} {flags!r}: {e}") from None
+    for word in words:
+        flag = word.split("=", 1)[0]
+        if flag in owned:
+            own = owned[flag]
+            raise KDInputError(f"{option} sets {flag}, which the study sets itself and records in its rows: "
+                               + (f"use {own} instead" if own else "leave it to the study"))
+
+
 CHECKPOINT_SETTINGS = ("teacher", "student_init")  # settings that name checkpoint files (a:b = an ensemble)
 DIGESTS = "checkpoint_sha256"  # study.json key: {setting: sha256 of its files' bytes}
 
