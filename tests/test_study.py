@@ -460,6 +460,35 @@ def test_named_teachers_distil_and_cache_under_their_names(tmp_path):
                                                      "greedy-small_small_top8"]
 
 
+def test_an_extra_split_added_later_covers_the_finished_cells_and_references_are_known_by_content(
+        corpus, tmp_path, monkeypatch):
+    """--extra-test added on a resume decodes the cells already finished (its table holds the same cells as the
+    main one; before, they were skipped and results.test1.csv lacked them), without training them again; a
+    reference replaced under its rows is refused before any work, naming both digests."""
+    monkeypatch.setattr(S.StudyConfig, "validate", lambda self: None)  # test1 is a name only here
+    out = tmp_path / "study"
+    launched = []
+    runner = fake_runner(launched)
+    runner.ref = make_cfg(corpus, out).test_ref
+    ref1 = tmp_path / "test1.ref"
+    ref1.write_bytes(Path(runner.ref).read_bytes())
+    assert S.Study(make_cfg(corpus, out, seeds=[1, 2]), runner=runner).run(progress=False)["ran"] == 4
+    launched.clear()
+    summary = S.Study(make_cfg(corpus, out, seeds=[1, 2], extra_tests=[("test1", str(ref1))]),
+                      runner=runner).run(progress=False)
+    assert summary["ran"] == 4 and launched == ["fairseq-generate"] * 4  # decoded on test1, not trained again
+    rows = list(csv.DictReader(open(out / "results.test1.csv")))
+    assert sorted(r["cell"] for r in rows) == sorted(r["cell"] for r in csv.DictReader(open(out / "results.csv")))
+    launched.clear()
+    assert S.Study(make_cfg(corpus, out, seeds=[1, 2], extra_tests=[("test1", str(ref1))]),
+                   runner=runner).run(progress=False)["ran"] == 0
+    ref1.write_text("x" + ref1.read_text())  # same lines, other bytes
+    with pytest.raises(KDInputError, match=rf"--extra-test test1={ref1} is not the reference this study's test1 rows"):
+        S.Study(make_cfg(corpus, out, seeds=[1, 2, 3], extra_tests=[("test1", str(ref1))]),
+                runner=runner).run(progress=False)
+    assert launched == []
+
+
 def test_teacher_on_resume_rules():
     from fairseq_kd.study.resume import teacher_on_resume
 

@@ -6,10 +6,12 @@ an out-dir that has one must use the same settings (flag strings compare as the 
 methods, teachers); a method's own flags while it has no finished cell; a teacher may join a study of
 teacher-free cells, and a teacher-free run may add cells to a study that has one (``teacher_on_resume``).
 Checkpoints are compared by content, not by path: the teacher and ``--student-init``
-(``preflight.same_checkpoints``) and each teacher of the ``--teachers`` axis (``teachers.reconcile``).
+(``preflight.same_checkpoints``) and each teacher of the ``--teachers`` axis (``teachers.reconcile``); so are
+the test references (``reference_digests``: a split's reference replaced under its rows is refused).
 """
 import dataclasses
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
@@ -35,6 +37,7 @@ def reconcile(settings: Path, cfg: StudyConfig, recorded: Set[str]) -> Tuple[Stu
         cfg = dataclasses.replace(cfg, teachers=tuple(teachers))
     if not current[T.DIGESTS]:
         del current[T.DIGESTS]
+    current[REFERENCES] = reference_digests(str(settings), previous.get(REFERENCES) or {}, cfg)
     if not settings.exists():
         current[DIGESTS] = checkpoint_digests(current, used)
         return cfg, current
@@ -43,7 +46,7 @@ def reconcile(settings: Path, cfg: StudyConfig, recorded: Set[str]) -> Tuple[Stu
     if joins:  # recorded as one setting, so a later resume compares against it
         previous["teacher"] = current["teacher"] = teacher
     same_checkpoints(str(settings), previous, current, used)
-    changed = sorted(k for k in set(previous) | set(current) if k not in ("method_args", DIGESTS, T.DIGESTS)
+    changed = sorted(k for k in set(previous) | set(current) if k not in ("method_args", DIGESTS, T.DIGESTS, REFERENCES)
                      and not same_setting(k, previous.get(k), current.get(k)))
     changed += changed_method_args(previous.get("method_args", {}), current["method_args"], recorded, cfg.methods)
     if changed:
@@ -51,6 +54,26 @@ def reconcile(settings: Path, cfg: StudyConfig, recorded: Set[str]) -> Tuple[Stu
                            f"resume with the same settings or use a new --out-dir")
     current["method_args"] = {**previous.get("method_args", {}), **current["method_args"]}
     return cfg, current
+
+
+REFERENCES = "reference_sha256"  # study.json key: {split: sha256 of the raw reference its rows were scored with}
+
+
+def reference_digests(where: str, recorded: Dict, cfg: StudyConfig) -> Dict[str, str]:
+    """The references' digests to record: the recorded ones, with this run's splits added; a split whose
+    reference now has other bytes is refused (its rows were scored against the recorded one)."""
+    from fairseq_kd.fingerprint import files_fingerprint
+
+    now = {split: files_fingerprint([ref]) for split, ref in [(cfg.gen_subset, cfg.test_ref), *cfg.extra_tests]
+           if ref and os.path.isfile(ref)}
+    for split, digest in now.items():
+        if split in recorded and recorded[split] != digest:
+            flag = "--test-ref" if split == cfg.gen_subset else f"--extra-test {split}="
+            ref = cfg.test_ref if split == cfg.gen_subset else dict(cfg.extra_tests)[split]
+            raise KDInputError(f"{where}: {flag}{ref} is not the reference this study's {split} rows were scored "
+                               f"with (sha256 {recorded[split][:12]}; this file: {digest[:12]}): pass that "
+                               f"reference, or use a new --out-dir")
+    return {**recorded, **now}
 
 
 def changed_method_args(previous: Dict[str, str], current: Dict[str, str], recorded: Set[str],

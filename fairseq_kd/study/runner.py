@@ -83,8 +83,14 @@ class Study(CellInputs):
         fileio.atomic_write_json(settings, current)
 
     def done(self) -> set:
+        """(cell key, search) recorded for the main test split and every ``--extra-test`` split (a split added
+        on a resume decodes the finished cells too: its table must hold the same cells as the main one)."""
         default = self.cfg.test_searches()[0][0]
-        return {(*row_key(r), r.get("search") or default) for r in read_csv(self.results)}
+        recorded = lambda path: {(*row_key(r), r.get("search") or default) for r in read_csv(path)}  # noqa: E731
+        out = recorded(self.results)
+        for split, _ in self.cfg.extra_tests:
+            out &= recorded(str(self.out / f"results.{split}.csv"))
+        return out
 
     def run(self, progress: bool = True) -> Dict:
         self.preflight(build_grid(self.cfg))

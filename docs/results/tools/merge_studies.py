@@ -67,8 +67,13 @@ def merged_settings(srcs):
     first = studies[0]
     for other in studies[1:]:
         for key in sorted(set(first[1]) | set(other[1])):
-            if key not in TEACHER_SETTINGS + ("method_args",) and not same_setting(key, first[1].get(key),
-                                                                                  other[1].get(key)):
+            if key in TEACHER_SETTINGS + ("method_args",):
+                continue
+            a, b = first[1].get(key), other[1].get(key)
+            if key.endswith("_sha256") and isinstance(a or {}, dict) and isinstance(b or {}, dict):
+                if any(a[k] != b[k] for k in set(a or {}) & set(b or {})):  # digests: what both recorded
+                    refuse(key, first, other)
+            elif not same_setting(key, a, b):
                 refuse(key, first, other)
     with_teacher = [s for s in studies if any(_reads_teacher(m) for m in s[2])]
     for other in with_teacher[1:]:
@@ -87,6 +92,8 @@ def merged_settings(srcs):
                                    f"({args_of[m][1]!r} vs {mine!r}): their rows are not one method's")
             args_of.setdefault(m, (src, mine))
     merged = dict(first[1])
+    for key in {k for s in studies for k in s[1] if k.endswith("_sha256") and k not in TEACHER_SETTINGS}:
+        merged[key] = {n: d for s in studies for n, d in (s[1].get(key) or {}).items()}
     if with_teacher:
         merged.update({k: with_teacher[0][1][k] for k in TEACHER_SETTINGS if k in with_teacher[0][1]})
         axis = {n: d for s in with_teacher for n, d in (s[1].get("teachers_sha256") or {}).items()}
