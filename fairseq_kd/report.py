@@ -171,6 +171,13 @@ def compare_to_baseline(summary: List[Dict], results_dir: str, refs: Optional[Li
             s["vs_baseline_note"] = "hypothesis or reference files not found"
             continue
         s["vs_baseline"] = {**paired_bootstrap(base_hyps, sys_hyps, refs, n_samples=n_samples), "seeds": seeds}
+        for group, score in ((base, s["vs_baseline"]["base"]), (s, s["vs_baseline"]["system"])):
+            recorded = sum(group["bleu_by_seed"][k] for k in seeds) / len(seeds)
+            if abs(score - recorded) > 0.01:  # the rows' bleu is rounded to 2 decimals
+                raise KDInputError(f"{group['method']} ({group['search']}): its hypotheses score {score:.2f} BLEU "
+                                   f"against this reference but its rows say {recorded:.2f}: the reference is not the "
+                                   f"one they were scored with (another split's, of the same length?); pass the "
+                                   f"right --test-ref")
         if _seeds_note(s, base, seeds):
             s["vs_baseline_note"] = _seeds_note(s, base, seeds)
     return summary
@@ -209,7 +216,12 @@ def parse_teacher_bleu(values: Sequence[str], searches: Sequence[str]) -> Dict[s
 def add_gap_closed(summary: List[Dict], teacher_bleu: Dict[str, float]) -> List[Dict]:
     """Adds ``gap_closed`` to every non-CE group (CE = method ``none`` at the same noise, arch, lr and
     search, whatever ``--baseline`` is; the teacher's BLEU of the group's test search), or None with
-    ``gap_note`` saying why it is missing."""
+    ``gap_note`` saying why it is missing. One teacher BLEU per search: rows of several teachers (a
+    ``--teachers`` axis) are refused, each would need its own."""
+    teachers = sorted({str(s.get("teacher", "-")) for s in summary} - {"-"})
+    if len(teachers) > 1:
+        raise KDInputError(f"--teacher-bleu: the rows hold several teachers ({', '.join(teachers)}), and the gap of "
+                           f"each needs its own teacher's BLEU; report one teacher's rows at a time")
     ce = {tuple(s[k] for k in PAIRED): s for s in summary if s["method"] == BASELINE}
     for s in summary:
         teacher = teacher_bleu.get(s["search"])

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from fairseq_kd import report as R
+from fairseq_kd.errors import KDInputError
 from fairseq_kd import report_plots as P
 from fairseq_kd.cli import report as cli
 
@@ -137,6 +138,9 @@ def test_an_extra_splits_results_need_its_reference_and_keep_the_main_report(tmp
     results.write_text(HEADER.strip() + ",search,teacher,hyp\n" + "\n".join(rows) + "\n")
     assert cli.cli_main([str(results), "--no-plots"]) == 2
     assert "extra test split 'test1'" in capsys.readouterr().err and not (tmp_path / "report.test1").exists()
+    # the main split's reference given by hand: same length, but the rows' BLEU says it is not theirs
+    assert cli.cli_main([str(results), "--no-plots", "--test-ref", str(tmp_path / "test.en")]) == 2
+    assert "is not the one they were scored with" in capsys.readouterr().err
     assert cli.cli_main([str(results), "--no-plots", "--test-ref", str(tmp_path / "test1.en")]) == 0
     capsys.readouterr()
     word = next(s for s in json.loads((tmp_path / "report.test1" / "summary.json").read_text()) if s["method"] == "word")
@@ -227,6 +231,9 @@ def test_gap_closed_by_hand(results, tmp_path, capsys):
     assert "| n/a |\n" in low and "teacher 31.00 is not above CE 31.00 (beam)" in low
     other = R.markdown_table(R.add_gap_closed(R.summarize(R.load_csv(str(path))), {"greedy": 36.0}))
     assert "no teacher BLEU for search beam" in other
+    two = [{**s, "teacher": t} for s, t in zip(R.summarize(R.load_csv(str(path))), ["big", "small"])]
+    with pytest.raises(KDInputError, match=r"several teachers \(big, small\)"):  # one teacher BLEU cannot serve both
+        R.add_gap_closed(two, {"beam": 36.0})
     # through the CLI: a bare number for a one-search file, SEARCH=BLEU always; without the flag no column
     for flag in ("36", "beam=36"):
         assert cli.cli_main([str(path), "--no-plots", "--no-significance", "--teacher-bleu", flag,
