@@ -139,6 +139,49 @@ def test_flags_the_study_records_are_refused_in_free_form_args(option, value, sa
         fine.validate()
 
 
+def test_online_methods_decode_and_cache_like_the_offline_ones():
+    """--beam and --max-len-a/b reach the online teacher decodes (seq_online / hybrid_online: the task's own
+    defaults were beam 4 and 1.2x+10 whatever the study said) and the on-policy student's outputs, as they
+    reach fairseq-kd-distill for offline seq; sampling is one sample on both paths. Under --precision bf16 the
+    distillation and the top-k cache compute in bf16, as an online teacher does."""
+    cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="s", target_lang="t", teacher="/t.pt",
+                        beam=6, max_len_a=2.0, max_len_b=3)
+
+    def value(cmd, flag):
+        return cmd[len(cmd) - 1 - cmd[::-1].index(flag) + 1]  # the last one: fairseq's
+
+    for method, dec, beam in (("seq_online", "beam", "6"), ("hybrid_online", "sampling", "1")):
+        online = S.train_command(cfg, S.Cell(method, 0.0, "a", dec, 1e-3, 1), "d", "s")
+        offline = S.distill_command(cfg, dec, "o")
+        assert value(online, "--seq-kd-beam") == value(offline, "--beam") == beam
+        assert (value(online, "--seq-kd-max-len-a"), value(online, "--seq-kd-max-len-b")) == \
+               (value(offline, "--max-len-a"), value(offline, "--max-len-b")) == ("2", "3")
+    onp = S.train_command(cfg, S.Cell("onpolicy", 0.0, "a", S.NO_DECODING, 1e-3, 1), "d", "s")
+    assert (value(onp, "--onpolicy-max-len-a"), value(onp, "--onpolicy-max-len-b")) == ("2", "3")
+    from fairseq_kd.study.commands import cache_command
+
+    bf16 = dataclasses.replace(cfg, precision="bf16", device="cuda")
+    assert "--bf16" in S.distill_command(bf16, "beam", "o") and value(cache_command(bf16, "d", "/t.pt", "c"), "--dtype") == "bf16"
+    assert value(cache_command(cfg, "d", "/t.pt", "c"), "--dtype") == "fp32"
+
+
+def test_several_gpus_train_through_fairseqs_entry_point_even_in_process(monkeypatch, tmp_path):
+    """--in-process with --nprocs 2 on cuda: the training runs as a subprocess (fairseq spawns its workers from
+    its entry point only; called in process it trained on one GPU, its log saying two); one GPU stays in
+    process."""
+    from fairseq_kd.study import runner as R
+
+    calls = []
+    monkeypatch.setattr(R, "run_logged", lambda cmd, log: calls.append(("subprocess", cmd)))
+    monkeypatch.setattr(R, "run_inprocess", lambda cmd, log: calls.append(("in process", cmd)))
+    for nprocs, expected in ((2, "subprocess"), (1, "in process")):
+        cfg = S.StudyConfig(data="d", out_dir=str(tmp_path), test_ref="r", source_lang="s", target_lang="t",
+                            device="cuda", nprocs=nprocs)
+        calls.clear()
+        R.Study(cfg, runner=R.run_inprocess).train(S.Cell("none", 0.0, "a", S.NO_DECODING, 1e-3, 1), "d", "s", "log")
+        assert [c[0] for c in calls] == [expected] and "fairseq-train" in calls[0][1][0]
+
+
 def test_train_command_per_method():
     cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
                         noise_ops=["deletion", "swap"], method_args={"word": "--kd-alpha 0.7"})

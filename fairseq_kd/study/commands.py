@@ -145,8 +145,11 @@ def method_flags(cfg: StudyConfig, cell: Cell, cache: str = "") -> List[str]:
             flags += ["--teacher-cache", cache]
             if _wants_hidden(user):  # hidden-state KD still runs the teacher's encoder: the cache has no states
                 flags += ["--teacher-path", cell_teacher(cfg, cell)]
-    if spec["decoding"] and spec["data"] == "corpus":
-        flags += ["--seq-kd-decoding", cell.decoding]
+    if spec["decoding"] and spec["data"] == "corpus":  # online: the study's beam and length limit, as offline
+        flags += ["--seq-kd-decoding", cell.decoding, "--seq-kd-beam", str(cfg.beam) if cell.decoding == "beam"
+                  else "1", "--seq-kd-max-len-a", fmt_num(cfg.max_len_a), "--seq-kd-max-len-b", str(cfg.max_len_b)]
+    if spec["criterion"] == "onpolicy_kd":  # the student's own outputs: the study's length limit too
+        flags += ["--onpolicy-max-len-a", fmt_num(cfg.max_len_a), "--onpolicy-max-len-b", str(cfg.max_len_b)]
     return flags + user
 
 
@@ -174,8 +177,15 @@ def cache_command(cfg: StudyConfig, data: str, teacher: str, out: str) -> List[s
     """fairseq-kd-cache of the train and valid splits of ``data`` (the teacher's top-``cfg.cache_topk``)."""
     cmd = [find_tool("fairseq-kd-cache"), data, "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang,
            "--teacher-path", teacher, "--out-dir", out, "--split", "train", "--split", "valid",
-           "--topk", str(cfg.cache_topk), "--max-tokens", str(cfg.max_tokens), "--no-progress"]
+           "--topk", str(cfg.cache_topk), "--max-tokens", str(cfg.max_tokens), "--no-progress",
+           "--dtype", teacher_dtype(cfg)]
     return cmd + (["--device", "cpu"] if cfg.resolved_device() == "cpu" else [])
+
+
+def teacher_dtype(cfg: StudyConfig) -> str:
+    """The dtype an online teacher computes in under the study's precision (``KDTranslationTask.teacher_dtype``):
+    the cache's, so cached and online methods read one teacher."""
+    return {"bf16": "bf16", "fp16": "fp16", "amp": "fp16"}.get(cfg.precision, "fp32")
 
 
 def generate_command(cfg: StudyConfig, data: str, checkpoint: str, beam: int = 0, subset: str = "") -> List[str]:
@@ -213,6 +223,8 @@ def distill_command(cfg: StudyConfig, decoding: str, out: str, teacher: str = ""
         cmd += ["--cpu"]
     elif cfg.precision in ("fp16", "amp"):
         cmd += ["--fp16"]
+    elif cfg.precision == "bf16":
+        cmd += ["--bf16"]
     extra = shlex.split(cfg.distill_args)
     if decoding == "teacher_forcing" and _last_value(extra, "--backend") == "ctranslate2":
         # teacher forcing is one forward pass of the teacher, which CTranslate2 does not expose:

@@ -68,7 +68,10 @@ OWNED_TRAIN_FLAGS = {"--seed": "--seeds", "--lr": "--lrs", "--arch": "--archs", 
                      "--best-checkpoint-metric": "--best-metric", "--criterion": "--methods",
                      "--teacher-path": "--teacher / --teachers", "--task": None, "--save-dir": None,
                      "--finetune-from-model": "--student-init", "--source-lang": "--source-lang",
-                     "--target-lang": "--target-lang", "-s": "--source-lang", "-t": "--target-lang"}
+                     "--target-lang": "--target-lang", "-s": "--source-lang", "-t": "--target-lang",
+                     "--seq-kd-decoding": "--decodings", "--seq-kd-beam": "--beam",
+                     "--seq-kd-max-len-a": "--max-len-a", "--seq-kd-max-len-b": "--max-len-b",
+                     "--onpolicy-max-len-a": "--max-len-a", "--onpolicy-max-len-b": "--max-len-b"}
 OWNED_GEN_FLAGS = {"--beam": "--beam / --searches", "--max-len-a": "--max-len-a", "--max-len-b": "--max-len-b",
                    "--gen-subset": "--gen-subset / --extra-test", "--path": None, "--nbest": None}
 

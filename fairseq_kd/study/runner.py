@@ -47,7 +47,7 @@ from fairseq_kd.study.logs import parse_generate, parse_train_log
 from fairseq_kd.study import resume
 from fairseq_kd.study import parallel
 from fairseq_kd.study.records import read_csv, replace_rows_atomic, sort_rows_atomic
-from fairseq_kd.study.processes import Runner, run_logged, run_ranks
+from fairseq_kd.study.processes import Runner, run_inprocess, run_logged, run_ranks
 
 logger = logging.getLogger("fairseq_kd.study")
 
@@ -130,7 +130,10 @@ class Study(CellInputs):
     def train(self, cell: Cell, data: str, save_dir: str, log: str, cache: str = "") -> None:
         self.launched.append("fairseq-train")
         if self.cfg.nprocs == 1 or self.cfg.resolved_device() == "cuda":  # one command (fairseq spawns on GPU)
-            self.runner(C.train_command(self.cfg, cell, data, save_dir, 0, C.free_port(), cache), log)
+            # fairseq starts its N GPU workers from its command-line entry point only: called in this process,
+            # it would train on one GPU while its log says N
+            runner = run_logged if self.cfg.nprocs > 1 and self.runner is run_inprocess else self.runner
+            runner(C.train_command(self.cfg, cell, data, save_dir, 0, C.free_port(), cache), log)
         else:
             port = C.free_port()
             run_ranks([C.train_command(self.cfg, cell, data, save_dir, r, port, cache)
