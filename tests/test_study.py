@@ -658,10 +658,11 @@ def test_every_method_trains_with_the_baselines_settings_but_its_own():
     online decoding; label smoothing, dropout, budget, schedule, checkpointing are shared."""
     cfg = S.StudyConfig(data="d", out_dir="o", test_ref="r", source_lang="de", target_lang="en", teacher="t.pt",
                         label_smoothing=0.1, train_args="--dropout 0.2")
-    own = {"criterion", "teacher_path", "seq_kd_decoding", "seq_kd_targets"}
+    own = {"criterion", "teacher_path", "seq_kd_decoding", "seq_kd_targets",  # the method's own; its teacher's
+           "seq_kd_beam", "seq_kd_max_len_a", "seq_kd_max_len_b", "onpolicy_max_len_a", "onpolicy_max_len_b"}  # search
     diffs = differing_settings(cfg)
     assert all(set(d) <= own for d in diffs.values()), diffs
-    assert diffs["seq_online"] == ["criterion", "seq_kd_decoding", "teacher_path"]
+    assert diffs["seq_online"] == ["criterion", "seq_kd_beam", "seq_kd_decoding", "teacher_path"]  # beam 5, not 4
     assert diffs["hybrid"] == ["criterion", "seq_kd_targets", "teacher_path"]
     for method in ("none", "word", "seq", "seq_online", "hybrid"):
         dec = S.NO_DECODING if not S.METHOD_SPECS[method]["decoding"] else "greedy"
