@@ -3,8 +3,11 @@
 #   scripts/distill.sh --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --out-dir exp/distilled
 #   scripts/distill.sh ... --device cuda --fp16 --nprocs 4   # 4 workers (--part I/4, one GPU each), then --merge
 # Stage 1 decodes the training split with fairseq-kd-distill (sharded, resumable: re-run
-# after an interruption to continue), stage 2 prints the summary. Steps whose outputs
-# exist are skipped.
+# after an interruption to continue), stage 2 prints the summary. A finished OUT is skipped only
+# when it was made with the same settings (the tool's flags, teacher and data files as they are now,
+# recorded in OUT/.distill_settings); otherwise the rerun reaches fairseq-kd-distill, which checks its
+# shards' meta.json: it publishes again without decoding when the decoding settings are the same, and
+# refuses a change (use another --out-dir, or --extra --overwrite to start over).
 set -euo pipefail
 
 # --- variables (each can be given as --name value) -----------------------------------
@@ -51,25 +54,49 @@ done
 copy_splits="${kept_copy_splits}"
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
-  if [[ -f "${out_dir}/summary.json" && -f "${out_dir}/bin/${split}.idx.done" ]]; then
-    echo "stage 1: ${out_dir} already distilled, skipping"
+  spm_args=()
+  [[ -n "${spm_model}" ]] && spm_args=(--spm-model "${spm_model}")
+  args=(--data "${data_bin}" --split "${split}" --teacher "${teacher}" --output-dir "${out_dir}"
+    --decoding "${decoding}" --beam "${beam}" --nbest "${nbest}" --select "${select}" --lenpen "${lenpen}"
+    --backend "${backend}" --max-tokens "${max_tokens}" --shard-size "${shard_size}"
+    --copy-splits "${copy_splits}" "${spm_args[@]}" "${hw_distill[@]}")
+  # what the outputs depend on (not --threads / --nprocs): the flags, and the input files' size and mtime
+  IFS=: read -r -a teacher_files <<< "${teacher}"
+  settings="$(printf '%q ' fairseq-kd-distill "${args[@]}"; echo "${extra}"
+    inputs_stamp "${teacher_files[@]}" "${spm_model}" "${data_bin}"/dict.*.txt "${data_bin}/${split}".*)"
+  settings_file="${out_dir}/.distill_settings"
+  finished=false
+  [[ -f "${out_dir}/summary.json" && -f "${out_dir}/bin/${split}.idx.done" ]] && finished=true
+  if [[ "${finished}" == true && -f "${settings_file}" && "$(cat "${settings_file}")" == "${settings}" ]]; then
+    echo "stage 1: ${out_dir} already distilled with these settings, skipping"
   else
     mkdir -p "$(dirname "${out_dir}")"
-    echo "stage 1: distilling ${split} of ${data_bin} with ${teacher} (${decoding}, ${backend})"
-    spm_args=()
-    [[ -n "${spm_model}" ]] && spm_args=(--spm-model "${spm_model}")
-    args=(--data "${data_bin}" --split "${split}" --teacher "${teacher}" --output-dir "${out_dir}"
-      --decoding "${decoding}" --beam "${beam}" --nbest "${nbest}" --select "${select}" --lenpen "${lenpen}"
-      --backend "${backend}" --threads "${threads}" --max-tokens "${max_tokens}" --shard-size "${shard_size}"
-      --copy-splits "${copy_splits}" "${spm_args[@]}" "${hw_distill[@]}")
+    args+=(--threads "${threads}")
+    parallel=false
+    [[ "${nprocs}" -gt 1 ]] && parallel=true
+    if [[ "${finished}" == true ]]; then
+      echo "stage 1: ${out_dir} was distilled with other settings than these (or before ${settings_file} recorded" \
+        "them): fairseq-kd-distill checks them against its shards (it publishes again without decoding, or refuses)"
+      # the finished shards are in OUT/shards: one call checks them, with no worker decoding a part first
+      [[ " ${extra} " == *" --overwrite "* ]] || parallel=false
+    else
+      echo "stage 1: distilling ${split} of ${data_bin} with ${teacher} (${decoding}, ${backend})"
+    fi
     if [[ "${dry_run}" == true ]]; then
-      if [[ "${nprocs}" -gt 1 ]]; then
+      if [[ "${parallel}" == true ]]; then
         for (( i = 0; i < nprocs; i++ )); do hw_run fairseq-kd-distill "${args[@]}" --part "${i}/${nprocs}" ${extra}; done
         args+=(--merge)
       fi
       hw_run fairseq-kd-distill "${args[@]}" ${extra}
     else
-      if [[ "${nprocs}" -gt 1 ]]; then  # N workers, each its block of shards (GPU i for worker i), then the merge
+      # no settings file while the tool runs (a run killed once it has published must not pass for the old
+      # settings); a tool that refuses or fails leaves summary.json only where OUT is still the old corpus
+      # (publishing removes it first): the old settings are put back
+      [[ -f "${settings_file}" ]] && mv -f "${settings_file}" "${settings_file}.old"
+      keep_old_settings() {
+        if [[ -f "${out_dir}/summary.json" && -f "${settings_file}.old" ]]; then mv -f "${settings_file}.old" "${settings_file}"; fi
+      }
+      if [[ "${parallel}" == true ]]; then  # N workers, each its block of shards (GPU i for worker i), then the merge
         pids=()
         for (( i = 0; i < nprocs; i++ )); do
           gpu="${CUDA_VISIBLE_DEVICES:-}"
@@ -81,13 +108,16 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
         done
         status=0
         for pid in "${pids[@]}"; do wait "${pid}" || status=1; done
-        [[ ${status} -eq 0 ]] || { echo "$0: a distillation worker failed: see ${out_dir}.part*.log" >&2; exit 1; }
+        [[ ${status} -eq 0 ]] || {
+          keep_old_settings; echo "$0: a distillation worker failed: see ${out_dir}.part*.log" >&2; exit 1; }
         args+=(--merge)
       fi
       # shellcheck disable=SC2086
-      fairseq-kd-distill "${args[@]}" ${extra} > "${out_dir}.summary.tmp"
+      fairseq-kd-distill "${args[@]}" ${extra} > "${out_dir}.summary.tmp" || { rc=$?; keep_old_settings; exit "${rc}"; }
       mv "${out_dir}.summary.tmp" "${out_dir}/summary.printed.json"
       touch "${out_dir}/bin/${split}.idx.done"
+      printf '%s\n' "${settings}" > "${settings_file}"
+      rm -f "${settings_file}.old"
     fi
   fi
 fi

@@ -89,6 +89,46 @@ def test_teacher_forcing_with_ct2_is_refused_before_anything_is_written(tiny_tea
     run_distill(tiny_teacher, out, "--decoding", "teacher_forcing")  # the same dir then works with fairseq
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("flags,names", [
+    # fairseq draws N samples and keeps the best-scoring one; CTranslate2 drew one, silently
+    (["--decoding", "sampling", "--beam", "3"], ["--beam 1", "--backend fairseq"]),
+    # fairseq's beam/greedy search divides the logits by the temperature; CTranslate2 ignored it there
+    (["--decoding", "beam", "--beam", "2", "--temperature", "0.5"], ["--temperature 1", "--backend fairseq"]),
+    (["--decoding", "greedy", "--temperature", "2"], ["--temperature 1", "--backend fairseq"]),
+])
+def test_ct2_refuses_what_it_would_decode_unlike_fairseq_before_any_work(tiny_teacher, tmp_path, capsys, flags, names):
+    from fairseq_kd.cli import distill
+
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exc:
+        distill.cli_main(["--data", str(tiny_teacher.data_bin), "--split", "test", "--teacher",
+                          str(tiny_teacher.checkpoint), "-o", str(out), "--cpu", "--no-progress", "--backend",
+                          "ctranslate2", *flags])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fairseq-kd-distill: error: ") and all(n in err[-1] for n in names), err[-1]
+    assert not out.exists()  # nothing written
+    from fairseq_kd.distill.run import distill as run_distill_api  # the API refuses it too, before any shard
+    from fairseq_kd.errors import KDInputError
+
+    cfg = distill.config_from_args(distill.get_parser().parse_args(
+        ["--data", str(tiny_teacher.data_bin), "--split", "test", "--teacher", str(tiny_teacher.checkpoint), "-o",
+         str(out), "--cpu", "--no-progress", "--backend", "ctranslate2", *flags]))
+    with pytest.raises(KDInputError, match="--backend fairseq"):
+        run_distill_api(cfg)
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_ct2_sampling_one_sample_topk1_is_fairseq_greedy(tiny_teacher, tmp_path):
+    """--beam 1 sampling (one draw) still runs on CTranslate2: top-1 sampling is greedy search."""
+    run_distill(tiny_teacher, tmp_path / "fs", "--decoding", "greedy")
+    run_distill(tiny_teacher, tmp_path / "ct", "--decoding", "sampling", "--beam", "1", "--sampling-topk", "1",
+                "--temperature", "0.7", "--backend", "ctranslate2", "--ct2-compute-type", "float32", "--threads", "1")
+    assert lines(tmp_path / "ct" / "test.tgt") == lines(tmp_path / "fs" / "test.tgt")
+
+
 def test_glu_teacher_distils_through_ct2_mixed_batches_equal_alone(tiny_teacher, tmp_path):
     """A transformer_glu (swiglu, pre-norm) teacher goes through the project's converter. Greedy equals the
     fairseq backend; beam in mixed-length batches equals beam with every sentence in a batch of its own

@@ -100,6 +100,29 @@ def test_shard_store_refuses_other_settings(tmp_path):
         ShardStore(str(tmp_path), {"decoding": "beam5"})
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("decoding", ["beam", "greedy"])
+def test_temperature_is_a_setting_of_beam_and_greedy_shards(tmp_path, decoding):
+    """fairseq's search divides every step's logits by --temperature (beam: other hypotheses, greedy: other
+    scores): shards decoded at another temperature are refused on resume; the default keeps the signature
+    written before temperature was recorded, so a directory distilled then still resumes."""
+    from fairseq_kd.distill.decoding import DecodingConfig
+    from fairseq_kd.distill.shards import ShardStore
+    from fairseq_kd.errors import KDInputError
+
+    before = {"beam": "beam-beam5-nbest1-lenpen1.0-maxlen1.2x+10-minlen1",
+              "greedy": "greedy-maxlen1.2x+10-minlen1"}[decoding]  # the signature of earlier versions
+    assert DecodingConfig(decoding=decoding).signature() == before
+    assert DecodingConfig(decoding=decoding, temperature=1.0).signature() == before
+    ShardStore(str(tmp_path), {"decoding": before})  # a directory distilled before this change
+    ShardStore(str(tmp_path), {"decoding": DecodingConfig(decoding=decoding).signature()})  # resumes
+    for t in (0.5, 2.0):
+        with pytest.raises(KDInputError, match=r"\(decoding differ\).*--overwrite"):
+            ShardStore(str(tmp_path), {"decoding": DecodingConfig(decoding=decoding, temperature=t).signature()})
+    assert (DecodingConfig(decoding="teacher_forcing", temperature=0.5).signature()
+            == DecodingConfig(decoding="teacher_forcing").signature())  # its argmax never reads the temperature
+
+
 # --- integration: the tool on the tiny teacher ---------------------------------------
 @pytest.mark.integration
 @pytest.mark.parametrize("decoding,beam", [("greedy", 1), ("beam", 4)])
@@ -196,6 +219,12 @@ def test_interrupted_run_resumes_byte_identical(tiny_teacher, tmp_path, monkeypa
     stale = killed_atomic_write(part / "shards" / "shard-000002.jsonl", '{"id": 32, "tgt": [4')  # fileio's own
     calls["n"] = 0
     monkeypatch.setattr(run_mod, "decode_shard", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
+    from fairseq_kd.errors import KDInputError
+
+    for other in (["--beam", "3"], ["--temperature", "0.5"]):  # resuming with another setting mixes two corpora
+        with pytest.raises(KDInputError, match=r"\(decoding differ\)"):
+            run_distill(tiny_teacher, part, "--decoding", "beam", "--beam", "2", *other)
+    assert calls["n"] == 0 and not (part / "test.tgt").exists()
     run_distill(tiny_teacher, part, "--decoding", "beam", "--beam", "2")
     assert calls["n"] == 1  # only the missing shard was decoded again
     assert not stale.exists()  # the killed write's temporary is gone
@@ -500,3 +529,66 @@ def test_distill_script_leaves_the_distilled_split_out_of_its_default_copy_split
     args = distill.get_parser().parse_args(cmds[0])
     assert (args.split, args.copy_splits) == (split, expected)
     assert distill.config_from_args(args).copy_splits == expected.split(",")
+
+
+def _distill_script(*args, **kwargs):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(["bash", str(helpers.REPO / "scripts" / "distill.sh"), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=600, **kwargs)
+
+
+@pytest.mark.unit
+def test_distill_script_rerun_on_a_finished_output_without_recorded_settings_reaches_the_tool(tmp_path):
+    """A finished OUT (summary.json, bin/SPLIT.idx.done) used to be skipped whatever --beam / --teacher said:
+    without settings recorded as these, the rerun goes to fairseq-kd-distill (one call: the shards are in
+    OUT/shards, no worker decodes a part first), which checks its shards' settings."""
+    out = tmp_path / "d"
+    (out / "bin").mkdir(parents=True)
+    (out / "summary.json").write_text("{}\n")
+    (out / "bin" / "train.idx.done").touch()
+    (out / ".distill_settings").write_text("fairseq-kd-distill --beam 5 (another run)\n")
+    proc = _distill_script("--teacher", "t.pt", "--data-bin", "d", "--out-dir", out, "--beam", "4", "--device", "cpu",
+                           "--nprocs", "2", "--dry-run", "true")
+    assert proc.returncode == 0, proc.stderr
+    assert "already distilled" not in proc.stdout and "checks them against its shards" in proc.stdout
+    cmds = [line for line in proc.stdout.splitlines() if line.startswith("+ fairseq-kd-distill")]
+    assert len(cmds) == 1 and "--beam 4" in cmds[0] and "--part" not in cmds[0] and "--merge" not in cmds[0]
+
+
+@pytest.mark.integration
+def test_distill_script_skips_only_an_identical_rerun_and_the_tool_refuses_a_changed_one(tmp_path):
+    raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=48, n_valid=8, n_test=16)
+    data_bin = helpers.preprocess(raw, tmp_path / "bin")
+    teacher = helpers.train(data_bin, tmp_path / "teacher", max_epoch=1, max_tokens=400)
+    out = tmp_path / "distilled"
+    base = ["--teacher", teacher, "--data-bin", data_bin, "--out-dir", out, "--split", "test", "--device", "cpu",
+            "--beam", "3", "--threads", "1", "--stop-stage", "1", "--extra", "--no-progress"]
+    first = _distill_script(*base)
+    assert first.returncode == 0, first.stderr[-3000:]
+    published = {p: p.read_bytes() for p in published_files(out)}
+    assert out / ".distill_settings" in published  # recorded when the tool finished
+    summary = (out / "summary.json").read_bytes()
+    stamp = out / "bin" / "test.idx.done"
+
+    again = _distill_script(*base, "--threads", "2")  # threads change nothing in the outputs: skipped
+    assert again.returncode == 0 and "already distilled with these settings, skipping" in again.stdout, again.stderr
+    assert (out / "summary.json").read_bytes() == summary and stamp.exists()
+
+    changed = _distill_script(*base, "--beam", "2")  # used to print "already distilled, skipping"
+    assert changed.returncode == 2, changed.stdout + changed.stderr[-3000:]
+    assert "already distilled" not in changed.stdout
+    assert "written with other settings (decoding differ)" in changed.stderr and "--overwrite" in changed.stderr
+    assert {p: p.read_bytes() for p in published_files(out)} == published  # the finished corpus is untouched
+    assert (out / "summary.json").read_bytes() == summary
+    back = _distill_script(*base)  # still recorded as the corpus of the original settings: skipped
+    assert back.returncode == 0 and "already distilled with these settings" in back.stdout, back.stderr[-3000:]
+
+    (out / ".distill_settings").unlink()  # an output distilled before settings were recorded
+    old = _distill_script(*base)  # reaches the tool: same shards, published again without decoding
+    assert old.returncode == 0 and "checks them against its shards" in old.stdout, old.stderr[-3000:]
+    assert {p: p.read_bytes() for p in published_files(out)} == published
+    assert "already distilled with these settings" in _distill_script(*base).stdout

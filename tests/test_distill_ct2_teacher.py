@@ -204,6 +204,20 @@ def test_unusable_teachers_are_refused_in_one_line(w, tmp_path, capsys):
 
 
 @pytest.mark.integration
+def test_sampling_best_of_n_and_temperature_outside_sampling_are_refused_in_one_line(w, tmp_path, capsys):
+    """fairseq's sampling keeps the best of --beam N samples and its beam/greedy search divide the logits by
+    --temperature; a CTranslate2 teacher does neither: refused, nothing written."""
+    out = tmp_path / "out"
+    base = ["--teacher-ct2", str(w["other"]), "-o", str(out)]
+    msg = one_line_error(w, tmp_path, capsys, *base, "--decoding", "sampling", "--beam", "3")
+    assert "--beam 3" in msg and "pass --beam 1" in msg
+    for flags in (["--decoding", "beam", "--beam", "2"], ["--decoding", "greedy"]):
+        msg = one_line_error(w, tmp_path, capsys, *base, *flags, "--temperature", "0.5")
+        assert "--temperature 0.5" in msg and "--temperature 1" in msg
+    assert not out.exists()
+
+
+@pytest.mark.integration
 def test_seq_inter_chrf_picks_among_the_teachers_nbest(w, tmp_path):
     import ctranslate2
     import sacrebleu

@@ -53,7 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("decoding")
     g.add_argument("--decoding", choices=["beam", "greedy", "sampling", "teacher_forcing"], default="beam",
                    help="beam search, greedy, sampling, or teacher forcing (argmax given the gold prefix)")
-    g.add_argument("--beam", type=int, default=5, help="beam size (number of samples with --decoding sampling)")
+    g.add_argument("--beam", type=int, default=5, help="beam size (with --decoding sampling: samples drawn, the best-scoring kept; CTranslate2: 1 only)")
     g.add_argument("--nbest", type=int, default=1, help="hypotheses kept per sentence for --select")
     g.add_argument("--select", choices=["top", "sentence_bleu", "chrf"], default="top",
                    help="seq-inter (Kim & Rush 2016): keep the n-best hypothesis closest to the reference")
@@ -62,7 +62,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-len-b", type=int, default=10, help="max length = a * source length + b")
     g.add_argument("--sampling-topk", type=int, default=-1, help="sample from the k most likely tokens")
     g.add_argument("--sampling-topp", type=float, default=-1.0, help="nucleus sampling mass")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    g.add_argument("--temperature", type=float, default=1.0, help="divides the teacher's logits (sampling; with the fairseq backend also beam and greedy)")
     g.add_argument("--seed", type=int, default=1, help="random seed (sampling; shard k uses seed + k)")
     g = p.add_argument_group("backend and speed")
     g.add_argument("--backend", choices=["fairseq", "ctranslate2"], default="fairseq",
@@ -163,6 +163,10 @@ def main(argv=None) -> dict:
     cfg = config_from_args(args)
     if cfg.teacher_ct2:
         from fairseq_kd.distill.ct2_teacher import check_options
+
+        check_options(cfg)
+    elif cfg.backend == "ctranslate2":
+        from fairseq_kd.distill.ct2 import check_options
 
         check_options(cfg)
     guard.check_paths({"--data": args.data, "--teacher": args.teacher.split(":") if args.teacher else None,

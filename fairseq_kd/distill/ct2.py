@@ -14,8 +14,11 @@ Decoding (``export.decode``): length-sorted mixed-length batches through
 ``translate_iterable`` with a token-based ``max_batch_size``, fairseq's search rules and a
 per-sentence length limit, so every output is the one the sentence gets alone.
 
-Ensembles, teacher forcing and n-best sampling raise a ``KDInputError`` naming
-``--backend fairseq``, as does any architecture the converter cannot express.
+Ensembles, teacher forcing, n-best sampling, sampling with ``--beam N > 1`` (fairseq keeps the
+best-scoring of N samples; CTranslate2 draws one) and ``--temperature`` other than 1 outside
+sampling (fairseq's beam/greedy search divides the logits by it; CTranslate2 applies a temperature
+only when sampling) raise a ``KDInputError`` naming ``--backend fairseq`` (``check_options``,
+before anything is written), as does any architecture the converter cannot express.
 """
 import logging
 import os
@@ -72,6 +75,29 @@ def convert(checkpoint: str, data_dir: str, src: str, tgt: str, fingerprint: str
     return convert_teacher(teacher, checkpoint, fingerprint)
 
 
+def check_options(cfg) -> None:
+    """What ``--backend ctranslate2`` cannot decode as fairseq does, refused before anything loads or is written."""
+    from fairseq_kd.teacher import split_paths
+
+    d = cfg.decoding
+    if cfg.teacher_path and len(split_paths(cfg.teacher_path)) > 1:
+        raise KDInputError("--backend ctranslate2 decodes a single teacher, not an ensemble: "
+                           "use --backend fairseq for ensembles")
+    if d.decoding == "teacher_forcing":
+        raise KDInputError("--decoding teacher_forcing is implemented for --backend fairseq only (it is one forward "
+                           "pass of the teacher, which CTranslate2 does not expose): use --backend fairseq")
+    if d.decoding == "sampling" and d.nbest > 1:
+        raise KDInputError("--backend ctranslate2 samples one hypothesis per sentence: use --nbest 1 "
+                           "or --backend fairseq")
+    if d.decoding == "sampling" and d.beam > 1:
+        raise KDInputError(f"--decoding sampling --beam {d.beam}: --backend ctranslate2 draws one sample per sentence "
+                           f"(fairseq keeps the best of {d.beam}): pass --beam 1, or --backend fairseq")
+    if d.decoding != "sampling" and d.temperature != 1.0:
+        raise KDInputError(f"--temperature {d.temperature} with --decoding {d.decoding}: CTranslate2 applies a "
+                           f"temperature only when sampling (fairseq's search divides every step's logits by it): "
+                           f"pass --temperature 1, or --backend fairseq")
+
+
 def resolve_compute_type(compute_type: str, device: str) -> str:
     if compute_type != "auto":
         return compute_type
@@ -89,15 +115,11 @@ class CT2Backend:
 
         from fairseq_kd.export.decode import FairseqLikeDecoder, SearchConfig
 
+        check_options(cfg)  # also checked by ``run.distill`` before anything is written
         if len(teacher.paths) != 1:
             raise KDInputError("--backend ctranslate2 decodes a single teacher, not an ensemble: "
                                "use --backend fairseq for ensembles")
         d = cfg.decoding
-        if d.decoding == "teacher_forcing":
-            raise KDInputError("--decoding teacher_forcing is implemented for --backend fairseq only")
-        if d.decoding == "sampling" and d.nbest > 1:
-            raise KDInputError("--backend ctranslate2 samples one hypothesis per sentence: use --nbest 1 "
-                               "or --backend fairseq")
         self.data, self.cfg, self.ct2 = data, cfg, ctranslate2
         self.device = "cuda" if (torch.cuda.is_available() and not cfg.cpu) else "cpu"
         self.compute_type = resolve_compute_type(cfg.ct2_compute_type, self.device)

@@ -152,6 +152,12 @@ def check_options(cfg) -> None:
         raise KDInputError("--decoding teacher_forcing needs the teacher's dictionary: use a fairseq --teacher")
     if d.decoding == "sampling" and d.nbest > 1:
         raise KDInputError("--teacher-ct2 samples one hypothesis per sentence: use --nbest 1")
+    if d.decoding == "sampling" and d.beam > 1:
+        raise KDInputError(f"--decoding sampling --beam {d.beam}: --teacher-ct2 draws one sample per sentence (the "
+                           f"fairseq backend keeps the best of {d.beam}): pass --beam 1")
+    if d.decoding != "sampling" and d.temperature != 1.0:
+        raise KDInputError(f"--temperature {d.temperature} with --decoding {d.decoding}: CTranslate2 applies a "
+                           f"temperature only when sampling: pass --temperature 1 (or a fairseq --teacher)")
     if cfg.teacher_data or cfg.trust_checkpoint or cfg.fp16 or cfg.bf16:
         raise KDInputError("--teacher-data, --trust-checkpoint, --fp16 and --bf16 are for a fairseq --teacher; a "
                            "CTranslate2 teacher's precision is --ct2-compute-type")

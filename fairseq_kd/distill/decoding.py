@@ -41,6 +41,10 @@ class DecodingConfig:
         parts = [self.decoding]
         if self.decoding in ("beam", "sampling"):
             parts += [f"beam{self.beam}", f"nbest{self.nbest}", f"lenpen{self.lenpen}"]
+        if self.decoding in ("beam", "greedy") and self.temperature != 1.0:
+            # fairseq's search divides every step's logits by it (beam: other hypotheses; greedy: other scores).
+            # Only a non-default value is recorded: shards of the default keep their signature and still resume.
+            parts.append(f"temp{self.temperature}")
         if self.decoding == "sampling":
             parts += [f"topk{self.sampling_topk}", f"topp{self.sampling_topp}", f"temp{self.temperature}"]
         if self.decoding != "teacher_forcing":

@@ -103,6 +103,10 @@ def distill(cfg: DistillConfig) -> Dict:
         from fairseq_kd.distill.merge import merge_parts
 
         return merge_parts(cfg)
+    if cfg.backend == "ctranslate2" and not cfg.teacher_ct2:  # what it cannot decode as fairseq does: before any work
+        from fairseq_kd.distill.ct2 import check_options
+
+        check_options(cfg)
     part = parts.parse_part(cfg.part) if cfg.part else None
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -113,9 +117,6 @@ def distill(cfg: DistillConfig) -> Dict:
                            f"{data.tgt_dict_file}")
     if cfg.decoding.decoding == "teacher_forcing" and data.tgt_ds is None:
         raise KDInputError(f"--decoding teacher_forcing needs the gold target {cfg.split}.{src}-{tgt}.{tgt} in {cfg.data}")
-    if cfg.backend == "ctranslate2" and cfg.decoding.decoding == "teacher_forcing":  # before anything is written
-        raise KDInputError("--decoding teacher_forcing is implemented for --backend fairseq only (it is one forward "
-                           "pass of the teacher, which CTranslate2 does not expose): use --backend fairseq")
     if cfg.select != "top" and data.tgt_ds is None:
         raise KDInputError(f"--select {cfg.select} needs the gold target of split '{cfg.split}' in {cfg.data}")
     teacher = None

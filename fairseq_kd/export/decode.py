@@ -47,6 +47,14 @@ class SearchConfig:
     sampling_topp: float = 1.0
     temperature: float = 1.0
 
+    def __post_init__(self):
+        # what CTranslate2 cannot do as fairseq does (``distill.ct2.check_options`` refuses it from the flags)
+        if self.sampling and self.beam > 1:
+            raise ValueError(f"sampling draws one hypothesis per sentence here: beam {self.beam} (fairseq's best of "
+                             f"{self.beam} samples) is not reproduced; use beam 1")
+        if not self.sampling and self.temperature != 1.0:
+            raise ValueError(f"temperature {self.temperature}: CTranslate2 applies a temperature only when sampling")
+
     def limit(self, src_len: int) -> int:
         """The sentence's own length limit (``src_len`` counts the source EOS)."""
         return min(int(self.max_len_a * src_len + self.max_len_b), self.max_positions - 1)
