@@ -21,7 +21,7 @@ lanes=2                 # lanes (processes) taking jobs
 threads=1               # OMP_NUM_THREADS / MKL_NUM_THREADS of every job
 state_dir=""            # where .done / .failed / .log / .lock go (default: QUEUE's folder/.lanes)
 poll=30                 # seconds a lane waits before looking again when every open job is taken or waiting
-status=0                # 1: print each job's state and exit
+status=0                # 1 or true: print each job's state and exit (0 or false: run the queue)
 
 . "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, die, usage_error
 parse_flags "$@"
@@ -29,6 +29,11 @@ parse_flags "$@"
 [[ -f "${queue}" ]] || usage_error "--queue ${queue}: no such file"
 [[ "${lanes}" =~ ^[1-9][0-9]*$ && "${threads}" =~ ^[1-9][0-9]*$ && "${poll}" =~ ^[0-9]+$ ]] \
   || usage_error "--lanes and --threads are positive integers, --poll an integer"
+case "${status}" in
+  1|true) status=1 ;;
+  0|false) status=0 ;;
+  *) usage_error "--status ${status}: use 1 or true (print the jobs' states and exit), 0 or false (run)" ;;
+esac
 state_dir="${state_dir:-$(dirname "${queue}")/.lanes}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 declare -A cmd_of=()    # job name -> its command in the queue (read_queue)

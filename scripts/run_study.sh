@@ -37,7 +37,7 @@ max_len_a=1.2           # output length limit a * source length + b (test, valid
 max_len_b=10            # see max_len_a
 bpe=sentencepiece       # --remove-bpe ("none" for word-level corpora)
 train_args=""           # extra fairseq-train flags, e.g. "--dropout 0.3 --share-all-embeddings"
-in_process=false        # true: run the tools inside one Python process (faster start-up)
+in_process=false        # true or 1: run the tools inside one Python process (faster start-up); false or 0: not
 # ---- stages ---------------------------------------------------------------------
 stage=1                 # first stage to run
 stop_stage=2            # last stage to run
@@ -70,6 +70,11 @@ done
 [[ -n "${data}" ]] || { echo "run_study.sh: --data is required" >&2; exit 2; }
 [[ -n "${test_ref}" ]] || { echo "run_study.sh: --test-ref is required" >&2; exit 2; }
 [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] || { echo "run_study.sh: stages are integers" >&2; exit 2; }
+case "${in_process}" in
+  true|1) in_process=true ;;
+  false|0) in_process=false ;;
+  *) echo "run_study.sh: --in-process ${in_process}: use true or 1, false or 0" >&2; exit 2 ;;
+esac
 command -v fairseq-kd-study >/dev/null || { echo "run_study.sh: fairseq-kd-study not on PATH (activate the venv)" >&2; exit 2; }
 
 log() { echo "[run_study $(date +%H:%M:%S)] $*" >&2; }

@@ -7,7 +7,8 @@
 # flags; `python -m fairseq_kd.methods --list`): none: CE on gold; word: word_kd (online teacher);
 # seq: CE on fairseq-kd-distill's offline corpus; hybrid: hybrid_kd on that corpus; hybrid_online:
 # hybrid_kd on teacher targets made online (memoized under the save dir); seq_online: seq_kd;
-# onpolicy: onpolicy_kd. Methods on the distilled corpus run scripts/distill.sh in stage 1.
+# onpolicy: onpolicy_kd. Methods on the distilled corpus run scripts/distill.sh in stage 1. The *_tnoisy
+# methods are refused: they need source noise, which fairseq-kd-study (scripts/run_study.sh) adds.
 # Stages: 1 distil, 2 train, 3 evaluate on the test split (sacrebleu). Steps whose outputs exist are skipped.
 set -euo pipefail
 
@@ -27,9 +28,11 @@ max_epoch=30             # training epochs
 max_tokens=4096          # tokens per batch
 lr=5e-4                  # peak learning rate (inverse_sqrt, 4000 warmup updates)
 kd_alpha=0.5             # word: weight of the KD term
-hybrid_gate=learned      # hybrid: fixed | learned
+hybrid_gate=fixed        # hybrid: fixed | learned | uncertainty (fixed: the criterion's and fairseq-kd-study's default; on learned see docs/usage.md)
 hybrid_weight=0.5        # hybrid: (initial) weight of the token-level term
 gen_beam=5               # beam for the final test decoding
+gen_max_len_a=1.2        # final test decoding: output length limit a * source length + b (the teacher's, scripts/recipes/common.sh)
+gen_max_len_b=10         # see gen_max_len_a
 spm_model=""             # sentencepiece model for detokenized BLEU (optional)
 device=auto              # auto | cpu | cuda (auto: cuda when torch sees a GPU)
 precision=fp32           # fp32 | fp16 | bf16 | amp (GPU only; also the switches --fp16 / --bf16 / --amp)
@@ -46,6 +49,11 @@ hw_split_switches "$@"
 parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 hw_resolve
 [[ -n "${data_bin}" && -n "${exp_dir}" ]] || usage
+# the *_tnoisy methods need source noise (the teacher reads the student's noisy source), which this script
+# does not add: here they would train their clean-teacher method (seq_tnoisy: plain seq, no noisy copies)
+[[ "${kd}" != *_tnoisy ]] || usage_error "--kd ${kd}: the *_tnoisy methods need source noise, which train_student.sh \
+does not add (it would train the clean-teacher method); run them with fairseq-kd-study (scripts/run_study.sh \
+--methods ${kd} --noise LEVELS)"
 # the method -> criterion mapping has one home: the study's METHOD_SPECS
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 spec="$(PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}" "${python:-python3}" -m fairseq_kd.methods "${kd}")" ||
@@ -61,11 +69,9 @@ mkdir -p "${exp_dir}"
 
 if [[ ${stage} -le 1 && ${stop_stage} -ge 1 && "${method_data}" == distilled ]]; then
   echo "stage 1: offline distilled corpus"
-  distill_precision="${precision}"
-  [[ "${precision}" == bf16 ]] && distill_precision=fp16  # fairseq-kd-distill decodes in fp32 or fp16
   "${here}/distill.sh" --teacher "${teacher}" --data-bin "${data_bin}" --out-dir "${exp_dir}/distilled" \
     --decoding "${decoding}" --beam "${beam}" --backend "${backend}" --spm-model "${spm_model}" \
-    --device "${device}" --precision "${distill_precision}" --nprocs "${nprocs}" --dry-run "${dry_run}"
+    --device "${device}" --precision "${precision}" --nprocs "${nprocs}" --dry-run "${dry_run}"
 fi
 [[ "${method_data}" == distilled ]] && train_data="${exp_dir}/distilled/bin"
 
@@ -104,7 +110,8 @@ if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
     post=()
     [[ -n "${spm_model}" ]] && post=(--post-process sentencepiece)
     gen=(fairseq-generate "${data_bin}" --user-dir "${user_dir}" --path "${exp_dir}/checkpoints/checkpoint_best.pt"
-      --gen-subset test --beam "${gen_beam}" --max-tokens 8000 --scoring sacrebleu "${post[@]}" "${hw_train[@]}")
+      --gen-subset test --beam "${gen_beam}" --max-len-a "${gen_max_len_a}" --max-len-b "${gen_max_len_b}"
+      --max-tokens 8000 --scoring sacrebleu "${post[@]}" "${hw_train[@]}")
     if [[ "${dry_run}" == true ]]; then
       hw_run "${gen[@]}"
     else

@@ -65,6 +65,12 @@ def test_iwslt14_recipe_dry_run(tmp_path):
     assert students == {(a, crit) for a in ("transformer_relu_9m", "transformer_glu_20m")
                         for crit in ("label_smoothed_cross_entropy", "word_kd", "hybrid_kd")}
     assert sum("--teacher-cache" in c for c in trains) == 2  # word KD reads the merged cache
+    distills = [c for c in cmds if c[0] == "fairseq-kd-distill"]
+    assert distills and all("--bf16" in c and "--fp16" not in c for c in distills)  # bf16 stays bf16
+    gens = [c for c in cmds if c[0] == "fairseq-generate"]  # teacher and students: one length limit
+    assert all(c[c.index("--max-len-a") + 1] == "1.2" and c[c.index("--max-len-b") + 1] == "10" for c in gens)
+    hybrid = [c for c in trains if "hybrid_kd" in c]
+    assert hybrid and all(c[c.index("--hybrid-gate") + 1] == "fixed" for c in hybrid)
     tools = check_parses(cmds)
     assert tools == {"fairseq-train": 9, "fairseq-generate": 9, "fairseq-kd-cache": 3, "fairseq-kd-distill": 3}
 

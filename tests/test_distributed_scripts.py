@@ -41,6 +41,10 @@ def test_pipelines_accept_gpu_mixed_precision_and_nprocs_dry_run(tmp_path):
                  str(tmp_path / "h"), "--device", "cuda", "--bf16", "--nprocs", "4", "--dry-run", "true").stdout
     train = next(line for line in out.splitlines() if line.startswith("+ fairseq-train"))
     assert "--bf16" in train and "--distributed-world-size 4" in train and "--cpu" not in train
+    # stage 1 (hybrid trains on the distilled corpus): the teacher decodes in bf16 too (fairseq-kd-distill --bf16),
+    # not in fp16 as it once was
+    distill = [line for line in out.splitlines() if line.startswith("+ fairseq-kd-distill")]
+    assert len(distill) == 5 and all("--bf16" in c and "--fp16" not in c for c in distill), distill
     out = script("distill.sh", "--teacher", "t.pt", "--data-bin", "d", "--out-dir", str(tmp_path / "d"),
                  "--device", "cuda", "--fp16", "--nprocs", "2", "--dry-run", "true").stdout
     cmds = [line for line in out.splitlines() if line.startswith("+ fairseq-kd-distill")]

@@ -160,3 +160,13 @@ def test_a_pair_is_compared_on_the_seeds_both_methods_have(tmp_path):
     assert pair["seeds"] == [1, 2]
     assert pair["drop_a"] == pytest.approx(drop_on("word", (1, 2))) and pair["drop_b"] == pytest.approx(drop_on("seq", (1, 2)))
     assert pair["b_minus_a"]["delta"] == pytest.approx(drop_on("seq", (1, 2)) - drop_on("word", (1, 2)))
+
+
+def test_the_table_states_the_bootstrap_samples_it_used(studies, capsys):
+    """The footer used to say "1,000 resamples" whatever --bootstrap-samples was."""
+    clean, noisy = studies
+    _run(clean, noisy, "--bootstrap-samples", "200", "--pairs", "word:seq")
+    out = capsys.readouterr().out
+    assert "(200 resamples" in out and "1,000" not in out
+    _run(clean, noisy, "--pairs", "word:seq")
+    assert "(1,000 resamples" in capsys.readouterr().out  # the default

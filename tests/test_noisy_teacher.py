@@ -124,3 +124,35 @@ def test_seq_tnoisy_distils_the_noisy_copies_once_and_trains_on_them(tiny_teache
     assert again.run(progress=False)["skipped"] == 4 and again.launched == []
     assert not [p for p in (Path(cfg.out_dir) / "noisy").iterdir() if ".tmp" in p.name]
     assert os.path.isfile(str(noisy) + ".log")
+
+
+@pytest.fixture(scope="module")
+def small_bin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small_bin")
+    return helpers.preprocess(helpers.make_synthetic_corpus(root / "raw", n_train=24, n_valid=4, n_test=4), root / "bin")
+
+
+def test_data_bin_mode_writes_its_summary_json(small_bin, tmp_path, capsys):
+    """--summary-json was accepted and ignored in --data-bin mode: it now holds the copies' metadata."""
+    import json
+
+    out, summary = tmp_path / "noisy", tmp_path / "summary.json"
+    assert noise_cli.cli_main(copies_argv(small_bin, out, copies="2") + ["--summary-json", str(summary)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(summary.read_text()) == printed == json.loads((out / "noisy_copies.json").read_text())
+    assert printed["copies"] == 2
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--write-vocab", "VOCAB"], "drop --write-vocab"),
+    (["--input", "in.txt"], "drop --input"),
+    (["--source", "a", "--output-source", "b"], "drop --source, --output-source"),
+])
+def test_data_bin_mode_refuses_the_flags_it_would_ignore(small_bin, tmp_path, capsys, extra, needle):
+    """--write-vocab (and the text modes' files) were accepted and silently ignored in --data-bin mode."""
+    out = tmp_path / "noisy"
+    extra = [str(tmp_path / e) if e.isupper() else e for e in extra]
+    assert noise_cli.cli_main(copies_argv(small_bin, out, copies="2") + extra) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "VOCAB").exists()  # refused before anything was written

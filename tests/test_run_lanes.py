@@ -138,3 +138,32 @@ def test_a_done_job_whose_command_changed_is_refused_not_skipped(tmp_path):
     lanes(q, check_rc=0)
     assert len(events(out)["a"]["start"]) == 2 and len(events(out)["old"]["start"]) == 1
     assert (state / "a.done").read_text() == edited.split(" -- ", 1)[1] + "\n"
+
+
+@pytest.mark.parametrize("value", ["true", "1"])
+def test_status_true_or_1_prints_the_states_and_runs_nothing(tmp_path, value):
+    """--status true used to be taken as "not 1" and ran the whole queue."""
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text(job("a", out) + "\n" + job("b", out, after="a") + "\n")
+    proc = lanes(q, "--status", value, check_rc=0)
+    assert [line.split()[:2] for line in proc.stdout.splitlines()] == [["open", "a"], ["waiting", "b"]]
+    assert not out.exists() and "start" not in proc.stderr
+    assert not (tmp_path / ".lanes" / "a.done").exists()
+
+
+@pytest.mark.parametrize("value", ["maybe", "yes", "2", ""])
+def test_status_other_than_a_boolean_is_a_usage_error(tmp_path, value):
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text(job("a", out) + "\n")
+    proc = lanes(q, "--status", value, check_rc=2)
+    assert "--status" in proc.stderr and not out.exists()
+
+
+def test_status_false_runs_the_queue(tmp_path):
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text(job("a", out) + "\n")
+    lanes(q, "--status", "false", check_rc=0)
+    assert set(events(out)) == {"a"}

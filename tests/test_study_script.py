@@ -28,6 +28,27 @@ def test_usage_errors_exit_2(args, needle):
     assert proc.returncode == 2 and needle in proc.stderr
 
 
+@pytest.mark.parametrize("value, passed", [("true", True), ("1", True), ("false", False), ("0", False)])
+def test_in_process_takes_true_1_false_0(tmp_path, value, passed):
+    """--in-process 1 (or yes) used to be silently false: only the exact word true passed --in-process."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "fairseq-kd-study").write_text(f'#!/usr/bin/env bash\necho "$@" > {tmp_path / "argv"}\n')
+    (fake / "fairseq-kd-study").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(SCRIPT), "--data", "d", "--test-ref", "r", "--out-dir", str(tmp_path / "s"),
+                           "--stop-stage", "1", "--in-process", value], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ("--in-process" in (tmp_path / "argv").read_text().split()) == passed
+
+
+@pytest.mark.parametrize("value", ["yes", "maybe", "TRUE", ""])
+def test_in_process_other_than_a_boolean_is_a_usage_error(value):
+    proc = run(["--data", "d", "--test-ref", "r", "--in-process", value])
+    assert proc.returncode == 2 and "--in-process" in proc.stderr, proc.stderr
+
+
 @pytest.mark.integration
 def test_one_cell_study_and_report_then_rerun_is_a_no_op(tmp_path):
     raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=160, n_valid=16, n_test=20)

@@ -117,3 +117,21 @@ def test_translate_file_beam_with_progress_and_errors(exported, tmp_path, capsys
     assert translate.cli_main([str(root / "ct2"), "-i", str(tmp_path / "missing.txt")]) == 2
     assert translate.cli_main([str(tmp_path), "-i", str(src)]) == 2  # not a model directory
     assert "fairseq-kd-export" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("flag, printed", [("--summ", True), ("--summary", True), (None, False)])
+def test_summary_follows_the_parsed_flag_even_abbreviated(exported, monkeypatch, capsys, flag, printed):
+    """argparse takes --summ for --summary; the summary used to be printed only for the literal "--summary"."""
+    from fairseq_kd.cli import translate
+
+    root, _, _, _, lines = exported
+    stdin = io.TextIOWrapper(io.BytesIO(("\n".join(lines[:3]) + "\n").encode("utf-8")), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    argv = [str(root / "ct2"), "--beam", "1", "--threads", "1", "--compute-type", "float32"] + ([flag] if flag else [])
+    assert translate.cli_main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    if printed:
+        assert json.loads(err[-1])["sentences"] == 3
+    else:
+        assert not any(line.startswith("{") for line in err)

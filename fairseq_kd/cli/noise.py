@@ -20,7 +20,8 @@ as JSON (and parallel mode also prints it on stdout).
 A third mode writes K noisy copies of a binarized split (``--data-bin``): copy c is the noise
 ``kd_translation`` applies on the fly in epoch c with the same ``--seed``; the teacher then
 translates the noisy source offline (``fairseq-kd-distill --data OUT``, sequence-level KD with a
-teacher that reads the student's noisy input):
+teacher that reads the student's noisy input); its summary (stdout, and ``--summary-json``) is the
+copies' metadata (``noisy_copies.json``); ``--write-vocab`` and the text modes' files are refused:
 
     fairseq-kd-noise --substitution 0.3 --data-bin exp/m30k/bin -s de -t en --copies 8 \\
         --output-dir exp/m30k/noisy_sub0.3_k8
@@ -195,14 +196,28 @@ def run_binarized(args, cfg: N.NoiseConfig) -> Dict:
     if args.side != "source" or args.vocab or args.unit != "auto":
         raise KDInputError("--data-bin noises the source with the training noise (its own dictionary's words, "
                            "unigram substitution from the split): drop --side/--vocab/--unit")
+    if args.write_vocab:  # was accepted and ignored
+        raise KDInputError("--data-bin draws substitutes from the split's own token counts, not from a vocabulary "
+                           "file, and writes none: drop --write-vocab (the copies are rebuilt from --data-bin and "
+                           "--seed alone)")
+    text_io = [flag for flag, value, default in (
+        ("--source", args.source, None), ("--target", args.target, None), ("--output-source", args.output_source, None),
+        ("--output-target", args.output_target, None), ("--input", args.input, "-"), ("--output", args.output, "-"))
+        if value != default]
+    if text_io:  # was accepted and ignored
+        raise KDInputError(f"--data-bin writes binarized copies into --output-dir and reads no text: drop "
+                           f"{', '.join(text_io)}")
     validate.positive("--copies", args.copies)
-    guard.check_paths({"--data-bin": args.data_bin}, {"--output-dir": args.output_dir})
+    guard.check_paths({"--data-bin": args.data_bin}, {"--output-dir": args.output_dir,
+                                                      "--summary-json": args.summary_json})
     if not os.path.isdir(args.data_bin):
         raise KDInputError(f"--data-bin {args.data_bin}: not a directory; pass a fairseq-preprocess output dir")
     src, tgt = infer_langs(args.data_bin, args.split, args.source_lang, args.target_lang)
     meta = write_noisy_copies(args.data_bin, src, tgt, args.output_dir,
                               CopiesConfig(cfg, copies=args.copies, seed=args.seed, split=args.split),
                               progress=not args.quiet)
+    if args.summary_json:  # this mode's summary: what the copies were made from (noisy_copies.json)
+        fileio.atomic_write_json(args.summary_json, meta, indent=2, sort_keys=False)
     print(json.dumps(meta))
     return meta
 

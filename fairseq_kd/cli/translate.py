@@ -206,7 +206,8 @@ def cli_main(argv=None) -> int:
     from fairseq_kd.cli import run_tool
 
     code, summary = run_tool("fairseq-kd-translate", main, argv, level=logging.WARNING)
-    if code == 0 and "--summary" in (argv if argv is not None else sys.argv[1:]):
+    # the parsed flag, not the literal "--summary" in argv: argparse also takes an abbreviation (--summ)
+    if code == 0 and get_parser().parse_args(argv).summary:
         print(json.dumps(summary, sort_keys=True), file=sys.stderr)
     return code
 

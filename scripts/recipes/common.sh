@@ -17,6 +17,8 @@ nprocs=1                     # GPUs (data-parallel processes) and distillation/c
 dry_run=false                # true: prepare the data, print the commands of the GPU stages
 stage=0                      # first stage to run (0 data ... 6 results)
 stop_stage=6                 # last stage to run
+max_len_a=1.2                # test decoding of teacher and students (and the teacher's validation BLEU): length <= a * source length + b
+max_len_b=10                 # see max_len_a
 
 recipe_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=data_prep/common.sh
@@ -68,7 +70,7 @@ recipe_main() {
       # shellcheck disable=SC2086
       fairseq_train_n "${work_dir}/teacher.log" "${bin}" --user-dir "${user_dir}" -s "${src}" -t "${tgt}" \
         --task translation --arch "${teacher_arch}" --share-all-embeddings ${teacher_args} \
-        --eval-bleu --eval-bleu-args '{"beam": 5, "max_len_a": 1.2, "max_len_b": 10}' --eval-bleu-detok space \
+        --eval-bleu --eval-bleu-args "{\"beam\": 5, \"max_len_a\": ${max_len_a}, \"max_len_b\": ${max_len_b}}" --eval-bleu-detok space \
         --eval-bleu-remove-bpe sentencepiece --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
         --save-dir "${teacher_dir}" --no-epoch-checkpoints --log-format json --log-interval 100 "${hw_train[@]}"
       [[ "${dry_run}" == true ]] || touch "${teacher_dir}/train.done"
@@ -92,10 +94,8 @@ recipe_main() {
   fi
   if run 4 && [[ " ${methods} " == *" seq "* ]]; then
     log "stage 4: distilled training set (beam 5)"
-    local distill_precision="${precision}"
-    [[ "${precision}" == bf16 ]] && distill_precision=fp16
     bash "${recipe_repo}/scripts/distill.sh" --teacher "${teacher}" --data-bin "${bin}" --out-dir "${distilled}" \
-      --spm-model "${data}/spm.model" --device "${device}" --precision "${distill_precision}" --nprocs "${nprocs}" \
+      --spm-model "${data}/spm.model" --device "${device}" --precision "${precision}" --nprocs "${nprocs}" \
       --dry-run "${dry_run}" --stop-stage 1
   fi
   if run 5; then
@@ -144,10 +144,10 @@ workers() {
   [[ ${status} -eq 0 ]] || die "a $(basename "$1") worker failed: see ${work_dir}/$(basename "$1").part*.log"
 }
 
-# evaluate BIN CKPT LOG: beam-5 test decoding scored by sacrebleu on detokenized text.
+# evaluate BIN CKPT LOG: beam-5 test decoding (--max-len-a/b as the students') scored by sacrebleu on detokenized text.
 evaluate() {
   local cmd=(fairseq-generate "$1" --user-dir "${user_dir}" -s "${src}" -t "${tgt}" --path "$2" --gen-subset test
-    --beam 5 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --post-process sentencepiece --scoring sacrebleu
+    --beam 5 --max-len-a "${max_len_a}" --max-len-b "${max_len_b}" --max-tokens 8000 --post-process sentencepiece --scoring sacrebleu
     "${hw_train[@]}")
   if [[ "${dry_run}" == true ]]; then
     hw_run "${cmd[@]}"
@@ -163,7 +163,7 @@ student() {
   args=(--exp-dir "${work_dir}/students/${arch}_${method}" --arch "${arch}" --arch-args "--share-all-embeddings"
     --max-epoch "${student_max_epoch}" --max-tokens "${student_max_tokens}" --lr "${student_lr}"
     --spm-model "${data}/spm.model" --device "${device}" --precision "${precision}" --nprocs "${nprocs}"
-    --dry-run "${dry_run}" --stage 2 --gen-beam 5 --extra "-s ${src} -t ${tgt}")
+    --dry-run "${dry_run}" --stage 2 --gen-beam 5 --gen-max-len-a "${max_len_a}" --gen-max-len-b "${max_len_b}" --extra "-s ${src} -t ${tgt}")
   case "${method}" in
     none) args+=(--kd none --data-bin "${bin}") ;;
     seq) args+=(--kd none --data-bin "${distilled}/bin") ;;  # CE on the distilled corpus (its test split is the original)

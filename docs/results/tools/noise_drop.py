@@ -120,7 +120,7 @@ def _ci(boot):
             f"{format_p(boot['p_value'], boot['n_samples'])}{significance_mark(boot['p_value'])}")
 
 
-def markdown(methods, pairs, noise):
+def markdown(methods, pairs, noise, n_samples=1000):
     out = [f"| method | clean | seeds | BLEU at noise 0 | BLEU at noise {noise:g} | drop per seed | drop (mean ± std) "
            f"| drop of the seed means [95% CI] | p |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for e in methods:
@@ -134,7 +134,7 @@ def markdown(methods, pairs, noise):
         out.append(f"| {q['a']} | {q['b']} | {q['drop_a']:+.2f} | {q['drop_b']:+.2f} | {ci} | {p} |")
     out += ["", "drop: BLEU at the noise minus the clean counterpart's (seeds paired by number); B loses less by: "
                 "(B_noisy - B_clean) - (A_noisy - A_clean), positive when B degrades less; paired bootstrap over the "
-                "test sentences (1,000 resamples of sacrebleu's seed, all four systems on each), * where the 95% "
+                f"test sentences ({n_samples:,} resamples of sacrebleu's seed, all four systems on each), * where the 95% "
                 "interval excludes 0. It covers test-set sampling, not seeds: see the per-seed drops."]
     return "\n".join(out)
 
@@ -174,7 +174,7 @@ def main(argv=None):
         raise KDInputError(f"{a.noisy[0]}/study.json names no readable test_ref; pass --test-ref")
     methods, pairs = drops(load(a.clean, a.split), load(a.noisy, a.split), a.noise, a.search,
                            {**CLEAN_OF, **dict(a.clean_of)}, a.pairs, refs, a.bootstrap_samples)
-    print(markdown(methods, pairs, a.noise))
+    print(markdown(methods, pairs, a.noise, a.bootstrap_samples))
     if a.json:
         fileio.atomic_write_text(a.json, json.dumps({"methods": methods, "pairs": pairs}, indent=1) + "\n")
 
