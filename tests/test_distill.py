@@ -560,10 +560,8 @@ def test_distill_script_rerun_on_a_finished_output_without_recorded_settings_rea
 
 
 @pytest.mark.integration
-def test_distill_script_skips_only_an_identical_rerun_and_the_tool_refuses_a_changed_one(tmp_path):
-    raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=48, n_valid=8, n_test=16)
-    data_bin = helpers.preprocess(raw, tmp_path / "bin")
-    teacher = helpers.train(data_bin, tmp_path / "teacher", max_epoch=1, max_tokens=400)
+def test_distill_script_skips_only_an_identical_rerun_and_the_tool_refuses_a_changed_one(tiny_teacher, tmp_path):
+    teacher, data_bin = tiny_teacher.checkpoint, tiny_teacher.data_bin  # read only here
     out = tmp_path / "distilled"
     base = ["--teacher", teacher, "--data-bin", data_bin, "--out-dir", out, "--split", "test", "--device", "cpu",
             "--beam", "3", "--threads", "1", "--stop-stage", "1", "--extra", "--no-progress"]
