@@ -530,6 +530,11 @@ def test_an_extra_split_added_later_covers_the_finished_cells_and_references_are
         S.Study(make_cfg(corpus, out, seeds=[1, 2, 3], extra_tests=[("test1", str(ref1))]),
                 runner=runner).run(progress=False)
     assert launched == []
+    settings = json.loads((out / "study.json").read_text())
+    settings["reference_sha256"] = {"test": "abc"}  # a damaged record names the file and the fix
+    (out / "study.json").write_text(json.dumps(settings))
+    with pytest.raises(KDInputError, match=r"reference_sha256 must map splits to sha256 .* delete that entry"):
+        S.Study(make_cfg(corpus, out, seeds=[1, 2]), runner=runner).run(progress=False)
 
 
 def test_teacher_on_resume_rules():

@@ -64,11 +64,14 @@ def reference_digests(where: str, recorded: Dict, cfg: StudyConfig) -> Dict[str,
     reference now has other bytes is refused (its rows were scored against the recorded one)."""
     from fairseq_kd.fingerprint import files_fingerprint
 
+    if not (isinstance(recorded, dict) and all(isinstance(v, str) and len(v) == 64 for v in recorded.values())):
+        raise KDInputError(f"{where}: {REFERENCES} must map splits to sha256 hex digests (got {recorded!r}); "
+                           f"restore the file, or delete that entry to record the references again")
     now = {split: files_fingerprint([ref]) for split, ref in [(cfg.gen_subset, cfg.test_ref), *cfg.extra_tests]
            if ref and os.path.isfile(ref)}
     for split, digest in now.items():
         if split in recorded and recorded[split] != digest:
-            flag = "--test-ref" if split == cfg.gen_subset else f"--extra-test {split}="
+            flag = "--test-ref " if split == cfg.gen_subset else f"--extra-test {split}="
             ref = cfg.test_ref if split == cfg.gen_subset else dict(cfg.extra_tests)[split]
             raise KDInputError(f"{where}: {flag}{ref} is not the reference this study's {split} rows were scored "
                                f"with (sha256 {recorded[split][:12]}; this file: {digest[:12]}): pass that "
