@@ -89,6 +89,11 @@ def shared_seeds(a: Dict, b: Dict) -> List:
     return sorted(set(a["hyps"]) & set(b["hyps"]))
 
 
+def seed_mean(group: Dict, seeds: Sequence) -> float:
+    """A group's mean BLEU over ``seeds`` (its ``bleu_by_seed``)."""
+    return sum(group["bleu_by_seed"][k] for k in seeds) / len(seeds)
+
+
 def _seeds_note(s: Dict, base: Dict, seeds: List) -> Optional[str]:
     if seeds == s["seeds"] == base["seeds"]:
         return None
@@ -172,14 +177,15 @@ def compare_to_baseline(summary: List[Dict], results_dir: str, refs: Optional[Li
             continue
         s["vs_baseline"] = {**paired_bootstrap(base_hyps, sys_hyps, refs, n_samples=n_samples), "seeds": seeds}
         for group, score in ((base, s["vs_baseline"]["base"]), (s, s["vs_baseline"]["system"])):
-            recorded = sum(group["bleu_by_seed"][k] for k in seeds) / len(seeds)
+            recorded = seed_mean(group, seeds)
             if abs(score - recorded) > 0.01:  # the rows' bleu is rounded to 2 decimals
                 raise KDInputError(f"{group['method']} ({group['search']}): its hypotheses score {score:.2f} BLEU "
                                    f"against this reference but its rows say {recorded:.2f}: the reference is not the "
                                    f"one they were scored with (another split's, of the same length?); pass the "
                                    f"right --test-ref")
-        if _seeds_note(s, base, seeds):
-            s["vs_baseline_note"] = _seeds_note(s, base, seeds)
+        note = _seeds_note(s, base, seeds)
+        if note:
+            s["vs_baseline_note"] = note
     return summary
 
 
@@ -229,17 +235,17 @@ def add_gap_closed(summary: List[Dict], teacher_bleu: Dict[str, float]) -> List[
         if s["method"] == BASELINE:
             continue
         base = ce.get(tuple(s[k] for k in PAIRED))
+        seeds = shared_seeds(s, base) if base is not None else []
         s["gap_closed"] = None
         if teacher is None:
             s["gap_note"] = f"no teacher BLEU for search {s['search']}"
         elif base is None:
             s["gap_note"] = "no CE group at these coordinates"
-        elif not shared_seeds(s, base):
+        elif not seeds:
             s["gap_note"] = "no seed in common with CE"
         else:
-            seeds = shared_seeds(s, base)
-            mine, ce_mean = (sum(g["bleu_by_seed"][k] for k in seeds) / len(seeds) for g in (s, base))
-            s["gap_closed"] = gap_closed(mine, ce_mean, teacher)
+            ce_mean = seed_mean(base, seeds)
+            s["gap_closed"] = gap_closed(seed_mean(s, seeds), ce_mean, teacher)
             if _seeds_note(s, base, seeds):
                 s["gap_seeds"] = seeds
             if s["gap_closed"] is None:

@@ -97,6 +97,14 @@ CHECKPOINT_SETTINGS = ("teacher", "student_init")  # settings that name checkpoi
 DIGESTS = "checkpoint_sha256"  # study.json key: {setting: sha256 of its files' bytes}
 
 
+def check_digest_record(where: str, key: str, recorded, what: str, fix: str) -> None:
+    """A study.json record of sha256 digests (``key``: {``what``: hex digest}) must be one; a damaged one is
+    refused naming ``where`` and the way on (``fix``: what deleting the entry does)."""
+    if not (isinstance(recorded, dict) and all(isinstance(v, str) and len(v) == 64 for v in recorded.values())):
+        raise KDInputError(f"{where}: {key} must map {what} to sha256 hex digests (got {recorded!r}); restore the "
+                           f"file, or delete that entry to {fix}")
+
+
 def checkpoint_digests(settings: Dict, used: Sequence[str]) -> Dict[str, str]:
     """sha256 (``fingerprint.files_fingerprint``) of the files each ``used`` checkpoint setting names; a
     setting with no value, or naming a missing file, is left out."""
@@ -124,9 +132,7 @@ def same_checkpoints(where: str, previous: Dict, current: Dict, used: Sequence[s
     this run does not use keeps the recorded one). Studies written before digests were recorded compare paths
     (the same file by ``os.path.samefile`` counts as the same)."""
     recorded, now = previous.get(DIGESTS) or {}, checkpoint_digests(current, used)
-    if not (isinstance(recorded, dict) and all(isinstance(v, str) and len(v) == 64 for v in recorded.values())):
-        raise KDInputError(f"{where}: {DIGESTS} must map settings to sha256 hex digests (got {recorded!r}); "
-                           f"restore the file, or delete that entry to compare checkpoints by path")
+    check_digest_record(where, DIGESTS, recorded, "settings", "compare checkpoints by path")
     for key in used:
         old, new = previous.get(key), current.get(key)
         if not old or not new:

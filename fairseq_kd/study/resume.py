@@ -20,7 +20,7 @@ from fairseq_kd import integrity
 from fairseq_kd.errors import KDInputError
 from fairseq_kd.study import teachers as T
 from fairseq_kd.study.config import StudyConfig, method_base, uses_teacher
-from fairseq_kd.study.preflight import DIGESTS, checkpoint_digests, same_checkpoints
+from fairseq_kd.study.preflight import DIGESTS, check_digest_record, checkpoint_digests, same_checkpoints
 
 
 def reconcile(settings: Path, cfg: StudyConfig, recorded: Set[str]) -> Tuple[StudyConfig, Dict]:
@@ -42,7 +42,7 @@ def reconcile(settings: Path, cfg: StudyConfig, recorded: Set[str]) -> Tuple[Stu
         current[DIGESTS] = checkpoint_digests(current, used)
         return cfg, current
     joins, teacher = teacher_on_resume(previous.get("teacher"), current.get("teacher"), needs_teacher,
-                                       any(_used_teacher(m) for m in recorded))
+                                       any(used_teacher(m) for m in recorded))
     if joins:  # recorded as one setting, so a later resume compares against it
         previous["teacher"] = current["teacher"] = teacher
     same_checkpoints(str(settings), previous, current, used)
@@ -64,9 +64,7 @@ def reference_digests(where: str, recorded: Dict, cfg: StudyConfig) -> Dict[str,
     reference now has other bytes is refused (its rows were scored against the recorded one)."""
     from fairseq_kd.fingerprint import files_fingerprint
 
-    if not (isinstance(recorded, dict) and all(isinstance(v, str) and len(v) == 64 for v in recorded.values())):
-        raise KDInputError(f"{where}: {REFERENCES} must map splits to sha256 hex digests (got {recorded!r}); "
-                           f"restore the file, or delete that entry to record the references again")
+    check_digest_record(where, REFERENCES, recorded, "splits", "record the references again")
     now = {split: files_fingerprint([ref]) for split, ref in [(cfg.gen_subset, cfg.test_ref), *cfg.extra_tests]
            if ref and os.path.isfile(ref)}
     for split, digest in now.items():
@@ -106,7 +104,7 @@ def teacher_on_resume(previous: Optional[str], current: Optional[str], needs_tea
     return False, current
 
 
-def _used_teacher(method: str) -> bool:
+def used_teacher(method: str) -> bool:
     """A recorded row's method read the teacher (an unknown method: assumed to)."""
     try:
         return uses_teacher(method)

@@ -19,6 +19,7 @@ import re
 from typing import Dict, List, Sequence, Tuple
 
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.study.preflight import check_digest_record
 
 logger = logging.getLogger("fairseq_kd.study")
 
@@ -72,9 +73,7 @@ def reconcile(where: str, recorded: Dict, specs: Sequence[str]) -> Tuple[List[st
     (the recorded ones, with this run's added)."""
     from fairseq_kd.fingerprint import files_fingerprint
 
-    if not (isinstance(recorded, dict) and all(isinstance(v, str) and len(v) == 64 for v in recorded.values())):
-        raise KDInputError(f"{where}: {DIGESTS} must map teacher names to sha256 hex digests (got {recorded!r}); "
-                           f"restore the file, or delete that entry to record the teachers again")
+    check_digest_record(where, DIGESTS, recorded, "teacher names", "record the teachers again")
     named_by_digest = {digest: name for name, digest in recorded.items()}
     out: List[str] = []
     now: Dict[str, str] = {}

@@ -24,28 +24,26 @@ from fairseq_kd.errors import KDInputError
 from fairseq_kd import fileio, integrity
 from fairseq_kd.integrity import merge_rows
 from fairseq_kd.study.config import CURVE_FIELDS, RESULT_FIELDS
-from fairseq_kd.study.methods import method_base, uses_teacher
+from fairseq_kd.study.methods import method_base
 from fairseq_kd.study.records import read_csv, write_csv_atomic
-from fairseq_kd.study.resume import same_setting
+from fairseq_kd.study.resume import same_setting, used_teacher
 
 # settings only the rows of methods that read the teacher depend on (a teacher-free lane may lack them)
 TEACHER_SETTINGS = ("teacher", "checkpoint_sha256", "teachers_sha256", "cache_topk", "cache_methods", "distill_args")
 
 
-def _reads_teacher(method):
-    try:
-        return uses_teacher(method)
-    except KeyError:  # a method this code does not know: assume it does
-        return True
+def _agree(a, b):
+    """Two digest records ({name: sha256}) agree on every entry both hold."""
+    a, b = a or {}, b or {}
+    return all(a[k] == b[k] for k in set(a) & set(b))
 
 
 def _same_teacher(a, b):
     """Two studies ran with one teacher: by content digest where both recorded one, else by path; and the
     teachers of a --teachers axis that both name have one digest."""
     da, db = ((s.get("checkpoint_sha256") or {}).get("teacher") for s in (a, b))
-    ta, tb = (s.get("teachers_sha256") or {} for s in (a, b))
-    return (da == db if da and db else a.get("teacher") == b.get("teacher")) and all(ta[n] == tb[n] for n in
-                                                                                  set(ta) & set(tb))
+    return (da == db if da and db else a.get("teacher") == b.get("teacher")) and _agree(a.get("teachers_sha256"),
+                                                                                      b.get("teachers_sha256"))
 
 
 def merged_settings(srcs):
@@ -71,11 +69,11 @@ def merged_settings(srcs):
                 continue
             a, b = first[1].get(key), other[1].get(key)
             if key.endswith("_sha256") and isinstance(a or {}, dict) and isinstance(b or {}, dict):
-                if any(a[k] != b[k] for k in set(a or {}) & set(b or {})):  # digests: what both recorded
+                if not _agree(a, b):  # digests: what both recorded
                     refuse(key, first, other)
             elif not same_setting(key, a, b):
                 refuse(key, first, other)
-    with_teacher = [s for s in studies if any(_reads_teacher(m) for m in s[2])]
+    with_teacher = [s for s in studies if any(used_teacher(m) for m in s[2])]
     for other in with_teacher[1:]:
         a, b = with_teacher[0], other
         if not _same_teacher(a[1], b[1]):

@@ -55,7 +55,7 @@ def ranks(side: Dict[Tuple[str, float], Dict], keys: Sequence[Tuple[str, float]]
 
 def gap_closed(side: Dict, key: Tuple[str, float], teacher: Optional[float]) -> Optional[float]:
     """The report's share of the teacher-CE gap for one group, against CE at its noise level."""
-    from fairseq_kd.report import gap_closed as share
+    from fairseq_kd.report import gap_closed as share, seed_mean
 
     ce = side.get((BASELINE, key[1]))
     if teacher is None or ce is None or key[0] == BASELINE:
@@ -64,8 +64,7 @@ def gap_closed(side: Dict, key: Tuple[str, float], teacher: Optional[float]) -> 
     seeds = sorted(set(g.get("bleu_by_seed") or {}) & set(ce.get("bleu_by_seed") or {}))
     if not seeds:  # a summary written before per-seed BLEU was kept: the seed means, as it reported them
         return share(g["bleu_mean"], ce["bleu_mean"], teacher)
-    mine, base = (sum(x["bleu_by_seed"][k] for k in seeds) / len(seeds) for x in (g, ce))
-    return share(mine, base, teacher)  # on the seeds both have, as fairseq-kd-report's gap column
+    return share(seed_mean(g, seeds), seed_mean(ce, seeds), teacher)  # on shared seeds, as the report's gap
 
 
 def _cell(g: Dict, rank: int, gap: Optional[float], with_gap: bool) -> str:
