@@ -28,7 +28,9 @@ def test_ct2_greedy_equals_fairseq_greedy_and_converts_once(tiny_teacher, tmp_pa
     run_distill(tiny_teacher, tmp_path / "ct2", "--decoding", "greedy", "--backend", "ctranslate2",
                 "--ct2-compute-type", "float32", "--threads", "2")
     assert lines(tmp_path / "ct2" / "test.tgt") == lines(tmp_path / "fs" / "test.tgt")
-    cache = cache_dir_for(str(tiny_teacher.checkpoint), teacher_fingerprint([str(tiny_teacher.checkpoint)]))
+    teacher = load_teacher(str(tiny_teacher.checkpoint))
+    cache = cache_dir_for(str(tiny_teacher.checkpoint), teacher_fingerprint([str(tiny_teacher.checkpoint)]),
+                          teacher.src_dict, teacher.tgt_dict)
     model_bin = f"{cache}/model.bin"
     mtime = os.path.getmtime(model_bin)
     with caplog.at_level(logging.INFO, logger="fairseq_kd.distill.ct2"):

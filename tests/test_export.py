@@ -294,8 +294,9 @@ def test_study_int8_table_has_a_row_per_student(tiny_teacher, tmp_path):
         + row.format(m="word", p=21888, c=word, s="beam5") + row.format(m="seq", p=1, c=gone, s="beam5"))
     ref = str(tiny_teacher.raw / "test.tgt")
     table = study_int8_table(str(study), str(tiny_teacher.data_bin), ref, beam=2).splitlines()
-    assert len(table) == 4 and table[2].startswith(f"| {none} | none | 21888 |")
-    assert table[3].startswith(f"| {word} | word | 21888 |")  # the seq row's cell has no checkpoint: no row
+    assert len(table) == 5 and table[2].startswith(f"| {none} | none | 21888 |")
+    assert table[3].startswith(f"| {word} | word | 21888 |")
+    assert table[4] == f"| {gone} | seq | 1 | n/a (no checkpoint_last.pt) | n/a |"  # said, not left out
     bleu = evaluate_export(str(study / "cells" / none / "checkpoints" / "checkpoint_last.pt"),
                            str(tiny_teacher.data_bin), ref, beam=2)["bleu"]
     assert f"| {bleu:.2f} |" in table[2]
@@ -311,4 +312,11 @@ def test_study_int8_table_has_a_row_per_student(tiny_teacher, tmp_path):
     (study / "study.json").write_text(json.dumps({"patience": 3}))
     patient = study_int8_table(str(study), str(tiny_teacher.data_bin), ref, beam=2).splitlines()
     no_speed = lambda lines: [line.rsplit("|", 2)[0] for line in lines]  # noqa: E731  (sent/s is a timing)
-    assert no_speed(patient) == no_speed(table)
+    assert no_speed(patient) == no_speed(table)[:4] + [f"| {gone} | seq | 1 | n/a (no checkpoint_best.pt) "]
+
+    # decoded with the study's own length limit (it hard-coded 1.2x+10): 0x+2 cuts every translation short
+    (study / "study.json").write_text(json.dumps({"patience": 3, "max_len_a": 0, "max_len_b": 2}))
+    short = study_int8_table(str(study), str(tiny_teacher.data_bin), ref, beam=2).splitlines()
+    cut = evaluate_export(str(study / "cells" / none / "checkpoints" / "checkpoint_best.pt"),
+                          str(tiny_teacher.data_bin), ref, beam=2, max_len_a=0, max_len_b=2)["bleu"]
+    assert cut < bleu and f"| {cut:.2f} |" in short[2]

@@ -2,8 +2,10 @@
 
 The teacher is converted once with fairseq-kd's own converter (``fairseq_kd.export``: stock
 ``transformer`` and every ``transformer_glu`` configuration, ladder and GLU teachers
-included) and cached next to the checkpoint in ``<ckpt dir>/ct2/<name>-<sha256[:16]>/``
-(keyed by the checkpoint's fingerprint, so a retrained teacher is re-converted). The cache
+included) and cached next to the checkpoint in ``<ckpt dir>/ct2/<name>-<key[:16]>/``, keyed
+by the checkpoint's fingerprint and the dictionaries it was loaded with
+(``export.convert.conversion_key``: a retrained teacher, or the same checkpoint read with other
+dictionaries, is re-converted, never served a conversion of other symbols). The cache
 stores float32 weights; quantization happens at load time (``--ct2-compute-type auto``:
 int8 on CPU, float16 on GPU).
 
@@ -29,17 +31,20 @@ from fairseq_kd.errors import KDInputError
 logger = logging.getLogger(__name__)
 
 
-def cache_dir_for(checkpoint: str, fingerprint: str) -> str:
-    """Where the converted model of ``checkpoint`` lives."""
+def cache_dir_for(checkpoint: str, fingerprint: str, src_dict, tgt_dict) -> str:
+    """Where the converted model of ``checkpoint`` (read with ``src_dict`` / ``tgt_dict``) lives."""
+    from fairseq_kd.export.convert import conversion_key
+
     name = os.path.splitext(os.path.basename(checkpoint))[0]
-    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "ct2", f"{name}-{fingerprint[:16]}")
+    key = conversion_key(fingerprint, src_dict, tgt_dict)
+    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "ct2", f"{name}-{key[:16]}")
 
 
 def convert_teacher(teacher, checkpoint: str, fingerprint: str) -> str:
     """Export the loaded ``teacher`` (once; cached) and return the CTranslate2 model directory."""
     from fairseq_kd.export.convert import export_complete, export_model, publish
 
-    out = cache_dir_for(checkpoint, fingerprint)
+    out = cache_dir_for(checkpoint, fingerprint, teacher.src_dict, teacher.tgt_dict)
     if export_complete(out):  # every file at its recorded size: a conversion cut short is rebuilt
         return out
     try:

@@ -9,6 +9,7 @@ temporary name and renamed into place, so a directory that exists is complete.
 Checkpoints load through ``fairseq_kd.checkpoint_safety`` (fairseq's loader with the
 allowlist; ``trust`` opts one legacy file into full unpickling).
 """
+import hashlib
 import logging
 import os
 import shutil
@@ -203,17 +204,28 @@ def load_single(checkpoint: str, data: Optional[str] = None, trust: bool = False
     return ens.models[0], ens.src_dict, ens.tgt_dict, ens.cfg
 
 
-def export_checkpoint(checkpoint: str, out_dir: str, quantization: str = "none", data: Optional[str] = None,
-                      spm_model: Optional[str] = None, spm_model_tgt: Optional[str] = None,
-                      trust: bool = False, force: bool = False, int8_weight_bits: int = 8) -> Dict:
-    """``fairseq-kd-export``: checkpoint (+ dictionaries, sentencepiece) -> CTranslate2 directory."""
-    from fairseq_kd.teacher import file_sha256
+def conversion_key(model_digest: str, src_dict, tgt_dict, *parts: Optional[str]) -> str:
+    """sha256 of what a conversion is made of: the model's bytes (``model_digest``), the symbols of the
+    dictionaries it is loaded with (one checkpoint read with other dictionaries converts to another
+    vocabulary) and any further ``parts`` (a sentencepiece model's digest, the quantization). The caches
+    of converted models (``distill/ct2.py``, ``export/evaluate.py``) are named by it."""
+    from fairseq_kd.fingerprint import dictionary_fingerprint
+
+    fields = [model_digest, dictionary_fingerprint(src_dict), dictionary_fingerprint(tgt_dict)]
+    fields += ["-" if p is None else str(p) for p in parts]
+    return hashlib.sha256("\n".join(fields).encode("utf-8")).hexdigest()
+
+
+def load_for_export(checkpoint: str, data: Optional[str] = None, spm_model: Optional[str] = None,
+                    trust: bool = False):
+    """``(model, src_dict, tgt_dict, cfg, spm_model, meta)``: one checkpoint loaded through the allowlist,
+    the sentencepiece model its export holds (``spm_model``, else the one beside its data dir, else None)
+    and the export's metadata."""
+    from fairseq_kd.fingerprint import file_sha256
 
     if ":" not in checkpoint:
         fileio.check_file(checkpoint, f"checkpoint not found: {checkpoint}", "checkpoint")
     model, src_dict, tgt_dict, cfg = load_single(checkpoint, data, trust)
-    # the checkpoint's own data dir (never passed as --data) and teacher files are inputs too
-    guard.check_paths(guard.named_by_checkpoint(cfg), {"OUT_DIR": out_dir})
     data_dir = data or cfg.task.data
     if spm_model is None:
         spm_model = find_spm_model(data_dir)
@@ -224,6 +236,16 @@ def export_checkpoint(checkpoint: str, out_dir: str, quantization: str = "none",
             "arch": str(getattr(cfg.model, "arch", "?")), "source_lang": cfg.task.source_lang,
             "target_lang": cfg.task.target_lang,
             "params": int(sum(p.numel() for p in model.parameters()))}
+    return model, src_dict, tgt_dict, cfg, spm_model, meta
+
+
+def export_checkpoint(checkpoint: str, out_dir: str, quantization: str = "none", data: Optional[str] = None,
+                      spm_model: Optional[str] = None, spm_model_tgt: Optional[str] = None,
+                      trust: bool = False, force: bool = False, int8_weight_bits: int = 8) -> Dict:
+    """``fairseq-kd-export``: checkpoint (+ dictionaries, sentencepiece) -> CTranslate2 directory."""
+    model, src_dict, tgt_dict, cfg, spm_model, meta = load_for_export(checkpoint, data, spm_model, trust)
+    # the checkpoint's own data dir (never passed as --data) and teacher files are inputs too
+    guard.check_paths(guard.named_by_checkpoint(cfg), {"OUT_DIR": out_dir})
     return export_model(model, src_dict, tgt_dict, out_dir, quantization, spm_model, spm_model_tgt, meta, force,
                         int8_weight_bits)
 

@@ -1,7 +1,7 @@
 """BLEU and speed of a checkpoint's CTranslate2 export on a binarized test split.
 
 ``evaluate_export(CKPT, DATA_BIN, REF)`` exports the checkpoint (cached beside it, keyed by
-its bytes and the quantization), decodes the split's source with fairseq's search rules
+its bytes, its dictionaries, the sentencepiece model and the quantization), decodes the split's source with fairseq's search rules
 (``export.decode``), detokenizes with the export's sentencepiece model (found beside the data
 dir, or ``spm_model``; without one the symbols are joined by spaces) and scores against the
 raw reference with ``fairseq_kd.scoring``. The main job's table calls it for every
@@ -13,23 +13,32 @@ from typing import Dict, List, Optional
 
 
 
-def export_dir_for(checkpoint: str, quantization: str) -> str:
-    from fairseq_kd.teacher import file_sha256
+def export_dir_for(checkpoint: str, quantization: str, src_dict, tgt_dict, spm_model: Optional[str]) -> str:
+    """Where the ``quantization`` export of ``checkpoint`` read with these dictionaries and sentencepiece
+    model lives (``export.convert.conversion_key``: another checkpoint, dictionary or sentencepiece model
+    is another directory)."""
+    from fairseq_kd.export.convert import conversion_key
+    from fairseq_kd.fingerprint import file_sha256
 
     name = os.path.splitext(os.path.basename(checkpoint))[0]
-    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "ct2",
-                        f"{name}-{file_sha256(checkpoint)[:16]}-{quantization}")
+    key = conversion_key(file_sha256(checkpoint), src_dict, tgt_dict,
+                         file_sha256(spm_model) if spm_model else None, quantization)
+    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "ct2", f"{name}-{key[:16]}-{quantization}")
 
 
 def ensure_export(checkpoint: str, quantization: str = "int8", data: Optional[str] = None,
                   spm_model: Optional[str] = None, trust: bool = False) -> str:
-    """The export directory of ``checkpoint`` (written once; reused while the checkpoint is unchanged)."""
-    from fairseq_kd.export.convert import export_checkpoint
+    """The export directory of ``checkpoint`` (written once; reused while the checkpoint, its dictionaries
+    and sentencepiece model are unchanged and the directory is complete: ``export_complete``)."""
+    from fairseq_kd import guard
+    from fairseq_kd.export.convert import export_complete, export_model, load_for_export
 
-    out = export_dir_for(checkpoint, quantization)
-    if not os.path.isfile(os.path.join(out, "model.bin")):
+    model, src_dict, tgt_dict, cfg, spm_model, meta = load_for_export(checkpoint, data, spm_model, trust)
+    out = export_dir_for(checkpoint, quantization, src_dict, tgt_dict, spm_model)
+    if not export_complete(out):  # absent, or cut short (a full disk, a kill): written again
+        guard.check_paths(guard.named_by_checkpoint(cfg), {"OUT_DIR": out})
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        export_checkpoint(checkpoint, out, quantization, data=data, spm_model=spm_model, trust=trust, force=True)
+        export_model(model, src_dict, tgt_dict, out, quantization, spm_model, meta=meta, force=True)
     return out
 
 
@@ -63,7 +72,8 @@ def translate_timed(model_dir: str, sources: List[List[str]], beam: int = 5, com
 
 def evaluate_export(checkpoint: str, data_bin: str, ref_file: str, split: str = "test", beam: int = 5,
                     quantization: str = "int8", threads: int = 1, max_tokens: int = 4000,
-                    spm_model: Optional[str] = None, hyp_file: Optional[str] = None) -> Dict:
+                    spm_model: Optional[str] = None, hyp_file: Optional[str] = None,
+                    max_len_a: float = 1.2, max_len_b: int = 10) -> Dict:
     """Export ``checkpoint`` (``quantization``), translate ``split`` of ``data_bin``, score against ``ref_file``.
 
     Returns ``{"bleu", "chrf", "sent_per_s", "seconds", "sentences", "quantization", "beam",
@@ -78,7 +88,8 @@ def evaluate_export(checkpoint: str, data_bin: str, ref_file: str, split: str = 
     spm_name = (read_meta(model_dir).get("spm") or {}).get("target")
     sp = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, spm_name)) if spm_name else None
     sources = split_sources(data_bin, split)
-    pieces, seconds = translate_timed(model_dir, sources, beam=beam, threads=threads, max_tokens=max_tokens)
+    pieces, seconds = translate_timed(model_dir, sources, beam=beam, threads=threads, max_tokens=max_tokens,
+                                      max_len_a=max_len_a, max_len_b=max_len_b)
     hyps = [sp.decode(p) if sp is not None else " ".join(p) for p in pieces]  # no model: the symbols as they are
     refs = scoring.read_lines(ref_file)
     scoring.check_aligned(hyps, [refs], f"{split} of {data_bin}", [ref_file])
@@ -93,26 +104,37 @@ def evaluate_export(checkpoint: str, data_bin: str, ref_file: str, split: str = 
 
 def study_int8_table(study_dir: str, data_bin: str, test_ref: str, beam: int = 5, threads: int = 1) -> str:
     """Markdown rows: each student of a ``fairseq-kd-study`` run (``results.csv``), its int8 export's BLEU
-    and sentences/s on the test split (the main job appends this to its final table)."""
+    and sentences/s on the split the study tested (the main job appends this to its final table).
+
+    Decoded as the study decoded its rows: its ``gen_subset``, length limit (``max_len_a/b``) and
+    sentencepiece model from ``study.json`` (defaults: ``test``, 1.2x+10, the model beside the data);
+    a student whose checkpoint is gone gets a row saying so, not no row."""
     from fairseq_kd.study.records import read_csv  # checked by fairseq_kd.integrity (file:line on bad rows)
 
     from fairseq_kd import integrity
 
     rows = read_csv(os.path.join(study_dir, "results.csv"))
-    settings = os.path.join(study_dir, "study.json")
-    patience = os.path.isfile(settings) and integrity.load_json(settings, "rerun the study").get("patience")
-    decoded = "checkpoint_best.pt" if patience else "checkpoint_last.pt"  # the checkpoint the study decoded
+    path = os.path.join(study_dir, "study.json")
+    settings = integrity.load_json(path, "rerun the study") if os.path.isfile(path) else {}
+    decoded = "checkpoint_best.pt" if settings.get("patience") else "checkpoint_last.pt"  # what the study decoded
+    spm_model = settings.get("spm_model")
+    decoding = dict(split=settings.get("gen_subset") or "test", max_len_a=float(settings.get("max_len_a", 1.2)),
+                    max_len_b=int(settings.get("max_len_b", 10)),
+                    spm_model=spm_model if spm_model and os.path.isfile(spm_model) else None)
     lines = [f"| student (cell) | method | params | int8 export BLEU (beam {beam}) | int8 sent/s ({threads} thread) |",
              "|---|---|---|---|---|"]
     done = set()
     for row in rows:
-        ckpt = os.path.join(study_dir, "cells", row["cell"], "checkpoints", decoded)
-        if row["cell"] in done or not os.path.isfile(ckpt):
+        if row["cell"] in done:
             continue
         done.add(row["cell"])
-        r = evaluate_export(ckpt, data_bin, test_ref, beam=beam, quantization="int8", threads=threads)
-        lines.append(f"| {row['cell']} | {row.get('method', '')} | {row.get('parameters', '')} | {r['bleu']:.2f} | "
-                     f"{r['sent_per_s']:.1f} |")
+        ckpt = os.path.join(study_dir, "cells", row["cell"], "checkpoints", decoded)
+        head = f"| {row['cell']} | {row.get('method', '')} | {row.get('parameters', '')} |"
+        if not os.path.isfile(ckpt):
+            lines.append(f"{head} n/a (no {decoded}) | n/a |")
+            continue
+        r = evaluate_export(ckpt, data_bin, test_ref, beam=beam, quantization="int8", threads=threads, **decoding)
+        lines.append(f"{head} {r['bleu']:.2f} | {r['sent_per_s']:.1f} |")
     return "\n".join(lines)
 
 
