@@ -2,9 +2,11 @@
 
 Reads the ``summary.json`` that ``fairseq-kd-report`` writes (one per study, e.g. the main job's
 300-update students and the converged ones), matches groups by method and noise level, and prints
-one markdown row per method: each side's seed mean ± std, its rank (1 = best BLEU), its Δ vs CE with
-the report's 95% interval and star where the summary holds one, and, with ``--teacher-bleu``, the
-share of the teacher-CE gap closed. A side with several groups per method (other archs, lrs,
+one markdown row per method both sides have: each side's seed mean ± std, its rank among all of that
+side's methods at the noise level ("2 of 4", 1 = best BLEU; the methods on one side only are named
+below the table), its Δ vs CE with the report's 95% interval and star where the summary holds one,
+and, with ``--teacher-bleu``, the share of the teacher-CE gap closed (on the seeds both have; n/a
+where they have none in common). A side with several groups per method (other archs, lrs,
 searches) must be narrowed with ``--arch`` / ``--search``.
 
     python docs/results/tools/rank_beside.py \
@@ -42,37 +44,49 @@ def load_side(path: str, arch: Optional[str] = None, search: Optional[str] = Non
     return out
 
 
-def ranks(side: Dict[Tuple[str, float], Dict], keys: Sequence[Tuple[str, float]]) -> Dict[Tuple[str, float], int]:
-    """Competition ranks by seed-mean BLEU within each noise level (1 = best; ties share a rank)."""
+def ranks(side: Dict[Tuple[str, float], Dict]) -> Dict[Tuple[str, float], Tuple[int, int]]:
+    """{key: (rank, N)}: competition ranks by seed-mean BLEU among all of the side's groups at each noise
+    level (1 = best; ties share a rank; N groups at that level), shown or not."""
     out = {}
-    for noise in {k[1] for k in keys}:
-        means = sorted((side[k]["bleu_mean"] for k in keys if k[1] == noise), reverse=True)
-        for k in keys:
+    for noise in {k[1] for k in side}:
+        means = sorted((g["bleu_mean"] for k, g in side.items() if k[1] == noise), reverse=True)
+        for k, g in side.items():
             if k[1] == noise:
-                out[k] = 1 + means.index(side[k]["bleu_mean"])
+                out[k] = (1 + means.index(g["bleu_mean"]), len(means))
     return out
 
 
+def order_moved(sides: List[Tuple[str, Dict]], keys: Sequence[Tuple[str, float]]) -> List[str]:
+    """The methods whose place among ``keys`` (the groups every side has) is not the same on all sides."""
+    shared = [ranks({k: s[k] for k in keys}) for _, s in sides]
+    return [k[0] for k in keys if len({r[k] for r in shared}) > 1]
+
+
 def gap_closed(side: Dict, key: Tuple[str, float], teacher: Optional[float]) -> Optional[float]:
-    """The report's share of the teacher-CE gap for one group, against CE at its noise level."""
+    """The report's share of the teacher-CE gap for one group, against CE at its noise level, on the
+    seeds both have (None where there is no CE, no teacher, or no seed in common)."""
     from fairseq_kd.report import gap_closed as share, seed_mean
 
     ce = side.get((BASELINE, key[1]))
     if teacher is None or ce is None or key[0] == BASELINE:
         return None
     g = side[key]
-    seeds = sorted(set(g.get("bleu_by_seed") or {}) & set(ce.get("bleu_by_seed") or {}))
-    if not seeds:  # a summary written before per-seed BLEU was kept: the seed means, as it reported them
-        return share(g["bleu_mean"], ce["bleu_mean"], teacher)
+    if "bleu_by_seed" not in g or "bleu_by_seed" not in ce:  # a summary written before per-seed BLEU was kept
+        return share(g["bleu_mean"], ce["bleu_mean"], teacher)  # the seed means, as that report gave them
+    seeds = sorted(set(g["bleu_by_seed"]) & set(ce["bleu_by_seed"]))
+    if not seeds:  # no seed in common: n/a, as the report says (a mean of other seeds is not a pair)
+        return None
     return share(seed_mean(g, seeds), seed_mean(ce, seeds), teacher)  # on shared seeds, as the report's gap
 
 
-def _cell(g: Dict, rank: int, gap: Optional[float], with_gap: bool) -> str:
+def _cell(g: Dict, rank: Tuple[int, int], gap: Optional[float], with_gap: bool, blank: bool) -> str:
+    """One side's cells of a row; the gap is blank for CE and for a side without --teacher-bleu."""
     v = g.get("vs_baseline")
     delta = "" if not v else f"{v['delta']:+.2f} [{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]" + (
         "*" if v["ci_low"] > 0 or v["ci_high"] < 0 else "")
-    text = f"{g['bleu_mean']:.2f} ± {g['bleu_std']:.2f} (n={g['n']}) | {rank} | {delta}"
-    return text + (f" | {'' if gap is None else f'{100 * gap:+.0f}%'}" if with_gap else "")
+    text = f"{g['bleu_mean']:.2f} ± {g['bleu_std']:.2f} (n={g['n']}) | {rank[0]} of {rank[1]} | {delta}"
+    shown = "" if blank else "n/a" if gap is None else f"{100 * gap:+.0f}%"
+    return text + (f" | {shown}" if with_gap else "")
 
 
 def table(sides: List[Tuple[str, Dict]], teachers: Dict[str, float]) -> str:
@@ -80,7 +94,7 @@ def table(sides: List[Tuple[str, Dict]], teachers: Dict[str, float]) -> str:
     if not keys:
         raise SystemExit("rank_beside: the summaries share no (method, noise) group")
     keys.sort(key=lambda k: (k[1], sides[-1][1][k]["bleu_mean"] * -1))
-    rk = [ranks(s, keys) for _, s in sides]
+    rk = [ranks(s) for _, s in sides]
     with_gap = bool(teachers)
     head, rule = "| method | noise |", "|---|---:|"
     for label, _ in sides:
@@ -88,13 +102,21 @@ def table(sides: List[Tuple[str, Dict]], teachers: Dict[str, float]) -> str:
         rule += "---:|---:|---:|" + ("---:|" if with_gap else "")
     lines = [head, rule]
     for k in keys:
-        cells = [_cell(s[k], r[k], gap_closed(s, k, teachers.get(label)), with_gap)
-                 for (label, s), r in zip(sides, rk)]
+        cells = [_cell(s[k], r[k], gap_closed(s, k, teachers.get(label)), with_gap,
+                       blank=k[0] == BASELINE or label not in teachers) for (label, s), r in zip(sides, rk)]
         lines.append(f"| {k[0]} | {k[1]:g} | " + " | ".join(cells) + " |")
-    moved = [k[0] for k in keys if len({r[k] for r in rk}) > 1]
+    moved = order_moved(sides, keys)
+    alone = []
+    for label, s in sides:
+        extra = sorted(f"{k[0]}" + (f" (noise {k[1]:g})" if k[1] else "") for k in s if k not in keys)
+        if extra:
+            alone.append(f"{label} only: {', '.join(extra)}")
     lines.append("")
-    lines.append("rank: by seed-mean test BLEU within a noise level (1 = best); * where the interval excludes 0. "
-                 + (f"Rank changed: {', '.join(moved)}." if moved else "Every rank is the same on all sides."))
+    lines.append("rank: by seed-mean test BLEU among all of that side's methods at the noise level, those on one "
+                 "side only included (k of N; 1 = best); * where the interval excludes 0. "
+                 + (f"Methods not on every side, left out of the rows: {'; '.join(alone)}. " if alone else "")
+                 + ("Among the methods on every side, the order changed: " + ", ".join(moved) + "." if moved
+                    else "Among the methods on every side, the order is the same."))
     return "\n".join(lines) + "\n"
 
 
