@@ -205,3 +205,51 @@ def test_online_sampling_top1_equals_greedy(small, tmp_path):
         targets[name] = [t.tolist() for t in task.seq_targets.targets(batch)[0]]
     assert task.seq_targets.cfg.sampling_topk == 1
     assert targets["sampling"] == targets["greedy"]
+
+
+@pytest.mark.integration
+def test_memo_of_a_teacher_reading_noise_is_each_epochs_own(small, tmp_path):
+    """``--noise-teacher-input noisy``: the student reads new noise every epoch, so the teacher's targets
+    are the translations of that epoch's noisy source. fairseq loads unsharded data once, so the memo's key
+    stayed at the first epoch: epochs 2 and 3 trained on epoch 1's targets, and a run resumed at epoch 2
+    trained on other targets than one that ran straight through."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from fairseq_kd.distill import decoding
+    from fairseq_kd.distill.memo import TargetMemo
+    from fairseq_kd.distill.online import decoding_config_from_task, trim_left_pad
+    from fairseq_kd.teacher import load_teacher
+
+    noisy = ["--noise-substitution", "0.3", "--noise-side", "source", "--noise-teacher-input", "noisy"]
+    args = seq_kd_args(small, "greedy", *noisy)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_small(small.data_bin, straight, args, max_epoch=3)
+    train_small(small.data_bin, resumed, args, max_epoch=1)
+    train_small(small.data_bin, resumed, args, max_epoch=3)
+
+    def memos(save):
+        return sorted((dict(sorted(TargetMemo(str(f)).targets.items())) for f in (save / "seq_kd_memo").iterdir()),
+                      key=str)
+
+    got = memos(straight)
+    assert len(got) == 3 and all(len(m) == N_SMALL for m in got)  # one memo per epoch, every sentence
+    assert memos(resumed) == got
+
+    # the truth: the teacher's greedy translation of each epoch's noisy source, decoded here
+    argv = [str(small.data_bin), "--user-dir", helpers.USER_DIR, "--task", "kd_translation", "-s", "src", "-t", "tgt",
+            *helpers.TINY_ARCH_ARGS, "--cpu", "--seed", "1", *args[2:]]
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    ds = task.dataset("train")
+    teacher = load_teacher(str(small.checkpoint))
+    decoder = decoding.TeacherDecoder(teacher.models, teacher.tgt_dict, decoding_config_from_task(task.cfg))
+    expected = []
+    for epoch in (1, 2, 3):
+        ds.set_epoch(epoch)
+        sample = ds.collater([ds[i] for i in range(len(ds))])
+        hyps = decoder(sample, trim_left_pad(sample["net_input"], teacher.src_dict.pad()))
+        expected.append(dict(sorted((int(i), h[0]["tokens"].tolist()) for i, h in zip(sample["id"], hyps))))
+    assert expected[0] != expected[1] != expected[2]  # the noise moves, and the teacher's translations with it
+    assert got == sorted(expected, key=str)

@@ -50,6 +50,10 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
             from fairseq_kd.tasks._early_stop import EarlyStopState
 
             self.register_state("early_stop", EarlyStopState())
+        if epoch != self._train_epoch:  # fairseq loads unsharded data once: the epoch moves on here
+            self._train_epoch = epoch
+            if self._teacher_reads_noise():  # the teacher's targets are this epoch's noisy source's
+                self._drop_memo()
         super().begin_epoch(epoch, model)
 
     # --- teacher ---------------------------------------------------------------
@@ -131,9 +135,18 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
         if split == self.cfg.train_subset:
             self.datasets[split] = self.wrap_noise(split, self.datasets[split])
             self._train_epoch = epoch
-            if self.seq_targets is not None and self.seq_targets.memo is not None:
-                self.seq_targets.flush()  # a new shard (--data a:b:c): its memo has its own key
-                self.seq_targets.memo = None
+            self._drop_memo()  # a new shard (--data a:b:c): its memo has its own key
+
+    def _drop_memo(self):
+        """Persist the seq-KD memo and let the next batch open the one of the current key."""
+        if self.seq_targets is not None and self.seq_targets.memo is not None:
+            self.seq_targets.flush()
+            self.seq_targets.memo = None
+
+    def _teacher_reads_noise(self) -> bool:
+        """The teacher translates the noisy source the student reads (new noise every epoch)."""
+        return (self.noise_enabled and str(self.cfg.noise_teacher_input) == "noisy"
+                and str(self.cfg.noise_side) != "target")
 
     def _open_cache(self, split):
         from fairseq_kd.cache import TeacherCache
@@ -203,7 +216,7 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
         ds = self.datasets.get(self.cfg.train_subset)
         content = fingerprint.dataset_fingerprint(ds) if ds is not None else f"path {self.cfg.data}"  # not loaded
         parts = [self.cfg.train_subset, content]
-        if self.noise_enabled and str(self.cfg.noise_teacher_input) == "noisy" and str(self.cfg.noise_side) != "target":
+        if self._teacher_reads_noise():
             parts += [repr((self.cfg.noise_deletion, self.cfg.noise_substitution, self.cfg.noise_swap,
                             self.cfg.noise_swap_window, str(self.cfg.noise_side), self.cfg.seed)),
                       f"epoch {self._train_epoch}"]
