@@ -1,5 +1,6 @@
 """docs/results/tools/plot_noise_ops.py: one point per method and noise rate, or a refusal when a results CSV
-holds several groups there (another decoding, arch, lr or teacher).
+holds several groups there (another decoding, arch, lr or teacher); a point over fewer seeds than the others is
+marked with its count, and a method missing the top rate gets no drop.
 
 Truths: hand-written results rows whose seed means are computed by hand."""
 import pytest
@@ -42,9 +43,10 @@ def test_table_and_figure(tool, tmp_path, capsys):
     png = tmp_path / "ops.png"
     tool.main([str(png), f"deletion={results(tmp_path / 'r.csv', GRID)}"])
     out = capsys.readouterr().out.splitlines()
-    assert out[2:6] == ["| deletion | CE | 20.00 / 19.00 |  | -1.00 |",
+    assert out[2:] == ["| deletion | CE | 20.00 / 19.00 |  | -1.00 |",
                         "| deletion | word-KD | 21.00 / 20.00 | +1.00 / +1.00 | -1.00 |",
-                        "| deletion | seq-KD | 25.00 / 24.00 | +5.00 / +5.00 | -1.00 |", f"wrote {png}"]
+                        "| deletion | seq-KD | 25.00 / 24.00 | +5.00 / +5.00 | -1.00 |", "",
+                        "(2 seeds per point)", f"wrote {png}"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -62,3 +64,25 @@ def test_two_lrs_are_refused_naming_the_lr(tool, tmp_path):
     with pytest.raises(SystemExit) as e:
         tool.main([str(tmp_path / "o.png"), f"deletion={path}"])
     assert "several groups for method word at noise 0 (lr 0.001 / 0.003);" in str(e.value)
+
+
+def test_a_missing_seed_is_counted_and_the_drop_paired(tool, tmp_path, capsys):
+    """word's seed 2 at 0.1 is missing: its mean there is seed 1's alone (19.5), shown "(1)"; its Δ vs CE and its
+    drop are taken on seed 1 only (19.5 - 18.5, 19.5 - 20.5), marked (1), not 19.5 - 19.0 printed as complete."""
+    cells = [c for c in GRID if not (c[0] == "word" and c[1] == 0.1 and c[4] == 2)]
+    tool.main([str(tmp_path / "o.png"), f"deletion={results(tmp_path / 'r.csv', cells)}"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[3] == "| deletion | word-KD | 21.00 / 19.50 (1) | +1.00 / +1.00 (1) | -1.00 (1) |"
+    assert out[6] == ("(2 seeds per point unless marked (k): over k seeds only; n/a: no such point; Δ and drop on "
+                      "the seeds both points have)")
+
+
+def test_a_method_missing_the_top_rate_gets_no_drop(tool, tmp_path, capsys):
+    """seq has no 0.2 point: its 0 -> 0.1 drop would sit in the same column as the others' 0 -> 0.2."""
+    cells = GRID + [(m, 0.2, "-", 0.003, s, b + s - 1.5 - 20 * 0.2) for m, b in (("none", 20.0), ("word", 21.0))
+                    for s in (1, 2)]
+    tool.main([str(tmp_path / "o.png"), f"deletion={results(tmp_path / 'r.csv', cells)}"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[2:5] == ["| deletion | CE | 20.00 / 19.00 / 16.00 |  | -4.00 |",
+                        "| deletion | word-KD | 21.00 / 20.00 / 17.00 | +1.00 / +1.00 / +1.00 | -4.00 |",
+                        "| deletion | seq-KD | 25.00 / 24.00 / n/a | +5.00 / +5.00 / n/a | n/a (no 0.2) |"]
