@@ -140,10 +140,11 @@ def test_another_split_needs_its_reference(studies):
         _run(clean, noisy, "--split", "test1")
 
 
-def test_a_pair_is_compared_on_the_seeds_both_methods_have(tmp_path):
+def test_a_pair_is_compared_on_the_seeds_both_methods_have(tmp_path, capsys):
     """word at seeds 1-3, seq at 1-2: word's own drop is over its three seeds, but the pair's difference (and
     the drops beside it) is over seeds 1, 2 only (a seed is one initialisation for every method), so word's
-    third seed, which loses far more, does not enter seq - word."""
+    third seed, which loses far more, does not enter seq - word. The markdown says so: 'drop A' of the pair
+    table is not the drop of the methods table above it."""
     clean = {**SYSTEMS, ("word", 0, 3): _system(10, 0.8)}
     noisy = {**{k: v for k, v in NOISY.items() if k[0] in ("word", "seq") and k[2] < 3}, ("word", 0.3, 3): ["x"] * 80}
     c, n = _study(tmp_path, "clean", clean), _study(tmp_path, "noisy", noisy)
@@ -160,6 +161,13 @@ def test_a_pair_is_compared_on_the_seeds_both_methods_have(tmp_path):
     assert pair["seeds"] == [1, 2]
     assert pair["drop_a"] == pytest.approx(drop_on("word", (1, 2))) and pair["drop_b"] == pytest.approx(drop_on("seq", (1, 2)))
     assert pair["b_minus_a"]["delta"] == pytest.approx(drop_on("seq", (1, 2)) - drop_on("word", (1, 2)))
+    assert ("The methods table takes each method on its own seeds, the pair table word:seq on the seeds both "
+            "have (1, 2): word has 3, seq 2.") in capsys.readouterr().out.splitlines()
+
+
+def test_no_seeds_note_where_the_pair_has_every_seed_of_both(studies, capsys):
+    _run(*studies, "--pairs", "word:seq")
+    assert "seeds both have" not in capsys.readouterr().out
 
 
 def test_the_table_states_the_bootstrap_samples_it_used(studies, capsys):

@@ -10,7 +10,8 @@ scores with its 95% interval; and for every pair of methods A, B (``--pairs A:B`
 difference of their drops, (B_noisy - B_clean) - (A_noisy - A_clean): positive when B loses less. Each
 interval resamples the test sentences once for all the systems it compares
 (``fairseq_kd.significance.contrast_bootstrap``); ``*`` exactly where it excludes 0. Test sentences vary,
-seeds do not: the per-seed columns show the seed spread.
+seeds do not: the per-seed columns show the seed spread. A pair is taken on the seeds both methods have;
+where those are not both methods' seeds of the methods table, a note under the pair table names them.
 
 Usage: python docs/results/tools/noise_drop.py --clean DIR [DIR ...] --noisy DIR [DIR ...] --noise 0.3
        [--search beam5] [--clean-of M=CLEAN_M ...] [--pairs A:B ...] [--split test1 --test-ref REF] [--json OUT]
@@ -129,9 +130,16 @@ def markdown(methods, pairs, noise, n_samples=1000):
                    f"{_ms(e['noisy_bleu'])} | {' / '.join(f'{d:+.2f}' for d in e['drop_per_seed'])} | "
                    f"{_ms(e['drop_per_seed'])} | {ci} | {p} |")
     out += ["", "| A | B | drop A | drop B | B loses less by [95% CI] | p |", "|---|---|---:|---:|---:|---:|"]
+    seeds = {e["method"]: e["seeds"] for e in methods}
+    notes = []
     for q in pairs:
         ci, p = _ci(q["b_minus_a"])
         out.append(f"| {q['a']} | {q['b']} | {q['drop_a']:+.2f} | {q['drop_b']:+.2f} | {ci} | {p} |")
+        if not q["seeds"] == seeds[q["a"]] == seeds[q["b"]]:
+            notes.append(f"{q['a']}:{q['b']} on the seeds both have ({', '.join(map(str, q['seeds']))}): "
+                         f"{q['a']} has {len(seeds[q['a']])}, {q['b']} {len(seeds[q['b']])}")
+    if notes:
+        out += ["", "The methods table takes each method on its own seeds, the pair table " + "; ".join(notes) + "."]
     out += ["", "drop: BLEU at the noise minus the clean counterpart's (seeds paired by number); B loses less by: "
                 "(B_noisy - B_clean) - (A_noisy - A_clean), positive when B degrades less; paired bootstrap over the "
                 f"test sentences ({n_samples:,} resamples of sacrebleu's seed, all four systems on each), * where the 95% "
