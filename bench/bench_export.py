@@ -12,9 +12,17 @@ machine) as ratios to fairseq-generate, and sacrebleu BLEU against the raw refer
     python bench/bench_export.py --prepared exp/m30k --checkpoint relu3m=exp/s/checkpoint_last.pt
 
 Students are trained with ``nice -n 5`` (the machine is shared); --updates sets their budget.
+A student trains into ``WORK/NAME.partial`` (emptied first), which becomes ``WORK/NAME`` (``NAME_UPDATESu``
+for a budget other than its default) only when fairseq-train exited 0 with the checkpoint at the budget;
+``trained.json`` there records the training command and the checkpoint's sha256. A rerun reuses a student
+only when that record equals this run's recipe and the checkpoint is unchanged, and refuses a directory
+without it (trained before the record, or by hand). The data is prepared by ``prepare_multi30k.sh`` on
+every run, whose settings check refuses another --vocab-size in the same directory.
 """
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,9 +67,11 @@ def sh(cmd, log=None, nice=True):
 
 
 def prepare(data_dir: Path, out: Path, vocab: int) -> Path:
-    if not (out / "bin" / "dict.de.txt").exists():
-        sh(["bash", REPO / "data_prep/prepare_multi30k.sh", "--data-dir", data_dir, "--out-dir", out,
-            "--vocab-size", str(vocab)])
+    """``prepare_multi30k.sh`` into ``out``, on every run: each of its stages is skipped when done, and it
+    refuses a directory prepared with other settings (another --vocab-size), which a check of its outputs
+    alone would reuse."""
+    sh(["bash", REPO / "data_prep/prepare_multi30k.sh", "--data-dir", data_dir, "--out-dir", out,
+        "--vocab-size", str(vocab)])
     return out
 
 
@@ -78,20 +88,89 @@ def train_command(prepared: Path, name: str, updates: int, save: Path) -> list:
             *extra]  # last, so that --task / --criterion of a student override the defaults
 
 
+MARKER = "trained.json"  # written last into a finished training directory
+
+
+def recipe(cmd: list) -> list:
+    """A training command as recorded in ``trained.json``: its arguments as strings, without the executable's
+    path, with this checkout's path as ``<repo>`` (the save dir is given as ``SAVE`` by the callers)."""
+    return [str(c).replace(str(REPO), "<repo>") for c in cmd[1:]]
+
+
+def checkpoint_updates(ckpt: Path) -> int:
+    """The number of updates a fairseq checkpoint was saved at."""
+    from fairseq_kd import checkpoint_safety
+
+    return int(checkpoint_safety.load_checkpoint(str(ckpt))["optimizer_history"][-1]["num_updates"])
+
+
+def trained(save: Path, settings: dict, updates: int, train, ckpt_name: str = "checkpoint_last.pt") -> Path:
+    """``save / ckpt_name`` of a finished training made with ``settings`` (JSON-able; the recipe), trained
+    now when ``save`` is absent: ``train(dir)`` trains into ``save.partial`` (emptied first), which becomes
+    ``save`` only when its ``checkpoint_last.pt`` is at ``updates`` updates, with ``trained.json`` (the
+    settings, the update count and the checkpoint's sha256) written last. An existing ``save`` is reused only
+    when its record equals ``settings`` and the checkpoint is unchanged; else this refuses (it is never
+    replaced: its models may be the ones published results name)."""
+    from fairseq_kd import fileio, integrity
+    from fairseq_kd.fingerprint import file_sha256
+
+    marker = save / MARKER
+    if save.exists():
+        if not marker.is_file():
+            raise SystemExit(f"{save} exists without {MARKER}: its training was cut short, or it was trained "
+                             f"before this script recorded the settings of a finished training (or by hand). "
+                             f"Delete it to train it again, or use another --work-dir")
+        record = integrity.load_json(str(marker), f"delete {save} to train it again")
+        if record.get("settings") != settings:
+            raise SystemExit(f"{save} was trained with other settings:\n"
+                             f"  recorded: {json.dumps(record.get('settings'))}\n  now:      {json.dumps(settings)}\n"
+                             f"fix: use another --work-dir, or delete {save} to train it again")
+        ckpt = save / "checkpoint_last.pt"
+        if not ckpt.is_file() or file_sha256(str(ckpt)) != record.get("checkpoint_sha256"):
+            raise SystemExit(f"{ckpt} is missing or is not the checkpoint {marker} records (changed after its "
+                             f"training): delete {save} to train it again")
+        if not (save / ckpt_name).is_file():
+            raise SystemExit(f"{save / ckpt_name} is missing: delete {save} to train it again")
+        return save / ckpt_name
+    partial = save.with_name(save.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # a killed run's: trained again from the start
+    train(partial)
+    ckpt = partial / "checkpoint_last.pt"
+    got = checkpoint_updates(ckpt)
+    if got != updates:
+        raise SystemExit(f"{ckpt}: fairseq-train stopped at {got} updates, not the {updates} asked for "
+                         f"(left in {partial}, not reused)")
+    fileio.atomic_write_json(partial / MARKER, {"settings": settings, "num_updates": got,
+                                                "checkpoint_sha256": file_sha256(str(ckpt))})
+    os.replace(partial, save)
+    return save / ckpt_name
+
+
+def train_dir(work: Path, name: str, updates: int) -> Path:
+    """Where student ``name`` trained for ``updates`` updates lives (its default budget: ``WORK/NAME``)."""
+    return work / (name if updates == STUDENTS[name][2] else f"{name}_{updates}u")
+
+
 def train_student(prepared: Path, work: Path, name: str, updates: int = 0) -> Path:
+    """Student ``name`` trained by this recipe for ``updates`` updates (0: its default), pruned when it is
+    the adaptive-capacity model: reused when finished with the same settings (``trained``)."""
     _, extra, default_updates = STUDENTS[name]
     updates = updates or default_updates
-    save = work / name
-    ckpt = save / "checkpoint_last.pt"
-    if not ckpt.exists():
-        sh(train_command(prepared, name, updates, save), log=work / f"{name}.train.log")
-    if "--adaptive-capacity" in extra:
-        pruned = save / "pruned.pt"
-        if not pruned.exists():
-            res = sh([BIN / "fairseq-kd-prune", "-i", ckpt, "-o", pruned, "--json", "--quiet"])
+    adaptive = "--adaptive-capacity" in extra
+    settings = {"student": name, "updates": updates,
+                "command": recipe(train_command(Path(prepared).resolve(), name, updates, Path("SAVE")))}
+
+    final = train_dir(work, name, updates)
+
+    def train(save: Path):
+        sh(train_command(prepared, name, updates, save), log=work / f"{final.name}.train.log")
+        if adaptive:  # pruned inside the training directory, so that a finished one holds both
+            res = sh([BIN / "fairseq-kd-prune", "-i", save / "checkpoint_last.pt", "-o", save / "pruned.pt",
+                      "--json", "--quiet"])
             (save / "prune.json").write_text(res.stdout)
-        return pruned
-    return ckpt
+
+    return trained(final, settings, updates, train,
+                   "pruned.pt" if adaptive else "checkpoint_last.pt")
 
 
 def bench_student(name: str, ckpt: Path, prepared: Path, a) -> list:

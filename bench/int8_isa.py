@@ -4,7 +4,10 @@ Exports a checkpoint three times (float32, int8, int8 with 7-bit weights) and tr
 CTranslate2 (beam 5, ``fairseq-kd-translate``) natively and with the int8 GEMM limited to AVX2, as on a
 CPU without VNNI: ``CT2_USE_MKL=0`` (oneDNN) with ``ONEDNN_MAX_CPU_ISA=AVX2`` and
 ``CT2_FORCE_CPU_ISA=AVX2``, each in its own process (both are read when the library loads). Prints a
-markdown table of sacreBLEU per (weights, ISA) and writes the rows to ``--json``.
+markdown table of sacreBLEU per (weights, ISA) and writes the rows to ``--json``. Each export lives in
+``WORK/FLAVOUR-KEY``, KEY being ``export.convert.conversion_key`` of the checkpoint's bytes, the --data-bin
+dictionaries, the sentencepiece model and the export flags, and is reused only when complete
+(``export.convert.export_complete``): another checkpoint in the same --work-dir is exported anew.
 
     python bench/int8_isa.py exp/qat_ladder/glu_3m_pruned/pruned.pt --data-bin exp/m30k/bin \\
         --raw exp/m30k/raw --splits valid,test --work-dir exp/int8_isa --json docs/results/int8_isa.json
@@ -30,6 +33,20 @@ def run(cmd, env=None, stderr=False):
     return res.stderr if stderr else res.stdout
 
 
+def export_dir(work: Path, name: str, flags: list, checkpoint: str, data_bin: str, src: str, tgt: str,
+               spm: str) -> Path:
+    """The directory of flavour ``name``'s export of ``checkpoint``: named by everything it is made of."""
+    from fairseq.data import Dictionary
+
+    from fairseq_kd.export.convert import conversion_key
+    from fairseq_kd.fingerprint import file_sha256
+
+    dicts = [Dictionary.load(str(Path(data_bin) / f"dict.{lang}.txt")) for lang in (src, tgt)]
+    key = conversion_key(file_sha256(checkpoint), *dicts, file_sha256(spm) if os.path.isfile(spm) else None,
+                         " ".join(flags))
+    return work / f"{name.replace(', ', '_').replace(' ', '_')}-{key[:16]}"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
@@ -46,10 +63,13 @@ def main():
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     spm = a.spm_model or str(Path(a.data_bin).parent / "spm.model")
+    from fairseq_kd.export.convert import export_complete
+    from fairseq_kd.fingerprint import file_sha256
+
     rows = []
     for name, flags in EXPORTS.items():
-        out = work / name.replace(", ", "_").replace(" ", "_")
-        if not (out / "model.bin").exists():
+        out = export_dir(work, name, flags, a.checkpoint, a.data_bin, a.source_lang, a.target_lang, spm)
+        if not export_complete(str(out)):  # absent, or cut short
             run([BIN / "fairseq-kd-export", a.checkpoint, out, "--data", a.data_bin, "--spm-model", spm,
                  "--force", *flags])
         for isa, env in ISAS.items():
@@ -76,7 +96,8 @@ def main():
             if got:
                 print(f"| {name} | {isa} | " + " | ".join(f"{got[s]:.2f}" for s in a.splits.split(",")) + " |")
     if a.json:
-        Path(a.json).write_text(json.dumps({"checkpoint": a.checkpoint, "rows": rows}, indent=1) + "\n")
+        Path(a.json).write_text(json.dumps({"checkpoint": a.checkpoint, "checkpoint_sha256": file_sha256(a.checkpoint),
+                                            "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,11 @@ rate equal to inverse-sqrt's at the base's last update), both branches alike. Ev
 exported to CTranslate2 (float32 and int8) and decoded with beam 5 on valid and test
 (``fairseq_kd.export.evaluate.evaluate_export``: fairseq's search rules, sacreBLEU); rows (student x
 branch x quantization x split, with decoding sentences/s at ``--threads``) go to ``--json``,
-rewritten atomically after each row; a rerun skips trained branches and finished rows.
+rewritten atomically after each row. A rerun reuses a base or branch only when its training finished with the
+same settings (``bench_export.trained``: ``trained.json`` records the command, and a branch's the base
+checkpoint's sha256) and skips a row only when it was made from the same branch checkpoint (its sha256)
+with the same ``--more-updates``. Branches live in ``WORK/STUDENT_BRANCH``, or
+``WORK/STUDENT_BRANCH_Nmore`` for a ``--more-updates N`` other than 100.
 
     python bench/qat_ladder.py --prepared exp/m30k --work-dir exp/qat_ladder \\
         --json docs/results/qat_ladder.json
@@ -28,9 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_export import STUDENTS, sh, train_command, train_student  # noqa: E402
+from bench_export import STUDENTS, recipe, sh, train_command, trained, train_student  # noqa: E402
 
 BRANCHES = ("float", "qat")
+MORE_UPDATES = 100  # the default --more-updates (its branches keep the plain directory names)
 
 
 def pruned_widths(pruned: Path) -> list:
@@ -62,12 +67,42 @@ def branch_command(prepared: Path, name: str, base: Path, save: Path, branch: st
     return cmd
 
 
+def branch_updates(name: str, a) -> int:
+    """The update count a finished branch's checkpoint is at (the pruned model's optimizer starts afresh)."""
+    _, extra, updates = STUDENTS[name]
+    return a.more_updates if "--adaptive-capacity" in extra else updates + a.more_updates
+
+
+def branch_dir(work: Path, name: str, branch: str, a) -> Path:
+    suffix = "" if a.more_updates == MORE_UPDATES else f"_{a.more_updates}more"
+    return work / f"{name}_{branch}{suffix}"
+
+
+def train_branch(prepared: Path, work: Path, name: str, base: Path, branch: str, a) -> Path:
+    """The branch's ``checkpoint_last.pt``: trained unless finished with the same command from the same base
+    checkpoint (bytes) and ``--more-updates`` (``bench_export.trained``)."""
+    from fairseq_kd.fingerprint import file_sha256
+
+    final = branch_dir(work, name, branch, a)
+    settings = {"student": name, "branch": branch, "more_updates": a.more_updates,
+                "base_sha256": file_sha256(str(base)),
+                "command": recipe(branch_command(Path(prepared).resolve(), name, Path(base).resolve(), Path("SAVE"),
+                                                 branch, a))}
+
+    def train(save: Path):
+        t0 = time.time()
+        sh(branch_command(prepared, name, base, save, branch, a), log=work / f"{final.name}.train.log")
+        print(f"{name}: {branch} trained ({time.time() - t0:.0f} s)", flush=True)
+
+    return trained(final, settings, branch_updates(name, a), train)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prepared", required=True, help="prepare_multi30k.sh output (bin/, raw/, spm.model)")
     p.add_argument("--work-dir", required=True)
     p.add_argument("--students", default=",".join(STUDENTS), help=f"comma-separated subset of {', '.join(STUDENTS)}")
-    p.add_argument("--more-updates", type=int, default=100, help="updates of each branch after the base")
+    p.add_argument("--more-updates", type=int, default=MORE_UPDATES, help="updates of each branch after the base")
     p.add_argument("--splits", default="valid,test")
     p.add_argument("--threads", type=int, default=1, help="CTranslate2 threads when decoding")
     p.add_argument("--json", required=True, help="rows (rewritten atomically after each)")
@@ -75,38 +110,39 @@ def main():
 
     from fairseq_kd import fileio
     from fairseq_kd.export.evaluate import evaluate_export
+    from fairseq_kd.fingerprint import file_sha256
 
     prepared, work = Path(a.prepared), Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     out = Path(a.json)
     rows = json.loads(out.read_text()) if out.exists() else []
-    done = {(r["student"], r["branch"], r["quantization"], r["split"]) for r in rows}
+
+    def key(r):
+        return r["student"], r["branch"], r["quantization"], r["split"], r.get("updates_after_base")
+
     for name in a.students.split(","):
         t0 = time.time()
         base = train_student(prepared, work, name)
         print(f"{name}: base {base} ({time.time() - t0:.0f} s)", flush=True)
         for branch in BRANCHES:
-            save = work / f"{name}_{branch}"
-            ckpt = save / "checkpoint_last.pt"
-            if not ckpt.exists():
-                t0 = time.time()
-                sh(branch_command(prepared, name, base, save, branch, a), log=work / f"{name}_{branch}.train.log")
-                print(f"{name}: {branch} trained ({time.time() - t0:.0f} s)", flush=True)
+            ckpt = train_branch(prepared, work, name, base, branch, a)
+            save, digest = ckpt.parent, file_sha256(str(ckpt))
             for quantization in ("none", "int8"):
                 for split in a.splits.split(","):
-                    if (name, branch, quantization, split) in done:
-                        continue
+                    row_key = (name, branch, quantization, split, a.more_updates)
+                    if any(key(r) == row_key and r.get("checkpoint_sha256") == digest for r in rows):
+                        continue  # made from this very checkpoint
                     res = evaluate_export(str(ckpt), str(prepared / "bin"), str(prepared / "raw" / f"{split}.en"),
                                           split=split, beam=5, quantization=quantization, threads=a.threads,
                                           spm_model=str(prepared / "spm.model"),
                                           hyp_file=str(save / f"{split}.{quantization}.en"))
                     res.pop("export_dir")
                     row = {"student": name, "branch": branch, "split": split, "updates_after_base": a.more_updates,
-                           "checkpoint": str(ckpt), **res}
-                    rows.append(row)
+                           "checkpoint": str(ckpt), "checkpoint_sha256": digest, **res}
+                    rows = [r for r in rows if key(r) != row_key] + [row]  # a row of another checkpoint: replaced
                     fileio.atomic_write_json(out, rows)
                     print(json.dumps(row), flush=True)
-    print(table(rows))
+    print(table([r for r in rows if r.get("updates_after_base") == a.more_updates]))
 
 
 def table(rows) -> str:
