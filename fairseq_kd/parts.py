@@ -114,13 +114,15 @@ def _read_manifest(path: str) -> Optional[Dict]:
 
 
 def collect(root: str, tool: str, fingerprint: Dict, expected_ids: Optional[List[Sequence[int]]] = None,
-            command: str = "the same command") -> List[Dict]:
+            command: str = "the same command", across: Sequence[str] = ()) -> List[Dict]:
     """The N finished, consistent part manifests under ``root/parts`` (in part order), or a clear error.
 
     Refused: no parts; parts of different N (``0-of-2`` beside ``1-of-3``); a part
     missing or unfinished; a foreign part (made by another tool, or from other inputs:
     ``fingerprint`` differs, the key is named); with ``expected_ids`` (one id list per part,
-    from the global plan), a part whose ids or count differ.
+    from the global plan), a part whose ids or count differ. Keys in ``across`` (how the workers
+    computed, e.g. the teacher's dtype and device) are compared among the parts, not with the
+    merging process's own ``fingerprint``.
     """
     found = {}
     parts_root = os.path.join(root, "parts")
@@ -148,10 +150,15 @@ def collect(root: str, tool: str, fingerprint: Dict, expected_ids: Optional[List
             raise KDInputError(f"--merge: {folder} is not part {i}/{n} of {tool} (its manifest says "
                                f"{man.get('tool')} part {man.get('part')}/{man.get('of')}): delete it and re-run")
         have = man.get("fingerprint") or {}
-        diff = sorted(k for k in set(have) | set(fingerprint) if have.get(k) != fingerprint.get(k))
+        want = dict(fingerprint)
+        for k in across:  # the first part's value, which every other part must share
+            want[k] = (manifests[0].get("fingerprint") or {}).get(k) if manifests else have.get(k)
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
         if diff:
+            shown = "; ".join(f"{k}: {have.get(k)} here, {want.get(k)} in part 0" for k in diff if k in across)
             raise KDInputError(f"--merge: part {i}/{n} ({folder}) is foreign: made from other inputs or settings "
-                               f"({', '.join(diff)} differ). Delete it and re-run {command} with --part {i}/{n}")
+                               f"({', '.join(diff)} differ{': ' + shown if shown else ''}). Delete it and re-run "
+                               f"{command} with --part {i}/{n}" + (" on a worker like part 0's" if shown else ""))
         if expected_ids is not None:
             want = expected_ids[i]
             if man.get("count") != len(want) or man.get("ids_sha256") != ids_sha256(want):

@@ -590,3 +590,44 @@ def test_distill_script_skips_only_an_identical_rerun_and_the_tool_refuses_a_cha
     assert old.returncode == 0 and "checks them against its shards" in old.stdout, old.stderr[-3000:]
     assert {p: p.read_bytes() for p in published_files(out)} == published
     assert "already distilled with these settings" in _distill_script(*base).stdout
+
+
+@pytest.mark.integration
+def test_shards_record_the_resolved_dtype_and_device(tiny_teacher, tmp_path, monkeypatch):
+    """``--ct2-compute-type auto`` is int8 on CPU and float16 on GPU: the shards record the resolved one,
+    so a run resumed on the other device is refused (it recorded ``ctranslate2:auto`` for both and mixed
+    int8 and float16 targets in one corpus). Parts compare it among themselves, not with the merger's."""
+    pytest.importorskip("ctranslate2")
+    from fairseq_kd.cli import distill
+    from fairseq_kd.errors import KDInputError
+
+    def on_gpu_machine(out, *extra):  # the same flags, no --cpu, on a machine that has a GPU
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        try:
+            return distill.main(["--data", str(tiny_teacher.data_bin), "--split", "test", "--teacher",
+                                 str(tiny_teacher.checkpoint), "-o", str(out), "--no-progress", "--shard-size", "16",
+                                 "--max-tokens", "40", *MAXLEN, *ct2, *extra])
+        finally:
+            monkeypatch.undo()
+
+    ct2 = ["--decoding", "greedy", "--backend", "ctranslate2", "--threads", "1"]
+    out = tmp_path / "one"
+    run_distill(tiny_teacher, out, *ct2, "--part", "0/3")  # stands for a run killed after its first shards
+    assert json.loads((out / "parts" / "0-of-3" / "meta.json").read_text())["numerics"] == "int8 on cpu"
+    with pytest.raises(KDInputError, match=r"numerics differ"):
+        on_gpu_machine(out, "--part", "0/3")
+
+    # parts decoded on CPU merge on a GPU machine; a part of other numerics is refused, naming both
+    run_distill(tiny_teacher, out, *ct2, "--part", "1/3")
+    run_distill(tiny_teacher, out, *ct2, "--part", "2/3")
+    manifest = out / "parts" / "2-of-3" / "PART.json"
+    good = manifest.read_text()
+    manifest.write_text(good.replace('"int8 on cpu"', '"float16 on cuda"'))
+    with pytest.raises(KDInputError, match=r"part 2/3 .*numerics: float16 on cuda here, int8 on cpu in part 0"):
+        on_gpu_machine(out, "--merge")
+    manifest.write_text(good)
+    merged = on_gpu_machine(out, "--merge")
+    assert merged["sentences"] == 40 and merged["merged_parts"] == 3
+    assert json.loads((out / "shards" / "meta.json").read_text())["numerics"] == "int8 on cpu"
+    single = run_distill(tiny_teacher, tmp_path / "single", *ct2)
+    assert lines(out / "test.tgt") == lines(tmp_path / "single" / "test.tgt") and single["sentences"] == 40

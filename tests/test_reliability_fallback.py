@@ -5,6 +5,8 @@ A teacher whose embedding turns one word into NaN makes fairseq's own search rai
 get their gold target, every other line equals the healthy teacher's output, the summary
 counts them by cause, and past ``--max-failed-fraction`` the run fails with nothing published.
 """
+import json
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -62,3 +64,17 @@ def test_nan_sentences_fall_back_to_gold_counted_by_cause(tiny_teacher, tmp_path
     with pytest.raises(KDRunError, match=rf"{len(hit)} of {len(gold)} sentences could not be decoded \(AssertionError"):
         distill(config(tiny_teacher, out, max_failed_fraction=fraction / 2))
     assert not (out / "summary.json").exists() and not (out / "bin").exists() and not (out / "valid.tgt").exists()
+
+    # the teacher's BLEU is taken on the sentences it translated: a gold fallback scores 100 against itself
+    import sacrebleu
+
+    own = [i for i in range(len(gold)) if i not in hit]
+    assert summary["bleu_sentences"] == len(own)
+    assert summary["bleu"] == round(sacrebleu.corpus_bleu([want[i] for i in own], [[gold[i] for i in own]]).score, 2)
+
+    # the refused run had written the shard it stopped at: resumed with room for the failures, every shard
+    # has its decoding time (it was saved after the check, so the resumed summary counted that shard as 0 s)
+    resumed = distill(config(tiny_teacher, out, max_failed_fraction=0.5))
+    assert "untimed_shards" not in resumed and resumed["decode_seconds"] > 0
+    timing = json.loads((out / "shards" / "timing.json").read_text())
+    assert sorted(timing) == [str(k) for k in range(len(timing))] and len(timing) == -(-len(gold) // 16)

@@ -67,11 +67,14 @@ def reduce_kd_metrics(logging_outputs: List[Dict], token_losses=()):
 
 
 def log_seq_kd_metrics(logging_outputs: List[Dict], total) -> None:
-    """Share of sentences trained on the gold target, and sentences the teacher decoded (summed)."""
+    """Share of sentences trained on the gold target (``--seq-kd-gold-mix``), sentences the teacher
+    decoded, and of those the ones whose hypothesis was empty and fell back to gold (both summed)."""
     if any("seq_kd_gold" in log for log in logging_outputs):
         metrics.log_scalar("gold_frac", total("seq_kd_gold") / max(total("nsentences"), 1), round=3)
         if any("seq_kd_decoded" in log for log in logging_outputs):  # decoded in these steps, all workers
             metrics.log_scalar_sum("teacher_decoded", total("seq_kd_decoded"), round=0)
+        if any(log.get("seq_kd_empty") for log in logging_outputs):
+            metrics.log_scalar_sum("teacher_empty", total("seq_kd_empty"), round=0)
 
 
 def teacher_of(task):

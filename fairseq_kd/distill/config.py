@@ -5,13 +5,14 @@ fingerprint from a ``DistillConfig``; neither imports the other's module for it.
 """
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from fairseq_kd.distill import decoding as dec
 from fairseq_kd.errors import KDInputError
 
 FORMAT_VERSION = 1
 PART_TOOL = "fairseq-kd-distill"  # the tool name in a part's manifest (``fairseq_kd.parts``)
+NUMERICS = "numerics"  # the meta key of the teacher's resolved dtype and device (equal across parts, not the merger's)
 
 
 @dataclass
@@ -72,6 +73,22 @@ def teacher_fingerprint(cfg: DistillConfig, loaded=None) -> str:
     return fp(paths)
 
 
+def teacher_numerics(cfg: DistillConfig) -> Tuple[str, str]:
+    """``(device, dtype)`` the teacher decodes in, resolved: ``cuda`` unless ``--cpu`` or no GPU; the
+    fairseq backend's ``fp16`` / ``bf16`` on GPU only (``fp32`` on CPU), CTranslate2's compute type with
+    ``auto`` resolved (int8 on CPU, float16 on GPU). One rule for the backends and the shard metadata."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu"
+    if cfg.teacher_ct2 or cfg.backend == "ctranslate2":
+        from fairseq_kd.distill.ct2 import resolve_compute_type
+
+        return device, resolve_compute_type(cfg.ct2_compute_type, device)
+    if device == "cuda" and (cfg.fp16 or cfg.bf16):
+        return device, "fp16" if cfg.fp16 else "bf16"
+    return device, "fp32"
+
+
 def backend_name(cfg: DistillConfig) -> str:
     if cfg.teacher_ct2:
         return f"ct2-teacher:{cfg.ct2_compute_type}"
@@ -83,12 +100,16 @@ def meta_of(cfg: DistillConfig, data, teacher_fp: str) -> Dict:
     when publishing, on finished shards: changing them re-publishes without decoding again."""
     from fairseq_kd import fingerprint as fp
 
+    device, dtype = teacher_numerics(cfg)
     meta = {
         "format": FORMAT_VERSION, "teacher": teacher_fp, "data": data.fingerprint(), "split": cfg.split,
         "langs": f"{data.src}-{data.tgt}", "decoding": cfg.decoding.signature(), "select": cfg.select,
         "backend": backend_name(cfg), "shard_size": cfg.shard_size, "max_tokens": cfg.max_tokens,
         "batch_size": cfg.batch_size, "seed": cfg.seed, "batching": "mixed",
+        NUMERICS: f"{dtype} on {device}",  # int8 on CPU and float16 on GPU decode other targets
     }
+    if cfg.select != "top" and (cfg.spm_model_tgt or cfg.spm_model):  # the n-best choice scores detokenized text
+        meta["select_spm"] = fp.file_sha256(cfg.spm_model_tgt or cfg.spm_model)[:16]
     if cfg.teacher_ct2:  # the student's tokenization of the teacher's text is part of the targets
         spms = [cfg.spm_model, cfg.spm_model_tgt or cfg.spm_model]
         meta["student_spm"] = fp.files_fingerprint([p for p in spms if p])[:16]

@@ -13,13 +13,15 @@ class FairseqBackend:
     name = "fairseq"
 
     def __init__(self, teacher, data, cfg):
+        from fairseq_kd.distill.config import teacher_numerics
+
         self.data, self.cfg = data, cfg
-        use_cuda = torch.cuda.is_available() and not cfg.cpu
-        self.device = torch.device("cuda" if use_cuda else "cpu")
+        device, dtype = teacher_numerics(cfg)  # the rule the shard metadata records
+        self.device = torch.device(device)
         teacher.to(self.device)
-        if cfg.fp16 and use_cuda:
+        if dtype == "fp16":
             teacher.half()
-        elif getattr(cfg, "bf16", False) and use_cuda:
+        elif dtype == "bf16":
             teacher.to(torch.bfloat16)
         self.decoder = dec.TeacherDecoder(teacher.models, data.tgt_dict, cfg.decoding)
 

@@ -21,7 +21,7 @@ import shutil
 from typing import Dict
 
 from fairseq_kd import fileio
-from fairseq_kd.distill.config import PART_TOOL, meta_of, teacher_fingerprint
+from fairseq_kd.distill.config import NUMERICS, PART_TOOL, meta_of, teacher_fingerprint
 from fairseq_kd.errors import KDInputError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,13 @@ def merge_parts(cfg) -> Dict:
     meta = meta_of(cfg, data, teacher_fingerprint(cfg))  # checkpoint bytes, or the CTranslate2 teacher's content
     ranges = shard_ranges(len(data), cfg.shard_size)
     command = "fairseq-kd-distill (same flags)"
-    found = parts.collect(cfg.output_dir, PART_TOOL, meta, command=command)  # N from the parts on disk
+    # the workers' dtype and device (NUMERICS) must be one, whatever this merging process runs on
+    found = parts.collect(cfg.output_dir, PART_TOOL, meta, command=command, across=(NUMERICS,))  # N from disk
+    meta[NUMERICS] = (found[0].get("fingerprint") or {}).get(NUMERICS)
+    if meta[NUMERICS] is None:
+        raise KDInputError(f"--merge: the parts in {cfg.output_dir}/parts were written before fairseq-kd-distill "
+                           f"recorded the teacher's dtype and device: re-run {command} with --part I/N --overwrite "
+                           f"for each part, then merge")
     n = len(found)
     blocks = [range(len(ranges))[parts.part_slice(len(ranges), i, n)] for i in range(n)]
     parts.collect(cfg.output_dir, PART_TOOL, meta, command=command,

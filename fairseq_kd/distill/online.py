@@ -47,6 +47,7 @@ class OnlineTargets:
         self.memo: Optional[TargetMemo] = None
         self.decoder: Optional[dec.TeacherDecoder] = None
         self.decoded = 0  # sentences decoded by the teacher in this process
+        self.fallbacks = 0  # of those, sentences whose hypothesis was empty: trained on the gold target
 
     def _setup(self, teacher):
         if self.decoder is None:
@@ -86,8 +87,12 @@ class OnlineTargets:
             hyps = self.decoder(sub, trim_left_pad(select_rows(teacher_input, rows), teacher.src_dict.pad()))
             for j, h in zip(missing, hyps):
                 tokens = h[0]["tokens"] if h else None
-                if tokens is None or dec.is_empty(tokens, eos):  # empty hypothesis: fall back to gold
+                if tokens is None or dec.is_empty(tokens, eos):  # empty hypothesis: fall back to gold (counted)
                     tokens = strip_pad(sample["target"][j], teacher.tgt_dict.pad()).cpu()
+                    self.fallbacks += 1
+                    if self.fallbacks == 1:
+                        logger.warning("seq-KD: the teacher's hypothesis of sentence %d is empty; it trains on the "
+                                       "gold target (counted in the log as teacher_empty)", ids[j])
                 self.memo.put(ids[j], tokens.tolist())
             self.decoded += len(missing)
         out = [torch.tensor(self.memo.get(i), dtype=torch.long) for i in ids]

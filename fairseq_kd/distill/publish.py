@@ -97,13 +97,14 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
                 fileio.atomic_copy(p + ext, os.path.join(bin_dir, f"{other}.{src}-{tgt}.{lang}{ext}"))
 
     # summary
-    seconds = sum(timing.get(str(k), 0.0) for k in range(len(ranges)))
+    untimed = [k for k in range(len(ranges)) if str(k) not in timing]  # shards of an older run killed midway
+    seconds = None if untimed else sum(timing[str(k)] for k in range(len(ranges)))
     n_tokens = sum(len(r["tgt"]) - 1 for r in records)
     summary = {
         "split": split, "sentences": len(data), "tokens": n_tokens,
-        "decode_seconds": round(seconds, 3),
-        "sent_per_s": round(len(data) / seconds, 2) if seconds > 0 else None,
-        "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else None,
+        "decode_seconds": round(seconds, 3) if seconds is not None else None,
+        "sent_per_s": round(len(data) / seconds, 2) if seconds else None,
+        "tokens_per_s": round(n_tokens / seconds, 1) if seconds else None,
         "empty_hypotheses": sum(r["fallback"] == "empty" for r in records),
         "failed_hypotheses": sum(r["fallback"] == "failed" for r in records),
         "failed_by_cause": failed,
@@ -114,11 +115,16 @@ def publish(cfg, data: SplitData, store: ShardStore, ranges, timing, detok_src, 
         "text_level": "detokenized" if detok_tgt.sp is not None else "pieces",
         "outputs": {"text": [f"{split}.{src}", f"{split}.{tgt}"], "bin": "bin"},
     }
-    if data.tgt_ds is not None:
+    if untimed:
+        summary["untimed_shards"] = untimed  # no speed rather than a speed over part of the work
+    if data.tgt_ds is not None:  # the teacher's BLEU: on the sentences it translated (a gold fallback is no hypothesis)
+        own = [j for j, r in enumerate(records) if r["fallback"] is None]
         refs = [detok_tgt(to_pieces(data.tgt_dict, data.gold(i))) for i in range(len(data))]
+        hyps_own, refs_own = [hyp_text[j] for j in own], [refs[j] for j in own]
         bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
-        summary["bleu"] = round(bleu.corpus_score(hyp_text, [refs]).score, 2)
-        summary["chrf"] = round(chrf.corpus_score(hyp_text, [refs]).score, 2)
+        summary["bleu"] = round(bleu.corpus_score(hyps_own, [refs_own]).score, 2)
+        summary["chrf"] = round(chrf.corpus_score(hyps_own, [refs_own]).score, 2)
+        summary["bleu_sentences"] = len(own)
         summary["bleu_signature"] = str(bleu.get_signature())
     if spec.active:  # bleu/chrf above: the teacher on the whole split; the published corpus keeps "kept" pairs
         summary["filtered"] = {**filters.counts(reasons), "spec": getattr(cfg, "filters", "")}

@@ -164,13 +164,12 @@ def distill(cfg: DistillConfig) -> Dict:
             backend.set_seed(cfg.seed + k)
         t0 = time.perf_counter()
         records = decode_shard(backend, data, ranges[k], cfg, detok_tgt, progress)
-        seconds = time.perf_counter() - t0
+        timing[str(k)] = time.perf_counter() - t0  # saved before the shard: every finished shard has its time
+        atomic_write_text(timing_file, json.dumps(timing, sort_keys=True))
         store.write(k, ranges[k], records)
         for cause, n in fallback.failed_by_cause(records.values()).items():
             failures[cause] = failures.get(cause, 0) + n
         fallback.check_failures(failures, len(data), cfg.max_failed_fraction, f"distilling {cfg.split}")
-        timing[str(k)] = seconds
-        atomic_write_text(timing_file, json.dumps(timing, sort_keys=True))
     if progress is not None:
         progress.close()
     if part is not None:

@@ -227,12 +227,13 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
         return self._distilled(sample)[0]
 
     def _distilled(self, sample):
-        before = self.seq_targets.decoded
+        before, empty = self.seq_targets.decoded, self.seq_targets.fallbacks
         new = self.seq_targets.distilled_sample(sample)
         if "teacher_net_input" in new:  # the teacher scores the same (new) target prefix as the student
             new["teacher_net_input"] = dict(new["teacher_net_input"],
                                             prev_output_tokens=new["net_input"]["prev_output_tokens"])
-        return new, {"seq_kd_gold": new["seq_kd_gold"], "seq_kd_decoded": self.seq_targets.decoded - before}
+        return new, {"seq_kd_gold": new["seq_kd_gold"], "seq_kd_decoded": self.seq_targets.decoded - before,
+                     "seq_kd_empty": self.seq_targets.fallbacks - empty}
 
     # --- on-the-fly noise (training split only) -----------------------------------------
     @property
