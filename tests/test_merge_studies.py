@@ -122,3 +122,18 @@ def test_only_lanes_of_one_study_merge(tmp_path):
     (w2 / "study.json").unlink()
     with pytest.raises(KDInputError, match=r"w2/study.json: not found"):
         merge.merge_studies(str(tmp_path / "m3"), [str(ce), str(w2)])
+
+
+def test_an_earlier_merges_split_no_source_has_is_removed(tmp_path, capsys):
+    """Merging again into DST: the first merge's results.test1.csv would be read as the new merge's test1 rows
+    (of the old lanes only); no new source decoded test1, so it goes, and the tool says so."""
+    a = _study(tmp_path, "laneA", [("none", 1, "30.0")], {("none", 1): "25.0"})
+    b = _study(tmp_path, "laneB", [("word", 1, "32.0")], test1=None)
+    dst = tmp_path / "merged"
+    merge.merge_studies(str(dst), [str(a)])
+    assert (dst / "results.test1.csv").exists()
+    merge.main([str(dst), str(b)])
+    assert not (dst / "results.test1.csv").exists()
+    assert [r["method"] for r in _read(dst / "results.csv")] == ["word"]
+    assert capsys.readouterr().out.splitlines()[0] == (f"removed {dst / 'results.test1.csv'}: an earlier merge's; "
+                                                       "no source decoded that split")

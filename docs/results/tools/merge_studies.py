@@ -3,7 +3,8 @@ results.csv) into one for fairseq-kd-report: the union of their results / curves
 in several sources kept once; a cell whose row differs between sources is refused: one seed measured
 twice), every cell dir symlinked into DST/cells. The rows of every extra test split
 (``results.test1.csv``, written by ``--extra-test test1=REF``) are merged the same way; a split that
-some sources decoded and others did not is refused, naming the file that is missing.
+some sources decoded and others did not is refused, naming the file that is missing; a results.SPLIT.csv left
+in DST by an earlier merge, of a split none of these sources decoded, is removed (and said so).
 
 The sources must be one study run in lanes (``merged_settings``): their study.json settings must be
 equal, except what only some rows read: the teacher (its checkpoint, cache and distillation settings)
@@ -56,11 +57,16 @@ def merged_settings(srcs):
             raise KDInputError(f"{path}: not found; merge study out-dirs written by fairseq-kd-study")
         methods = {r["method"] for r in read_csv(os.path.join(src, "results.csv"))}
         studies.append((src, integrity.load_json(path, "restore it from the lane's out-dir"), methods))
+    return one_study(studies)
+
+
+def one_study(studies, hint="merge only lanes of one study (the same settings, other seeds or methods)"):
+    """The settings of ``studies`` ([(name, study.json settings, methods of its rows)]) as one study's (the
+    rules of the module doc); a difference is refused naming the setting, two of them and ``hint``."""
 
     def refuse(key, a, b):
         raise KDInputError(f"{a[0]} and {b[0]} were run with different {key} ({json.dumps(a[1].get(key))[:80]} vs "
-                           f"{json.dumps(b[1].get(key))[:80]}): their rows are not one study's; merge only lanes of "
-                           f"one study (the same settings, other seeds or methods)")
+                           f"{json.dumps(b[1].get(key))[:80]}): their rows are not one study's; {hint}")
 
     first = studies[0]
     for other in studies[1:]:
@@ -87,7 +93,7 @@ def merged_settings(srcs):
             mine = (settings.get("method_args") or {}).get(m)
             if m in args_of and not same_setting("method_args", args_of[m][1], mine):
                 raise KDInputError(f"{args_of[m][0]} and {src} ran method {m} with different --method-args "
-                                   f"({args_of[m][1]!r} vs {mine!r}): their rows are not one method's")
+                                   f"({args_of[m][1]!r} vs {mine!r}): their rows are not one method's; {hint}")
             args_of.setdefault(m, (src, mine))
     merged = dict(first[1])
     for key in {k for s in studies for k in s[1] if k.endswith("_sha256") and k not in TEACHER_SETTINGS}:
@@ -119,8 +125,9 @@ def extra_splits(srcs):
 
 
 def merge_studies(dst, srcs):
-    """Write DST/results.csv, results.SPLIT.csv for every extra split, curves.csv, study.json; returns
-    (result rows, curve rows)."""
+    """Write DST/results.csv, results.SPLIT.csv for every extra split, curves.csv, study.json; a
+    results.SPLIT.csv already in DST (an earlier merge's) of a split no source decoded is removed. Returns
+    (result rows, curve rows, the files removed)."""
     for src in srcs:
         if not os.path.isfile(os.path.join(src, "results.csv")):
             raise KDInputError(f"{src}/results.csv: not found; pass finished study out-dirs as SRC")
@@ -143,8 +150,11 @@ def merge_studies(dst, srcs):
     for split, rows in extra.items():
         write_csv_atomic(os.path.join(dst, f"results.{split}.csv"), rows, list(RESULT_FIELDS))
     write_csv_atomic(os.path.join(dst, "curves.csv"), cur, list(CURVE_FIELDS))
+    stale = [p for split, p in extra_splits([dst]).items() if split not in extra]
+    for path in stale:  # an earlier merge's split that no source decoded: it would be read as this merge's
+        os.remove(path[0])
     fileio.atomic_write_json(os.path.join(dst, "study.json"), settings)
-    return res, cur
+    return res, cur, [p[0] for p in stale]
 
 
 def main(argv=None):
@@ -152,7 +162,9 @@ def main(argv=None):
     ap.add_argument("dst", help="the merged dir to write")
     ap.add_argument("srcs", nargs="+", metavar="SRC", help="study out-dirs (a cell in several must have one row)")
     a = ap.parse_args(argv)
-    res, cur = merge_studies(a.dst, a.srcs)
+    res, cur, removed = merge_studies(a.dst, a.srcs)
+    for path in removed:
+        print(f"removed {path}: an earlier merge's; no source decoded that split")
     print(len(res), "result rows,", len(cur), "curve rows in", a.dst)
 
 
