@@ -253,3 +253,15 @@ def test_memo_of_a_teacher_reading_noise_is_each_epochs_own(small, tmp_path):
         expected.append(dict(sorted((int(i), h[0]["tokens"].tolist()) for i, h in zip(sample["id"], hyps))))
     assert expected[0] != expected[1] != expected[2]  # the noise moves, and the teacher's translations with it
     assert got == sorted(expected, key=str)
+
+
+@pytest.mark.unit
+def test_memo_key_holds_the_teachers_dtype(small):
+    """A run resumed with another --teacher-dtype decodes other targets: another memo, not the old one's."""
+    keys = []
+    for dtype in ("fp32", "bf16"):
+        task, _, _ = helpers.build_components(small.data_bin, seq_kd_args(small, "greedy", "--teacher-dtype", dtype))
+        task.load_dataset("train")
+        keys.append(task.memo_key_parts())
+    assert keys[0][:2] == keys[1][:2] and keys[0] != keys[1]
+    assert keys[0][2] == "teacher torch.float32 on cpu" and keys[1][2] == "teacher torch.bfloat16 on cpu"

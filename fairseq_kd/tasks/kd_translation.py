@@ -210,12 +210,13 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
 
     def memo_key_parts(self):
         """What the seq-KD memo's targets depend on besides teacher and decoding: the content of
-        the training shard being read and, when the teacher reads noisy input, noise and epoch."""
+        the training shard being read, the teacher's dtype and device (a run resumed in bf16 or on a GPU
+        decodes other targets) and, when the teacher reads noisy input, noise and epoch."""
         from fairseq_kd import fingerprint
 
         ds = self.datasets.get(self.cfg.train_subset)
         content = fingerprint.dataset_fingerprint(ds) if ds is not None else f"path {self.cfg.data}"  # not loaded
-        parts = [self.cfg.train_subset, content]
+        parts = [self.cfg.train_subset, content, f"teacher {self.teacher_dtype()} on {self.teacher_device().type}"]
         if self._teacher_reads_noise():
             parts += [repr((self.cfg.noise_deletion, self.cfg.noise_substitution, self.cfg.noise_swap,
                             self.cfg.noise_swap_window, str(self.cfg.noise_side), self.cfg.seed)),
