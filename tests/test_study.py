@@ -332,6 +332,16 @@ def test_resume_skips_finished_cells_and_steps(corpus, tmp_path):
     assert Path(summary["results"]).read_text() == "".join(lines)
     assert len(list(csv.DictReader(open(summary["curves"])))) == 4  # curve rows replaced, not duplicated
 
+    # a cell trained again (killed before its row, its train.json deleted): the earlier hypotheses are not reused
+    cell = Path(cfg.out_dir) / rows[1]["hyp"]
+    cell.write_text("stale\n" * 30)
+    (cell.parent / "train.json").unlink()
+    Path(summary["results"]).write_text("".join(lines[:-1]))
+    launched.clear()
+    S.Study(cfg, runner=runner).run(progress=False)
+    assert launched == ["fairseq-train", "fairseq-generate"] and "stale" not in cell.read_text()
+    assert Path(summary["results"]).read_text() == "".join(lines)
+
     # a bigger grid on the same out dir runs only the new cells
     launched.clear()
     bigger = make_cfg(corpus, tmp_path / "study", seeds=[1, 2])

@@ -167,6 +167,8 @@ class Study(CellInputs):
         # 1. train (skipped when train.json exists; fairseq resumes from checkpoint_last.pt)
         train_json = cdir / "train.json"
         if not train_json.exists():
+            for old in [*cdir.glob("hyp.*.txt"), *cdir.glob("score.*.json")]:  # decoded from an earlier training
+                old.unlink()  # (they are written only after train.json: this cell's training is not finished)
             log = cdir / "train.log"
             earlier = own_seconds(cdir / "checkpoints" / "checkpoint_last.pt", cfg.student_init)  # past segments
             t0 = time.time()
@@ -178,7 +180,8 @@ class Study(CellInputs):
             if info["parameters"] is None:
                 raise RuntimeError(f"no parameter count in {log}: did fairseq-train start?")
             fileio.atomic_write_json(train_json, info)
-        info = integrity.load_json(str(train_json), f"delete {train_json} to retrain the cell",
+        info = integrity.load_json(str(train_json), f"delete {train_json} to read the training again (fairseq "
+                                   f"resumes from checkpoints/checkpoint_last.pt; delete {cdir} to train from scratch)",
                                    counts=("updates", "best_update", "parameters"))
         ckpt = cdir / "checkpoints" / ("checkpoint_best.pt" if cfg.patience else "checkpoint_last.pt")
 
