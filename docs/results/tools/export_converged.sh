@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The converged study's committed files (docs/results.md section 7) from its lanes' out-dirs: per-cell
 # validation curves, result rows, merged studies, fairseq-kd-report summaries and the figures. Reads the
-# lanes' files only (safe while lanes run: an unfinished cell gives a "(partial)" curve and no row).
+# lanes' files only (safe while lanes run: an unfinished cell gives a "(partial)" curve and no row; a cell with
+# no validation yet gives no curve, and one exported earlier is removed; any other log_curve.py failure stops it).
 #
 #   bash docs/results/tools/export_converged.sh                        # every part whose out-dirs exist
 #   bash docs/results/tools/export_converged.sh --stage 2 --stop-stage 2   # on-policy only
@@ -57,19 +58,26 @@ claim() {  # file, what goes in it
     || die "$1 would hold both ${written[$1]} and $2: run one lane per method and size (its seeds in one study) and one lr / arch per lane"
   written[$1]=$2
 }
+no_curve() {  # curve file, why: a cell with no validation (yet) has no curve; one exported before is an earlier run's
+  if [[ -f $1 ]]; then rm -f "$1"; log "$1: removed, $2 (it was an earlier run's curve)"; fi
+}
 curves() {  # study dir, label suffix, file prefix, [model name]: one curve CSV per cell that has validations
-  local S=$1 label=$2 prefix=$3 model=${4:-} code c name m s state out
+  local S=$1 label=$2 prefix=$3 model=${4:-} code c name m s state out msg
   code=$(code_of "$(basename "${S}")")
   for c in "${S}"/cells/*/; do
     name=$(basename "${c}"); m=${name%%_noise*}; s=${name##*seed}
     state=$(grep -qF ",${name}," "${S}/results.csv" 2>/dev/null && echo "" || echo " (partial)")
     out="${R}/${prefix}_${m/./}_seed${s}_curve.csv"
     claim "${out}" "${c%/}"
-    if python "${tools}/log_curve.py" "${c}train.log" --set "model=${model:-$(name_of "${m}")} ${label} seed ${s}${state}" \
-        --set "code_commit=${code}" > "${out}.tmp" 2> /dev/null; then
+    [[ -f ${c}train.log ]] || { no_curve "${out}" "${c}train.log is not there (the cell has not started)"; continue; }
+    if msg=$(python "${tools}/log_curve.py" "${c}train.log" --set "model=${model:-$(name_of "${m}")} ${label} seed ${s}${state}" \
+        --set "code_commit=${code}" 2>&1 > "${out}.tmp"); then
       mv "${out}.tmp" "${out}"
     else
-      rm -f "${out}.tmp"  # no validation yet: no curve
+      rm -f "${out}.tmp"
+      [[ ${msg##*$'\n'} == "log_curve.py: no validation records in "* ]] \
+        || die "log_curve.py failed on ${c}train.log, no curve exported (${out} left as it was):"$'\n'"${msg}"
+      no_curve "${out}" "${c}train.log has no validation yet"
     fi
   done
 }
