@@ -58,7 +58,8 @@ def test_a_study_with_other_settings_is_refused(main_study, tmp_path, settings, 
     before = (dst / "results.csv").read_text()
     with pytest.raises(KDInputError, match=message + r".*import noise-0 cells only from a study run with the noise"):
         imp.import_noise0(str(main_study), str(dst), ("none", "word"), (1,))
-    assert (dst / "results.csv").read_text() == before and not (dst / "cells" / "word_noise0_a_nodec_lr0.1_seed1").exists()
+    assert (dst / "results.csv").read_text() == before
+    assert not (dst / "cells" / "word_noise0_a_nodec_lr0.1_seed1").exists()
 
 
 def test_another_teacher_is_refused_for_kd_rows(tmp_path):
