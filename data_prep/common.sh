@@ -195,3 +195,74 @@ commit_dir() {
   for f in "${tmp}"/*; do mv -f "${f}" "${dest}/"; done
   rm -rf "${tmp}"
 }
+
+# ---- settings stamps of finished steps (scripts/main.sh, scripts/train_student.sh, scripts/recipes) ----
+# A step's stamp is a file of "key=value" lines: the options that shape its output and the identity of the
+# files it read (inputs_stamp). A finished step is reused only when its stamp records the settings of this
+# run; scripts/distill.sh (.distill_settings) and the data scripts (.prep_settings, raw/.inputs) do the same.
+
+# stamp_files KEY DIR PATTERN...: the line "KEY=..." naming the files DIR/PATTERN (globs) that exist by
+#   size, mtime and name (inputs_stamp, read from inside DIR: another spelling of DIR gives the same line);
+#   name KEY *_file or *_files (stamp_changes then says "changed" rather than printing the values).
+stamp_files() {
+  local key="$1" dir="$2"
+  shift 2
+  printf '%s=%s\n' "${key}" "$(cd "${dir}" 2>/dev/null && shopt -s nullglob && {
+    local p names=()
+    # shellcheck disable=SC2206  # the patterns are globs
+    for p in "$@"; do names+=(${p}); done
+    inputs_stamp "${names[@]+"${names[@]}"}" | paste -sd ';' -
+  })"
+}
+
+# stamp_flags SKIP ARG...: a command line's flags as "key=value" lines (--lr=5e-4, --cpu=), the words
+#   before the first flag under "args"; the flags named in SKIP ("--save-dir --user-dir") are left out:
+#   the paths of outputs or of the code, and what the caller records by file identity instead.
+stamp_flags() {
+  local skip=" $1 " key="" val="" w
+  shift
+  for w in "$@" --; do
+    if [[ "${w}" =~ ^--?[A-Za-z] || "${w}" == -- ]]; then
+      [[ -z "${key}" || "${skip}" == *" ${key} "* ]] || printf '%s=%s\n' "${key}" "${val# }"
+      key="${w}" val=""
+    else
+      key="${key:-args}" val="${val} ${w}"
+    fi
+  done
+}
+
+# stamp_changes STAMP SETTINGS: what differs between the stamp file and SETTINGS, on one line
+#   ("--max-update 100 -> 750, --fp16 added, data_files changed": values of stamp_files lines (keys
+#   named *_file or *_files) and values longer than 40 characters are not shown; six changes, then a count).
+stamp_changes() {
+  [[ -f "$1" ]] || { echo "settings unknown: made by an earlier version of $(basename "$0"), which recorded none"; return 0; }
+  printf '%s\n' "$2" | awk '
+    function split_kv(line) { i = index(line, "="); k = i ? substr(line, 1, i - 1) : line; v = i ? substr(line, i + 1) : "" }
+    function show(v) { return v == "" ? "(none)" : v }
+    function add(s) { if (++m <= 6) out = out (out == "" ? "" : ", ") s }
+    { split_kv($0); if (!(k in seen)) { seen[k] = 1; keys[++n] = k } }
+    FILENAME == ARGV[1] { old[k] = v; next }
+    { now[k] = v }
+    END {
+      for (j = 1; j <= n; j++) {
+        k = keys[j]
+        if ((k in old) && (k in now) && old[k] == now[k]) continue
+        if (!(k in old)) { add(k " added"); continue }
+        if (!(k in now)) { add(k " dropped"); continue }
+        a = old[k]; b = now[k]
+        if (k ~ /_files?$/ || length(a) > 40 || length(b) > 40) add(k " changed")
+        else add(k " " show(a) " -> " show(b))
+      }
+      print (out == "" ? "the same keys, in another order" : out) (m > 6 ? " and " m - 6 " more" : "")
+    }' "$1" -
+}
+
+# stamp_current STAMP SETTINGS: true when the stamp file records exactly SETTINGS.
+stamp_current() { [[ -f "$1" && "$(cat "$1")" == "$2" ]]; }
+
+# refuse_stale WHAT STAMP SETTINGS FIX: exit 2 with one line: WHAT (a finished output) was made with other
+#   settings than SETTINGS (what changed, from STAMP), and FIX (a new output dir, or delete the old one).
+refuse_stale() {
+  echo "$(basename "$0"): error: $1 was made with other settings than this run's ($(stamp_changes "$2" "$3")); $4" >&2
+  exit 2
+}

@@ -5,7 +5,7 @@
 #   bash scripts/main.sh --data-dir ../shared/data/multi30k --preset quick   # a <= 15-minute smoke run
 #   bash scripts/main.sh ... --device cuda --bf16 --nprocs 2                  # GPU, mixed precision, 2 training processes
 #
-# Stages (--stage N --stop-stage M; each step is skipped when its output exists):
+# Stages (--stage N --stop-stage M; a finished step is skipped when it was made with this run's settings):
 #   0 environment (scripts/setup_env.sh)      1 prepare Multi30k (sentencepiece, binarize)
 #   2 train the teacher (or take --teacher-checkpoint)
 #   3 teacher BLEU (beam 5) on valid and test_2016_flickr
@@ -16,8 +16,14 @@
 #   5 the table: mean +/- std over seeds, each KD method against CE (paired bootstrap over the test
 #     sentences, seed-averaged BLEU), stage wall times (also WORK_DIR/results.md)
 # A killed run restarts where it stopped: fairseq-train resumes from checkpoint_last.pt and the
-# study runner skips finished cells. The teacher budget was read off a validation curve whose log was not
-# kept (docs/results.md section 1); the students' 300 updates are a time budget, not a converged choice.
+# study runner skips finished cells. A rerun in the same --work-dir is checked against what is there:
+# WORK_DIR/teacher/.settings records the teacher's fairseq-train flags, processes and data files (or the
+# --teacher-checkpoint file); other settings (--preset, --teacher-*, --nprocs, precision, data, another
+# teacher) are refused with exit 2 (use a new --work-dir, or delete WORK_DIR/teacher), as is a teacher
+# dir of an earlier version, which recorded none. teacher.SPLIT.json is decoded again when its teacher,
+# data or decoding differ from teacher.SPLIT.json.settings; the study (stage 4) checks its own cells.
+# The teacher budget was read off a validation curve whose log was not kept (docs/results.md section 1);
+# the students' 300 updates are a time budget, not a converged choice.
 set -euo pipefail
 
 # ---- options: each variable is also a --kebab-case flag ----
@@ -109,17 +115,20 @@ if run_stage 1; then
     --out-dir "${prep_dir}" --vocab-size "${vocab_size}"
 fi
 
+# the teacher's fairseq-train command line (train_teacher, and its settings stamp)
+teacher_train=("${prep_dir}/bin" --user-dir "${repo}/fairseq_kd" --task translation -s de -t en)
+# shellcheck disable=SC2206  # teacher_args is a flag list
+teacher_train+=(${teacher_args} --share-all-embeddings --dropout 0.1
+  --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${teacher_lr}" --lr-scheduler inverse_sqrt
+  --warmup-updates "${teacher_warmup}" --criterion label_smoothed_cross_entropy --label-smoothing 0.1
+  --max-tokens "${teacher_max_tokens}" --max-update "${teacher_updates}" --save-dir "${teacher_dir}"
+  --no-epoch-checkpoints --validate-interval-updates "${teacher_updates}" --save-interval-updates 150
+  --validate-interval 1000000 --save-interval 1000000 --keep-interval-updates 1
+  --required-batch-size-multiple 1 --num-workers 0 --seed 1 --log-format json --log-interval 50 "${hw[@]}")
+
 # fairseq-train for the teacher, in nprocs processes on CPU (one per rank, gloo, tcp rendezvous)
 train_teacher() {
-  local common=("${prep_dir}/bin" --user-dir "${repo}/fairseq_kd" --task translation -s de -t en)
-  # shellcheck disable=SC2206  # teacher_args is a flag list
-  common+=(${teacher_args} --share-all-embeddings --dropout 0.1
-    --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${teacher_lr}" --lr-scheduler inverse_sqrt
-    --warmup-updates "${teacher_warmup}" --criterion label_smoothed_cross_entropy --label-smoothing 0.1
-    --max-tokens "${teacher_max_tokens}" --max-update "${teacher_updates}" --save-dir "${teacher_dir}"
-    --no-epoch-checkpoints --validate-interval-updates "${teacher_updates}" --save-interval-updates 150
-    --validate-interval 1000000 --save-interval 1000000 --keep-interval-updates 1
-    --required-batch-size-multiple 1 --num-workers 0 --seed 1 --log-format json --log-interval 50 "${hw[@]}")
+  local common=("${teacher_train[@]}")
   if [[ "${nprocs}" -eq 1 || "${device}" == cuda ]]; then
     local dist=()
     [[ "${nprocs}" -gt 1 ]] && dist=(--distributed-world-size "${nprocs}")
@@ -139,37 +148,79 @@ train_teacher() {
   fi
 }
 
+# What stage 2 makes the teacher from (WORK_DIR/teacher/.settings): the given file, or fairseq-train's flags
+# but the paths and the device (its data as files, by size and mtime), the processes (the batch) and the data.
+teacher_stamp="${teacher_dir}/.settings"
+teacher="${teacher_dir}/checkpoint_last.pt"  # the fixed budget's last checkpoint
+
 if run_stage 2; then
   if [[ -n "${teacher_checkpoint}" ]]; then
     [[ -f "${teacher_checkpoint}" ]] || die "--teacher-checkpoint ${teacher_checkpoint} not found"
+    given="$(realpath "${teacher_checkpoint}")"
+    teacher_settings="$(echo "teacher=given"; echo "teacher_checkpoint=${given}"
+      stamp_files teacher_file "$(dirname "${given}")" "$(basename "${given}")")"
+  else
+    teacher_settings="$(echo "teacher=trained"; stamp_flags "args --user-dir --save-dir --cpu" "${teacher_train[@]}"
+      echo "nprocs=${nprocs}"
+      stamp_files data_files "${prep_dir}/bin" 'dict.*.txt' 'train.*' 'valid.*')"
+  fi
+  if [[ -n "${teacher_checkpoint}" && -e "${teacher}" && ! -L "${teacher}" ]]; then  # a trained teacher, not a link
+    echo "$(basename "$0"): error: ${teacher} is a teacher trained here, which --teacher-checkpoint would replace;" \
+      "use a new --work-dir for the given teacher, or move ${teacher_dir} away first" >&2
+    exit 2
+  fi
+  # a teacher (or a part of one) made with other settings, or by an earlier version that recorded none: refused
+  if [[ -e "${teacher_stamp}" || -e "${teacher_dir}/.done" || -e "${teacher}" || -L "${teacher}" ]] &&
+      ! stamp_current "${teacher_stamp}" "${teacher_settings}"; then
+    refuse_stale "${teacher_dir}" "${teacher_stamp}" "${teacher_settings}" \
+      "fix: use a new --work-dir, or delete ${teacher_dir} to make the teacher again"
+  fi
+  if [[ -n "${teacher_checkpoint}" ]]; then
     mkdir -p "${teacher_dir}"
-    ln -sf "$(realpath "${teacher_checkpoint}")" "${teacher_dir}/checkpoint_last.pt"
+    printf '%s\n' "${teacher_settings}" > "${teacher_stamp}"
+    ln -sfn "${given}" "${teacher}"
     log "stage 2: teacher given (${teacher_checkpoint}), not trained"
     touch "${teacher_dir}/.done"
-  elif [[ -f "${teacher_dir}/checkpoint_last.pt" && -f "${teacher_dir}/.done" ]]; then
-    log "stage 2: teacher exists (${teacher_dir}/checkpoint_last.pt), skipping"
+  elif [[ -f "${teacher}" && -f "${teacher_dir}/.done" ]]; then
+    log "stage 2: teacher exists (${teacher}, trained with these settings), skipping"
   else
     log "stage 2: training the teacher (${teacher_updates} updates of ${teacher_max_tokens} tokens x ${nprocs})"
     ts=$(date +%s)
+    mkdir -p "${teacher_dir}"
+    printf '%s\n' "${teacher_settings}" > "${teacher_stamp}"  # before training: a resumed run is checked too
     train_teacher 2>&1 | tee -a "${work_dir}/teacher.log" | grep --line-buffered -E "\| (train_inner|valid) \|" >&2
     touch "${teacher_dir}/.done"
     stage_done "2 teacher, ${teacher_updates} updates" "${ts}"
   fi
 fi
-teacher="${teacher_dir}/checkpoint_last.pt"  # the fixed budget's last checkpoint
 
+teacher_decode=(--decoding beam --beam 5)  # stage 3
 if run_stage 3; then
   ts=$(date +%s)
+  decoded=""
   for split in valid test; do
-    [[ -f "${work_dir}/teacher.${split}.json" ]] && continue
+    json="${work_dir}/teacher.${split}.json"
+    # redone (not refused: a derived score) when the teacher, the data or the decoding differ from its stamp
+    settings="$(stamp_files teacher_file "${teacher_dir}" checkpoint_last.pt
+      stamp_files data_files "${prep_dir}/bin" 'dict.*.txt' "${split}.*"
+      stamp_files ref_file "${prep_dir}/raw" "${split}.en"; stamp_files spm_file "${prep_dir}" spm.model
+      stamp_flags "--cpu" "${teacher_decode[@]}" "${hw[@]}")"
+    if [[ -f "${json}" ]] && stamp_current "${json}.settings" "${settings}"; then
+      log "stage 3: ${json} is of this teacher, data and decoding, skipping"
+      continue
+    fi
+    [[ -f "${json}" ]] && log "stage 3: ${json} is stale ($(stamp_changes "${json}.settings" "${settings}")): decoding again"
+    rm -f "${json}" "${json}.settings"
     log "stage 3: teacher BLEU on ${split} (beam 5)"
     bash "${repo}/scripts/decode.sh" --data-bin "${prep_dir}/bin" --checkpoint "${teacher}" --subset "${split}" \
-      --out "${work_dir}/teacher.${split}.en" --spm-model "${prep_dir}/spm.model" --decoding beam --beam 5 \
+      --out "${work_dir}/teacher.${split}.en" --spm-model "${prep_dir}/spm.model" "${teacher_decode[@]}" \
       --max-tokens 8000 ${hw[@]+-- "${hw[@]}"}
     fairseq-kd-score -i "${work_dir}/teacher.${split}.en" -r "${prep_dir}/raw/${split}.en" \
-      -o "${work_dir}/teacher.${split}.json" >/dev/null
+      -o "${json}" >/dev/null
+    printf '%s\n' "${settings}" > "${json}.settings"
+    decoded="${decoded:+${decoded}, }${split}"
   done
-  stage_done "3 teacher decoding (valid, test)" "${ts}"
+  [[ -z "${decoded}" ]] || stage_done "3 teacher decoding (${decoded})" "${ts}"
 fi
 
 if run_stage 4; then

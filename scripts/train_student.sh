@@ -9,7 +9,13 @@
 # hybrid_kd on teacher targets made online (memoized under the save dir); seq_online: seq_kd;
 # onpolicy: onpolicy_kd. Methods on the distilled corpus run scripts/distill.sh in stage 1. The *_tnoisy
 # methods are refused: they need source noise, which fairseq-kd-study (scripts/run_study.sh) adds.
-# Stages: 1 distil, 2 train, 3 evaluate on the test split (sacrebleu). Steps whose outputs exist are skipped.
+# Stages: 1 distil, 2 train, 3 evaluate on the test split (sacrebleu). A finished step is skipped only when
+# it was made with this run's settings: stage 2 records fairseq-train's flags (all the options above that
+# reach it: --kd, --lr, --kd-alpha, --hybrid-*, --max-epoch, --arch-args, precision, --extra ...), --nprocs
+# and the files of the training data and the teacher (size, mtime) in EXP_DIR/train.settings, and refuses
+# (exit 2) to reuse or resume a student trained with other ones, or by an earlier version that recorded
+# none: use a new --exp-dir, or delete EXP_DIR/checkpoints and EXP_DIR/train.done. Stage 3 decodes again
+# when the checkpoint, the test data or the decoding differ from EXP_DIR/test.log.settings.
 set -euo pipefail
 
 # --- variables (each can be given as --name value) -----------------------------------
@@ -76,47 +82,79 @@ fi
 [[ "${method_data}" == distilled ]] && train_data="${exp_dir}/distilled/bin"
 
 if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
+  kd_args=(--criterion "${method_criterion}" --label-smoothing 0.1 ${method_flags[@]+"${method_flags[@]}"})
+  if [[ "${method_teacher}" == true ]]; then
+    kd_args=(--task kd_translation --teacher-path "${teacher}" "${kd_args[@]}")
+  else
+    kd_args=(--task translation "${kd_args[@]}")
+  fi
+  case "${method_criterion}" in  # this script's knobs of each criterion
+    word_kd) kd_args+=(--kd-alpha "${kd_alpha}") ;;
+    hybrid_kd) kd_args+=(--hybrid-gate "${hybrid_gate}" --hybrid-weight "${hybrid_weight}") ;;
+  esac
+  if [[ "${method_criterion}" == seq_kd || "${method_criterion}" == hybrid_kd && "${method_data}" == corpus ]]; then
+    kd_args+=(--seq-kd-decoding "${decoding}" --seq-kd-beam "${beam}")  # teacher targets made online
+  fi
+  # shellcheck disable=SC2206  # arch_args and extra are flag lists
+  train_args=("${train_data}" --user-dir "${user_dir}" "${kd_args[@]}" --arch "${arch}"
+    ${arch_args} --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt
+    --warmup-updates 4000 --max-tokens "${max_tokens}" --max-epoch "${max_epoch}" --save-dir "${exp_dir}/checkpoints"
+    --no-epoch-checkpoints --log-format simple --log-interval 100 "${hw_train[@]}" ${extra})
+  # what the student is made of: the flags but the paths and the device, the processes (the batch), and the
+  # training data and the teacher (the files: a re-distilled corpus or a retrained teacher is another student)
+  train_settings="$(stamp_flags "args --user-dir --save-dir --teacher-path --cpu" "${train_args[@]}"
+    echo "nprocs=${nprocs}"
+    stamp_files data_files "${train_data}" 'dict.*.txt' 'train.*' 'valid.*'
+    if [[ "${method_teacher}" == true ]]; then
+      IFS=: read -r -a teacher_files <<< "${teacher}"
+      for t in "${teacher_files[@]}"; do
+        t="$(realpath -m "${t}")"
+        echo "teacher=${t}"; stamp_files teacher_file "$(dirname "${t}")" "$(basename "${t}")"
+      done
+    fi)"
+  train_stamp="${exp_dir}/train.settings"
+  if [[ -e "${exp_dir}/train.done" || -e "${exp_dir}/checkpoints/checkpoint_last.pt" ]] &&
+      ! stamp_current "${train_stamp}" "${train_settings}"; then
+    refuse_stale "${exp_dir}" "${train_stamp}" "${train_settings}" "fix: use a new --exp-dir, or delete \
+${exp_dir}/checkpoints and ${exp_dir}/train.done to train it again"
+  fi
   if [[ -f "${exp_dir}/checkpoints/checkpoint_last.pt" && -f "${exp_dir}/train.done" ]]; then
-    echo "stage 2: ${exp_dir} already trained, skipping"
+    echo "stage 2: ${exp_dir} already trained with these settings, skipping"
   else
     echo "stage 2: training the student (--kd ${kd}) on ${train_data}"
-    kd_args=(--criterion "${method_criterion}" --label-smoothing 0.1 ${method_flags[@]+"${method_flags[@]}"})
-    if [[ "${method_teacher}" == true ]]; then
-      kd_args=(--task kd_translation --teacher-path "${teacher}" "${kd_args[@]}")
-    else
-      kd_args=(--task translation "${kd_args[@]}")
-    fi
-    case "${method_criterion}" in  # this script's knobs of each criterion
-      word_kd) kd_args+=(--kd-alpha "${kd_alpha}") ;;
-      hybrid_kd) kd_args+=(--hybrid-gate "${hybrid_gate}" --hybrid-weight "${hybrid_weight}") ;;
-    esac
-    if [[ "${method_criterion}" == seq_kd || "${method_criterion}" == hybrid_kd && "${method_data}" == corpus ]]; then
-      kd_args+=(--seq-kd-decoding "${decoding}" --seq-kd-beam "${beam}")  # teacher targets made online
-    fi
-    # shellcheck disable=SC2086
-    fairseq_train_n "${exp_dir}/train.log" "${train_data}" --user-dir "${user_dir}" "${kd_args[@]}" --arch "${arch}" \
-      ${arch_args} --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt \
-      --warmup-updates 4000 --max-tokens "${max_tokens}" --max-epoch "${max_epoch}" --save-dir "${exp_dir}/checkpoints" \
-      --no-epoch-checkpoints --log-format simple --log-interval 100 "${hw_train[@]}" ${extra}
+    # recorded before training: a resumed run is checked too
+    [[ "${dry_run}" == true ]] || printf '%s\n' "${train_settings}" > "${train_stamp}"
+    fairseq_train_n "${exp_dir}/train.log" "${train_args[@]}"
     [[ "${dry_run}" == true ]] || touch "${exp_dir}/train.done"
   fi
 fi
 
 if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
-  if [[ -f "${exp_dir}/test.log" ]]; then
-    echo "stage 3: ${exp_dir}/test.log exists, skipping"
+  post=()
+  [[ -n "${spm_model}" ]] && post=(--post-process sentencepiece)
+  gen=(fairseq-generate "${data_bin}" --user-dir "${user_dir}" --path "${exp_dir}/checkpoints/checkpoint_best.pt"
+    --gen-subset test --beam "${gen_beam}" --max-len-a "${gen_max_len_a}" --max-len-b "${gen_max_len_b}"
+    --max-tokens 8000 --scoring sacrebleu "${post[@]}" "${hw_train[@]}")
+  # a derived score: decoded again (not refused) when the checkpoint, the test data or the decoding changed
+  test_settings="$(stamp_flags "args --user-dir --path --cpu" "${gen[@]}"
+    stamp_files checkpoint_file "${exp_dir}/checkpoints" checkpoint_best.pt
+    stamp_files data_files "${data_bin}" 'dict.*.txt' 'test.*')"
+  if [[ -f "${exp_dir}/test.log" ]] && stamp_current "${exp_dir}/test.log.settings" "${test_settings}"; then
+    echo "stage 3: ${exp_dir}/test.log is of this checkpoint, data and decoding, skipping"
   else
-    echo "stage 3: test BLEU"
-    post=()
-    [[ -n "${spm_model}" ]] && post=(--post-process sentencepiece)
-    gen=(fairseq-generate "${data_bin}" --user-dir "${user_dir}" --path "${exp_dir}/checkpoints/checkpoint_best.pt"
-      --gen-subset test --beam "${gen_beam}" --max-len-a "${gen_max_len_a}" --max-len-b "${gen_max_len_b}"
-      --max-tokens 8000 --scoring sacrebleu "${post[@]}" "${hw_train[@]}")
+    if [[ -f "${exp_dir}/test.log" ]]; then
+      echo "stage 3: ${exp_dir}/test.log is stale ($(stamp_changes "${exp_dir}/test.log.settings" "${test_settings}")):" \
+        "test BLEU again"
+    else
+      echo "stage 3: test BLEU"
+    fi
     if [[ "${dry_run}" == true ]]; then
       hw_run "${gen[@]}"
     else
+      rm -f "${exp_dir}/test.log.settings"
       "${gen[@]}" > "${exp_dir}/test.log.tmp"
       mv "${exp_dir}/test.log.tmp" "${exp_dir}/test.log"
+      printf '%s\n' "${test_settings}" > "${exp_dir}/test.log.settings"
       tail -n 1 "${exp_dir}/test.log"
     fi
   fi

@@ -5,7 +5,13 @@
 #   4 distilled training set (N workers)         5 ladder students x KD methods (train_student.sh)
 #   6 results table (work_dir/results.md)
 # --dry-run true runs stage 0 (CPU data preparation) for real and prints the commands of the
-# GPU stages 1-5 instead of running them. Every step is skipped when its outputs exist.
+# GPU stages 1-5 instead of running them. A finished step is skipped only when it was made with this
+# run's settings: the teacher (stage 1) records fairseq-train's flags, --nprocs and the data files in
+# WORK_DIR/teacher/train.settings and refuses (exit 2) to reuse or resume one trained with other settings
+# (or by an earlier version, which recorded none): use a new --work-dir, or delete WORK_DIR/teacher. Test
+# BLEU logs (stage 2 and the students' test.log) are decoded again when their checkpoint, data or decoding
+# changed (LOG.settings); the students (stage 5) are checked by scripts/train_student.sh the same way, the
+# cache by fairseq-kd-cache, the distilled corpus by scripts/distill.sh.
 # shellcheck disable=SC2154  # the recipe declares the variables
 
 # ---- options: each variable is also a --kebab-case flag ----
@@ -63,16 +69,30 @@ recipe_main() {
     [[ -f "${bin}/dict.${src}.txt" ]] || die "stage 0 left no ${bin}/dict.${src}.txt"
   fi
   if run 1; then
+    # shellcheck disable=SC2206  # teacher_args is a flag list
+    local teacher_train=("${bin}" --user-dir "${user_dir}" -s "${src}" -t "${tgt}"
+      --task translation --arch "${teacher_arch}" --share-all-embeddings ${teacher_args}
+      --eval-bleu --eval-bleu-args "{\"beam\": 5, \"max_len_a\": ${max_len_a}, \"max_len_b\": ${max_len_b}}" --eval-bleu-detok space
+      --eval-bleu-remove-bpe sentencepiece --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
+      --save-dir "${teacher_dir}" --no-epoch-checkpoints --log-format json --log-interval 100 "${hw_train[@]}")
+    # the teacher's settings: the flags but the paths and the device, the processes (the batch) and the data files
+    local settings stamp="${teacher_dir}/train.settings"
+    settings="$(stamp_flags "args --user-dir --save-dir --cpu" "${teacher_train[@]}"; echo "nprocs=${nprocs}"
+      stamp_files data_files "${bin}" 'dict.*.txt' 'train.*' 'valid.*')"
+    if [[ -e "${teacher_dir}/train.done" || -e "${teacher_dir}/checkpoint_last.pt" ]] &&
+        ! stamp_current "${stamp}" "${settings}"; then
+      refuse_stale "${teacher_dir}" "${stamp}" "${settings}" \
+        "fix: use a new --work-dir, or delete ${teacher_dir} to train the teacher again"
+    fi
     if [[ -f "${teacher_dir}/train.done" ]]; then
-      log "stage 1: teacher trained, skipping"
+      log "stage 1: teacher trained with these settings, skipping"
     else
       log "stage 1: teacher ${teacher_arch} (${teacher_reference})"
-      # shellcheck disable=SC2086
-      fairseq_train_n "${work_dir}/teacher.log" "${bin}" --user-dir "${user_dir}" -s "${src}" -t "${tgt}" \
-        --task translation --arch "${teacher_arch}" --share-all-embeddings ${teacher_args} \
-        --eval-bleu --eval-bleu-args "{\"beam\": 5, \"max_len_a\": ${max_len_a}, \"max_len_b\": ${max_len_b}}" --eval-bleu-detok space \
-        --eval-bleu-remove-bpe sentencepiece --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
-        --save-dir "${teacher_dir}" --no-epoch-checkpoints --log-format json --log-interval 100 "${hw_train[@]}"
+      if [[ "${dry_run}" != true ]]; then  # recorded before training: a resumed run is checked too
+        mkdir -p "${teacher_dir}"
+        printf '%s\n' "${settings}" > "${stamp}"
+      fi
+      fairseq_train_n "${work_dir}/teacher.log" "${teacher_train[@]}"
       [[ "${dry_run}" == true ]] || touch "${teacher_dir}/train.done"
     fi
   fi
@@ -144,15 +164,25 @@ workers() {
   [[ ${status} -eq 0 ]] || die "a $(basename "$1") worker failed: see ${work_dir}/$(basename "$1").part*.log"
 }
 
-# evaluate BIN CKPT LOG: beam-5 test decoding (--max-len-a/b as the students') scored by sacrebleu on detokenized text.
+# evaluate BIN CKPT LOG: beam-5 test decoding (--max-len-a/b as the students') scored by sacrebleu on detokenized
+# text; LOG is kept only while its checkpoint, data and decoding are those in LOG.settings (else decoded again).
 evaluate() {
   local cmd=(fairseq-generate "$1" --user-dir "${user_dir}" -s "${src}" -t "${tgt}" --path "$2" --gen-subset test
     --beam 5 --max-len-a "${max_len_a}" --max-len-b "${max_len_b}" --max-tokens 8000 --post-process sentencepiece --scoring sacrebleu
     "${hw_train[@]}")
+  local settings
+  settings="$(stamp_flags "args --user-dir --path --cpu" "${cmd[@]}"
+    stamp_files checkpoint_file "$(dirname "$2")" "$(basename "$2")"; stamp_files data_files "$1" 'dict.*.txt' 'test.*')"
   if [[ "${dry_run}" == true ]]; then
     hw_run "${cmd[@]}"
-  elif [[ ! -f "$3" ]]; then
-    "${cmd[@]}" > "$3.tmp" && mv "$3.tmp" "$3"
+  elif [[ -f "$3" ]] && stamp_current "$3.settings" "${settings}"; then
+    log "$3 is of this checkpoint, data and decoding, skipping"
+  else
+    [[ ! -f "$3" ]] || log "$3 is stale ($(stamp_changes "$3.settings" "${settings}")): decoding again"
+    rm -f "$3.settings"
+    "${cmd[@]}" > "$3.tmp"
+    mv "$3.tmp" "$3"
+    printf '%s\n' "${settings}" > "$3.settings"
     tail -n 1 "$3"
   fi
 }
