@@ -146,7 +146,7 @@ def test_a_corrupt_train_record_is_refused_naming_the_fix(tmp_path):
     for text, msg in (('{"parameters": 10, "updates": -3, "curve": []}', "updates"),
                       ('{"parameters": 10, "updates": 3, "train_time": NaN, "curve": []}', "NaN")):
         (cdir / "train.json").write_text(text)
-        with pytest.raises(KDInputError, match=rf"train.json.*{msg}.*delete .*train.json to retrain the cell"):
+        with pytest.raises(KDInputError, match=rf"train.json.*{msg}.*delete .*train.json to read the training again.*to train from scratch"):
             S.Study(cfg, runner=lambda *a: None).run_cell(cell)
 
 

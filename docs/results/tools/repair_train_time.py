@@ -47,7 +47,7 @@ def repairs(study: str):
     out = []
     for train_json in sorted(glob.glob(os.path.join(study, "cells", "*", "train.json"))):
         cell = Path(train_json).parent
-        info = integrity.load_json(train_json, f"delete {train_json} to retrain the cell")
+        info = integrity.load_json(train_json, f"delete {train_json} to read the training again (the study resumes from the cell's checkpoint)")
         if "earlier_segments_s" in info:  # written by a runner that already adds them
             continue
         total = own_seconds(cell / "checkpoints" / "checkpoint_last.pt", init)
@@ -75,7 +75,7 @@ def write(study: str, fixes, copies=()) -> None:
     new = {cell: total for cell, _, total in fixes}
     for cell, recorded, total in fixes:
         path = os.path.join(study, "cells", cell, "train.json")
-        info = integrity.load_json(path, f"delete {path} to retrain the cell")
+        info = integrity.load_json(path, f"delete {path} to read the training again (the study resumes from the cell's checkpoint)")
         info.update(train_time=total, train_time_last_segment=recorded)
         fileio.atomic_write_json(Path(path), info)
     for table in sorted(glob.glob(os.path.join(study, "results*.csv"))):
