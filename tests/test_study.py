@@ -547,6 +547,44 @@ def test_an_extra_split_added_later_covers_the_finished_cells_and_references_are
         S.Study(make_cfg(corpus, out, seeds=[1, 2]), runner=runner).run(progress=False)
 
 
+def test_data_rebuilt_in_place_is_refused_and_files_added_are_recorded(corpus, tmp_path):
+    """A study knows its --data by content: a bin/ rebuilt in place under the same path (other training pairs,
+    the same dictionaries) is refused before any work, naming the file; a split binarized later is added;
+    a study.json written before this records none and adopts the data as it is."""
+    import shutil
+
+    raw, data = corpus
+    mine = tmp_path / "bin"
+    shutil.copytree(data, mine)
+    out = tmp_path / "study"
+    launched = []
+    runner = fake_runner(launched)
+    cfg = make_cfg((raw, mine), out)
+    runner.ref = cfg.test_ref
+    assert S.Study(cfg, runner=runner).run(progress=False)["ran"] == 2
+    recorded = json.loads((out / "study.json").read_text())["data_sha256"]
+    assert "dict.src.txt" in recorded and "train.src-tgt.src.bin" in recorded
+
+    shutil.copyfile(mine / "valid.src-tgt.src.bin", mine / "test1.src-tgt.src.bin")  # a split added: recorded
+    launched.clear()
+    assert S.Study(make_cfg((raw, mine), out, seeds=[1, 2]), runner=runner).run(progress=False)["ran"] == 2
+    assert "test1.src-tgt.src.bin" in json.loads((out / "study.json").read_text())["data_sha256"]
+
+    settings = json.loads((out / "study.json").read_text())
+    del settings["data_sha256"]  # a study recorded before data digests: adopted, not refused
+    (out / "study.json").write_text(json.dumps(settings))
+    assert S.Study(make_cfg((raw, mine), out, seeds=[1, 2]), runner=runner).run(progress=False)["ran"] == 0
+    assert json.loads((out / "study.json").read_text())["data_sha256"]["dict.src.txt"] == recorded["dict.src.txt"]
+
+    train = mine / "train.src-tgt.tgt.bin"
+    train.write_bytes(bytes(reversed(train.read_bytes())))  # rebuilt in place: other pairs, same names
+    launched.clear()
+    with pytest.raises(KDInputError, match=r"--data .* is not the data this study was run on "
+                                           r"\(train.src-tgt.tgt.bin changed since"):
+        S.Study(make_cfg((raw, mine), out, seeds=[1, 2, 3]), runner=runner).run(progress=False)
+    assert launched == []
+
+
 def test_teacher_on_resume_rules():
     from fairseq_kd.study.resume import teacher_on_resume
 

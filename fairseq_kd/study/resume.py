@@ -7,7 +7,8 @@ methods, teachers); a method's own flags while it has no finished cell; a teache
 teacher-free cells, and a teacher-free run may add cells to a study that has one (``teacher_on_resume``).
 Checkpoints are compared by content, not by path: the teacher and ``--student-init``
 (``preflight.same_checkpoints``) and each teacher of the ``--teachers`` axis (``teachers.reconcile``); so are
-the test references (``reference_digests``: a split's reference replaced under its rows is refused).
+the test references (``reference_digests``: a split's reference replaced under its rows is refused) and the
+data's dictionaries and binarized splits (``data_digests``: a ``bin/`` rebuilt in place is refused).
 """
 import dataclasses
 import json
@@ -38,6 +39,7 @@ def reconcile(settings: Path, cfg: StudyConfig, recorded: Set[str]) -> Tuple[Stu
     if not current[T.DIGESTS]:
         del current[T.DIGESTS]
     current[REFERENCES] = reference_digests(str(settings), previous.get(REFERENCES) or {}, cfg)
+    current[DATA] = data_digests(str(settings), previous.get(DATA) or {}, cfg)
     if not settings.exists():
         current[DIGESTS] = checkpoint_digests(current, used)
         return cfg, current
@@ -46,7 +48,7 @@ def reconcile(settings: Path, cfg: StudyConfig, recorded: Set[str]) -> Tuple[Stu
     if joins:  # recorded as one setting, so a later resume compares against it
         previous["teacher"] = current["teacher"] = teacher
     same_checkpoints(str(settings), previous, current, used)
-    changed = sorted(k for k in set(previous) | set(current) if k not in ("method_args", DIGESTS, T.DIGESTS, REFERENCES)
+    changed = sorted(k for k in set(previous) | set(current) if k not in ("method_args", DIGESTS, T.DIGESTS, REFERENCES, DATA)
                      and not same_setting(k, previous.get(k), current.get(k)))
     changed += changed_method_args(previous.get("method_args", {}), current["method_args"], recorded, cfg.methods)
     if changed:
@@ -74,6 +76,37 @@ def reference_digests(where: str, recorded: Dict, cfg: StudyConfig) -> Dict[str,
             raise KDInputError(f"{where}: {flag}{ref} is not the reference this study's {split} rows were scored "
                                f"with (sha256 {recorded[split][:12]}; this file: {digest[:12]}): pass that "
                                f"reference, or use a new --out-dir")
+    return {**recorded, **now}
+
+
+DATA = "data_sha256"  # study.json key: {file of --data: sha256} (dictionaries and binarized splits)
+
+
+def data_files(data: str) -> Dict[str, str]:
+    """``{name: path}`` of what the students are trained and tested on: each ``--data`` dir's dictionaries
+    and binarized splits (``a:b``, fairseq's sharded data: the second dir's names start ``1/``)."""
+    out = {}
+    for i, folder in enumerate(p for p in data.split(":") if p):
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                if name.endswith((".bin", ".idx")) or (name.startswith("dict.") and name.endswith(".txt")):
+                    out[f"{i}/{name}" if i else name] = os.path.join(folder, name)
+    return out
+
+
+def data_digests(where: str, recorded: Dict, cfg: StudyConfig) -> Dict[str, str]:
+    """The data's digests to record: the recorded ones, with files added since; a recorded file with other
+    bytes now is refused (the finished cells, distilled corpora and noisy copies were made from the old
+    ones: a ``bin/`` rebuilt in place under the same path). A study recorded before this has none: adopted."""
+    from fairseq_kd.fingerprint import file_sha256
+
+    check_digest_record(where, DATA, recorded, "files", "record the data again")
+    now = {name: file_sha256(path) for name, path in data_files(cfg.data).items()}
+    changed = [name for name, digest in now.items() if name in recorded and recorded[name] != digest]
+    if changed:
+        raise KDInputError(f"{where}: --data {cfg.data} is not the data this study was run on ({', '.join(changed[:4])}"
+                           f"{' ...' if len(changed) > 4 else ''} changed since: sha256 {recorded[changed[0]][:12]}, "
+                           f"now {now[changed[0]][:12]}): restore that data, or use a new --out-dir")
     return {**recorded, **now}
 
 
