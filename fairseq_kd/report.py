@@ -177,16 +177,22 @@ def compare_to_baseline(summary: List[Dict], results_dir: str, refs: Optional[Li
             continue
         s["vs_baseline"] = {**paired_bootstrap(base_hyps, sys_hyps, refs, n_samples=n_samples), "seeds": seeds}
         for group, score in ((base, s["vs_baseline"]["base"]), (s, s["vs_baseline"]["system"])):
-            recorded = seed_mean(group, seeds)
-            if abs(score - recorded) > 0.01:  # the rows' bleu is rounded to 2 decimals
-                raise KDInputError(f"{group['method']} ({group['search']}): its hypotheses score {score:.2f} BLEU "
-                                   f"against this reference but its rows say {recorded:.2f}: the reference is not the "
-                                   f"one they were scored with (another split's, of the same length?); pass the "
-                                   f"right --test-ref")
+            check_scored_against(score, seed_mean(group, seeds), f"{group['method']} ({group['search']})")
         note = _seeds_note(s, base, seeds)
         if note:
             s["vs_baseline_note"] = note
     return summary
+
+
+def check_scored_against(score: float, recorded: float, what: str, flag: str = "--test-ref") -> None:
+    """The hypotheses' BLEU against the reference read here must be the BLEU their rows recorded (rounded
+    to 2 decimals), or the reference is not theirs: another split's of the same length is refused."""
+    from fairseq_kd.errors import KDInputError
+
+    if abs(score - recorded) > 0.01:
+        raise KDInputError(f"{what}: its hypotheses score {score:.2f} BLEU against this reference but its rows say "
+                           f"{recorded:.2f}: the reference is not the one they were scored with (another split's, "
+                           f"of the same length?); pass the right {flag}")
 
 
 def gap_closed(student: float, ce: float, teacher: float) -> Optional[float]:

@@ -178,3 +178,13 @@ def test_the_table_states_the_bootstrap_samples_it_used(studies, capsys):
     assert "(200 resamples" in out and "1,000" not in out
     _run(clean, noisy, "--pairs", "word:seq")
     assert "(1,000 resamples" in capsys.readouterr().out  # the default
+
+
+def test_a_reference_that_is_not_the_rows_is_refused(studies, tmp_path):
+    """Another reference of the same length (test_2016 and test_2017 both have 1,000 lines): the hypotheses'
+    BLEU against it is not their rows' bleu, so the drops would be computed against the wrong text."""
+    clean, noisy = studies
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(_corpus(len(REFS), 77)) + "\n", encoding="utf-8")
+    with pytest.raises(KDInputError, match=r"at noise 0 \(beam5\): its hypotheses score .* the reference is not"):
+        _run(clean, noisy, "--test-ref", str(other))

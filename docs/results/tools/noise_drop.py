@@ -25,7 +25,7 @@ import sys
 from fairseq_kd import fileio
 from fairseq_kd.cli import run_tool
 from fairseq_kd.errors import KDInputError
-from fairseq_kd.report import METHOD_ORDER, mean_std, test_references
+from fairseq_kd.report import METHOD_ORDER, check_scored_against, mean_std, test_references
 from fairseq_kd.significance import contrast_bootstrap, format_p, significance_mark
 from fairseq_kd.study.config import method_base
 from fairseq_kd.study.records import read_csv
@@ -86,6 +86,9 @@ def drops(clean, noisy, noise, search, clean_of, pairs, refs, n_samples=1000):
         clean_h = [hyps(*base[k]) for k in both]
         noisy_h = [hyps(*seeds[k]) for k in both]
         boot = contrast_bootstrap([(-1.0, clean_h), (1.0, noisy_h)], refs, n_samples=n_samples)
+        for term, rows, side in zip(boot["terms"], ([base[k][1] for k in both], [seeds[k][1] for k in both]),
+                                    (f"{c} at noise 0", f"{m} at noise {noise}")):  # the reference is theirs
+            check_scored_against(term["score"], sum(float(r["bleu"]) for r in rows) / len(rows), f"{side} ({s})")
         methods[m] = {"method": m, "clean_method": c, "arch": arch, "lr": lr, "search": s, "seeds": both,
                       "clean_bleu": [float(base[k][1]["bleu"]) for k in both],
                       "noisy_bleu": [float(seeds[k][1]["bleu"]) for k in both],
