@@ -265,3 +265,18 @@ def test_memo_key_holds_the_teachers_dtype(small):
         keys.append(task.memo_key_parts())
     assert keys[0][:2] == keys[1][:2] and keys[0] != keys[1]
     assert keys[0][2] == "teacher torch.float32 on cpu" and keys[1][2] == "teacher torch.bfloat16 on cpu"
+
+
+@pytest.mark.unit
+def test_online_targets_default_to_the_offline_tools_decoding(small):
+    """``seq_kd`` without --seq-kd-* flags decodes as ``fairseq-kd-distill`` without flags (beam 5, length
+    limit 1.2x+10): the docs' "online targets equal the offline tool's" holds for the defaults too (the
+    online beam was 4)."""
+    from fairseq_kd.cli import distill
+    from fairseq_kd.distill.online import decoding_config_from_task
+
+    task, _, _ = helpers.build_components(small.data_bin, ["--task", "kd_translation", "--teacher-path",
+                                                            str(small.checkpoint), "--criterion", "seq_kd"])
+    args = distill.get_parser().parse_args(["--data", "d", "--teacher", "t.pt", "-o", "o"])
+    offline = distill.config_from_args(args).decoding
+    assert decoding_config_from_task(task.cfg).signature() == offline.signature()

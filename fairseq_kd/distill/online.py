@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 def decoding_config_from_task(task_cfg) -> dec.DecodingConfig:
     """The task's ``seq_kd_*`` fields as a ``DecodingConfig``."""
     return dec.DecodingConfig(
-        decoding=str(getattr(task_cfg, "seq_kd_decoding", "beam")), beam=int(getattr(task_cfg, "seq_kd_beam", 4)),
+        decoding=str(getattr(task_cfg, "seq_kd_decoding", "beam")), beam=int(getattr(task_cfg, "seq_kd_beam", 5)),
         nbest=1, lenpen=float(getattr(task_cfg, "seq_kd_lenpen", 1.0)),
         sampling_topk=int(getattr(task_cfg, "seq_kd_sampling_topk", -1)),
         sampling_topp=float(getattr(task_cfg, "seq_kd_sampling_topp", -1.0)),

@@ -51,7 +51,7 @@ class KDTranslationConfig(TranslationConfig):
     seq_kd_decoding: SEQ_KD_DECODING_CHOICES = field(
         default="beam", metadata={"help": "how the teacher produces targets for seq_kd/hybrid_kd"}
     )
-    seq_kd_beam: int = field(default=4, metadata={"help": "beam size for --seq-kd-decoding beam"})
+    seq_kd_beam: int = field(default=5, metadata={"help": "beam size for --seq-kd-decoding beam (5: fairseq-kd-distill's default, so online and offline targets are the same)"})
     seq_kd_lenpen: float = field(default=1.0, metadata={"help": "length penalty for teacher beam search"})
     seq_kd_sampling_topk: int = field(
         default=-1, metadata={"help": "--seq-kd-decoding sampling: sample from the k most likely tokens (-1: all)"})
