@@ -1,7 +1,9 @@
 """scripts/run_lanes.sh: a queue of long jobs on N lanes, each job once, needs respected, failures
 propagated, resumable. Jobs here are shell one-liners that record when they start and end."""
+import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -124,7 +126,7 @@ def test_a_done_job_whose_command_changed_is_refused_not_skipped(tmp_path):
     q.write_text(job("a", out) + "\n" + job("old", out) + "\n")
     lanes(q, check_rc=0)
     state = tmp_path / ".lanes"
-    assert (state / "a.done").read_text() == job("a", out).split(" -- ", 1)[1] + "\n"
+    assert (state / "a.done").read_text().splitlines()[0] == job("a", out).split(" -- ", 1)[1]
     (state / "old.done").write_text("")  # written by an earlier run_lanes.sh
     edited = job("a", out).replace("sleep 0", "sleep 0; true")
     q.write_text(edited + "\n" + job("old", out).replace("sleep 0", "sleep 1") + "\n")
@@ -137,7 +139,104 @@ def test_a_done_job_whose_command_changed_is_refused_not_skipped(tmp_path):
     (state / "a.done").unlink()
     lanes(q, check_rc=0)
     assert len(events(out)["a"]["start"]) == 2 and len(events(out)["old"]["start"]) == 1
-    assert (state / "a.done").read_text() == edited.split(" -- ", 1)[1] + "\n"
+    assert (state / "a.done").read_text().splitlines()[0] == edited.split(" -- ", 1)[1]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def states(queue: Path):
+    return [line.split()[:2] for line in lanes(queue, "--status", "1", check_rc=0).stdout.splitlines()]
+
+
+def test_a_job_after_a_job_run_again_is_stale_and_refused(tmp_path):
+    """NAME.done records the .done of each job NAME ran after: deleting x.done to run x again leaves y
+    (after=x) done on x's old outputs, so y is stale, and refused at the start like a changed job (audit F9)."""
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text(job("x", out) + "\n" + job("y", out, after="x") + "\n")
+    lanes(q, check_rc=0)
+    state = tmp_path / ".lanes"
+    assert f"need x {sha256(state / 'x.done')}" in (state / "y.done").read_text().splitlines()
+
+    (state / "x.done").unlink()  # the documented way to run x again: y would stay done on the old x
+    proc = lanes(q, check_rc=1)
+    assert (f"job y is done, but x, which it ran after, has no .done now (to run again), so y is stale: "
+            f"delete {state}/y.done") in proc.stderr
+    assert len(events(out)["x"]["start"]) == 1  # refused before anything ran
+    assert states(q) == [["open", "x"], ["stale", "y"]]
+
+    qx = tmp_path / "queue_x.txt"  # x alone run again (same state dir), y left as it was
+    qx.write_text(job("x", out) + "\n")
+    lanes(qx, check_rc=0)
+    assert len(events(out)["x"]["start"]) == 2
+    assert states(q) == [["done", "x"], ["stale", "y"]]
+    proc = lanes(q, check_rc=1)
+    assert (f"job y is done, but x, which it ran after, has run again since, so y is stale: delete "
+            f"{state}/y.done to run y again on x's new outputs, or restore x's outputs and the {state}/x.done"
+            in proc.stderr)
+    assert "job x" not in proc.stderr and len(events(out)["y"]["start"]) == 1
+
+    (state / "y.done").unlink()
+    lanes(q, check_rc=0)
+    assert len(events(out)["y"]["start"]) == 2 and len(events(out)["x"]["start"]) == 2
+    assert states(q) == [["done", "x"], ["done", "y"]]
+
+
+def test_done_files_without_needs_recorded_are_never_stale(tmp_path):
+    """A .done from before needs were recorded (empty, or the command only) says nothing of what the job ran
+    after: it stays done whatever its needs do; the jobs run after it now record it."""
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text("\n".join([job("x", out), job("y", out, after="x"), job("z", out, after="y")]) + "\n")
+    state = tmp_path / ".lanes"
+    state.mkdir()
+    (state / "x.done").write_text("")
+    (state / "y.done").write_text(job("y", out).split(" -- ", 1)[1] + "\n")
+    lanes(q, check_rc=0)
+    assert set(events(out)) == {"z"}  # x and y were done
+    assert f"need y {sha256(state / 'y.done')}" in (state / "z.done").read_text().splitlines()
+    (state / "x.done").unlink()  # x runs again; y's needs are unknown: not stale, and z stays done
+    lanes(q, check_rc=0)
+    assert {n: len(e["start"]) for n, e in events(out).items()} == {"x": 1, "z": 1}
+    assert states(q) == [["done", "x"], ["done", "y"], ["done", "z"]]
+
+
+@pytest.mark.parametrize("how", ["changed", "run again"])
+def test_a_changed_or_stale_job_is_not_done_for_the_jobs_after_it_while_lanes_run(tmp_path, how):
+    """The start refuses a changed or stale job; while lanes run, a job after it is not run on its outputs:
+    it waits, and a lane with nothing else it can run stops naming it (the run exits 1)."""
+    out = tmp_path / "events"
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    q = tmp_path / "queue.txt"
+    q.write_text(job("a", out) + "\n" + job("b", out, after="a") + "\n")
+    lanes(q, check_rc=0)
+    lines = [job("a", out), job("b", out, after="a"),
+             f"hold -- touch {started}; while [ ! -e {gate} ]; do sleep 0.1; done",
+             job("c", out, after="b,hold")]
+    q.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(["bash", str(SCRIPT), "--queue", str(q), "--poll", "1", "--lanes", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if started.exists():
+            break
+        time.sleep(0.05)
+    assert started.exists()
+    state = tmp_path / ".lanes"
+    if how == "changed":  # b's command edited while the lanes run (the file replaced whole)
+        lines[1] = lines[1].replace("sleep 0", "sleep 0; true")
+        (tmp_path / "queue.new").write_text("\n".join(lines) + "\n")
+        os.replace(tmp_path / "queue.new", q)
+    else:  # a.done deleted while the lanes run: the lane runs a again, and b is stale
+        (state / "a.done").unlink()
+    gate.touch()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "c" not in events(out) and len(events(out)["b"]["start"]) == 1
+    assert len(events(out)["a"]["start"]) == (2 if how == "run again" else 1)
+    assert "not run: c, which waits on b: job b is done, but" in err
+    assert dict((n, s) for s, n in states(q))["b"] == ("changed" if how == "changed" else "stale")
 
 
 @pytest.mark.parametrize("value", ["true", "1"])
