@@ -8,6 +8,8 @@
 # recorded in OUT/.distill_settings); otherwise the rerun reaches fairseq-kd-distill, which checks its
 # shards' meta.json: it publishes again without decoding when the decoding settings are the same, and
 # refuses a change (use another --out-dir, or --extra --overwrite to start over).
+# --decoding sampling draws one sample per sentence (--beam 1), as fairseq-kd-study's "sampling"; an explicit
+# --beam N with sampling keeps the best-scoring of N samples (said in the log): another corpus than "sampling".
 set -euo pipefail
 
 # --- variables (each can be given as --name value) -----------------------------------
@@ -18,7 +20,7 @@ data_bin=""              # binarized data with the teacher's dictionaries (fairs
 out_dir=""               # where the distilled corpus goes (text, bin/, summary.json)
 split=train              # split to distil
 decoding=beam            # beam | greedy | sampling | teacher_forcing
-beam=5                   # beam size
+beam=""                  # beam size; empty: 5, and 1 for sampling (one sample per sentence, the study's; N: best of N samples)
 nbest=1                  # n-best kept for --select (seq-inter)
 select=top               # top | sentence_bleu | chrf
 lenpen=1.0               # length penalty
@@ -43,6 +45,14 @@ hw_split_switches "$@"
 parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 [[ -n "${teacher}" && -n "${data_bin}" && -n "${out_dir}" ]] || usage
 hw_resolve
+# sampling: one sample per sentence unless --beam N asks for the best of N
+if [[ -z "${beam}" ]]; then
+  beam=5
+  [[ "${decoding}" == sampling ]] && beam=1
+elif [[ "${decoding}" == sampling && "${beam}" != 1 ]]; then
+  echo "$0: --decoding sampling --beam ${beam}: the teacher draws ${beam} samples per sentence and keeps the" \
+    "best-scoring one (best of ${beam}); fairseq-kd-study's sampling draws one (--beam 1, this script's default)" >&2
+fi
 # the distilled split is never copied: its gold bin/ files would replace the distilled ones (the tool refuses it)
 kept_copy_splits=""
 IFS=, read -r -a copy_split_list <<< "${copy_splits}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train a student end to end from a trained teacher, with the KD method of your choice.
-#   scripts/train_student.sh --kd seq    --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_seq
-#   scripts/train_student.sh --kd hybrid_online --teacher exp/teacher/checkpoint_best.pt --data-bin data-bin/multi30k --exp-dir exp/student_hybrid
+#   scripts/train_student.sh --kd seq    --teacher exp/teacher/checkpoint_best.pt --data-bin exp/m30k/bin --spm-model exp/m30k/spm.model --exp-dir exp/student_seq
+#   scripts/train_student.sh --kd hybrid_online --teacher exp/teacher/checkpoint_best.pt --data-bin exp/m30k/bin --spm-model exp/m30k/spm.model --exp-dir exp/student_hybrid
 #   scripts/train_student.sh --kd word ... --device cuda --bf16 --nprocs 4     # 4 GPUs, bf16 (teacher in bf16 too)
 # --kd takes the study's methods (fairseq_kd/study/config.py METHOD_SPECS: criterion, data, teacher,
 # flags; `python -m fairseq_kd.methods --list`): none: CE on gold; word: word_kd (online teacher);
@@ -16,6 +16,17 @@
 # (exit 2) to reuse or resume a student trained with other ones, or by an earlier version that recorded
 # none: use a new --exp-dir, or delete EXP_DIR/checkpoints and EXP_DIR/train.done. Stage 3 decodes again
 # when the checkpoint, the test data or the decoding differ from EXP_DIR/test.log.settings.
+# Stage 3's BLEU is on detokenized text, as the study's: fairseq-generate --post-process sentencepiece when the
+# data is sentencepiece-encoded (--spm-model given, a spm.model / sentencepiece.model in DATA_BIN or its parent,
+# or "▁" pieces in DATA_BIN's dictionaries; --post-process none scores the pieces, about 2.7 BLEU lower).
+# --decoding sampling draws one sample per sentence (beam 1), as fairseq-kd-study's "sampling"; an explicit
+# --beam N with sampling keeps the best of N samples (said in the log).
+# Not the study's recipe: stage 3 decodes EXP_DIR/checkpoints/checkpoint_best.pt, best by validation loss
+# (fairseq-kd-study decodes checkpoint_last.pt after a fixed --max-update, or checkpoint_best.pt by greedy
+# valid BLEU under --patience), and this script's defaults are its own: --max-epoch 30, 4000 warmup updates
+# (the study: --max-update 2000, 400), --arch transformer with the 3+3-layer d256 --arch-args below and
+# dropout 0.3 (the study: the arch's own sizes and dropout; fairseq's transformer is 6+6 d512). Same method,
+# other numbers: compare a train_student.sh student with the study's tables only with these set alike.
 set -euo pipefail
 
 # --- variables (each can be given as --name value) -----------------------------------
@@ -25,21 +36,23 @@ kd=seq                   # a METHOD_SPECS method: none | word | seq | seq_online
 teacher=""               # teacher checkpoint (not needed for --kd none)
 data_bin=""              # binarized data with the teacher's dictionaries
 exp_dir=""               # experiment dir: distilled/, checkpoints/, test.log
-decoding=beam            # teacher decoding of the distilled corpus, or of online teacher targets (beam|greedy|teacher_forcing)
-beam=5                   # beam size of the teacher
+decoding=beam            # teacher decoding of the distilled corpus, or of online teacher targets (beam|greedy|sampling|teacher_forcing)
+beam=""                  # beam size of the teacher; empty: 5, and 1 for sampling (one sample per sentence, the study's; N: best of N samples)
 backend=fairseq          # distilled corpus: fairseq | ctranslate2 decoding
 arch=transformer         # student architecture
 arch_args="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings --dropout 0.3"
 max_epoch=30             # training epochs
 max_tokens=4096          # tokens per batch
 lr=5e-4                  # peak learning rate (inverse_sqrt, 4000 warmup updates)
-kd_alpha=0.5             # word: weight of the KD term
+kd_alpha=0.5             # word, onpolicy: weight of the KD term (onpolicy: on gold batches; 0.5 as converged_study.sh, the criterion's default is 1.0)
 hybrid_gate=fixed        # hybrid: fixed | learned | uncertainty (fixed: the criterion's and fairseq-kd-study's default; on learned see docs/usage.md)
 hybrid_weight=0.5        # hybrid: (initial) weight of the token-level term
 gen_beam=5               # beam for the final test decoding
 gen_max_len_a=1.2        # final test decoding: output length limit a * source length + b (the teacher's, scripts/recipes/common.sh)
 gen_max_len_b=10         # see gen_max_len_a
-spm_model=""             # sentencepiece model for detokenized BLEU (optional)
+spm_model=""             # the data's sentencepiece model (distill.sh's detokenized text; found beside DATA_BIN when empty, for stage 3)
+post_process=auto        # stage 3's BLEU: auto (sentencepiece when the data is sentencepiece-encoded, see above) | sentencepiece | none (pieces)
+distilled_dir=""         # seq / hybrid: a corpus scripts/distill.sh already made (its --out-dir): trained on DIR/bin, stage 1 not run
 device=auto              # auto | cpu | cuda (auto: cuda when torch sees a GPU)
 precision=fp32           # fp32 | fp16 | bf16 | amp (GPU only; also the switches --fp16 / --bf16 / --amp)
 nprocs=1                 # data-parallel training processes (GPU: one per GPU; CPU: one per rank, gloo)
@@ -50,7 +63,7 @@ extra=""                 # extra flags for fairseq-train
 . "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, usage_error
 # shellcheck source=scripts/hw.sh
 . "$(dirname "${BASH_SOURCE[0]}")/hw.sh"  # --device / --precision / --nprocs
-usage() { echo "usage: $0 --kd METHOD --data-bin DIR --exp-dir DIR [--teacher CKPT] [--device auto|cpu|cuda] [--fp16|--bf16|--amp] [--nprocs N] [--stage N --stop-stage N] ..." >&2; exit 2; }
+usage() { echo "usage: $0 --kd METHOD --data-bin DIR --exp-dir DIR [--teacher CKPT] [--spm-model SPM] [--device auto|cpu|cuda] [--fp16|--bf16|--amp] [--nprocs N] [--stage N --stop-stage N] ..." >&2; exit 2; }
 hw_split_switches "$@"
 parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 hw_resolve
@@ -68,18 +81,30 @@ eval "${spec}"  # method_criterion, method_data (corpus|distilled), method_teach
 [[ "${method_teacher}" == false && "${method_data}" == corpus || -n "${teacher}" ]] || {
   echo "$0: --kd ${kd} needs --teacher" >&2; exit 2; }
 
+# the teacher's beam: sampling draws one sample per sentence unless --beam N asks for the best of N
+if [[ -z "${beam}" ]]; then
+  beam=5
+  [[ "${decoding}" == sampling ]] && beam=1
+elif [[ "${decoding}" == sampling && "${beam}" != 1 ]]; then
+  echo "$0: --decoding sampling --beam ${beam}: the teacher draws ${beam} samples per sentence and keeps the" \
+    "best-scoring one (best of ${beam}); fairseq-kd-study's sampling draws one (--beam 1, this script's default)" >&2
+fi
+[[ -z "${distilled_dir}" || "${method_data}" == distilled ]] ||
+  usage_error "--distilled-dir is for the methods trained on the distilled corpus (seq, hybrid), not --kd ${kd}"
+case "${post_process}" in auto|sentencepiece|none) ;; *) usage_error "--post-process ${post_process}: auto, sentencepiece or none" ;; esac
+
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 user_dir="$(cd "${here}/.." && pwd)/fairseq_kd"
 train_data="${data_bin}"
 mkdir -p "${exp_dir}"
 
-if [[ ${stage} -le 1 && ${stop_stage} -ge 1 && "${method_data}" == distilled ]]; then
+if [[ ${stage} -le 1 && ${stop_stage} -ge 1 && "${method_data}" == distilled && -z "${distilled_dir}" ]]; then
   echo "stage 1: offline distilled corpus"
   "${here}/distill.sh" --teacher "${teacher}" --data-bin "${data_bin}" --out-dir "${exp_dir}/distilled" \
     --decoding "${decoding}" --beam "${beam}" --backend "${backend}" --spm-model "${spm_model}" \
     --device "${device}" --precision "${precision}" --nprocs "${nprocs}" --dry-run "${dry_run}"
 fi
-[[ "${method_data}" == distilled ]] && train_data="${exp_dir}/distilled/bin"
+[[ "${method_data}" == distilled ]] && train_data="${distilled_dir:-${exp_dir}/distilled}/bin"
 
 if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
   kd_args=(--criterion "${method_criterion}" --label-smoothing 0.1 ${method_flags[@]+"${method_flags[@]}"})
@@ -89,7 +114,7 @@ if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
     kd_args=(--task translation "${kd_args[@]}")
   fi
   case "${method_criterion}" in  # this script's knobs of each criterion
-    word_kd) kd_args+=(--kd-alpha "${kd_alpha}") ;;
+    word_kd|onpolicy_kd) kd_args+=(--kd-alpha "${kd_alpha}") ;;  # every criterion with --kd-alpha
     hybrid_kd) kd_args+=(--hybrid-gate "${hybrid_gate}" --hybrid-weight "${hybrid_weight}") ;;
   esac
   if [[ "${method_criterion}" == seq_kd || "${method_criterion}" == hybrid_kd && "${method_data}" == corpus ]]; then
@@ -130,8 +155,24 @@ ${exp_dir}/checkpoints and ${exp_dir}/train.done to train it again"
 fi
 
 if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
+  # BLEU on detokenized text, as the study's (its hypotheses are --remove-bpe sentencepiece): fairseq's
+  # sentencepiece post-processing needs no model, only to know that the data is sentencepiece-encoded
+  if [[ "${post_process}" == auto ]]; then
+    post_process=none
+    data_abs="$(realpath -m "${data_bin}")"
+    for f in "${spm_model}" "${data_abs}"/{spm,sentencepiece}.model "$(dirname "${data_abs}")"/{spm,sentencepiece}.model; do
+      [[ -n "${f}" && -f "${f}" ]] && { post_process=sentencepiece; break; }
+    done
+    if [[ "${post_process}" == none ]] && compgen -G "${data_bin}/dict.*.txt" > /dev/null &&
+        grep -q $'^\xe2\x96\x81' "${data_bin}"/dict.*.txt; then
+      post_process=sentencepiece  # "▁" pieces: sentencepiece-encoded, no model beside it
+    fi
+    [[ "${post_process}" == sentencepiece ]] || echo "$0: stage 3: ${data_bin} is not sentencepiece-encoded as far as" \
+      "this script sees (no --spm-model, no spm.model beside it, no ▁ pieces in its dictionaries): BLEU on its" \
+      "tokens as they are (--post-process sentencepiece to detokenize)" >&2
+  fi
   post=()
-  [[ -n "${spm_model}" ]] && post=(--post-process sentencepiece)
+  [[ "${post_process}" == sentencepiece ]] && post=(--post-process sentencepiece)
   gen=(fairseq-generate "${data_bin}" --user-dir "${user_dir}" --path "${exp_dir}/checkpoints/checkpoint_best.pt"
     --gen-subset test --beam "${gen_beam}" --max-len-a "${gen_max_len_a}" --max-len-b "${gen_max_len_b}"
     --max-tokens 8000 --scoring sacrebleu "${post[@]}" "${hw_train[@]}")

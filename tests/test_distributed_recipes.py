@@ -64,7 +64,18 @@ def test_iwslt14_recipe_dry_run(tmp_path):
     students = {(c[c.index("--arch") + 1], c[c.index("--criterion") + 1]) for c in trains[1:]}
     assert students == {(a, crit) for a in ("transformer_relu_9m", "transformer_glu_20m")
                         for crit in ("label_smoothed_cross_entropy", "word_kd", "hybrid_kd")}
-    assert sum("--teacher-cache" in c for c in trains) == 2  # word KD reads the merged cache
+    # word reads the merged cache of the gold data; hybrid (the study's, main.sh's) is hybrid_kd on the distilled
+    # corpus reading the merged cache of that corpus (it was hybrid_online on the full teacher distribution)
+    words = [c for c in trains if "word_kd" in c]
+    assert len(words) == 2 and all(c[1] == str(work / "data" / "bin") and
+                                   c[c.index("--teacher-cache") + 1] == str(work / "cache") for c in words)
+    hybrids = [c for c in trains if "hybrid_kd" in c]
+    assert len(hybrids) == 2 and all(c[1] == str(work / "distilled" / "bin") and
+                                     c[c.index("--teacher-cache") + 1] == str(work / "cache_distilled") and
+                                     c[c.index("--seq-kd-targets") + 1] == "data" and "--seq-kd-decoding" not in c
+                                     for c in hybrids)
+    caches = {c[1] for c in cmds if c[0] == "fairseq-kd-cache"}
+    assert caches == {str(work / "data" / "bin"), str(work / "distilled" / "bin")}
     distills = [c for c in cmds if c[0] == "fairseq-kd-distill"]
     assert distills and all("--bf16" in c and "--fp16" not in c for c in distills)  # bf16 stays bf16
     gens = [c for c in cmds if c[0] == "fairseq-generate"]  # teacher and students: one length limit
@@ -72,7 +83,7 @@ def test_iwslt14_recipe_dry_run(tmp_path):
     hybrid = [c for c in trains if "hybrid_kd" in c]
     assert hybrid and all(c[c.index("--hybrid-gate") + 1] == "fixed" for c in hybrid)
     tools = check_parses(cmds)
-    assert tools == {"fairseq-train": 9, "fairseq-generate": 9, "fairseq-kd-cache": 3, "fairseq-kd-distill": 3}
+    assert tools == {"fairseq-train": 9, "fairseq-generate": 9, "fairseq-kd-cache": 6, "fairseq-kd-distill": 3}
 
 
 def test_wmt14_recipe_dry_run(tmp_path):

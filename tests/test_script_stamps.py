@@ -248,6 +248,21 @@ def test_train_student_changed_options_or_data_are_refused(tmp_path, fakes):
 
 
 @pytest.mark.integration
+def test_train_student_onpolicy_kd_alpha_is_in_its_settings(tmp_path, fakes):
+    """--kd onpolicy never passed --kd-alpha: it trained at the criterion's 1.0, and a rerun with another
+    --kd-alpha reused that student."""
+    data = fake_bin_dir(tmp_path / "bin", "src", "tgt")
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_text("teacher")
+    base = ["--kd", "onpolicy", "--teacher", teacher, "--data-bin", data, "--exp-dir", tmp_path / "student",
+            "--device", "cpu", "--stage", "2", "--stop-stage", "2"]
+    ok(fakes.run(STUDENT, *base))
+    assert "--kd-alpha=0.5" in (tmp_path / "student" / "train.settings").read_text().splitlines()
+    refused(fakes.run(STUDENT, *base, "--kd-alpha", "0.9"), "--kd-alpha 0.5 -> 0.9")
+    assert fakes.calls("fairseq-train") == 1
+
+
+@pytest.mark.integration
 def test_train_student_of_an_earlier_version_is_refused(tmp_path, fakes):
     data = fake_bin_dir(tmp_path / "bin", "src", "tgt")
     exp = tmp_path / "student"

@@ -1,6 +1,7 @@
 """scripts/train_student.sh takes its methods from the study's METHOD_SPECS (one mapping): dry runs."""
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,97 @@ def test_students_are_decoded_with_the_teachers_length_limits(tmp_path):
     out = dry_run(tmp_path, "none", "--stage", "3", "--stop-stage", "3", "--gen-max-len-a", "2", "--gen-max-len-b", "5")
     gen = next(line for line in out.stdout.splitlines() if line.startswith("+ fairseq-generate")).split()
     assert gen[gen.index("--max-len-a") + 1] == "2" and gen[gen.index("--max-len-b") + 1] == "5"
+
+
+def command(out, tool):
+    """The dry run's first printed command line of ``tool``, as words."""
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return next(shlex.split(line[2:]) for line in out.stdout.splitlines() if line.startswith(f"+ {tool} "))
+
+
+def flag(cmd, name):
+    return cmd[cmd.index(name) + 1] if name in cmd else None
+
+
+def test_sampling_draws_one_sample_unless_beam_asks_for_the_best_of_n(tmp_path):
+    """fairseq-kd-study's (and results.md's) "sampling" is one sample per sentence (beam 1); both scripts
+    passed beam 5, for fairseq sampling the best of 5 samples, under the same name."""
+    seq = ("--teacher", "t.pt", "--stage", "1", "--stop-stage", "1")
+    assert flag(command(dry_run(tmp_path, "seq", *seq, "--decoding", "sampling"), "fairseq-kd-distill"), "--beam") == "1"
+    assert flag(command(dry_run(tmp_path, "seq", *seq), "fairseq-kd-distill"), "--beam") == "5"  # beam search
+    online = command(dry_run(tmp_path, "seq_online", "--teacher", "t.pt", "--decoding", "sampling"), "fairseq-train")
+    assert flag(online, "--seq-kd-decoding") == "sampling" and flag(online, "--seq-kd-beam") == "1"
+    assert flag(command(dry_run(tmp_path, "seq_online", "--teacher", "t.pt"), "fairseq-train"), "--seq-kd-beam") == "5"
+    out = dry_run(tmp_path, "seq_online", "--teacher", "t.pt", "--decoding", "sampling", "--beam", "4")
+    assert flag(command(out, "fairseq-train"), "--seq-kd-beam") == "4" and "best of 4" in out.stderr  # asked for, said
+    distill = ["bash", str(REPO / "scripts" / "distill.sh"),
+               "--teacher", "t.pt", "--data-bin", "d", "--out-dir", str(tmp_path / "dist"), "--device", "cpu",
+               "--dry-run", "true"]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    for extra, beam in ((["--decoding", "sampling"], "1"), ([], "5"), (["--decoding", "sampling", "--beam", "3"], "3")):
+        out = subprocess.run(distill + extra, capture_output=True, text=True, env=env, timeout=120)
+        assert flag(command(out, "fairseq-kd-distill"), "--beam") == beam, extra
+        assert ("best of 3" in out.stderr) == (beam == "3")
+
+
+@pytest.mark.parametrize("method", ["word", "onpolicy"])
+def test_kd_alpha_reaches_every_criterion_that_has_it(tmp_path, method):
+    """--kd-alpha reached only word_kd: --kd onpolicy trained at onpolicy_kd's default 1.0, not the 0.5 of
+    converged_study.sh / results.md (and a rerun with another --kd-alpha reused the student)."""
+    assert flag(train_command(dry_run(tmp_path, method, "--teacher", "t.pt")), "--kd-alpha") == "0.5"
+    assert flag(train_command(dry_run(tmp_path, method, "--teacher", "t.pt", "--kd-alpha", "0.3")), "--kd-alpha") == "0.3"
+
+
+def test_test_bleu_is_on_detokenized_text_when_the_data_is_sentencepiece(tmp_path):
+    """Without --spm-model stage 3 scored sentencepiece pieces (about 2.7 BLEU below the study's BLEU of the
+    same hypotheses): now --post-process sentencepiece whenever the data is sentencepiece-encoded."""
+    def post(data, *extra):
+        out = subprocess.run(["bash", str(REPO / "scripts" / "train_student.sh"), "--kd", "none", "--data-bin",
+                              str(data), "--exp-dir", str(tmp_path / "e"), "--device", "cpu", "--stage", "3",
+                              "--dry-run", "true", *extra], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+        return flag(command(out, "fairseq-generate"), "--post-process"), out.stderr
+    beside = tmp_path / "prep" / "bin"  # a data_prep output: spm.model beside bin/
+    beside.mkdir(parents=True)
+    (beside / "dict.en.txt").write_text("a 1\n")
+    (beside.parent / "spm.model").write_text("spm")
+    assert post(beside)[0] == "sentencepiece"
+    assert post(beside, "--post-process", "none")[0] is None  # the pieces, when asked for
+    pieces = tmp_path / "pieces"  # no model anywhere, but sentencepiece pieces in the dictionary
+    pieces.mkdir()
+    (pieces / "dict.en.txt").write_text("\u2581a 1\nb 1\n")
+    assert post(pieces)[0] == "sentencepiece"
+    plain = tmp_path / "plain"  # e.g. subword-nmt BPE: scored as it is, and said so
+    plain.mkdir()
+    (plain / "dict.en.txt").write_text("a@@ 1\nb 1\n")
+    value, err = post(plain)
+    assert value is None and "not sentencepiece-encoded" in err
+    assert post(plain, "--spm-model", str(beside.parent / "spm.model"))[0] == "sentencepiece"
+
+
+def test_distilled_dir_trains_on_a_corpus_made_before(tmp_path):
+    """The recipes distil once (stage 4) and train seq / hybrid on that corpus: --distilled-dir DIR."""
+    out = dry_run(tmp_path, "hybrid", "--teacher", "t.pt", "--stage", "1", "--distilled-dir", "made")
+    assert "fairseq-kd-distill" not in out.stdout
+    assert command(out, "fairseq-train")[1] == "made/bin"
+    assert dry_run(tmp_path, "none", "--distilled-dir", "made").returncode == 2
+
+
+def test_recipe_hybrid_is_the_studys_hybrid(tmp_path):
+    """The recipes' "hybrid" was hybrid_online on the full online teacher distribution, beside a "word" from the
+    top-8 cache; the study's (main.sh's) hybrid is hybrid_kd on the distilled corpus from the top-8 cache."""
+    work = tmp_path / "w"
+    (work / "data" / "bin").mkdir(parents=True)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PYTHON=sys.executable)
+    out = subprocess.run(["bash", str(REPO / "scripts" / "recipes" / "iwslt14_deen.sh"), "--work-dir", str(work),
+                          "--device", "cpu", "--dry-run", "true", "--stage", "3", "--stop-stage", "5",
+                          "--methods", "hybrid", "--students", "transformer_relu_9m"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    train = command(out, "fairseq-train")
+    assert flag(train, "--criterion") == "hybrid_kd" and flag(train, "--seq-kd-targets") == "data"
+    assert train[1] == str(work / "distilled" / "bin") and "--seq-kd-decoding" not in train
+    cache = command(out, "fairseq-kd-cache")
+    assert cache[1] == str(work / "distilled" / "bin") and flag(cache, "--topk") == "8"
+    assert flag(train, "--teacher-cache") == flag(cache, "--out-dir")
+    assert flag(command(out, "fairseq-kd-distill"), "--beam") == "5"
+    assert "hybrid_online" not in out.stdout + out.stderr

@@ -4,6 +4,9 @@
 #   2 teacher test BLEU                          3 teacher top-k cache (N workers, --part I/N + --merge)
 #   4 distilled training set (N workers)         5 ladder students x KD methods (train_student.sh)
 #   6 results table (work_dir/results.md)
+# The methods are the study's (fairseq_kd/study/config.py, scripts/main.sh): none = CE on gold; word = word_kd
+# on gold from the teacher's top-k cache of it; seq = CE on the distilled corpus; hybrid = hybrid_kd on the
+# distilled corpus from the teacher's top-k cache of that corpus (stage 4 caches it after distilling).
 # --dry-run true runs stage 0 (CPU data preparation) for real and prints the commands of the
 # GPU stages 1-5 instead of running them. A finished step is skipped only when it was made with this
 # run's settings: the teacher (stage 1) records fairseq-train's flags, --nprocs and the data files in
@@ -58,6 +61,7 @@ recipe_main() {
   teacher="${teacher_dir}/checkpoint_best.pt"
   cache="${work_dir}/cache"
   distilled="${work_dir}/distilled"
+  distilled_cache="${work_dir}/cache_distilled"
   user_dir="${recipe_repo}/fairseq_kd"
   mkdir -p "${work_dir}"
   run() { [[ ${stage} -le $1 && $1 -le ${stop_stage} ]]; }
@@ -102,21 +106,17 @@ recipe_main() {
   fi
   if run 3 && [[ " ${methods} " == *" word "* ]]; then
     log "stage 3: teacher top-${cache_topk} cache of train and valid (${nprocs} worker(s))"
-    local cache_args=("${bin}" -s "${src}" -t "${tgt}" --teacher-path "${teacher}" --out-dir "${cache}"
-      --split train --split valid --topk "${cache_topk}" --dtype "$(cache_dtype)" --no-progress)
-    [[ "${device}" == cpu ]] && cache_args+=(--device cpu)
-    if [[ "${nprocs}" -gt 1 ]]; then
-      workers fairseq-kd-cache "${cache_args[@]}"
-      hw_run fairseq-kd-cache "${cache_args[@]}" --merge
-    else
-      hw_run fairseq-kd-cache "${cache_args[@]}"
-    fi
+    teacher_cache "${bin}" "${cache}"
   fi
-  if run 4 && [[ " ${methods} " == *" seq "* ]]; then
+  if run 4 && [[ " ${methods} " == *" seq "* || " ${methods} " == *" hybrid "* ]]; then
     log "stage 4: distilled training set (beam 5)"
     bash "${recipe_repo}/scripts/distill.sh" --teacher "${teacher}" --data-bin "${bin}" --out-dir "${distilled}" \
       --spm-model "${data}/spm.model" --device "${device}" --precision "${precision}" --nprocs "${nprocs}" \
       --dry-run "${dry_run}" --stop-stage 1
+    if [[ " ${methods} " == *" hybrid "* ]]; then  # hybrid's token-level term: the teacher on the distilled targets
+      log "stage 4: teacher top-${cache_topk} cache of the distilled train and valid (${nprocs} worker(s))"
+      teacher_cache "${distilled}/bin" "${distilled_cache}"
+    fi
   fi
   if run 5; then
     local arch method
@@ -146,6 +146,19 @@ recipe_main() {
 # cache_dtype: the cache's teacher compute dtype follows the training precision.
 cache_dtype() {
   case "${precision}" in bf16) echo bf16 ;; fp16|amp) echo fp16 ;; *) echo fp32 ;; esac
+}
+
+# teacher_cache BIN OUT: the teacher's top-k of BIN's train and valid splits into OUT (nprocs workers, then --merge).
+teacher_cache() {
+  local cache_args=("$1" -s "${src}" -t "${tgt}" --teacher-path "${teacher}" --out-dir "$2"
+    --split train --split valid --topk "${cache_topk}" --dtype "$(cache_dtype)" --no-progress)
+  [[ "${device}" == cpu ]] && cache_args+=(--device cpu)
+  if [[ "${nprocs}" -gt 1 ]]; then
+    workers fairseq-kd-cache "${cache_args[@]}"
+    hw_run fairseq-kd-cache "${cache_args[@]}" --merge
+  else
+    hw_run fairseq-kd-cache "${cache_args[@]}"
+  fi
 }
 
 # workers CMD ARGS...: CMD --part I/N for I = 0..N-1 side by side (GPU I for worker I), waits for all.
@@ -199,7 +212,9 @@ student() {
     seq) args+=(--kd none --data-bin "${distilled}/bin") ;;  # CE on the distilled corpus (its test split is the original)
     word) args+=(--kd word --teacher "${teacher}" --data-bin "${bin}" --kd-alpha 0.5
             --extra "-s ${src} -t ${tgt} --teacher-cache ${cache}") ;;
-    hybrid) args+=(--kd hybrid_online --teacher "${teacher}" --data-bin "${bin}" --decoding beam --beam 5) ;;
+    # the study's hybrid (main.sh's): hybrid_kd on the distilled corpus, its token-level term from the top-k cache
+    hybrid) args+=(--kd hybrid --teacher "${teacher}" --data-bin "${bin}" --distilled-dir "${distilled}"
+              --extra "-s ${src} -t ${tgt} --teacher-cache ${distilled_cache}") ;;
   esac
   bash "${recipe_repo}/scripts/train_student.sh" "${args[@]}"
 }

@@ -4,7 +4,8 @@
 # 4000 warmup, dropout 0.3, weight decay 1e-4, label smoothing 0.1, 4096 tokens per GPU:
 # the settings of fairseq's examples/translation/README.md), then ladder students trained
 # with CE (none), word-level KD from the teacher's top-8 cache (word), on the teacher's
-# beam-5 translations (seq) and with hybrid_kd (hybrid). GPU and mixed precision by default.
+# beam-5 translations (seq) and with hybrid_kd on those translations, from the teacher's
+# top-8 cache of them (hybrid, the study's). GPU and mixed precision by default.
 #
 #   bash scripts/recipes/iwslt14_deen.sh --data-dir DIR_WITH_train.tags --test-dir /work/shared/data/iwslt14
 #   bash scripts/recipes/iwslt14_deen.sh ... --device cuda --bf16 --nprocs 4     # 4 GPUs
