@@ -266,3 +266,17 @@ refuse_stale() {
   echo "$(basename "$0"): error: $1 was made with other settings than this run's ($(stamp_changes "$2" "$3")); $4" >&2
   exit 2
 }
+
+# teacher_beam DECODING BEAM: the teacher's beam for scripts/distill.sh and scripts/train_student.sh: BEAM if
+#   given, else 5, or 1 for sampling (one sample per sentence, fairseq-kd-study's sampling); a sampling BEAM > 1
+#   (fairseq keeps the best of BEAM samples) is said on stderr.
+teacher_beam() {
+  local decoding="$1" beam="$2"
+  if [[ -z "${beam}" ]]; then
+    [[ "${decoding}" == sampling ]] && beam=1 || beam=5
+  elif [[ "${decoding}" == sampling && "${beam}" != 1 ]]; then
+    echo "$0: --decoding sampling --beam ${beam}: the teacher draws ${beam} samples per sentence and keeps the" \
+      "best-scoring one (best of ${beam}); fairseq-kd-study's sampling draws one (--beam 1, this script's default)" >&2
+  fi
+  echo "${beam}"
+}

@@ -45,14 +45,7 @@ hw_split_switches "$@"
 parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 [[ -n "${teacher}" && -n "${data_bin}" && -n "${out_dir}" ]] || usage
 hw_resolve
-# sampling: one sample per sentence unless --beam N asks for the best of N
-if [[ -z "${beam}" ]]; then
-  beam=5
-  [[ "${decoding}" == sampling ]] && beam=1
-elif [[ "${decoding}" == sampling && "${beam}" != 1 ]]; then
-  echo "$0: --decoding sampling --beam ${beam}: the teacher draws ${beam} samples per sentence and keeps the" \
-    "best-scoring one (best of ${beam}); fairseq-kd-study's sampling draws one (--beam 1, this script's default)" >&2
-fi
+beam="$(teacher_beam "${decoding}" "${beam}")"  # sampling: one sample unless --beam N asks for the best of N
 # the distilled split is never copied: its gold bin/ files would replace the distilled ones (the tool refuses it)
 kept_copy_splits=""
 IFS=, read -r -a copy_split_list <<< "${copy_splits}"

@@ -81,14 +81,7 @@ eval "${spec}"  # method_criterion, method_data (corpus|distilled), method_teach
 [[ "${method_teacher}" == false && "${method_data}" == corpus || -n "${teacher}" ]] || {
   echo "$0: --kd ${kd} needs --teacher" >&2; exit 2; }
 
-# the teacher's beam: sampling draws one sample per sentence unless --beam N asks for the best of N
-if [[ -z "${beam}" ]]; then
-  beam=5
-  [[ "${decoding}" == sampling ]] && beam=1
-elif [[ "${decoding}" == sampling && "${beam}" != 1 ]]; then
-  echo "$0: --decoding sampling --beam ${beam}: the teacher draws ${beam} samples per sentence and keeps the" \
-    "best-scoring one (best of ${beam}); fairseq-kd-study's sampling draws one (--beam 1, this script's default)" >&2
-fi
+beam="$(teacher_beam "${decoding}" "${beam}")"  # sampling: one sample unless --beam N asks for the best of N
 [[ -z "${distilled_dir}" || "${method_data}" == distilled ]] ||
   usage_error "--distilled-dir is for the methods trained on the distilled corpus (seq, hybrid), not --kd ${kd}"
 case "${post_process}" in auto|sentencepiece|none) ;; *) usage_error "--post-process ${post_process}: auto, sentencepiece or none" ;; esac
