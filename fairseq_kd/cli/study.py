@@ -96,7 +96,7 @@ def get_parser() -> argparse.ArgumentParser:
                         "the architecture flags must describe the same model")
     g.add_argument("--train-args", default="", help="extra fairseq-train flags, e.g. '--dropout 0.3'")
     g.add_argument("--method-args", nargs="*", default=[], metavar="METHOD=FLAGS",
-                   help="extra flags for one method, e.g. word='--kd-alpha 0.7'")
+                   help="extra fairseq-train flags for one method, e.g. word='--kd-alpha 0.7'")
 
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto", choices=list(S.DEVICES),
