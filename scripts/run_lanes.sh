@@ -7,7 +7,8 @@
 #   scripts/run_lanes.sh --queue exp/lanes/queue.txt --lanes 2          # run
 #   scripts/run_lanes.sh --queue exp/lanes/queue.txt --status 1         # the jobs' states, then exit
 #
-# Queue file: one job per line, "NAME [after=NAME,NAME] -- COMMAND" (blank lines and # comments skipped);
+# Queue file: one job per line, "NAME [after=NAME,NAME] -- COMMAND" (blank lines and # comments skipped;
+# a cycle of after= is refused, naming it);
 # COMMAND runs with bash from the repository root with OMP_NUM_THREADS=--threads. A job that fails (exit
 # not 0) is marked failed, and so is every job that needs it; a job killed by a signal stays pending.
 # State: STATE_DIR/NAME.{done,failed,log,lock} (default: the queue file's folder + /.lanes). NAME.done holds
@@ -71,6 +72,32 @@ read_queue() {
       [[ -n "${seen[${d}]:-}" ]] || usage_error "${queue}: job ${names[n]} needs ${d}, which is not in the queue"
     done
   done
+  check_cycles
+}
+
+# check_cycles (after read_queue): a job that needs itself, directly or through other jobs' after=, would
+# wait for ever (no lane can start it): refused naming the ring, e.g. "a -> b -> a".
+check_cycles() {
+  local -A mark=()  # job name -> 1 while on the current path, 2 when every path from it is clear
+  local -a path=()
+  local n
+  cycle_visit() {
+    local name=$1 d i
+    local -a dep
+    path+=("${name}"); mark[${name}]=1
+    IFS=, read -ra dep <<< "${needs[${idx_of[${name}]}]}"
+    for d in "${dep[@]}"; do
+      if [[ "${mark[${d}]:-}" == 1 ]]; then  # back on the path: the ring is from d's place to here
+        for i in "${!path[@]}"; do [[ "${path[i]}" == "${d}" ]] && break; done
+        local ring="${path[*]:i}"
+        usage_error "${queue}: after= makes a cycle, ${ring// / -> } -> ${d}: no job of it could ever start; \
+drop one of these after= entries"
+      fi
+      [[ -n "${mark[${d}]:-}" ]] || cycle_visit "${d}"
+    done
+    mark[${name}]=2; unset 'path[-1]'
+  }
+  for n in "${names[@]}"; do [[ -n "${mark[${n}]:-}" ]] || cycle_visit "${n}"; done
 }
 
 sha_of() { sha256sum < "$1" | cut -d' ' -f1; }
@@ -116,7 +143,7 @@ needs_state() {
   local i=$1 d out=done
   local -a dep
   if [[ -n "${ns_memo[${i}]:-}" ]]; then ns=${ns_memo[${i}]}; return; fi
-  ns_memo[${i}]=wait  # a cycle of after= waits, as it always did
+  ns_memo[${i}]=wait  # (a cycle of after= is refused by read_queue)
   IFS=, read -ra dep <<< "${needs[i]}"
   for d in "${dep[@]}"; do
     case "${state_of[${d}]}" in

@@ -98,6 +98,28 @@ def test_a_malformed_queue_is_a_usage_error_naming_the_line(tmp_path, line, says
     assert not (tmp_path / ".lanes" / "ok.done").exists()  # refused before anything ran
 
 
+@pytest.mark.parametrize("lines, ring", [
+    (["x after=x -- true"], "x -> x"),
+    (["a after=c -- true", "b after=a -- true", "c after=b -- true"], "a -> c -> b -> a"),
+    (["a -- true", "b after=a,d -- true", "c after=b -- true", "d after=c -- true"], "b -> d -> c -> b"),
+])
+def test_a_cycle_of_after_is_refused_naming_it_not_waited_on_for_ever(tmp_path, lines, ring):
+    q = tmp_path / "queue.txt"
+    q.write_text("\n".join(["free -- true", *lines]) + "\n")
+    proc = lanes(q, check_rc=2)  # before: every lane polled for ever (the 120 s timeout here)
+    assert f"after= makes a cycle, {ring}" in proc.stderr
+    assert not (tmp_path / ".lanes" / "free.done").exists()  # refused before anything ran
+
+
+def test_needs_shared_by_two_paths_are_not_a_cycle(tmp_path):
+    out = tmp_path / "events"
+    q = tmp_path / "queue.txt"
+    q.write_text("\n".join([job("a", out), job("b", out, after="a"), job("c", out, after="a,b")]) + "\n")
+    lanes(q, check_rc=0)
+    ev = events(out)
+    assert ev["a"]["end"][0] <= ev["b"]["start"][0] and ev["b"]["end"][0] <= ev["c"]["start"][0]
+
+
 def test_a_name_twice_and_a_missing_queue_are_refused(tmp_path):
     q = tmp_path / "queue.txt"
     q.write_text("a -- true\na -- false\n")
