@@ -3,6 +3,7 @@ XML for IWSLT14; plain corpora and SGML for WMT14): the data stage really runs, 
 command the recipe prints is accepted by the parser of the tool it calls."""
 import os
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -31,11 +32,11 @@ def check_parses(cmds):
 
     from fairseq_kd.cli import cache as cache_cli
     from fairseq_kd.cli import distill as distill_cli
+    from fairseq_kd.cli import score as score_cli
 
     tools = {}
     for cmd in cmds:
         tool, argv = cmd[0], cmd[1:]
-        tools[tool] = tools.get(tool, 0) + 1
         if tool == "fairseq-train":
             options.parse_args_and_arch(options.get_training_parser(), argv)
         elif tool == "fairseq-generate":
@@ -44,9 +45,31 @@ def check_parses(cmds):
             cache_cli.get_parser().parse_args(argv)
         elif tool == "fairseq-kd-distill":
             distill_cli.get_parser().parse_args(argv)
+        elif tool == "fairseq-kd-score":
+            score_cli.get_parser().parse_args(argv)
+        elif tool == "bash" and argv[0] == str(REPO / "scripts" / "decode.sh"):
+            tool = "decode.sh"
+            check_decode(argv[1:])
         else:
-            raise AssertionError(f"unexpected command {tool}")
+            raise AssertionError(f"unexpected command {cmd}")
+        tools[tool] = tools.get(tool, 0) + 1
     return tools
+
+
+def check_decode(argv):
+    """scripts/decode.sh's flags are its option variables, and the fairseq-generate command it builds from
+    them (its flags after --) parses."""
+    from fairseq import options
+
+    declared = set(re.findall(r"^([a-z_]+)=", (REPO / "scripts" / "decode.sh").read_text(), re.M))
+    ours, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    opts = dict(zip(ours[::2], ours[1::2]))
+    assert len(ours) % 2 == 0 and all(k.startswith("--") and k[2:].replace("-", "_") in declared for k in opts), ours
+    options.parse_args_and_arch(options.get_generation_parser(), [
+        opts["--data-bin"], "--path", opts["--checkpoint"], "--gen-subset", opts["--subset"], "--source-lang",
+        opts["--src"], "--target-lang", opts["--tgt"], "--beam", opts["--beam"], "--max-len-a", opts["--max-len-a"],
+        "--max-len-b", opts["--max-len-b"], "--max-tokens", opts["--max-tokens"], "--required-batch-size-multiple",
+        "1", *extra])
 
 
 def test_iwslt14_recipe_dry_run(tmp_path):
@@ -78,12 +101,30 @@ def test_iwslt14_recipe_dry_run(tmp_path):
     assert caches == {str(work / "data" / "bin"), str(work / "distilled" / "bin")}
     distills = [c for c in cmds if c[0] == "fairseq-kd-distill"]
     assert distills and all("--bf16" in c and "--fp16" not in c for c in distills)  # bf16 stays bf16
-    gens = [c for c in cmds if c[0] == "fairseq-generate"]  # teacher and students: one length limit
-    assert all(c[c.index("--max-len-a") + 1] == "1.2" and c[c.index("--max-len-b") + 1] == "10" for c in gens)
     hybrid = [c for c in trains if "hybrid_kd" in c]
     assert hybrid and all(c[c.index("--hybrid-gate") + 1] == "fixed" for c in hybrid)
+    check_test_bleu(cmds, work, "en")
     tools = check_parses(cmds)
-    assert tools == {"fairseq-train": 9, "fairseq-generate": 9, "fairseq-kd-cache": 6, "fairseq-kd-distill": 3}
+    assert tools == {"fairseq-train": 9, "decode.sh": 9, "fairseq-kd-score": 9, "fairseq-kd-cache": 6,
+                     "fairseq-kd-distill": 3}
+
+
+def check_test_bleu(cmds, work, tgt):
+    """Teacher and students: test BLEU as the study's (every sentence through decode.sh, one length limit,
+    detokenized with the data's spm.model, fairseq-kd-score against the raw reference, a JSON beside each);
+    training and validation see every sentence too."""
+    decodes = [c[1:] for c in cmds if c[0] == "bash" and c[1].endswith("/decode.sh")]
+    scores = [c for c in cmds if c[0] == "fairseq-kd-score"]
+    assert len(decodes) == len(scores) == len([c for c in cmds if c[0] == "fairseq-train"])
+    flag = lambda c, f: c[c.index(f) + 1]  # noqa: E731
+    for dec, score in zip(decodes, scores):
+        assert flag(dec, "--subset") == "test" and flag(dec, "--max-len-a") == "1.2" and flag(dec, "--max-len-b") == "10"
+        assert flag(dec, "--spm-model") == str(work / "data" / "spm.model") and flag(dec, "--tgt") == tgt
+        assert flag(score, "-r") == str(work / "data" / "raw" / f"test.{tgt}") and flag(score, "-i") == flag(dec, "--out")
+        assert flag(score, "-o").endswith("/test.json")
+    assert flag(decodes[0], "--checkpoint") == str(work / "teacher" / "checkpoint_best.pt")
+    assert all(flag(c, "--required-batch-size-multiple") == "1" for c in cmds if c[0] == "fairseq-train")
+    assert not any(c[0] == "fairseq-generate" for c in cmds)
 
 
 def test_wmt14_recipe_dry_run(tmp_path):
@@ -102,4 +143,5 @@ def test_wmt14_recipe_dry_run(tmp_path):
     assert (work / "data" / "raw" / "test.en").read_text().splitlines() == ["One & two.", "Three."]
     teacher = cmds[0]
     assert teacher[teacher.index("--arch") + 1] == "transformer_vaswani_wmt_en_de_big" and "--fp16" in teacher
-    assert check_parses(cmds) == {"fairseq-train": 3, "fairseq-generate": 3, "fairseq-kd-cache": 3}
+    check_test_bleu(cmds, work, "de")
+    assert check_parses(cmds) == {"fairseq-train": 3, "decode.sh": 3, "fairseq-kd-score": 3, "fairseq-kd-cache": 3}

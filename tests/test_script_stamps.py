@@ -1,9 +1,10 @@
 """scripts/main.sh, scripts/train_student.sh and scripts/recipes/*.sh reuse a finished step only when its
 settings stamp (the options that shape it, the identity of the files it read) is this run's: a trained
 teacher or student made with other settings (or by an earlier version, which recorded none) is refused
-with exit 2, a test score of another checkpoint, data or decoding is made again. The expensive tools are
-fakes on PATH (fairseq-train, fairseq-generate, fairseq-kd-score; main.sh's decode.sh in a copy of the
-scripts), so each run takes seconds."""
+with exit 2, a test score of another checkpoint, data, reference or decoding is made again. The expensive
+tools are fakes on PATH (fairseq-train, fairseq-generate, fairseq-kd-score; scripts/decode.sh, which main.sh,
+train_student.sh and the recipes score through, in a copy of the scripts), so each run takes seconds."""
+import json
 import os
 import shutil
 import subprocess
@@ -35,22 +36,23 @@ echo "checkpoint: $(cat "${ckpt}") beam ${beam}"
 echo "Generate test with beam=${beam}: BLEU = 12.34"
 """
 FAKE_DECODE = r"""#!/usr/bin/env bash
-# fake scripts/decode.sh: OUT is the checkpoint's content
+# fake scripts/decode.sh: OUT is the checkpoint's content and the beam
 while [[ $# -gt 0 ]]; do
-  case "$1" in --checkpoint) ckpt="$2" ;; --out) out="$2" ;; esac
+  case "$1" in --checkpoint) ckpt="$2" ;; --out) out="$2" ;; --beam) beam="$2" ;; esac
   shift
 done
 echo decode.sh >> "${FAKE_CALLS}"
-cat "${ckpt}" > "${out}"
+echo "$(cat "${ckpt}") beam ${beam:-5}" > "${out}"
 """
 FAKE_SCORE = r"""#!/usr/bin/env bash
-# fake fairseq-kd-score: a score json holding the hypotheses (here: the teacher's content)
+# fake fairseq-kd-score: a score json holding the hypotheses (here: the teacher's content), a BLEU line
 while [[ $# -gt 0 ]]; do
   case "$1" in -i) hyp="$2" ;; -o) out="$2" ;; esac
   shift
 done
-python3 -c 'import json, sys; json.dump({"bleu": {"score": 1.0, "signature": "fake"}, "hyp": open(sys.argv[1]).read()},
-  open(sys.argv[2], "w"))' "${hyp}" "${out}"
+python3 -c 'import json, sys; json.dump({"bleu": {"score": 12.34, "signature": "fake"}, "chrf": {"score": 1.0},
+  "hyp": open(sys.argv[1]).read()}, open(sys.argv[2], "w"))' "${hyp}" "${out}"
+echo "bleu: BLEU = 12.34 | fake"
 """
 
 
@@ -224,6 +226,30 @@ def test_main_teacher_bleu_belongs_to_the_teacher(tmp_path, fakes, main_copy):
 STUDENT = REPO / "scripts" / "train_student.sh"
 
 
+@pytest.fixture
+def scripts_copy(tmp_path):
+    """train_student.sh, hw.sh, distill.sh and the recipes as they are in the checkout, beside a fake
+    scripts/decode.sh (stage 3 and the recipes' test BLEU decode through it); data_prep/ and fairseq_kd/ linked."""
+    root = tmp_path / "repo"
+    (root / "scripts" / "recipes").mkdir(parents=True)
+    for name in ("train_student.sh", "hw.sh", "distill.sh"):
+        shutil.copy(REPO / "scripts" / name, root / "scripts" / name)
+    for recipe in (REPO / "scripts" / "recipes").glob("*.sh"):
+        shutil.copy(recipe, root / "scripts" / "recipes" / recipe.name)
+    write_exe(root / "scripts" / "decode.sh", FAKE_DECODE)
+    (root / "data_prep").symlink_to(REPO / "data_prep")
+    (root / "fairseq_kd").symlink_to(REPO / "fairseq_kd")
+    return root
+
+
+def raw_reference(bin_dir: Path, tgt: str):
+    """DIR/raw/test.TGT beside DIR/bin, as data_prep/*.sh leave it."""
+    ref = bin_dir.parent / "raw" / f"test.{tgt}"
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text("a dog\n")
+    return ref
+
+
 @pytest.mark.integration
 def test_train_student_changed_options_or_data_are_refused(tmp_path, fakes):
     """train.done + checkpoint_last.pt were reused whatever --lr, --kd-alpha, --max-epoch, --extra or the data."""
@@ -275,41 +301,61 @@ def test_train_student_of_an_earlier_version_is_refused(tmp_path, fakes):
 
 
 @pytest.mark.integration
-def test_train_student_test_log_belongs_to_the_checkpoint_and_decoding(tmp_path, fakes):
-    """test.log was kept whatever the checkpoint and the decoding: now made again when they changed."""
+def test_train_student_test_log_belongs_to_the_checkpoint_and_decoding(tmp_path, fakes, scripts_copy):
+    """test.log was kept whatever the checkpoint and the decoding: now made again when they changed, and when
+    the raw reference or the sentencepiece model changed."""
+    student = scripts_copy / "scripts" / "train_student.sh"
     data = fake_bin_dir(tmp_path / "bin", "src", "tgt")
+    ref = raw_reference(data, "tgt")
     exp = tmp_path / "student"
     base = ["--kd", "none", "--data-bin", data, "--exp-dir", exp, "--device", "cpu"]
-    ok(fakes.run(STUDENT, *base, "--stage", "2", "--stop-stage", "3"))
-    log = exp / "test.log"
-    first = log.read_text()
-    assert fakes.calls("fairseq-generate") == 1
-    ok(fakes.run(STUDENT, *base, "--stage", "3", "--stop-stage", "3"))
-    assert fakes.calls("fairseq-generate") == 1
-    ok(fakes.run(STUDENT, *base, "--stage", "3", "--stop-stage", "3", "--gen-beam", "4"))
-    assert fakes.calls("fairseq-generate") == 2 and "beam 4" in log.read_text()
+    ok(fakes.run(student, *base, "--stage", "2", "--stop-stage", "3"))
+    hyp, log = exp / "test.hyp", exp / "test.log"
+    first = hyp.read_text()
+    assert fakes.calls("decode.sh") == 1 and "BLEU = 12.34" in log.read_text()
+    assert json.loads((exp / "test.json").read_text())["hyp"] == first
+    again = ok(fakes.run(student, *base, "--stage", "3", "--stop-stage", "3"))
+    assert fakes.calls("decode.sh") == 1 and "skipping" in again.stdout and "BLEU = 12.34" in again.stdout
+    ok(fakes.run(student, *base, "--stage", "3", "--stop-stage", "3", "--gen-beam", "4"))
+    assert fakes.calls("decode.sh") == 2 and "beam 4" in hyp.read_text()
     shutil.rmtree(exp / "checkpoints")  # trained again (as the refusal says): another checkpoint
     (exp / "train.done").unlink()
-    ok(fakes.run(STUDENT, *base, "--stage", "2", "--stop-stage", "3", "--gen-beam", "4"))
-    assert fakes.calls("fairseq-generate") == 3 and log.read_text() != first
+    ok(fakes.run(student, *base, "--stage", "2", "--stop-stage", "3", "--gen-beam", "4"))
+    assert fakes.calls("decode.sh") == 3 and hyp.read_text() != first
     (exp / "test.log.settings").unlink()  # a test.log of an earlier version: made again
-    ok(fakes.run(STUDENT, *base, "--stage", "3", "--stop-stage", "3", "--gen-beam", "4"))
-    assert fakes.calls("fairseq-generate") == 4
+    ok(fakes.run(student, *base, "--stage", "3", "--stop-stage", "3", "--gen-beam", "4"))
+    assert fakes.calls("decode.sh") == 4
+    touch_later(ref)  # another reference: scored again, and said so
+    out = ok(fakes.run(student, *base, "--stage", "3", "--stop-stage", "3", "--gen-beam", "4"))
+    assert fakes.calls("decode.sh") == 5 and "ref_file changed" in out.stdout
+    other = tmp_path / "other.tgt"
+    other.write_text("a cat\n")
+    ok(fakes.run(student, *base, "--stage", "3", "--stop-stage", "3", "--gen-beam", "4", "--test-ref", other))
+    assert fakes.calls("decode.sh") == 6
+    (data.parent / "spm.model").write_text("spm")  # now sentencepiece-encoded: detokenized, decoded again
+    out = ok(fakes.run(student, *base, "--stage", "3", "--stop-stage", "3", "--gen-beam", "4", "--test-ref", other))
+    assert fakes.calls("decode.sh") == 7 and "post_process none -> sentencepiece" in out.stdout
+    touch_later(data.parent / "spm.model")
+    out = ok(fakes.run(student, *base, "--stage", "3", "--stop-stage", "3", "--gen-beam", "4", "--test-ref", other))
+    assert fakes.calls("decode.sh") == 8 and "spm_file changed" in out.stdout
+    assert fakes.calls("fairseq-generate") == 0  # scored through decode.sh, never fairseq-generate's own BLEU
 
 
 # ---- scripts/recipes/*.sh -------------------------------------------------------------------------------
 
 @pytest.mark.integration
-def test_recipe_teacher_is_refused_with_other_settings_and_its_test_log_follows_it(tmp_path, fakes):
-    recipe = REPO / "scripts" / "recipes" / "iwslt14_deen.sh"
+def test_recipe_teacher_is_refused_with_other_settings_and_its_test_log_follows_it(tmp_path, fakes, scripts_copy):
+    recipe = scripts_copy / "scripts" / "recipes" / "iwslt14_deen.sh"
     work = tmp_path / "w"
     data = fake_bin_dir(work / "data" / "bin")
+    ref = raw_reference(data, "en")
+    (work / "data" / "spm.model").write_text("spm")
     base = ["--work-dir", work, "--device", "cpu", "--stage", "1", "--stop-stage", "2"]
     ok(fakes.run(recipe, *base))
     log = work / "teacher" / "test.log"
-    assert fakes.calls("fairseq-train") == 1 and fakes.calls("fairseq-generate") == 1
+    assert fakes.calls("fairseq-train") == 1 and fakes.calls("decode.sh") == 1
     ok(fakes.run(recipe, *base))
-    assert fakes.calls("fairseq-train") == 1 and fakes.calls("fairseq-generate") == 1
+    assert fakes.calls("fairseq-train") == 1 and fakes.calls("decode.sh") == 1
     refused(fakes.run(recipe, *base, "--teacher-args", "--lr 1e-3"), str(work / "teacher"), "--work-dir")
     refused(fakes.run(recipe, *base, "--max-len-b", "20"), "--eval-bleu-args")
     touch_later(data / "train.de-en.en.bin")
@@ -317,13 +363,24 @@ def test_recipe_teacher_is_refused_with_other_settings_and_its_test_log_follows_
     os.utime(data / "train.de-en.en.bin", (0, (data / "train.de-en.en.bin").stat().st_mtime - 100))
     touch_later(data / "test.de-en.de.bin")  # the test split again: the teacher's BLEU is decoded again
     ok(fakes.run(recipe, *base))
-    assert fakes.calls("fairseq-train") == 1 and fakes.calls("fairseq-generate") == 2
+    assert fakes.calls("fairseq-train") == 1 and fakes.calls("decode.sh") == 2
     (work / "teacher" / "test.log.settings").unlink()
     ok(fakes.run(recipe, *base))
-    assert fakes.calls("fairseq-generate") == 3 and "BLEU = 12.34" in log.read_text()
+    assert fakes.calls("decode.sh") == 3 and "BLEU = 12.34" in log.read_text()
+    touch_later(ref)  # the raw reference again
+    ok(fakes.run(recipe, *base))
+    assert fakes.calls("decode.sh") == 4 and fakes.calls("fairseq-generate") == 0
+    ref.rename(ref.with_suffix(".gone"))  # no raw reference: refused, never scored against fairseq's rebuilt one
+    refused(fakes.run(recipe, *base), str(ref), "--stage 0")
+    ref.with_suffix(".gone").rename(ref)
+    assert fakes.calls("decode.sh") == 4
     students = work / "students"
-    ok(fakes.run(recipe, "--work-dir", work, "--device", "cpu", "--stage", "5", "--stop-stage", "5",
+    ok(fakes.run(recipe, "--work-dir", work, "--device", "cpu", "--stage", "5", "--stop-stage", "6",
                  "--methods", "none", "--students", "transformer_relu_9m"))
+    assert fakes.calls("decode.sh") == 5  # the student's test BLEU, against the same raw reference
+    assert "hyp" in json.loads((students / "transformer_relu_9m_none" / "test.json").read_text())
+    table = (work / "results.md").read_text()
+    assert "| transformer_relu_9m none | 12.34 | 1.00 |" in table and "signature: fake" in table
     refused(fakes.run(recipe, "--work-dir", work, "--device", "cpu", "--stage", "5", "--stop-stage", "5",
                       "--methods", "none", "--students", "transformer_relu_9m", "--student-lr", "1e-3"),
             str(students / "transformer_relu_9m_none"), "--lr 5e-4 -> 1e-3")

@@ -68,15 +68,13 @@ def test_students_are_decoded_with_the_teachers_length_limits(tmp_path):
     teacher = {k: re.search(rf"^{k}=(\S+)", recipe, re.M).group(1) for k in ("max_len_a", "max_len_b")}
     assert teacher == {"max_len_a": "1.2", "max_len_b": "10"}
     evaluate = recipe.split("\nevaluate() {", 1)[1].split("\n}", 1)[0]
-    assert '--max-len-a "${max_len_a}" --max-len-b "${max_len_b}"' in evaluate
+    assert '--max-len-a "${max_len_a}"' in evaluate and '--max-len-b "${max_len_b}"' in evaluate
     out = dry_run(tmp_path, "none", "--stage", "3", "--stop-stage", "3")
-    assert out.returncode == 0, out.stderr[-2000:]
-    gen = next(line for line in out.stdout.splitlines() if line.startswith("+ fairseq-generate")).split()
-    assert gen[gen.index("--max-len-a") + 1] == teacher["max_len_a"]
-    assert gen[gen.index("--max-len-b") + 1] == teacher["max_len_b"]
+    gen = decode_command(out)
+    assert flag(gen, "--max-len-a") == teacher["max_len_a"] and flag(gen, "--max-len-b") == teacher["max_len_b"]
     out = dry_run(tmp_path, "none", "--stage", "3", "--stop-stage", "3", "--gen-max-len-a", "2", "--gen-max-len-b", "5")
-    gen = next(line for line in out.stdout.splitlines() if line.startswith("+ fairseq-generate")).split()
-    assert gen[gen.index("--max-len-a") + 1] == "2" and gen[gen.index("--max-len-b") + 1] == "5"
+    gen = decode_command(out)
+    assert flag(gen, "--max-len-a") == "2" and flag(gen, "--max-len-b") == "5"
 
 
 def command(out, tool):
@@ -87,6 +85,13 @@ def command(out, tool):
 
 def flag(cmd, name):
     return cmd[cmd.index(name) + 1] if name in cmd else None
+
+
+def decode_command(out):
+    """Stage 3's scripts/decode.sh command line of a dry run, as words (from decode.sh on)."""
+    cmd = command(out, "bash")
+    assert cmd[1] == str(REPO / "scripts" / "decode.sh"), cmd
+    return cmd[1:]
 
 
 def test_sampling_draws_one_sample_unless_beam_asks_for_the_best_of_n(tmp_path):
@@ -120,29 +125,49 @@ def test_kd_alpha_reaches_every_criterion_that_has_it(tmp_path, method):
 
 def test_test_bleu_is_on_detokenized_text_when_the_data_is_sentencepiece(tmp_path):
     """Without --spm-model stage 3 scored sentencepiece pieces (about 2.7 BLEU below the study's BLEU of the
-    same hypotheses): now --post-process sentencepiece whenever the data is sentencepiece-encoded."""
-    def post(data, *extra):
+    same hypotheses): hypotheses are detokenized whenever the data is sentencepiece-encoded, now by decode.sh with
+    the data's model (the study's detokenization), and scored against the raw reference DIR/raw/test.TGT."""
+    def decoding(data, *extra):
         out = subprocess.run(["bash", str(REPO / "scripts" / "train_student.sh"), "--kd", "none", "--data-bin",
                               str(data), "--exp-dir", str(tmp_path / "e"), "--device", "cpu", "--stage", "3",
                               "--dry-run", "true", *extra], capture_output=True, text=True, timeout=120,
                              env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
-        return flag(command(out, "fairseq-generate"), "--post-process"), out.stderr
-    beside = tmp_path / "prep" / "bin"  # a data_prep output: spm.model beside bin/
+        return decode_command(out), command(out, "fairseq-kd-score"), out.stderr
+    beside = tmp_path / "prep" / "bin"  # a data_prep output: spm.model and raw/ beside bin/
     beside.mkdir(parents=True)
     (beside / "dict.en.txt").write_text("a 1\n")
+    (beside / "test.de-en.en.idx").write_text("")
     (beside.parent / "spm.model").write_text("spm")
-    assert post(beside)[0] == "sentencepiece"
-    assert post(beside, "--post-process", "none")[0] is None  # the pieces, when asked for
-    pieces = tmp_path / "pieces"  # no model anywhere, but sentencepiece pieces in the dictionary
+    (beside.parent / "raw").mkdir()
+    (beside.parent / "raw" / "test.en").write_text("a\n")
+    dec, score, err = decoding(beside)
+    assert flag(dec, "--spm-model") == str(beside.parent / "spm.model")
+    assert (flag(dec, "--src"), flag(dec, "--tgt")) == ("de", "en")  # the test split's names, as fairseq reads them
+    assert flag(score, "-r") == str(beside.parent / "raw" / "test.en") and flag(score, "-i") == flag(dec, "--out")
+    assert "would stop" not in err
+    dec, _, err = decoding(beside, "--post-process", "none")  # the pieces, when asked for: said to need a pieces ref
+    assert flag(dec, "--spm-model") == "none" and "must be in the same pieces" in err
+    dec, score, _ = decoding(beside, "--extra", "-s en -t de", "--test-ref", "ref.de")  # --extra's direction
+    assert (flag(dec, "--src"), flag(dec, "--tgt")) == ("en", "de") and flag(score, "-r") == "ref.de"
+    pieces = tmp_path / "pieces"  # no model anywhere, but sentencepiece pieces in the dictionary: the "▁" rule
     pieces.mkdir()
     (pieces / "dict.en.txt").write_text("\u2581a 1\nb 1\n")
-    assert post(pieces)[0] == "sentencepiece"
-    plain = tmp_path / "plain"  # e.g. subword-nmt BPE: scored as it is, and said so
+    dec, _, err = decoding(pieces)
+    assert "--spm-model" not in dec and "not sentencepiece-encoded" not in err
+    plain = tmp_path / "plain"  # e.g. word-level text: scored as the model writes it, and said so
     plain.mkdir()
     (plain / "dict.en.txt").write_text("a@@ 1\nb 1\n")
-    value, err = post(plain)
-    assert value is None and "not sentencepiece-encoded" in err
-    assert post(plain, "--spm-model", str(beside.parent / "spm.model"))[0] == "sentencepiece"
+    dec, _, err = decoding(plain)
+    assert flag(dec, "--spm-model") == "none" and "not sentencepiece-encoded" in err
+    assert flag(decoding(plain, "--spm-model", str(beside.parent / "spm.model"))[0], "--spm-model") == \
+        str(beside.parent / "spm.model")
+
+
+def test_training_and_validation_see_every_sentence(tmp_path):
+    """fairseq-train's default --required-batch-size-multiple 8 drops the last N % 8 sentences of the valid
+    split's batch plan (the longest): the student's valid loss, and so checkpoint_best.pt, saw part of it."""
+    for method in ("none", "word"):
+        assert flag(train_command(dry_run(tmp_path, method, "--teacher", "t.pt")), "--required-batch-size-multiple") == "1"
 
 
 def test_distilled_dir_trains_on_a_corpus_made_before(tmp_path):

@@ -12,9 +12,14 @@
 # run's settings: the teacher (stage 1) records fairseq-train's flags, --nprocs and the data files in
 # WORK_DIR/teacher/train.settings and refuses (exit 2) to reuse or resume one trained with other settings
 # (or by an earlier version, which recorded none): use a new --work-dir, or delete WORK_DIR/teacher. Test
-# BLEU logs (stage 2 and the students' test.log) are decoded again when their checkpoint, data or decoding
-# changed (LOG.settings); the students (stage 5) are checked by scripts/train_student.sh the same way, the
-# cache by fairseq-kd-cache, the distilled corpus by scripts/distill.sh.
+# scores (stage 2's teacher/test.* and the students' test.*) are decoded again when their checkpoint, data,
+# reference or decoding changed (test.log.settings); the students (stage 5) are checked by
+# scripts/train_student.sh the same way, the cache by fairseq-kd-cache, the distilled corpus by scripts/distill.sh.
+# Test BLEU (teacher and students) is scored as the study's: scripts/decode.sh decodes every test sentence
+# (--required-batch-size-multiple 1) into DIR/test.hyp, in corpus order, detokenized with WORK_DIR/data/spm.model,
+# and fairseq-kd-score scores it against the raw reference WORK_DIR/data/raw/test.TGT: DIR/test.json (BLEU,
+# chrF, signatures) and DIR/test.log (the score lines). Teacher and students train with
+# --required-batch-size-multiple 1 too, so that validation sees every valid sentence.
 # shellcheck disable=SC2154  # the recipe declares the variables
 
 # ---- options: each variable is also a --kebab-case flag ----
@@ -78,7 +83,8 @@ recipe_main() {
       --task translation --arch "${teacher_arch}" --share-all-embeddings ${teacher_args}
       --eval-bleu --eval-bleu-args "{\"beam\": 5, \"max_len_a\": ${max_len_a}, \"max_len_b\": ${max_len_b}}" --eval-bleu-detok space
       --eval-bleu-remove-bpe sentencepiece --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
-      --save-dir "${teacher_dir}" --no-epoch-checkpoints --log-format json --log-interval 100 "${hw_train[@]}")
+      --save-dir "${teacher_dir}" --no-epoch-checkpoints --required-batch-size-multiple 1 --log-format json
+      --log-interval 100 "${hw_train[@]}")  # batch multiple 1: fairseq's default 8 leaves N % 8 valid sentences out
     # the teacher's settings: the flags but the paths and the device, the processes (the batch) and the data files
     local settings stamp="${teacher_dir}/train.settings"
     settings="$(stamp_flags "args --user-dir --save-dir --cpu" "${teacher_train[@]}"; echo "nprocs=${nprocs}"
@@ -130,14 +136,16 @@ recipe_main() {
   if run 6 && [[ "${dry_run}" != true ]]; then
     log "stage 6: ${work_dir}/results.md"
     {
-      echo "| system | test BLEU (sacrebleu, fairseq-generate --scoring sacrebleu) |"
-      echo "|---|---|"
-      echo "| teacher ${teacher_arch} (expected: ${teacher_expected}) | $(bleu_of "${teacher_dir}/test.log") |"
+      echo "| system | test BLEU (sacrebleu, raw reference ${data}/raw/test.${tgt}) | chrF |"
+      echo "|---|---|---|"
+      echo "| teacher ${teacher_arch} (expected: ${teacher_expected}) | $(score_of "${teacher_dir}/test.json") |"
       for arch in ${students}; do
         for method in ${methods}; do
-          echo "| ${arch} ${method} | $(bleu_of "${work_dir}/students/${arch}_${method}/test.log") |"
+          echo "| ${arch} ${method} | $(score_of "${work_dir}/students/${arch}_${method}/test.json") |"
         done
       done
+      echo
+      echo "BLEU signature: $(score_of "${teacher_dir}/test.json" signature)"
     } > "${work_dir}/results.md"
     cat "${work_dir}/results.md"
   fi
@@ -177,26 +185,44 @@ workers() {
   [[ ${status} -eq 0 ]] || die "a $(basename "$1") worker failed: see ${work_dir}/$(basename "$1").part*.log"
 }
 
-# evaluate BIN CKPT LOG: beam-5 test decoding (--max-len-a/b as the students') scored by sacrebleu on detokenized
-# text; LOG is kept only while its checkpoint, data and decoding are those in LOG.settings (else decoded again).
+# evaluate BIN CKPT LOG: beam-5 test decoding (--max-len-a/b as the students') scored as the study's and
+# scripts/train_student.sh's stage 3: scripts/decode.sh decodes every sentence of BIN's test split into
+# DIR/test.hyp (corpus order, detokenized with the data's spm.model), fairseq-kd-score scores it against the raw
+# reference data/raw/test.TGT into DIR/test.json and LOG (DIR/test.log, the score lines); made again when the
+# checkpoint, data, reference or decoding differ from LOG.settings.
 evaluate() {
-  local cmd=(fairseq-generate "$1" --user-dir "${user_dir}" -s "${src}" -t "${tgt}" --path "$2" --gen-subset test
-    --beam 5 --max-len-a "${max_len_a}" --max-len-b "${max_len_b}" --max-tokens 8000 --post-process sentencepiece --scoring sacrebleu
-    "${hw_train[@]}")
+  local dir base ref="${data}/raw/test.${tgt}" spm="${data}/spm.model"
+  dir="$(dirname "$3")"; base="${3%.log}"
+  if [[ ! -f "${ref}" ]]; then
+    [[ "${dry_run}" == true ]] || { echo "$(basename "$0"): error: no raw test reference ${ref} to score against:" \
+      "stage 0 (the data script) writes it; run --stage 0 first" >&2; exit 2; }
+    log "--dry-run: a real run would stop here: no raw test reference ${ref}"
+  fi
+  local flags=(--subset test --src "${src}" --tgt "${tgt}" --decoding beam --beam 5 --max-len-a "${max_len_a}"
+    --max-len-b "${max_len_b}" --max-tokens 8000 --spm-model "${spm}")
+  local dec=(bash "${recipe_repo}/scripts/decode.sh" --data-bin "$1" --checkpoint "$2" --out "${base}.hyp" "${flags[@]}"
+    ${hw_train[@]+-- "${hw_train[@]}"})
+  local score=(fairseq-kd-score -i "${base}.hyp" -r "${ref}" -o "${base}.json" --format text)
   local settings
-  settings="$(stamp_flags "args --user-dir --path --cpu" "${cmd[@]}"
-    stamp_files checkpoint_file "$(dirname "$2")" "$(basename "$2")"; stamp_files data_files "$1" 'dict.*.txt' 'test.*')"
+  settings="$(echo "scoring=decode.sh + fairseq-kd-score, raw reference"
+    stamp_flags "--cpu --spm-model" "${flags[@]}" "${hw_train[@]}"
+    stamp_files checkpoint_file "$(dirname "$2")" "$(basename "$2")"; stamp_files data_files "$1" 'dict.*.txt' 'test.*'
+    stamp_files ref_file "$(dirname "${ref}")" "$(basename "${ref}")"
+    stamp_files spm_file "$(dirname "${spm}")" "$(basename "${spm}")")"
   if [[ "${dry_run}" == true ]]; then
-    hw_run "${cmd[@]}"
-  elif [[ -f "$3" ]] && stamp_current "$3.settings" "${settings}"; then
-    log "$3 is of this checkpoint, data and decoding, skipping"
+    hw_run "${dec[@]}"
+    hw_run "${score[@]}"
+  elif [[ -f "$3" && -f "${base}.json" ]] && stamp_current "$3.settings" "${settings}"; then
+    log "$3 is of this checkpoint, data, reference and decoding, skipping"
   else
     [[ ! -f "$3" ]] || log "$3 is stale ($(stamp_changes "$3.settings" "${settings}")): decoding again"
-    rm -f "$3.settings"
-    "${cmd[@]}" > "$3.tmp"
+    rm -f "$3.settings" "${base}.json"
+    mkdir -p "${dir}"
+    "${dec[@]}"
+    "${score[@]}" > "$3.tmp"
     mv "$3.tmp" "$3"
     printf '%s\n' "${settings}" > "$3.settings"
-    tail -n 1 "$3"
+    cat "$3"
   fi
 }
 
@@ -206,7 +232,8 @@ student() {
   args=(--exp-dir "${work_dir}/students/${arch}_${method}" --arch "${arch}" --arch-args "--share-all-embeddings"
     --max-epoch "${student_max_epoch}" --max-tokens "${student_max_tokens}" --lr "${student_lr}"
     --spm-model "${data}/spm.model" --device "${device}" --precision "${precision}" --nprocs "${nprocs}"
-    --dry-run "${dry_run}" --stage 2 --gen-beam 5 --gen-max-len-a "${max_len_a}" --gen-max-len-b "${max_len_b}" --extra "-s ${src} -t ${tgt}")
+    --dry-run "${dry_run}" --stage 2 --gen-beam 5 --gen-max-len-a "${max_len_a}" --gen-max-len-b "${max_len_b}"
+    --test-ref "${data}/raw/test.${tgt}" --extra "-s ${src} -t ${tgt}")  # seq's data is distilled/bin: the reference is named
   case "${method}" in
     none) args+=(--kd none --data-bin "${bin}") ;;
     seq) args+=(--kd none --data-bin "${distilled}/bin") ;;  # CE on the distilled corpus (its test split is the original)
@@ -219,4 +246,10 @@ student() {
   bash "${recipe_repo}/scripts/train_student.sh" "${args[@]}"
 }
 
-bleu_of() { [[ -f "$1" ]] && grep -o 'BLEU = [0-9.]*' "$1" | tail -n 1 | cut -d' ' -f3 || echo "not run"; }
+# score_of JSON [signature]: "BLEU | chrF" of a fairseq-kd-score JSON (or BLEU's signature), "not run" without one.
+score_of() {
+  if [[ ! -f "$1" ]]; then [[ $# -gt 1 ]] && echo "not run" || echo "not run | not run"; return 0; fi
+  "$(pick_python)" -c 'import json, sys
+s = json.load(open(sys.argv[1], encoding="utf-8"))
+print(s["bleu"]["signature"] if sys.argv[2:] else "%.2f | %.2f" % (s["bleu"]["score"], s["chrf"]["score"]))' "$@"
+}
