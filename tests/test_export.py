@@ -290,8 +290,8 @@ def test_study_int8_table_has_a_row_per_student(tiny_teacher, tmp_path):
     row = "{m},0,transformer,-,0.005,1,{p},30,50,29,sig,10,100,{c},{s}\n"
     (study / "results.csv").write_text(
         "method,noise,arch,decoding,lr,seed,parameters,bleu,chrf,tok_bleu,signature,train_time,updates,cell,search\n"
-        + row.format(m="none", p=21888, c=none, s="beam5") + row.format(m="none", p=21888, c=none, s="greedy")
-        + row.format(m="word", p=21888, c=word, s="beam5") + row.format(m="seq", p=1, c=gone, s="beam5"))
+        + row.format(m="none", p=21888, c=none, s="beam2") + row.format(m="none", p=21888, c=none, s="greedy")
+        + row.format(m="word", p=21888, c=word, s="beam2") + row.format(m="seq", p=1, c=gone, s="beam2"))
     ref = str(tiny_teacher.raw / "test.tgt")
     table = study_int8_table(str(study), str(tiny_teacher.data_bin), ref, beam=2).splitlines()
     assert len(table) == 5 and table[2].startswith(f"| {none} | none | 21888 |")
