@@ -255,3 +255,15 @@ def test_table_refuses_a_gen_args_flag_before_any_export(tiny_teacher, tmp_path)
     assert "--no-repeat-ngram-size" in last and "study.json gen_args" in last and "Traceback" not in proc.stderr
     assert not (cell_ckpt.parent / "ct2").exists()
 
+
+def test_translate_refuses_min_len_with_a_beam_before_reading_anything(tmp_path, capsys):
+    """fairseq-kd-translate shares the decoder: --min-len above 1 is fairseq's for greedy search only."""
+    from fairseq_kd.cli import translate
+
+    missing = str(tmp_path / "no-model")
+    assert translate.cli_main([missing, "--beam", "5", "--min-len", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--min-len 3 with --beam 5" in err and "pass --beam 1 or --min-len 1" in err
+    for ok in (["--beam", "1", "--min-len", "3"], ["--beam", "5", "--min-len", "1"]):
+        assert translate.cli_main([missing, *ok]) == 2  # past that check: the missing model is what is refused
+        assert "--min-len" not in capsys.readouterr().err

@@ -41,7 +41,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--lenpen", type=float, default=1.0, help="length penalty: score / len^lenpen (len with EOS)")
     g.add_argument("--max-len-a", type=float, default=1.2, help="max length = a * source length + b")
     g.add_argument("--max-len-b", type=int, default=10, help="max length = a * source length + b")
-    g.add_argument("--min-len", type=int, default=1, help="minimum output length")
+    g.add_argument("--min-len", type=int, default=1, help="minimum output length (above 1: greedy search only)")
     g = p.add_argument_group("speed")
     g.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where to run")
     g.add_argument("--compute-type", default="default",
@@ -145,7 +145,7 @@ def _input_lines(path: str) -> Iterator[str]:
 def main(argv=None) -> dict:
     from fairseq_kd import fileio, guard, validate
     from fairseq_kd.export.convert import read_meta
-    from fairseq_kd.export.decode import FairseqLikeDecoder, SearchConfig
+    from fairseq_kd.export.decode import MIN_LEN_WHY, FairseqLikeDecoder, SearchConfig, min_len_reproduced
 
     args = get_parser().parse_args(argv)
     if args.beam < 1 or args.max_tokens < 1 or args.chunk_lines < 1:
@@ -153,6 +153,9 @@ def main(argv=None) -> dict:
     for flag, value in (("--max-len-a", args.max_len_a), ("--max-len-b", args.max_len_b),
                         ("--min-len", args.min_len), ("--threads", args.threads)):
         validate.non_negative(flag, value)
+    if not min_len_reproduced(args.min_len, args.beam):
+        raise KDInputError(f"--min-len {args.min_len} with --beam {args.beam}: fairseq's search is not reproduced "
+                           f"({MIN_LEN_WHY}): pass --beam 1 or --min-len 1")
     guard.check_paths({"model_dir": args.model_dir, "--input": args.input, "--spm-model": args.spm_model,
                        "--spm-model-tgt": args.spm_model_tgt}, {"--output": args.output})
     if args.input != "-":
