@@ -154,3 +154,23 @@ def test_glu_teacher_distils_through_ct2_mixed_batches_equal_alone(tiny_teacher,
     run_distill(glu, tmp_path / "mixed", *beam)  # --max-tokens 40: batches of several lengths
     run_distill(glu, tmp_path / "alone", *beam, "--max-tokens", "1")  # one sentence per batch
     assert lines(tmp_path / "mixed" / "test.tgt") == lines(tmp_path / "alone" / "test.tgt")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("decoding,beam,min_len,refused", [
+    ("beam", 3, 4, True), ("beam", 3, 1, False), ("beam", 1, 4, False), ("greedy", 1, 4, False)])
+def test_ct2_backend_refuses_a_min_len_it_would_rank_unlike_fairseq(decoding, beam, min_len, refused):
+    """The API's DecodingConfig has min_len (the CLI has no --min-len): with a beam, CTranslate2 forbids EOS
+    before its log-softmax, fairseq after it, so --backend ctranslate2 refuses it as fairseq-kd-translate does."""
+    from types import SimpleNamespace
+
+    from fairseq_kd.distill.ct2 import check_options
+    from fairseq_kd.errors import KDInputError
+
+    d = SimpleNamespace(decoding=decoding, beam=beam, min_len=min_len, nbest=1, temperature=1.0)
+    cfg = SimpleNamespace(teacher_path="t.pt", decoding=d)
+    if refused:
+        with pytest.raises(KDInputError, match=f"--min-len {min_len} with --beam {beam}: .*--backend fairseq"):
+            check_options(cfg)
+    else:
+        check_options(cfg)

@@ -82,6 +82,7 @@ def convert(checkpoint: str, data_dir: str, src: str, tgt: str, fingerprint: str
 
 def check_options(cfg) -> None:
     """What ``--backend ctranslate2`` cannot decode as fairseq does, refused before anything loads or is written."""
+    from fairseq_kd.export.decode import MIN_LEN_WHY, min_len_reproduced
     from fairseq_kd.teacher import split_paths
 
     d = cfg.decoding
@@ -97,6 +98,9 @@ def check_options(cfg) -> None:
     if d.decoding == "sampling" and d.beam > 1:
         raise KDInputError(f"--decoding sampling --beam {d.beam}: --backend ctranslate2 draws one sample per sentence "
                            f"(fairseq keeps the best of {d.beam}): pass --beam 1, or --backend fairseq")
+    if d.decoding == "beam" and not min_len_reproduced(d.min_len, d.beam):
+        raise KDInputError(f"--min-len {d.min_len} with --beam {d.beam}: {MIN_LEN_WHY}: pass --min-len 1, "
+                           f"--decoding greedy, or --backend fairseq")
     if d.decoding != "sampling" and d.temperature != 1.0:
         raise KDInputError(f"--temperature {d.temperature} with --decoding {d.decoding}: CTranslate2 applies a "
                            f"temperature only when sampling (fairseq's search divides every step's logits by it): "
