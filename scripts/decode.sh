@@ -25,7 +25,7 @@ max_tokens=4000      # batch size in tokens
 spm_model=""         # sentencepiece model; default DATA_BIN/../spm.model when present; "none": keep pieces
 src=de               # source language
 tgt=en               # target language
-task=translation     # fairseq task used for decoding
+task=kd_translation  # fairseq task used for decoding (kd_translation: every sentence stops at its own a*len+b; translation: at the padded batch's)
 seed=1               # fairseq seed
 allow_renamed_dicts=false  # true: decode although --data-bin's dictionaries hold other symbols than the checkpoint's (renamed id for id)
 

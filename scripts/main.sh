@@ -194,7 +194,8 @@ if run_stage 2; then
   fi
 fi
 
-teacher_decode=(--decoding beam --beam 5)  # stage 3
+teacher_decode=(--decoding beam --beam 5 --task kd_translation)  # stage 3 (each sentence its own length limit;
+# named here so that the stamp of a decode made before, at the batch's limit, differs and it is redone)
 if run_stage 3; then
   ts=$(date +%s)
   decoded=""

@@ -5,6 +5,7 @@ each a 1-D LongTensor of target ids ending in EOS, in the teacher's target dicti
 The same function serves the offline tool (``fairseq-kd-distill``) and the online
 criteria (``seq_kd``, ``hybrid_kd``), so both produce the same targets.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -76,9 +77,11 @@ class SentenceMaxLen(search.Search):
     fairseq's limit is a * (padded source width) + b for the whole batch, so in a batch of
     mixed lengths a short sentence could search longer than alone. Before delegating to
     the wrapped strategy, this forces EOS (every other token -inf) for the rows whose own
-    limit ``limits[i]`` is reached, exactly as SequenceGenerator does at its batch limit,
-    so each output is the one the sentence gets alone (``original_batch_idxs`` maps the
-    shrinking batch back to the rows ``limits`` is indexed by).
+    limit is reached, exactly as SequenceGenerator does at its batch limit, so each output
+    is the one the sentence gets alone. The limits are set per batch (``set_limits``, or the
+    ``sentence_limits`` context): ``limits[i]`` is row i's; with ``ids`` (the sample's ``id``,
+    which SequenceGenerator then passes as ``original_batch_idxs``) they are looked up by id,
+    else by row (``original_batch_idxs`` maps the shrinking batch back to the rows).
     """
 
     def __init__(self, base, tgt_dict):
@@ -86,6 +89,15 @@ class SentenceMaxLen(search.Search):
         self.base = base
         self.supports_constraints, self.stop_on_max_len = base.supports_constraints, base.stop_on_max_len
         self.limits: Optional[torch.Tensor] = None  # one per row of the batch being decoded
+        self.ids: Optional[torch.Tensor] = None  # sorted sample ids of those rows (None: rows 0..bsz-1)
+
+    def set_limits(self, limits: Optional[torch.Tensor], ids: Optional[torch.Tensor] = None) -> None:
+        """The batch's own limits (None: none, fairseq's batch limit alone) and the rows' sample ids."""
+        if limits is None or ids is None:
+            self.limits, self.ids = limits, None
+            return
+        self.ids, order = ids.view(-1).sort()
+        self.limits = limits[order.to(limits.device)]
 
     @property
     def needs_src_lengths(self):
@@ -106,12 +118,67 @@ class SentenceMaxLen(search.Search):
     def step(self, step, lprobs, scores, prev_output_tokens=None, original_batch_idxs=None):
         """``lprobs``: bsz x beam x V."""
         if self.limits is not None and original_batch_idxs is not None:
-            done = self.limits.to(original_batch_idxs.device)[original_batch_idxs] <= step  # bsz
+            rows = original_batch_idxs
+            if self.limits.device != rows.device:  # moved once per batch, not per step
+                self.limits = self.limits.to(rows.device)
+                self.ids = None if self.ids is None else self.ids.to(rows.device)
+            if self.ids is not None:
+                rows = torch.searchsorted(self.ids, rows)
+            done = self.limits[rows] <= step  # bsz
             if bool(done.any()):
                 lprobs = lprobs.clone()
                 lprobs[done, :, : self.eos] = float("-inf")
                 lprobs[done, :, self.eos + 1:] = float("-inf")
         return self.base.step(step, lprobs, scores, prev_output_tokens, original_batch_idxs)
+
+
+def own_max_lens(generator, src_lengths) -> torch.Tensor:
+    """The length limit fairseq's ``generator`` applies to each sentence decoded alone:
+    ``min(int(a * n + b), max_len - 1)`` with n its source length incl. EOS (its width alone)."""
+    a, b, cap = generator.max_len_a, generator.max_len_b, generator.max_len - 1
+    limits = [min(int(a * int(n) + b), cap) for n in src_lengths]
+    short = [n for n, lim in zip(src_lengths, limits) if lim < generator.min_len]
+    if short:  # fairseq alone refuses it (assert min_len <= max_len); in a batch every token would be -inf
+        raise ValueError(f"a source of {int(short[0])} tokens gets a length limit of {min(limits)} "
+                         f"(max_len_a {a}, max_len_b {b}), below min_len {generator.min_len}: "
+                         "raise the limit or lower min_len")
+    return torch.tensor(limits, dtype=torch.long)
+
+
+def limit_each_sentence(generator):
+    """``generator`` (in place) with its search wrapped in ``SentenceMaxLen``, when it is a
+    SequenceGenerator that caps by a * source + b (not a scorer, not ``match_source_len``)."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    if isinstance(generator, SequenceGenerator) and not generator.match_source_len \
+            and not isinstance(generator.search, SentenceMaxLen):
+        generator.search = SentenceMaxLen(generator.search, generator.tgt_dict)
+    return generator
+
+
+@contextmanager
+def sentence_limits(generator, sample: Dict, prefix_tokens: Optional[torch.Tensor] = None):
+    """While generating ``sample``: each sentence's own limit on a ``limit_each_sentence`` generator
+    (nothing on another). The source lengths are ``net_input["src_lengths"]`` (else the non-pad
+    tokens of ``src_tokens``); rows are looked up by ``sample["id"]``, as SequenceGenerator does."""
+    strategy = getattr(generator, "search", None)
+    if not isinstance(strategy, SentenceMaxLen):
+        yield
+        return
+    net_input = sample["net_input"]
+    lengths = net_input.get("src_lengths")
+    if lengths is None:
+        lengths = net_input["src_tokens"].ne(generator.pad).sum(1)
+    limits = own_max_lens(generator, lengths.view(-1).tolist())
+    if prefix_tokens is not None and prefix_tokens.size(1) > int(limits.min()):
+        raise ValueError(f"--prefix-size {prefix_tokens.size(1)} is longer than a sentence's own length limit "
+                         f"({int(limits.min())} tokens): lower --prefix-size or raise --max-len-a/--max-len-b")
+    ids = sample.get("id")
+    strategy.set_limits(limits, ids if isinstance(ids, torch.Tensor) else None)
+    try:
+        yield
+    finally:
+        strategy.set_limits(None)
 
 
 def teacher_forcing_targets(log_probs: torch.Tensor, gold: torch.Tensor, pad: int, eos: int,
@@ -145,7 +212,7 @@ class TeacherDecoder:
 
     def own_max_len(self, src_len: int) -> int:
         """The length limit fairseq applies to a sentence decoded alone (``src_len`` incl. EOS)."""
-        return min(int(self.cfg.max_len_a * src_len + self.cfg.max_len_b), self.generator.max_len - 1)
+        return int(own_max_lens(self.generator, [src_len])[0])
 
     @torch.inference_mode()
     def __call__(self, sample: Dict, net_input: Optional[Dict] = None) -> List[List[Dict]]:
@@ -157,11 +224,11 @@ class TeacherDecoder:
         if self.cfg.decoding == "teacher_forcing":
             return self._teacher_forcing(sample, net_input)
         lengths = net_input["src_tokens"].ne(self.pad).sum(1).tolist()  # incl. EOS
-        self.search.limits = torch.tensor([self.own_max_len(n) for n in lengths])
+        self.search.set_limits(own_max_lens(self.generator, lengths))
         try:
             hypos = self.generator.generate(self.models, {"net_input": net_input})
         finally:
-            self.search.limits = None
+            self.search.set_limits(None)
         out = []
         for sent in hypos:
             out.append([{"tokens": h["tokens"].cpu(), "score": float(h["score"])} for h in sent[: self.cfg.nbest]])

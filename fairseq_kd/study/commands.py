@@ -189,8 +189,12 @@ def teacher_dtype(cfg: StudyConfig) -> str:
 
 
 def generate_command(cfg: StudyConfig, data: str, checkpoint: str, beam: int = 0, subset: str = "") -> List[str]:
-    cmd = [find_tool("fairseq-generate"), data, "--user-dir", USER_DIR, "--path", checkpoint,
-           "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang, "--gen-subset",
+    """fairseq-generate of ``subset`` through ``kd_translation``: every sentence stops at its own limit
+    ``max_len_a`` x its source length + ``max_len_b`` (fairseq's ``translation`` caps the padded batch, so a
+    hypothesis that runs into the limit would depend on ``--max-tokens``), as validation BLEU and
+    distillation do."""
+    cmd = [find_tool("fairseq-generate"), data, "--user-dir", USER_DIR, "--task", "kd_translation",
+           "--path", checkpoint, "--source-lang", cfg.source_lang, "--target-lang", cfg.target_lang, "--gen-subset",
            subset or cfg.gen_subset,
            "--beam", str(beam or cfg.beam), "--max-tokens", str(cfg.max_tokens), "--num-workers", "0",
            "--max-len-a", fmt_num(cfg.max_len_a), "--max-len-b", str(cfg.max_len_b),

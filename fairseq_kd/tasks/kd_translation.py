@@ -8,6 +8,10 @@ optimizer or the student's checkpoint. Criteria get ``task.teacher``, a
 offline caches, the student's layer shapes): it answers a criterion's ``TeacherRequest`` from
 the sample alone and never calls back into the task.
 
+Decoding through the task (fairseq-generate, fairseq-interactive, ``--eval-bleu``) stops every
+sentence at its own limit ``a * its source length + b`` (``build_generator``/``inference_step``),
+not at the padded batch's as fairseq's ``translation`` does.
+
 The task's options are ``tasks/_options.py`` (``KDTranslationConfig``); the criteria's per-update
 state kept in the checkpoint (``register_update_hook``, ``register_state``) is ``tasks/_state.py``.
 """
@@ -126,6 +130,31 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
             if self._teacher_view is not None:
                 self._teacher_view.student_dims = self._student_dims
         return model
+
+    # --- decoding (fairseq-generate, --eval-bleu) -------------------------------------
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None):
+        """fairseq's generator, with every sentence's own length limit ``a * its source length + b``
+        (``distill.decoding.SentenceMaxLen``, the distillation backend's): fairseq's own limit is the
+        padded batch's, so a sentence that runs into it would depend on the sentences batched with it."""
+        from fairseq_kd.distill.decoding import limit_each_sentence
+
+        if getattr(args, "constraints", None):
+            # fairseq's lexically constrained search ranks constraint tokens ahead of the forced EOS, so a
+            # sentence would run past its own limit (fairseq asserts at the batch's)
+            raise KDInputError("--constraints: fairseq's constrained search cannot stop each sentence at its own "
+                               "length limit, which --task kd_translation gives every sentence; decode with "
+                               "--task translation (one limit for the whole padded batch)")
+        return limit_each_sentence(super().build_generator(
+            models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn))
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        from fairseq_kd.distill.decoding import sentence_limits
+
+        with sentence_limits(generator, sample, prefix_tokens):
+            return super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                          constraints=constraints)
 
     # --- data ------------------------------------------------------------------
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
