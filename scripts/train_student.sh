@@ -233,7 +233,7 @@ if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
   # corpus order and detokenizes them; fairseq-kd-score scores them against the raw reference
   ckpt="${exp_dir}/checkpoints/checkpoint_best.pt"
   decoding_flags=(--subset test --src "${test_src}" --tgt "${test_tgt}" --decoding beam --beam "${gen_beam}"
-    --max-len-a "${gen_max_len_a}" --max-len-b "${gen_max_len_b}" --max-tokens 8000)
+    --max-len-a "${gen_max_len_a}" --max-len-b "${gen_max_len_b}" --max-tokens 8000 --task kd_translation)  # task: each sentence its own length limit
   dec=(bash "${here}/decode.sh" --data-bin "${data_bin}" --checkpoint "${ckpt}" --out "${exp_dir}/test.hyp"
     "${decoding_flags[@]}" ${detok[@]+"${detok[@]}"} ${hw_train[@]+-- "${hw_train[@]}"})
   score=(fairseq-kd-score -i "${exp_dir}/test.hyp" -r "${ref}" -o "${exp_dir}/test.json" --format text)

@@ -199,7 +199,7 @@ evaluate() {
     log "--dry-run: a real run would stop here: no raw test reference ${ref}"
   fi
   local flags=(--subset test --src "${src}" --tgt "${tgt}" --decoding beam --beam 5 --max-len-a "${max_len_a}"
-    --max-len-b "${max_len_b}" --max-tokens 8000 --spm-model "${spm}")
+    --max-len-b "${max_len_b}" --max-tokens 8000 --task kd_translation --spm-model "${spm}")
   local dec=(bash "${recipe_repo}/scripts/decode.sh" --data-bin "$1" --checkpoint "$2" --out "${base}.hyp" "${flags[@]}"
     ${hw_train[@]+-- "${hw_train[@]}"})
   local score=(fairseq-kd-score -i "${base}.hyp" -r "${ref}" -o "${base}.json" --format text)
