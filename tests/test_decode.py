@@ -69,7 +69,7 @@ def test_decode_binarized_split_in_input_order(piece_teacher, tmp_path):
     assert not any("\u2581" in h for h in hyp) and all(p.startswith("\u2581") for p in pieces if p)
     # the same greedy search run in-process, ordered by sentence id, on the original dictionaries
     assert hyp == helpers.generate(teacher.data_bin, teacher.checkpoint, "test", beam=1,
-                                   extra=["--max-len-a", "1.2", "--max-len-b", "10"])
+                                   extra=["--max-len-a", "1.2", "--max-len-b", "10", "--task", "kd_translation"])
     # and a copy model's output resembles its own input line far more than any other line
     # (fairseq-generate emits length-sorted batches, so a wrong order would not)
     aligned = sum(overlap(h, s) for h, s in zip(hyp, src)) / len(src)

@@ -254,7 +254,7 @@ def test_evaluate_export_scores_what_fairseq_generate_scores(tiny_teacher, tmp_p
     ref = str(tiny_teacher.raw / "test.tgt")
     got = evaluate_export(str(tiny_teacher.checkpoint), str(tiny_teacher.data_bin), ref, beam=1, quantization="none")
     hyps = helpers.generate(tiny_teacher.data_bin, tiny_teacher.checkpoint, beam=1,
-                            extra=["--max-len-a", "1.2", "--max-len-b", "10"])
+                            extra=["--max-len-a", "1.2", "--max-len-b", "10", "--task", "kd_translation"])
     expected = scoring.score_lines(hyps, [scoring.read_lines(ref)])["bleu"]["score"]
     assert got["sentences"] == 40 and got["bleu"] == round(expected, 2) and got["sent_per_s"] > 0
     q = evaluate_export(str(tiny_teacher.checkpoint), str(tiny_teacher.data_bin), ref, beam=1,

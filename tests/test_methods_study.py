@@ -58,8 +58,10 @@ def test_onpolicy_cell_end_to_end(tiny_teacher, tmp_path):
     assert (crit["_name"], crit["onpolicy_lambda"], crit["onpolicy_sampling"], crit["kd_divergence"]) == \
         ("onpolicy_kd", 0.5, "greedy", "jsd")
     assert state["optimizer_history"][-1]["num_updates"] == 8
-    # and its recorded BLEU is that checkpoint's: fairseq-generate (the study's search) scored by sacrebleu
-    hyps = helpers.generate(tiny_teacher.data_bin, ckpt, beam=1, extra=["--max-len-a", "1.2", "--max-len-b", "10"])
+    # and its recorded BLEU is that checkpoint's: fairseq-generate with the study's search (kd_translation: each
+    # sentence stops at its own length limit; an 8-update model loops, and --task translation caps the batch)
+    hyps = helpers.generate(tiny_teacher.data_bin, ckpt, beam=1,
+                            extra=["--max-len-a", "1.2", "--max-len-b", "10", "--task", "kd_translation"])
     expected = scoring.score_lines(hyps, [scoring.read_lines(cfg.test_ref)])["bleu"]["score"]
     assert float(rows[0]["bleu"]) == round(expected, 2)
 
