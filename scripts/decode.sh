@@ -98,4 +98,6 @@ elif [[ -n "${spm_model}" ]]; then spm_args=(--spm-model "${spm_model}"); fi
 prep hyps --gen "${work}/gen.out" --bin-prefix "${gen_bin}/${subset}.${src}-${tgt}.${src}" \
   "${spm_args[@]}" --out "${out}" --out-pieces "${out}.pieces" >/dev/null
 cat "${work}/gen.err" "${work}/gen.out" > "${out}.log"
-log "wrote ${out} ($(wc -l < "${out}") lines); $(grep -m1 -o 'BLEU4 = [0-9.]*' "${work}/gen.out" || echo 'no reference BLEU')"
+# fairseq's own BLEU4 (pieces against the reference rebuilt from the binarized data) is left in OUT.log: it is
+# not the score (fairseq-kd-score scores OUT against the raw reference), so it is not printed here
+log "wrote ${out} ($(wc -l < "${out}") lines; score it with fairseq-kd-score -i ${out} -r REFERENCE)"
