@@ -26,11 +26,25 @@ def shared_data() -> Path:
     return path
 
 
+TIERS = ("slow", "integration", "unit")  # the order files run in: the longest first
+# within the slow tier, the three files that take minutes each (CI's --durations) start first
+LONGEST = ("test_system_multi30k.py", "test_converged_recipe.py", "test_export_slow.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests without a tier marker are unit tests."""
+    """Tests without a tier marker are unit tests. Files run slowest tier first, each file's tests kept
+    together and in order, so that scripts/test.sh's workers (pytest-xdist, one file at a time) start the
+    long system tests at once instead of after the unit tests."""
     for item in items:
-        if not any(item.get_closest_marker(m) for m in ("unit", "integration", "slow")):
+        if not any(item.get_closest_marker(m) for m in TIERS):
             item.add_marker(pytest.mark.unit)
+    tier_of = lambda item: min(i for i, m in enumerate(TIERS) if item.get_closest_marker(m))  # noqa: E731
+    file_rank = {}
+    for item in items:
+        file_rank[item.path] = min(file_rank.get(item.path, len(TIERS)), tier_of(item))
+    first_seen = {path: i for i, path in reversed(list(enumerate(item.path for item in items)))}
+    longest = lambda path: LONGEST.index(path.name) if path.name in LONGEST else len(LONGEST)  # noqa: E731
+    items.sort(key=lambda item: (file_rank[item.path], longest(item.path), first_seen[item.path]))  # in-file order kept
 
 
 @pytest.fixture(scope="session")
