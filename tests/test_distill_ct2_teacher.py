@@ -166,6 +166,22 @@ def test_failed_sentence_falls_back_to_gold_counted(w, tmp_path, monkeypatch):
     assert got[bad] == gold[bad] and got[:bad] + got[bad + 1:] == want[:bad] + want[bad + 1:]
 
 
+@pytest.mark.integration
+def test_lenpen_zero_keeps_fairseqs_stopping_rule(w, tmp_path, monkeypatch):
+    """--lenpen 0 (fairseq: unnormalized scores, the beam runs until ``beam`` hypotheses end) reaches
+    CTranslate2 as NO_LENGTH_PENALTY, as in the CTranslate2 backend and the export: at exactly 0 CTranslate2
+    stops a sentence's search when its best hypothesis ends (tests/test_export_gen_args.py)."""
+    from fairseq_kd.distill import ct2_teacher
+    from fairseq_kd.export.decode import NO_LENGTH_PENALTY
+
+    sent, real = [], ct2_teacher.CT2TeacherBackend.options
+    monkeypatch.setattr(ct2_teacher.CT2TeacherBackend, "options",
+                        lambda self, n: sent.append(real(self, n)["length_penalty"]) or real(self, n))
+    distil(w, tmp_path / "z", "other", "--lenpen", "0", split="valid")
+    distil(w, tmp_path / "two", "other", "--lenpen", "2", split="valid")
+    assert sent and set(sent) == {NO_LENGTH_PENALTY, 2.0}
+
+
 def one_line_error(w, tmp_path, capsys, *argv) -> str:
     from fairseq_kd.cli import distill
 

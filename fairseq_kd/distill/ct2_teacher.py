@@ -8,7 +8,9 @@ split (the raw text of ``--source-text``, or ``--data``'s source decoded with th
 1. the teacher's source sentencepiece model cuts the text into pieces; the source tokens are
    ``[--teacher-source-prefix] + pieces + ["</s>"]``;
 2. the sentence is translated alone, as ``translator.translate_batch([tokens], beam_size=B,
-   num_hypotheses=nbest, length_penalty=lenpen, max_decoding_length=int(a * len(tokens) + b)
+   num_hypotheses=nbest, length_penalty=lenpen (0, fairseq's unnormalized scores, is sent as
+   ``export.decode.NO_LENGTH_PENALTY``: at exactly 0 CTranslate2 would stop a sentence's beam search when its
+   best hypothesis ends), max_decoding_length=int(a * len(tokens) + b)
    (+1 with a target prefix), min_decoding_length=min_len, target_prefix=[[--teacher-target-prefix]],
    return_scores=True, max_input_length=0)`` returns it (sentences of one source length are
    batched together: no padding, the same result);
@@ -30,6 +32,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.export.decode import NO_LENGTH_PENALTY
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +211,8 @@ class CT2TeacherBackend:
     def options(self, n_source: int) -> Dict:
         d = self.cfg.decoding
         limit = int(d.max_len_a * n_source + d.max_len_b) + (1 if self.cfg.teacher_target_prefix else 0)
-        opts = dict(max_decoding_length=max(limit, 1), min_decoding_length=d.min_len, length_penalty=d.lenpen,
+        opts = dict(max_decoding_length=max(limit, 1), min_decoding_length=d.min_len,
+                    length_penalty=d.lenpen or NO_LENGTH_PENALTY,
                     return_scores=True, max_input_length=0)
         if d.decoding == "sampling":
             opts.update(beam_size=1, num_hypotheses=1, sampling_topk=max(d.sampling_topk, 0),
