@@ -8,6 +8,7 @@ as soon as one name is shared, any difference (reversed, one side another langua
 refused.
 """
 import logging
+import os
 from typing import Optional, Tuple
 
 from fairseq_kd.errors import KDInputError
@@ -50,3 +51,16 @@ def check_teacher_pair(cfg, source_lang: Optional[str], target_lang: Optional[st
     if None not in t_pair and None not in d_pair and tuple(t_pair) != tuple(d_pair):
         logger.warning("teacher %s stores languages %s->%s, the data %s->%s: not comparable, not checked",
                        teacher, t_pair[0], t_pair[1], d_pair[0], d_pair[1])
+
+
+def split_prefix(data: str, split: str, src: str, tgt: str, lang: str) -> Optional[str]:
+    """Where fairseq's translation task finds ``lang``'s side of a binarized split: ``SPLIT.SRC-TGT.LANG``
+    or, binarized for the other direction, ``SPLIT.TGT-SRC.LANG`` (fairseq reads either, in this order);
+    None when neither exists."""
+    from fairseq.data import indexed_dataset
+
+    for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+        prefix = os.path.join(data, f"{split}.{pair}.{lang}")
+        if indexed_dataset.dataset_exists(prefix, impl="mmap"):
+            return prefix
+    return None

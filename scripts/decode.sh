@@ -79,8 +79,12 @@ if [[ -n "${input}" ]]; then
   gen_bin="${work}/bin"
   subset=test
 fi
-[[ -f "${gen_bin}/${subset}.${src}-${tgt}.${src}.idx" ]] \
-  || die "${gen_bin}/${subset}.${src}-${tgt}.${src}.idx not found: no binarized '${subset}' split for ${src}-${tgt}"
+# fairseq-preprocess names a split for the pair it was run on: SUBSET.SRC-TGT.* or, binarized for the
+# other direction, SUBSET.TGT-SRC.* (fairseq's translation task reads either, in this order)
+pair="${src}-${tgt}"
+[[ -f "${gen_bin}/${subset}.${pair}.${src}.idx" ]] || pair="${tgt}-${src}"
+[[ -f "${gen_bin}/${subset}.${pair}.${src}.idx" ]] \
+  || die "${gen_bin}/${subset}.${src}-${tgt}.${src}.idx not found (nor ${subset}.${tgt}-${src}.${src}.idx): no binarized '${subset}' split for ${src}-${tgt}"
 
 # --required-batch-size-multiple 1: fairseq 0.12's batch_by_size drops the last batch when its
 # size is not a multiple of this (default 8), i.e. silently skips up to 7 sentences
@@ -95,7 +99,7 @@ log "fairseq-generate ${subset} (${decoding}, beam ${beam}) with ${checkpoint}"
 spm_args=()
 if [[ "${spm_model}" == none ]]; then spm_args=(--no-spm)
 elif [[ -n "${spm_model}" ]]; then spm_args=(--spm-model "${spm_model}"); fi
-prep hyps --gen "${work}/gen.out" --bin-prefix "${gen_bin}/${subset}.${src}-${tgt}.${src}" \
+prep hyps --gen "${work}/gen.out" --bin-prefix "${gen_bin}/${subset}.${pair}.${src}" \
   "${spm_args[@]}" --out "${out}" --out-pieces "${out}.pieces" >/dev/null
 cat "${work}/gen.err" "${work}/gen.out" > "${out}.log"
 # fairseq's own BLEU4 (pieces against the reference rebuilt from the binarized data) is left in OUT.log: it is

@@ -79,6 +79,24 @@ def test_decode_binarized_split_in_input_order(piece_teacher, tmp_path):
 
 
 @pytest.mark.integration
+def test_decode_split_binarized_for_the_reverse_pair(piece_teacher, tmp_path):
+    """A data-bin made by fairseq-preprocess for tgt-src (test.tgt-src.*) decodes src -> tgt as fairseq reads
+    it: the same hypotheses as the src-tgt naming, in input order."""
+    teacher, data_bin, model = piece_teacher
+    rev = tmp_path / "rev"
+    rev.mkdir()
+    for f in data_bin.iterdir():
+        shutil.copyfile(f, rev / f.name.replace(".src-tgt.", ".tgt-src."))
+    assert not list(rev.glob("*.src-tgt.*")) and (rev / "test.tgt-src.src.idx").is_file()
+    args = ["--checkpoint", teacher.checkpoint, "--subset", "test", "--src", "src", "--tgt", "tgt",
+            "--decoding", "greedy", "--spm-model", model, *RENAMED]
+    decode("--data-bin", data_bin, "--out", tmp_path / "fwd.tgt", *args)
+    decode("--data-bin", rev, "--out", tmp_path / "rev.tgt", *args)
+    assert (tmp_path / "rev.tgt").read_text() == (tmp_path / "fwd.tgt").read_text()
+    assert len((tmp_path / "rev.tgt").read_text().splitlines()) == 40
+
+
+@pytest.mark.integration
 def test_decode_raw_input_file_with_beam(piece_teacher, tmp_path):
     teacher, data_bin, model = piece_teacher
     raw = tmp_path / "input.src"

@@ -134,6 +134,29 @@ def test_preflight_checks_reference_lines_and_teacher_direction(tiny_teacher, tm
         S.StudyConfig(**{**base, "teacher": str(junk)}).validate()
 
 
+def test_preflight_reads_splits_binarized_for_the_reverse_pair(tiny_teacher, tmp_path):
+    """A data-bin fairseq-preprocess made for tgt-src (SPLIT.tgt-src.*), which fairseq trains and decodes
+    src->tgt from: the study's checks find its splits and still count their sentences."""
+    import shutil
+
+    raw, rev = tiny_teacher.raw, tmp_path / "rev"
+    rev.mkdir()
+    for f in Path(tiny_teacher.data_bin).iterdir():
+        shutil.copyfile(f, rev / f.name.replace(".src-tgt.", ".tgt-src."))
+    assert (rev / "valid.tgt-src.src.idx").is_file() and not list(rev.glob("*.src-tgt.*"))
+    short = tmp_path / "short.tgt"
+    short.write_text("".join(l + "\n" for l in (raw / "test.tgt").read_text().splitlines()[:-1]))
+    base = dict(data=str(rev), out_dir=str(tmp_path / "o"), test_ref=str(raw / "test.tgt"),
+                source_lang="src", target_lang="tgt", teacher=str(tiny_teacher.checkpoint), methods=["word"])
+    S.StudyConfig(**base, extra_tests=[("valid", str(raw / "valid.tgt"))]).validate()
+    with pytest.raises(KDInputError, match=r"short.tgt has 39 lines but the binarized split 'test'.* has 40"):
+        S.StudyConfig(**{**base, "test_ref": str(short)}).validate()
+    with pytest.raises(KDInputError, match=r"has no binarized split 'test7' \(test7.src-tgt.src.idx or "
+                                           r"test7.tgt-src.src.idx\)"):
+        from fairseq_kd.study.preflight import check_reference_lines
+        check_reference_lines(str(rev), "test7", "src", "tgt", str(short), "--extra-test test7=")
+
+
 def test_a_corrupt_train_record_is_refused_naming_the_fix(tmp_path):
     """A cell's train.json is read through the integrity checks: NaN or a negative count is one line."""
     raw = helpers.make_synthetic_corpus(tmp_path / "raw", n_train=20, n_valid=5, n_test=5)

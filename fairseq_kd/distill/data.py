@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.langpair import split_prefix
 
 
 def infer_langs(data: str, split: str, src: Optional[str], tgt: Optional[str]):
@@ -21,16 +22,6 @@ def infer_langs(data: str, split: str, src: Optional[str], tgt: Optional[str]):
                 return src or a, tgt or b
     raise KDInputError(f"no binarized split '{split}' in {data} (expected {split}.SRC-TGT.SRC.idx): run "
                        f"fairseq-preprocess with the teacher's dictionaries, or pass --source-lang/--target-lang")
-
-
-def split_prefix(data: str, split: str, src: str, tgt: str, lang: str) -> Optional[str]:
-    from fairseq.data import indexed_dataset
-
-    for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
-        prefix = os.path.join(data, f"{split}.{pair}.{lang}")
-        if indexed_dataset.dataset_exists(prefix, impl="mmap"):
-            return prefix
-    return None
 
 
 class SplitData:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.langpair import split_prefix
 from fairseq_kd.study.methods import (METHOD_SPECS, method_base, method_spec, reads_noisy_copies,  # noqa: F401
                                       teacher_reads_noise, uses_teacher)
 from fairseq_kd.study.preflight import (OWNED_GEN_FLAGS, OWNED_TRAIN_FLAGS, check_owned_flags, check_reference_lines,
@@ -208,8 +209,7 @@ class StudyConfig:
         for split, ref in self.extra_tests:
             if split == self.gen_subset or not re.fullmatch(r"[A-Za-z0-9_]+", split):
                 raise KDInputError(f"--extra-test {split}={ref}: name a binarized split other than --gen-subset")
-            if not os.path.isfile(os.path.join(self.data, f"{split}.{self.source_lang}-{self.target_lang}."
-                                                          f"{self.source_lang}.idx")):
+            if split_prefix(self.data, split, self.source_lang, self.target_lang, self.source_lang) is None:
                 raise KDInputError(f"--extra-test {split}={ref}: {self.data} has no binarized split {split!r}; "
                                    f"prepare it (data_prep/prepare_multi30k.sh --test-sets ...)")
             if not os.path.isfile(ref):

@@ -17,11 +17,12 @@ def check_reference_lines(data: str, split: str, src: str, tgt: str, ref: str, f
     from fairseq.data import indexed_dataset
 
     from fairseq_kd import fileio
+    from fairseq_kd.langpair import split_prefix
 
-    prefix = os.path.join(data, f"{split}.{src}-{tgt}.{src}")
-    if not indexed_dataset.dataset_exists(prefix, impl="mmap"):
-        raise KDInputError(f"{data} has no binarized split {split!r} ({prefix}.idx): check --gen-subset / "
-                           f"--extra-test and the languages")
+    prefix = split_prefix(data, split, src, tgt, src)
+    if prefix is None:
+        raise KDInputError(f"{data} has no binarized split {split!r} ({split}.{src}-{tgt}.{src}.idx or "
+                           f"{split}.{tgt}-{src}.{src}.idx): check --gen-subset / --extra-test and the languages")
     n_ref, n_bin = fileio.count_lines(ref), len(indexed_dataset.MMapIndexedDataset(prefix))
     if n_ref != n_bin:
         raise KDInputError(f"{flag}{ref} has {n_ref} lines but the binarized split {split!r} of {data} has {n_bin} "
