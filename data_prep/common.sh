@@ -2,6 +2,7 @@
 # Shared helpers for data_prep/prepare_*.sh (sourced, not run). Defines:
 #   parse_flags "$@"   ESPnet-style: --foo-bar VALUE sets the variable foo_bar declared above
 #   log / die / usage_error, prep (python -m fairseq_kd.prep), check_settings, binarize
+#   split_words / quote_word: a flag-list option (--extra "...") as words, quotes honoured (a path with a space)
 # shellcheck disable=SC2034
 
 _prep_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,6 +52,22 @@ parse_flags() {
     printf -v "${name}" '%s' "${val}"
   done
 }
+
+# split_words NAME OPTION STRING: the array NAME = the words of STRING, a flag list given as one option
+#   (--extra, --arch-args, --teacher-args), split as a shell would and as fairseq-kd-study splits --train-args
+#   (Python's shlex): blanks separate, quotes and backslashes group, nothing is expanded (no globs, no $...).
+#   A path with a space inside such a string is quoted: --extra "--teacher-cache '/home/ann/My Experiments/c'".
+#   An unbalanced quote is a usage error naming OPTION (exit 2).
+split_words() {
+  local -n _split_words_out="$1"
+  mapfile -d '' -t _split_words_out < <("${python:-python3}" -c 'import shlex, sys
+sys.stdout.write("".join(w + "\0" for w in shlex.split(sys.argv[1])))' "$3" 2>/dev/null && printf ok || printf failed)
+  [[ ${#_split_words_out[@]} -gt 0 && "${_split_words_out[-1]}" == ok ]] || usage_error "$2 '$3' is not a list of shell words (an unbalanced quote?): quote a path with spaces whole, '...'"
+  unset '_split_words_out[-1]'
+}
+
+# quote_word WORD: WORD single-quoted, one word for split_words (a path put inside a flag string).
+quote_word() { local q="'"; printf "'%s'" "${1//${q}/${q}\\${q}${q}}"; }
 
 # prep CMD ...: `python -m fairseq_kd.prep CMD ...` without running fairseq_kd/__init__.py, which
 # imports torch and fairseq to register the plugins (about 4 s a call, 60 ms without): the text

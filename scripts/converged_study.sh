@@ -74,8 +74,8 @@ study() {  # out_dir, then fairseq-kd-study flags
 teacher_ckpt() {
   if [[ -n "${teacher}" ]]; then echo "${teacher}"; return; fi
   local d="${out_root}/teacher_d${teacher_dropout}"
-  local t=(${d}/cells/*/checkpoints/checkpoint_best.pt)
-  [[ -f "${t[0]}" && -f ${d}/results.csv ]] || {
+  local t=("${d}"/cells/*/checkpoints/checkpoint_best.pt)  # the directory quoted (it may hold a space), the glob not
+  [[ -f "${t[0]}" && -f "${d}/results.csv" ]] || {
     die "no converged teacher in ${d}: run stage 1 to its end or pass --teacher"; }
   echo "${t[0]}"
 }

@@ -34,7 +34,7 @@ device=auto              # auto | cpu | cuda
 precision=fp32           # fp32 | fp16 | bf16 | amp (half or bfloat16 decoding on GPU; also the switches --fp16 / --bf16 / --amp)
 nprocs=1                 # parallel workers (fairseq-kd-distill --part I/N, then --merge); GPU i for worker i
 dry_run=false            # true: print the commands instead of running them
-extra=""                 # extra flags for fairseq-kd-distill
+extra=""                 # extra flags for fairseq-kd-distill, split as a shell would: --extra "--teacher-ct2 '/my dir/ct2'"
 
 # shellcheck source=data_prep/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, usage_error
@@ -45,6 +45,7 @@ hw_split_switches "$@"
 parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
 [[ -n "${teacher}" && -n "${data_bin}" && -n "${out_dir}" ]] || usage
 hw_resolve
+split_words extra_words --extra "${extra}"  # quotes honoured: a path in --extra may hold a space
 beam="$(teacher_beam "${decoding}" "${beam}")"  # sampling: one sample unless --beam N asks for the best of N
 # the distilled split is never copied: its gold bin/ files would replace the distilled ones (the tool refuses it)
 kept_copy_splits=""
@@ -81,16 +82,20 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
       echo "stage 1: ${out_dir} was distilled with other settings than these (or before ${settings_file} recorded" \
         "them): fairseq-kd-distill checks them against its shards (it publishes again without decoding, or refuses)"
       # the finished shards are in OUT/shards: one call checks them, with no worker decoding a part first
-      [[ " ${extra} " == *" --overwrite "* ]] || parallel=false
+      overwrite=false
+      for w in ${extra_words[@]+"${extra_words[@]}"}; do if [[ "${w}" == --overwrite ]]; then overwrite=true; fi; done
+      [[ "${overwrite}" == true ]] || parallel=false
     else
       echo "stage 1: distilling ${split} of ${data_bin} with ${teacher} (${decoding}, ${backend})"
     fi
     if [[ "${dry_run}" == true ]]; then
       if [[ "${parallel}" == true ]]; then
-        for (( i = 0; i < nprocs; i++ )); do hw_run fairseq-kd-distill "${args[@]}" --part "${i}/${nprocs}" ${extra}; done
+        for (( i = 0; i < nprocs; i++ )); do
+          hw_run fairseq-kd-distill "${args[@]}" --part "${i}/${nprocs}" ${extra_words[@]+"${extra_words[@]}"}
+        done
         args+=(--merge)
       fi
-      hw_run fairseq-kd-distill "${args[@]}" ${extra}
+      hw_run fairseq-kd-distill "${args[@]}" ${extra_words[@]+"${extra_words[@]}"}
     else
       # no settings file while the tool runs (a run killed once it has published must not pass for the old
       # settings); a tool that refuses or fails leaves summary.json only where OUT is still the old corpus
@@ -104,8 +109,8 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
         for (( i = 0; i < nprocs; i++ )); do
           gpu="${CUDA_VISIBLE_DEVICES:-}"
           [[ "${device}" == cuda ]] && gpu="${i}"
-          # shellcheck disable=SC2086
-          CUDA_VISIBLE_DEVICES="${gpu}" fairseq-kd-distill "${args[@]}" --part "${i}/${nprocs}" --no-progress ${extra} \
+          CUDA_VISIBLE_DEVICES="${gpu}" fairseq-kd-distill "${args[@]}" --part "${i}/${nprocs}" --no-progress \
+            ${extra_words[@]+"${extra_words[@]}"} \
             > "${out_dir}.part${i}.log" 2>&1 &
           pids+=($!)
         done
@@ -115,8 +120,7 @@ if [[ ${stage} -le 1 && ${stop_stage} -ge 1 ]]; then
           keep_old_settings; echo "$0: a distillation worker failed: see ${out_dir}.part*.log" >&2; exit 1; }
         args+=(--merge)
       fi
-      # shellcheck disable=SC2086
-      fairseq-kd-distill "${args[@]}" ${extra} > "${out_dir}.summary.tmp" || { rc=$?; keep_old_settings; exit "${rc}"; }
+      fairseq-kd-distill "${args[@]}" ${extra_words[@]+"${extra_words[@]}"} > "${out_dir}.summary.tmp" || { rc=$?; keep_old_settings; exit "${rc}"; }
       mv "${out_dir}.summary.tmp" "${out_dir}/summary.printed.json"
       touch "${out_dir}/bin/${split}.idx.done"
       printf '%s\n' "${settings}" > "${settings_file}"

@@ -31,7 +31,7 @@ preset=full                           # full (the reported run) | quick (smoke r
 data_dir="${FAIRSEQ_KD_MULTI30K:-}"   # Multi30k raw files (train/val/test_2016_flickr.{de,en}); empty: download
 work_dir=exp/main                     # everything this job writes
 vocab_size=4000                       # joint sentencepiece vocabulary
-teacher_args="--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"  # stock fairseq transformer, 6.55M parameters
+teacher_args="--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"  # stock fairseq transformer, 6.55M parameters (flags, split as a shell would: quote a path with spaces)
 teacher_updates=""                    # teacher updates (default by preset: full 750, quick 100)
 teacher_max_tokens=4096               # teacher tokens per batch (per process)
 teacher_lr=0.003                      # teacher peak learning rate (inverse_sqrt)
@@ -77,6 +77,7 @@ for n in teacher_updates student_updates nprocs threads jobs; do
 done
 [[ "${cache_topk}" =~ ^[0-9]+$ ]] || usage_error "--cache-topk must be 0 (online teacher) or a positive integer"
 [[ "${seeds}" =~ ^[0-9]+( [0-9]+)*$ ]] || usage_error "--seeds must be space-separated integers, e.g. \"1 2 3\""
+split_words teacher_words --teacher-args "${teacher_args}"  # quotes honoured: a path in them may hold a space
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run_stage() { [[ ${stage} -le $1 && $1 -le ${stop_stage} ]]; }
@@ -117,8 +118,7 @@ fi
 
 # the teacher's fairseq-train command line (train_teacher, and its settings stamp)
 teacher_train=("${prep_dir}/bin" --user-dir "${repo}/fairseq_kd" --task translation -s de -t en)
-# shellcheck disable=SC2206  # teacher_args is a flag list
-teacher_train+=(${teacher_args} --share-all-embeddings --dropout 0.1
+teacher_train+=(${teacher_words[@]+"${teacher_words[@]}"} --share-all-embeddings --dropout 0.1
   --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${teacher_lr}" --lr-scheduler inverse_sqrt
   --warmup-updates "${teacher_warmup}" --criterion label_smoothed_cross_entropy --label-smoothing 0.1
   --max-tokens "${teacher_max_tokens}" --max-update "${teacher_updates}" --save-dir "${teacher_dir}"

@@ -51,7 +51,7 @@ decoding=beam            # teacher decoding of the distilled corpus, or of onlin
 beam=""                  # beam size of the teacher; empty: 5, and 1 for sampling (one sample per sentence, the study's; N: best of N samples)
 backend=fairseq          # distilled corpus: fairseq | ctranslate2 decoding
 arch=transformer         # student architecture
-arch_args="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings --dropout 0.3"
+arch_args="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings --dropout 0.3"  # flags, split as a shell would: quote a path with spaces
 max_epoch=30             # training epochs
 max_tokens=4096          # tokens per batch
 lr=5e-4                  # peak learning rate (inverse_sqrt, 4000 warmup updates)
@@ -69,7 +69,7 @@ device=auto              # auto | cpu | cuda (auto: cuda when torch sees a GPU)
 precision=fp32           # fp32 | fp16 | bf16 | amp (GPU only; also the switches --fp16 / --bf16 / --amp)
 nprocs=1                 # data-parallel training processes (GPU: one per GPU; CPU: one per rank, gloo)
 dry_run=false            # true: print the commands instead of running them
-extra=""                 # extra flags for fairseq-train
+extra=""                 # extra flags for fairseq-train, split as a shell would: --extra "--teacher-cache '/my dir/cache'"
 
 # shellcheck source=data_prep/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../data_prep/common.sh"  # parse_flags, usage_error
@@ -97,6 +97,9 @@ beam="$(teacher_beam "${decoding}" "${beam}")"  # sampling: one sample unless --
 [[ -z "${distilled_dir}" || "${method_data}" == distilled ]] ||
   usage_error "--distilled-dir is for the methods trained on the distilled corpus (seq, hybrid), not --kd ${kd}"
 case "${post_process}" in auto|sentencepiece|none) ;; *) usage_error "--post-process ${post_process}: auto, sentencepiece or none" ;; esac
+# the flag lists as words (quotes honoured: a path in them may hold a space), not split on every blank
+split_words arch_words --arch-args "${arch_args}"
+split_words extra_words --extra "${extra}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 user_dir="$(cd "${here}/.." && pwd)/fairseq_kd"
@@ -106,7 +109,7 @@ train_data="${data_bin}"
 if [[ ${stage} -le 3 && ${stop_stage} -ge 3 ]]; then
   # the direction: --extra's -s / -t (what fairseq-train reads), else the test split's file names (TEST.SRC-TGT.*)
   test_src="" test_tgt="" prev=""
-  for w in ${extra}; do
+  for w in ${extra_words[@]+"${extra_words[@]}"}; do
     case "${prev}" in -s|--source-lang) test_src="${w}" ;; -t|--target-lang) test_tgt="${w}" ;; esac
     case "${w}" in --source-lang=*) test_src="${w#*=}" ;; --target-lang=*) test_tgt="${w#*=}" ;; esac
     prev="${w}"
@@ -193,12 +196,11 @@ if [[ ${stage} -le 2 && ${stop_stage} -ge 2 ]]; then
   if [[ "${method_criterion}" == seq_kd || "${method_criterion}" == hybrid_kd && "${method_data}" == corpus ]]; then
     kd_args+=(--seq-kd-decoding "${decoding}" --seq-kd-beam "${beam}")  # teacher targets made online
   fi
-  # shellcheck disable=SC2206  # arch_args and extra are flag lists
   train_args=("${train_data}" --user-dir "${user_dir}" "${kd_args[@]}" --arch "${arch}"
-    ${arch_args} --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt
+    ${arch_words[@]+"${arch_words[@]}"} --optimizer adam --adam-betas '(0.9, 0.98)' --lr "${lr}" --lr-scheduler inverse_sqrt
     --warmup-updates 4000 --max-tokens "${max_tokens}" --max-epoch "${max_epoch}" --save-dir "${exp_dir}/checkpoints"
     --no-epoch-checkpoints --required-batch-size-multiple 1 --log-format simple --log-interval 100 "${hw_train[@]}"
-    ${extra})  # --required-batch-size-multiple 1: fairseq's default 8 leaves the last N % 8 valid sentences unseen
+    ${extra_words[@]+"${extra_words[@]}"})  # --required-batch-size-multiple 1: fairseq's default 8 leaves the last N % 8 valid sentences unseen
   # what the student is made of: the flags but the paths and the device, the processes (the batch), and the
   # training data and the teacher (the files: a re-distilled corpus or a retrained teacher is another student)
   train_settings="$(stamp_flags "args --user-dir --save-dir --teacher-path --cpu" "${train_args[@]}"

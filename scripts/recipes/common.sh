@@ -56,6 +56,7 @@ recipe_main() {
   hw_split_switches "$@"
   parse_flags "${hw_rest[@]+"${hw_rest[@]}"}"
   hw_resolve
+  split_words teacher_words --teacher-args "${teacher_args}"  # quotes honoured: a path in them may hold a space
   local m
   for m in ${methods}; do
     case "${m}" in none|word|seq|hybrid) ;; *) usage_error "--methods: unknown method '${m}' (none word seq hybrid)" ;; esac
@@ -78,9 +79,8 @@ recipe_main() {
     [[ -f "${bin}/dict.${src}.txt" ]] || die "stage 0 left no ${bin}/dict.${src}.txt"
   fi
   if run 1; then
-    # shellcheck disable=SC2206  # teacher_args is a flag list
     local teacher_train=("${bin}" --user-dir "${user_dir}" -s "${src}" -t "${tgt}"
-      --task translation --arch "${teacher_arch}" --share-all-embeddings ${teacher_args}
+      --task translation --arch "${teacher_arch}" --share-all-embeddings ${teacher_words[@]+"${teacher_words[@]}"}
       --eval-bleu --eval-bleu-args "{\"beam\": 5, \"max_len_a\": ${max_len_a}, \"max_len_b\": ${max_len_b}}" --eval-bleu-detok space
       --eval-bleu-remove-bpe sentencepiece --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
       --save-dir "${teacher_dir}" --no-epoch-checkpoints --required-batch-size-multiple 1 --log-format json
@@ -238,10 +238,10 @@ student() {
     none) args+=(--kd none --data-bin "${bin}") ;;
     seq) args+=(--kd none --data-bin "${distilled}/bin") ;;  # CE on the distilled corpus (its test split is the original)
     word) args+=(--kd word --teacher "${teacher}" --data-bin "${bin}" --kd-alpha 0.5
-            --extra "-s ${src} -t ${tgt} --teacher-cache ${cache}") ;;
+            --extra "-s ${src} -t ${tgt} --teacher-cache $(quote_word "${cache}")") ;;  # quoted: WORK_DIR may hold a space
     # the study's hybrid (main.sh's): hybrid_kd on the distilled corpus, its token-level term from the top-k cache
     hybrid) args+=(--kd hybrid --teacher "${teacher}" --data-bin "${bin}" --distilled-dir "${distilled}"
-              --extra "-s ${src} -t ${tgt} --teacher-cache ${distilled_cache}") ;;
+              --extra "-s ${src} -t ${tgt} --teacher-cache $(quote_word "${distilled_cache}")") ;;
   esac
   bash "${recipe_repo}/scripts/train_student.sh" "${args[@]}"
 }
