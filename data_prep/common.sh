@@ -198,8 +198,8 @@ spm_encode_binarize() {
       log "stage 4: skip (${bin} exists)"
     else
       log "stage 4: fairseq-preprocess --joined-dictionary into ${bin}"
-      local testpref
-      testpref="$(printf "${spm_dir}/%s," "${splits[@]:2}")"
+      local testpref="" split  # comma-separated test prefixes (a path is data here, never a printf format)
+      for split in "${splits[@]:2}"; do testpref+="${spm_dir}/${split},"; done
       binarize "${spm_dir}" "${bin}" "${src}" "${tgt}" "${workers}" "${testpref%,}"
     fi
   fi

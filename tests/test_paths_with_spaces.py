@@ -271,15 +271,15 @@ def outputs(folder: Path):
 
 @pytest.mark.integration
 def test_prepare_multi30k_with_a_space(tmp_path):
-    jobs = []
-    for root in roots(tmp_path):
+    jobs, outs = [], ("m30k out", "m30k out 100%s")  # and a printf directive in the second's name
+    for root, out in zip(roots(tmp_path), outs):
         raw = root / "multi30k raw"
         for name, n, seed in (("train", 120, 1), ("val", 10, 2), ("test_2016_flickr", 10, 3)):
             helpers.write_parallel(raw, name, helpers.synthetic_pairs(n, seed), src="de", tgt="en")
         jobs.append(("data_prep/prepare_multi30k.sh",
-                     ["--data-dir", raw, "--out-dir", root / "m30k out", "--vocab-size", 30, "--workers", 1], None))
+                     ["--data-dir", raw, "--out-dir", root / out, "--vocab-size", 30, "--workers", 1], None))
     run_side_by_side(jobs)
-    got = [outputs(root / "m30k out") for root in roots(tmp_path)]
+    got = [outputs(root / out) for root, out in zip(roots(tmp_path), outs)]
     assert got[1] == got[0]
     assert {"raw/test.en", "spm.vocab", "spm/train.de", "bin/dict.de.txt", "bin/test.de-en.en.bin"} <= set(got[0])
 
