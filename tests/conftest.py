@@ -38,13 +38,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not any(item.get_closest_marker(m) for m in TIERS):
             item.add_marker(pytest.mark.unit)
-    tier_of = lambda item: min(i for i, m in enumerate(TIERS) if item.get_closest_marker(m))  # noqa: E731
-    file_rank = {}
-    for item in items:
-        file_rank[item.path] = min(file_rank.get(item.path, len(TIERS)), tier_of(item))
-    first_seen = {path: i for i, path in reversed(list(enumerate(item.path for item in items)))}
-    longest = lambda path: LONGEST.index(path.name) if path.name in LONGEST else len(LONGEST)  # noqa: E731
-    items.sort(key=lambda item: (file_rank[item.path], longest(item.path), first_seen[item.path]))  # in-file order kept
+    file_key = {}  # file -> (its best tier, its place among LONGEST, its first test's index): one key per file
+    for i, item in enumerate(items):
+        tier = min(t for t, m in enumerate(TIERS) if item.get_closest_marker(m))
+        name = item.path.name
+        rank, _, first = file_key.get(item.path, (tier, None, i))
+        file_key[item.path] = (min(rank, tier), LONGEST.index(name) if name in LONGEST else len(LONGEST), first)
+    items.sort(key=lambda item: file_key[item.path])  # stable: each file's tests stay together and in order
 
 
 @pytest.fixture(scope="session")

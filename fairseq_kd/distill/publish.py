@@ -11,10 +11,10 @@ import torch
 from fairseq_kd import fileio, guard
 from fairseq_kd.distill import filters
 from fairseq_kd.distill.data import SplitData, to_pieces
-from fairseq_kd.langpair import split_prefix
 from fairseq_kd.distill.fallback import check_failures, failed_by_cause
 from fairseq_kd.distill.shards import ShardStore, atomic_write_lines, atomic_write_text
 from fairseq_kd.errors import KDInputError
+from fairseq_kd.langpair import split_prefix
 
 
 def check_copy_splits(split: str, copy_splits) -> None:
