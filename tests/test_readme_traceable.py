@@ -18,7 +18,7 @@ from tests.helpers import load_results_tool
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
-RUN = "main_jobs2"  # README cites docs/results/main_jobs2_* as its table's source
+RUN = "main_jobs3"  # README cites docs/results/main_jobs3_* as its table's source
 MARKER = "<!-- main-job-table -->"
 
 pytestmark = pytest.mark.unit
@@ -178,19 +178,26 @@ def _beam5(path: Path) -> Dict[tuple, float]:
         return {(r["method"], int(r["seed"])): float(r["bleu"]) for r in csv.DictReader(f) if r["search"] == "beam5"}
 
 
-def test_rerun_sentences_from_the_three_runs(readme):
-    """What README says was checked about reruns: same CPU (2e and 2f, machine B), thread count (2f, one
-    thread per student, against 2e, two), another CPU (2d, machine A, against 2e), one seed (2b)."""
+def test_rerun_sentences_from_the_runs(readme):
+    """What README says was checked about reruns: same CPU and threads (2e and 2f on machine B, 2g on machine
+    C, a VM of the same kind), decoding alone (2g against 2f), thread count (2f, one thread per student,
+    against 2e, two), another CPU (2d, machine A, against 2e), one seed (2b)."""
     text = " ".join(readme.split())
-    run_a, run_b = (json.loads((RESULTS / f"{n}_run.json").read_text()) for n in ("main_3seeds", "main_3seeds_b"))
-    run_f = json.loads((RESULTS / f"{RUN}_run.json").read_text())
-    assert run_b["teacher_bleu"] == run_f["teacher_bleu"]
-    assert f"valid {run_f['teacher_bleu']['valid']}, test {run_f['teacher_bleu']['test']} both times" in text
-    a, b, f = (_beam5(RESULTS / p) for p in ("main_3seeds.csv", "main_3seeds_b_study/results.csv",
-                                             f"{RUN}_study/results.csv"))
-    assert a.keys() == b.keys() == f.keys() and len(f) == 12
+    run_a, run_b, run_f = (json.loads((RESULTS / f"{n}_run.json").read_text())
+                           for n in ("main_3seeds", "main_3seeds_b", "main_jobs2"))
+    run_g = json.loads((RESULTS / f"{RUN}_run.json").read_text())
+    assert run_b["teacher_bleu"]["test"] == run_f["teacher_bleu"]["test"] == run_g["teacher_bleu"]["test"]
+    assert run_f["distilled_train"]["bleu"] == run_g["distilled_train"]["bleu"]
+    assert run_f["distilled_train"]["chrf"] == run_g["distilled_train"]["chrf"]
+    assert (f"test {run_g['teacher_bleu']['test']} all three times, its distilled train "
+            f"{run_g['distilled_train']['bleu']:.2f}") in text
+    a, b, f, g = (_beam5(RESULTS / p) for p in ("main_3seeds.csv", "main_3seeds_b_study/results.csv",
+                                                "main_jobs2_study/results.csv", f"{RUN}_study/results.csv"))
+    assert a.keys() == b.keys() == f.keys() == g.keys() and len(g) == 12
+    decoding = max(abs(g[k] - f[k]) for k in g)
     threads = max(abs(f[k] - b[k]) for k in f)
     machines = max(abs(b[k] - a[k]) for k in a)
+    assert f"a change of decoding alone moved these students by at most {decoding:.2f}" in text
     assert f"one thread instead of two per student moves a student by up to {threads:.2f} BLEU" in text
     means = {m: mean_std([v for (mm, _), v in a.items() if mm == m])[0] for m in ("none", "word", "seq", "hybrid")}
     assert (f"another CPU moves it by up to {machines:.2f} (the Intel run of 2d: teacher "
@@ -200,5 +207,10 @@ def test_rerun_sentences_from_the_three_runs(readme):
     assert one[("word", 1)] > one[("hybrid", 1)] > one[("seq", 1)]
     assert (f"seed 1 gave word {one[('word', 1)]:.2f} > hybrid {one[('hybrid', 1)]:.2f} > seq "
             f"{one[('seq', 1)]:.2f}") in text
+    assert f"({run_f['wall_seconds_total'] / 60:.2f} min on another VM of it, code `{run_f['code_commit']}`" in text
     assert (f"took {run_b['wall_seconds_total'] / 60:.1f} min there (section 2e), and "
             f"{run_a['wall_seconds_total'] / 60:.1f} min on an Intel VM (section 2d)") in text
+    ranked = [_beam5(RESULTS / p) for p in ("main_3seeds.csv", "main_3seeds_b_study/results.csv",
+                                             "main_jobs2_study/results.csv", f"{RUN}_study/results.csv")]
+    assert all(r[("hybrid", s)] > r[("seq", s)] > r[("word", s)] > r[("none", s)] for r in ranked for s in (1, 2, 3))
+    assert "The ranking held on every seed of all four three-seed runs" in text
