@@ -188,6 +188,14 @@ def teacher_dtype(cfg: StudyConfig) -> str:
     return {"bf16": "bf16", "fp16": "fp16", "amp": "fp16"}.get(cfg.precision, "fp32")
 
 
+# The decoding's semantics beyond the generate command's own flags (the study/stamps.py stamp beside each
+# hypothesis file records it; a file of another version is decoded again on resume). Bump it when a change to
+# generate_command, to parse_generate or to the kd_translation decoding they run changes hypotheses.
+# 1: --task translation, the padded batch's length limit (before 8394f95; such files carry no stamp);
+# 2: --task kd_translation, each sentence stops at its own max_len_a x source length + max_len_b.
+DECODE_VERSION = 2
+
+
 def generate_command(cfg: StudyConfig, data: str, checkpoint: str, beam: int = 0, subset: str = "") -> List[str]:
     """fairseq-generate of ``subset`` through ``kd_translation``: every sentence stops at its own limit
     ``max_len_a`` x its source length + ``max_len_b`` (fairseq's ``translation`` caps the padded batch, so a

@@ -33,6 +33,14 @@ def replace_rows_atomic(path: str, drop, rows: List[Dict], fields: List[str]) ->
     write_csv_atomic(path, [r for r in read_csv(path) if not drop(r)] + list(rows), fields)
 
 
+def drop_rows_atomic(path: str, drop, fields: List[str]) -> None:
+    """Rewrite ``path`` without the rows for which ``drop(row)`` holds; untouched (or absent) when none does."""
+    rows = read_csv(path)
+    kept = [r for r in rows if not drop(r)]
+    if len(kept) != len(rows):
+        write_csv_atomic(path, kept, fields)
+
+
 def sort_rows_atomic(path: str, rank, fields: List[str]) -> None:
     """Rewrite ``path`` with its rows stably sorted by ``rank(row)`` (e.g. a cell's place in the grid)."""
     rows = read_csv(path)

@@ -23,6 +23,9 @@ this process, after ``world.fresh_world()``; both in ``processes``):
 Resume: a (cell, search) already in ``results.csv`` is skipped; inside a cell, finished
 steps are skipped (``train.json``, ``hyp.<search>.txt``) and fairseq-train itself resumes
 from ``checkpoint_last.pt`` (``train_time`` then adds the earlier segments fairseq timed in it).
+A hypothesis file is reused only when the stamp beside it says it was decoded as this run decodes
+(``stamps``: the generate flags, ``commands.DECODE_VERSION``, the split's data, the checkpoint); otherwise
+it is decoded again, recorded rows included (``stale_recorded``), and its row replaced.
 ``study.json`` records the settings that change results, and a resume with different ones is
 refused (they would mix incomparable rows); a teacher may join a study of teacher-free cells
 (``resume.teacher_on_resume``); checkpoints (teacher, ``--student-init``, each of ``--teachers``) are
@@ -43,15 +46,16 @@ from fairseq_kd.study import commands as C
 from fairseq_kd.study.inputs import CellInputs
 from fairseq_kd.study.config import (CURVE_FIELDS, KEY_FIELDS, NO_DECODING, RESULT_FIELDS, Cell, StudyConfig,
                                      method_spec, build_grid, reads_noisy_copies, row_key)
-from fairseq_kd.study.logs import parse_generate, parse_train_log
+from fairseq_kd.study.logs import parse_train_log
 from fairseq_kd.study import resume
 from fairseq_kd.study import parallel
+from fairseq_kd.study.stamps import Decodes
 from fairseq_kd.study.records import read_csv, replace_rows_atomic, sort_rows_atomic
 from fairseq_kd.study.processes import Runner, run_inprocess, run_logged, run_ranks
 
 logger = logging.getLogger("fairseq_kd.study")
 
-class Study(CellInputs):
+class Study(CellInputs, Decodes):
     """Runs the grid of a ``StudyConfig``; ``run()`` returns a summary dict."""
 
     def __init__(self, cfg: StudyConfig, runner: Runner = run_logged):
@@ -95,7 +99,7 @@ class Study(CellInputs):
     def run(self, progress: bool = True) -> Dict:
         self.preflight(build_grid(self.cfg))
         cells = build_grid(self.cfg)  # after preflight: a --teachers entry may have taken its recorded name
-        done = self.done()
+        done = self.done() - self.stale_recorded(cells)  # rows decoded otherwise: decoded again, rows replaced
         searches = [name for name, _ in self.cfg.test_searches()]
         todo = [c for c in cells if any((*c.key(), s) not in done for s in searches)]
         logger.info("study: %d cells, %d already in %s, %d to run", len(cells), len(cells) - len(todo),
@@ -167,7 +171,8 @@ class Study(CellInputs):
         # 1. train (skipped when train.json exists; fairseq resumes from checkpoint_last.pt)
         train_json = cdir / "train.json"
         if not train_json.exists():
-            for old in [*cdir.glob("hyp.*.txt"), *cdir.glob("score.*.json")]:  # decoded from an earlier training
+            for old in [*cdir.glob("hyp.*.txt"), *cdir.glob("hyp.*.stamp.json"), *cdir.glob("score.*.json")]:
+                # decoded from an earlier training
                 old.unlink()  # (they are written only after train.json: this cell's training is not finished)
             log = cdir / "train.log"
             earlier = own_seconds(cdir / "checkpoints" / "checkpoint_last.pt", cfg.student_init)  # past segments
@@ -183,7 +188,6 @@ class Study(CellInputs):
         info = integrity.load_json(str(train_json), f"delete {train_json} to read the training again (fairseq "
                                    f"resumes from checkpoints/checkpoint_last.pt; delete {cdir} to train from scratch)",
                                    counts=("updates", "best_update", "parameters"))
-        ckpt = cdir / "checkpoints" / ("checkpoint_best.pt" if cfg.patience else "checkpoint_last.pt")
 
         key = dict(zip(KEY_FIELDS, cell.key()))
         # 2-3. decode and score the extra test sets, then the main one; record: curves first, extra test
@@ -195,7 +199,7 @@ class Study(CellInputs):
         with self._record:
             replace_rows_atomic(self.curves, lambda r: row_key(r) == cell.key(), curve_rows, CURVE_FIELDS)
         for split, ref, path in [*extra, (cfg.gen_subset, cfg.test_ref, self.results)]:
-            rows = [{**key, **row} for row in self.decode_and_score(cell, cdir, ckpt, info, split, ref)]
+            rows = [{**key, **row} for row in self.decode_and_score(cell, cdir, info, split, ref)]
             searches = {r["search"] for r in rows}
             with self._record:
                 replace_rows_atomic(path, lambda r: row_key(r) == cell.key() and r.get("search") in searches, rows,
@@ -206,20 +210,15 @@ class Study(CellInputs):
                         row["best_update"], row["stop"], row["train_time"])
         return rows
 
-    def decode_and_score(self, cell: Cell, cdir: Path, ckpt: Path, info: Dict, split: str, ref: str) -> List[Dict]:
-        """One row per test search of ``split`` (hypotheses and scores kept in the cell dir; skipped if there)."""
+    def decode_and_score(self, cell: Cell, cdir: Path, info: Dict, split: str, ref: str) -> List[Dict]:
+        """One row per test search of ``split`` (hypotheses and scores kept in the cell dir; a hypothesis file
+        is decoded again unless its stamp says it was decoded as this run decodes: ``stamps``)."""
         from fairseq_kd import scoring
 
         cfg, rows = self.cfg, []
         tag = "" if split == cfg.gen_subset else f"{split}."  # the main test split keeps its old file names
         for search, beam in cfg.test_searches():
-            hyp_path = cdir / f"hyp.{tag}{search}.txt"
-            if not hyp_path.exists():
-                log = cdir / f"generate.{tag}{search}.log"
-                self.launched.append("fairseq-generate")
-                self.runner(C.generate_command(cfg, cfg.data, str(ckpt), beam, split), str(log))
-                fileio.atomic_write_lines(hyp_path, parse_generate(log.read_text(encoding="utf-8",
-                                                                                 errors="replace")))
+            hyp_path = self.decode(cell, split, search, beam)
             score = scoring.score_files(str(hyp_path), [ref])
             fileio.atomic_write_json(cdir / f"score.{tag}{search}.json", score)
             rows.append({"search": search, "parameters": info["parameters"],
