@@ -105,7 +105,8 @@ NEUTRAL_FLAGS = {"--max-tokens": int, "--batch-size": int, "--required-batch-siz
                  "--log-interval": int, "--log-file": str, "--scoring": str}
 NEUTRAL_SWITCHES = ("--cpu", "--fp16", "--bf16", "--memory-efficient-fp16", "--memory-efficient-bf16", "--amp",
                     "--quiet", "--no-progress-bar", "--sacrebleu", "--no-early-stop", "--no-beamable-mm")
-# why CTranslate2 cannot decode as fairseq does with these (any other flag: not one it is known to reproduce)
+# why CTranslate2 cannot decode as fairseq does with these (any other flag: not one it is known to reproduce);
+# the flags refused for fairseq's own decoding too: study/preflight.py REFUSED_GEN_FLAGS
 UNREPRODUCED = {
     "--unkpen": "CTranslate2 has no unknown-word penalty, only disable_unk, an infinite one",
     "--no-repeat-ngram-size": "CTranslate2's n-gram blocking is not checked against fairseq's",

@@ -21,6 +21,7 @@ from fairseq_kd.langpair import split_prefix
 from fairseq_kd.study.methods import (METHOD_SPECS, method_base, method_spec, reads_noisy_copies,  # noqa: F401
                                       teacher_reads_noise, uses_teacher)
 from fairseq_kd.study.preflight import (OWNED_GEN_FLAGS, OWNED_TRAIN_FLAGS, check_owned_flags, check_reference_lines,
+                                        check_refused_gen_flags,
                                         check_student_init, check_teacher)
 from fairseq_kd.study.teachers import check_names, dir_name, teacher_name, teacher_path
 
@@ -156,6 +157,7 @@ class StudyConfig:
         for m, flags in self.method_args.items():
             check_owned_flags(f"--method-args {m}=", flags, OWNED_TRAIN_FLAGS)
         check_owned_flags("--gen-args", self.gen_args, OWNED_GEN_FLAGS)
+        check_refused_gen_flags("--gen-args", self.gen_args)
         for m in self.methods:
             if method_base(m) not in METHOD_SPECS or not re.fullmatch(r"[A-Za-z_]+(\.[A-Za-z0-9_-]+)?", m):
                 raise KDInputError(f"unknown method {m!r}: choose from {', '.join(METHOD_SPECS)}, or name a variant "

@@ -77,6 +77,37 @@ OWNED_GEN_FLAGS = {"--beam": "--beam / --searches", "--max-len-a": "--max-len-a"
                    "--gen-subset": "--gen-subset / --extra-test", "--path": None, "--nbest": None}
 
 
+# fairseq-generate flags our decoding refuses (the one table; CTranslate2's own refusals: export/decode.py
+# UNREPRODUCED): flag -> why, and what to use instead
+DIVERSE_BEAM_WHY = ("fairseq's DiverseBeamSearch indexes its per-batch group overlap by sample id (IndexError from "
+                    "the second batch on, other sentences' rows before) and keeps only --beam candidates a step, so "
+                    "a beam that ends is not refilled (even --diverse-beam-groups 1 gives other, longer outputs "
+                    "than plain beam search)")
+DIVERSE_BEAM_INSTEAD = "for several different hypotheses per sentence use --sampling (with --nbest), or --nbest alone"
+REFUSED_GEN_FLAGS = {"--diverse-beam-groups": (DIVERSE_BEAM_WHY, DIVERSE_BEAM_INSTEAD),
+                     "--diverse-beam-strength": (DIVERSE_BEAM_WHY, DIVERSE_BEAM_INSTEAD)}
+
+
+def refused_gen_flag_message(option: str, flag: str) -> str:
+    """Why ``flag`` (a key of ``REFUSED_GEN_FLAGS``) given in ``option`` is refused, and the alternative."""
+    why, instead = REFUSED_GEN_FLAGS[flag]
+    return f"{option} has {flag}, which is refused: {why}; {instead}"
+
+
+def check_refused_gen_flags(option: str, flags: str) -> None:
+    """Refuse a flag of ``REFUSED_GEN_FLAGS`` in the free-form fairseq-generate ``flags`` of ``option``."""
+    import shlex
+
+    try:
+        words = shlex.split(flags or "")
+    except ValueError as e:
+        raise KDInputError(f"{option} {flags!r}: {e}") from None
+    for word in words:
+        flag = word.split("=", 1)[0]
+        if flag in REFUSED_GEN_FLAGS:
+            raise KDInputError(refused_gen_flag_message(option, flag))
+
+
 def check_owned_flags(option: str, flags: str, owned: Dict) -> None:
     """Refuse a flag of ``owned`` in the free-form ``flags`` of ``option`` (``--train-args`` ...), naming the
     study's own option for it (or saying the study sets it)."""

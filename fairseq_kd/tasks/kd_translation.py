@@ -145,6 +145,15 @@ class KDTranslationTask(CheckpointStateMixin, TranslationTask):
             raise KDInputError("--constraints: fairseq's constrained search cannot stop each sentence at its own "
                                "length limit, which --task kd_translation gives every sentence; decode with "
                                "--task translation (one limit for the whole padded batch)")
+        from fairseq_kd.study.preflight import refused_gen_flag_message
+
+        # fairseq's DiverseBeamSearch (study.preflight.REFUSED_GEN_FLAGS): picked when groups > 0; a strength
+        # other than fairseq's default 0.5 was given
+        given = [flag for flag, on in (("--diverse-beam-groups", (getattr(args, "diverse_beam_groups", -1) or -1) > 0),
+                                       ("--diverse-beam-strength",
+                                        getattr(args, "diverse_beam_strength", 0.5) not in (None, 0.5))) if on]
+        if given:
+            raise KDInputError(refused_gen_flag_message("fairseq-generate --task kd_translation", given[0]))
         return limit_each_sentence(super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs,
             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn))
