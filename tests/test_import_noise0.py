@@ -80,3 +80,76 @@ def test_without_the_noise_studys_settings_nothing_is_imported(main_study, tmp_p
 def test_a_selection_with_no_rows_is_refused(main_study, tmp_path):
     with pytest.raises(KDInputError, match="no noise-0 row of methods seq, seeds 1 2"):
         imp.import_noise0(str(main_study), str(_noise_study(tmp_path)), ("seq",), (1, 2))
+
+
+def _noise_study_with_test1(root, **settings):
+    """_noise_study that also decodes split test1 (--extra-test): its noise-0.3 row there too."""
+    d = _noise_study(root, **settings)
+    row = _read(d / "results.csv")[0]
+    _write(d / "results.test1.csv", [{**row, "bleu": "10.0"}], RESULT_FIELDS)
+    return d
+
+
+def test_extra_test_split_rows_are_imported_too(tmp_path, capsys):
+    """The noise study decodes test1: its test1 table gets the imported cells' noise-0 rows (before, only
+    results.csv did, and results.test1.csv kept its one noise-0.3 row)."""
+    digests = {"reference_sha256": {"test": "a" * 64, "test1": "b" * 64}}
+    main = _study(tmp_path, "main", [("none", 1, "30.0"), ("word", 1, "32.0"), ("word", 2, "33.0")],
+                  test1={("none", 1): "20.0", ("word", 1): "22.0", ("word", 2): "23.0"}, **digests)
+    dst = _noise_study_with_test1(tmp_path, **digests)
+    imp.main([str(dst), "--from", str(main), "--methods", "none", "word", "--seeds", "1"])
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "test1: 2 result rows imported into results.test1.csv (0 were there already)"]
+    assert sorted((r["method"], r["noise"], r["seed"], r["bleu"]) for r in _read(dst / "results.test1.csv")) == [
+        ("none", "0", "1", "20.0"), ("word", "0", "1", "22.0"), ("word", "0.3", "1", "10.0")]
+    assert imp.import_noise0(str(main), str(dst), ("none", "word"), (1,))[2] == {"test1": (0, 2)}  # no duplicates
+    assert len(_read(dst / "results.test1.csv")) == 3
+
+
+def test_a_split_recorded_before_any_row_gets_its_file(tmp_path):
+    """A noise study that started with --extra-test test1 records its reference digest before any row."""
+    main = _study(tmp_path, "main", [("none", 1, "30.0")], test1={("none", 1): "20.0"})
+    dst = _noise_study(tmp_path, reference_sha256={"test": "a" * 64, "test1": "b" * 64})
+    assert imp.import_noise0(str(main), str(dst), ("none",), (1,))[2] == {"test1": (1, 0)}
+    assert [r["bleu"] for r in _read(dst / "results.test1.csv")] == ["20.0"]
+
+
+def _unchanged(dst):
+    return {p.name: p.read_text() for p in dst.iterdir() if p.is_file()}
+
+
+def test_a_split_the_source_did_not_decode_for_a_cell_is_refused(tmp_path):
+    main = _study(tmp_path, "main", [("none", 1, "30.0"), ("word", 1, "32.0")])  # no test1
+    dst = _noise_study_with_test1(tmp_path)
+    before = _unchanged(dst)
+    with pytest.raises(KDInputError, match=r"main/results.test1.csv: no row of cell none_noise0.*decodes split "
+                                           r"'test1'.*--extra-test test1=REF"):
+        imp.import_noise0(str(main), str(dst), ("none", "word"), (1,))
+    assert _unchanged(dst) == before and not (dst / "cells" / "word_noise0_a_nodec_lr0.1_seed1").exists()
+
+
+def test_another_reference_for_the_split_or_another_row_is_refused_and_nothing_written(tmp_path):
+    main = _study(tmp_path, "main", [("none", 1, "30.0")], test1={("none", 1): "20.0"},
+                  reference_sha256={"test": "a" * 64, "test1": "c" * 64})
+    dst = _noise_study_with_test1(tmp_path, reference_sha256={"test": "a" * 64, "test1": "b" * 64})
+    before = _unchanged(dst)
+    with pytest.raises(KDInputError, match=r"different reference_sha256"):
+        imp.import_noise0(str(main), str(dst), ("none",), (1,))
+    assert _unchanged(dst) == before
+    other = _study(tmp_path, "other", [("none", 1, "30.0")], test1={("none", 1): "21.0"})
+    dst2 = _noise_study_with_test1(tmp_path / "b")
+    row = {**_read(other / "results.test1.csv")[0], "bleu": "99.0"}  # a test1 row of that cell, other values
+    _write(dst2 / "results.test1.csv", [*_read(dst2 / "results.test1.csv"), row], RESULT_FIELDS)
+    before = _unchanged(dst2)
+    with pytest.raises(KDInputError):
+        imp.import_noise0(str(other), str(dst2), ("none",), (1,))
+    assert _unchanged(dst2) == before  # results.csv not written either: every check precedes every write
+
+
+def test_a_split_only_the_source_decoded_is_not_imported_and_said(tmp_path, capsys):
+    main = _study(tmp_path, "main", [("none", 1, "30.0")], test1={("none", 1): "20.0"})
+    dst = _noise_study(tmp_path)
+    imp.main([str(dst), "--from", str(main), "--methods", "none", "--seeds", "1"])
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"test1: not imported; {dst} decodes no split test1 (its study.json records no --extra-test test1)"]
+    assert not (dst / "results.test1.csv").exists() and len(_read(dst / "results.csv")) == 2

@@ -10,10 +10,19 @@ writing (finished, or between runs: each rewrites results.csv whole). A noise-0 
 OUT_DIR is kept if it is the same row, refused if it differs; a cell link pointing elsewhere is refused.
 It prints how many rows it added and how many were there already.
 
+Extra test splits (``--extra-test``: results.SPLIT.csv) are imported too: every split the noise study decodes
+(its results.SPLIT.csv, or a split its study.json records a reference digest for) gets the imported cells' rows
+from --from's results.SPLIT.csv, under the same checks (the reference digests of that split, as every
+``*_sha256`` setting, must agree where both study.json record one; a row already there must be the same row;
+each file written atomically, after every check). --from must have decoded that split for every imported cell
+(else the noise study's SPLIT table would lack their noise-0 rows: refused); a split only --from decoded is
+not imported, and the tool says so.
+
 Usage: python docs/results/tools/import_noise0.py --from exp/main/study exp/studies/noise_all
        [--methods none word seq] [--seeds 1 2]
 """
 import argparse
+import glob
 import os
 import sys
 
@@ -54,9 +63,47 @@ def check_settings(src, dst, imported):
               hint="import noise-0 cells only from a study run with the noise study's settings")
 
 
-def import_noise0(src: str, dst: str, methods=("none", "word", "seq"), seeds=(1, 2)):
-    """Add ``src``'s noise-0 rows to ``dst``'s and link their cell dirs, after ``check_settings``; returns
-    ((result rows added, already there), (curve rows added, already there))."""
+def extra_splits(d):
+    """{split: its results file} of the extra test splits out-dir ``d`` has rows for."""
+    found = sorted(glob.glob(os.path.join(glob.escape(d), "results.*.csv")))
+    return {os.path.basename(p)[len("results."):-len(".csv")]: p for p in found}
+
+
+def decoded_splits(d):
+    """The extra test splits study ``d`` decodes: those with a results file, and those its study.json
+    records a reference digest for (a split is recorded when the study starts, before any row)."""
+    settings = integrity.load_json(os.path.join(d, "study.json"), "restore it from the study's out-dir")
+    recorded = settings.get("reference_sha256") or {}
+    main = settings.get("gen_subset") or "test"
+    return sorted(set(extra_splits(d)) | {s for s in (recorded if isinstance(recorded, dict) else {}) if s != main})
+
+
+def split_rows(src, dst, res, keep):
+    """{split: (dst's results file, --from's noise-0 rows of the imported cells)} for every extra split
+    ``dst`` decodes, and the splits only ``src`` decoded; a split whose rows ``src`` lacks for an imported
+    cell (or search) is refused."""
+    theirs = extra_splits(src)
+    wanted = {(r["cell"], r.get("search") or "") for r in res}
+    out = {}
+    for split in decoded_splits(dst):
+        path = theirs.get(split)
+        rows = [r for r in read_csv(path) if keep(r) and (r["cell"], r.get("search") or "") in wanted] if path else []
+        missing = sorted(wanted - {(r["cell"], r.get("search") or "") for r in rows})
+        if missing:
+            where = path or os.path.join(src, f"results.{split}.csv")
+            raise KDInputError(f"{where}: no row of cell {missing[0][0]} ({missing[0][1]}), while {dst} decodes "
+                               f"split {split!r}: its {split} table would lack that noise-0 cell; decode {split} "
+                               f"in --from's study too (re-run it with --extra-test {split}=REF), or import only "
+                               f"the --methods / --seeds it decoded")
+        out[split] = (os.path.join(dst, f"results.{split}.csv"), path, rows)
+    return out, sorted(set(theirs) - set(out))
+
+
+def import_noise0(src: str, dst: str, methods=("none", "word", "seq"), seeds=(1, 2), skipped=None):
+    """Add ``src``'s noise-0 rows to ``dst``'s (results.csv, curves.csv and the results.SPLIT.csv of every
+    extra split ``dst`` decodes) and link their cell dirs, after ``check_settings``; returns
+    ((result rows added, already there), (curve rows added, already there), {extra split: (rows added,
+    already there)}). ``skipped`` (a list) gets the splits only ``src`` decoded (not imported)."""
     if not os.path.isfile(os.path.join(src, "results.csv")):
         raise KDInputError(f"{src}/results.csv: not found; pass --from a finished study's out-dir")
     keep = noise0_filter(methods, seeds)
@@ -66,12 +113,15 @@ def import_noise0(src: str, dst: str, methods=("none", "word", "seq"), seeds=(1,
         raise KDInputError(f"{src}/results.csv: no noise-0 row of methods {' '.join(methods)}, seeds "
                            f"{' '.join(map(str, seeds))}; pass the --methods and --seeds it has")
     check_settings(src, dst, {r["method"] for r in res})
+    splits, only_src = split_rows(src, dst, res, keep)
     counts = []
     tables = []
-    for name, rows, fields in (("results.csv", res, RESULT_FIELDS), ("curves.csv", cur, CURVE_FIELDS)):
-        path = os.path.join(dst, name)
+    sources = [(os.path.join(dst, "results.csv"), os.path.join(src, "results.csv"), res, RESULT_FIELDS),
+               (os.path.join(dst, "curves.csv"), os.path.join(src, "curves.csv"), cur, CURVE_FIELDS)]
+    sources += [(path, theirs, rows, RESULT_FIELDS) for path, theirs, rows in splits.values()]
+    for path, theirs, rows, fields in sources:
         had = read_csv(path)
-        merged = merge_rows([(path, had), (os.path.join(src, name), rows)])  # a cell with other values: refused
+        merged = merge_rows([(path, had), (theirs, rows)])  # a cell with other values: refused
         tables.append((path, merged, fields))
         counts.append((len(merged) - len(had), len(rows) - (len(merged) - len(had))))
     os.makedirs(os.path.join(dst, "cells"), exist_ok=True)
@@ -85,7 +135,9 @@ def import_noise0(src: str, dst: str, methods=("none", "word", "seq"), seeds=(1,
                                f"that cell is another study's")
     for path, rows, fields in tables:
         write_csv_atomic(path, rows, list(fields))
-    return tuple(counts)
+    if skipped is not None:
+        skipped.extend(only_src)
+    return counts[0], counts[1], dict(zip(splits, counts[2:]))
 
 
 def main(argv=None):
@@ -95,9 +147,15 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=["none", "word", "seq"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     a = ap.parse_args(argv)
-    (res, res_had), (cur, cur_had) = import_noise0(a.src, a.out_dir, a.methods, a.seeds)
+    skipped = []
+    (res, res_had), (cur, cur_had), extra = import_noise0(a.src, a.out_dir, a.methods, a.seeds, skipped)
     print(f"{res} result rows, {cur} curve rows imported into {a.out_dir} from {a.src} "
           f"({res_had} result rows, {cur_had} curve rows were there already)")
+    for split, (n, had) in extra.items():
+        print(f"{split}: {n} result rows imported into results.{split}.csv ({had} were there already)")
+    for split in skipped:
+        print(f"{split}: not imported; {a.out_dir} decodes no split {split} (its study.json records no "
+              f"--extra-test {split})")
 
 
 if __name__ == "__main__":
