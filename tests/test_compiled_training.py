@@ -42,6 +42,8 @@ def test_compiled_route_training_equals_eager_route(tiny_teacher, tmp_path, monk
 
     if not hasattr(torch, "compile"):
         pytest.skip("this torch has no torch.compile")
+    if fused.blank_link_dir():  # tests/test_repo_path_with_space.py
+        pytest.skip(f"no CPU compilation under a path with a blank: {fused.blank_link_dir()}")
     calls, real_fn = [], fused._fn
     monkeypatch.setattr(fused, "_fn", lambda name: calls.append(name) or real_fn(name))
     monkeypatch.setattr(fused, "_FAILED", set())

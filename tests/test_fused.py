@@ -66,6 +66,8 @@ def test_compiled_equals_eager(monkeypatch):
     gradients in fp32, for two batch shapes (dynamic shapes: one compilation)."""
     from fairseq_kd.teacher import TeacherDistribution
 
+    if fused.blank_link_dir():  # tests/test_repo_path_with_space.py
+        pytest.skip(f"no CPU compilation under a path with a blank: {fused.blank_link_dir()}")
     monkeypatch.setenv("FAIRSEQ_KD_COMPILE", "auto")
     monkeypatch.setattr(fused, "_COMPILED", {})
     monkeypatch.setattr(fused, "_FAILED", set())
@@ -127,6 +129,27 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     got = fused.tempered_kl_sparse(ids, t_top, logits, 2.0)
     torch.testing.assert_close(got, fused.kl_sparse_logits(ids, t_top, logits, 2.0))
     assert "sparse" in fused._FAILED and "torch.compile" in caplog.text
+
+
+def test_no_compile_attempt_on_cpu_under_a_path_with_a_blank(monkeypatch, caplog):
+    """torch under "/home/ann/My Projects/fairseq-kd/.venv": Inductor's g++ line would split its -L path, so
+    the kernels are not compiled at all (no tracing), the eager formula runs and one warning names the path."""
+    def never(fn, dynamic=True):
+        def run(*a):
+            raise AssertionError("compiled under a blank path")
+        return run
+    monkeypatch.setenv("FAIRSEQ_KD_COMPILE", "auto")
+    monkeypatch.setattr(fused, "_COMPILED", {})
+    monkeypatch.setattr(fused, "_FAILED", set())
+    monkeypatch.setattr(torch, "compile", never)
+    monkeypatch.setattr(fused, "blank_link_dir", lambda: "/home/ann/My Projects/fairseq-kd/.venv/torch/lib")
+    logits, t_full, ids, t_top = (x.float() if x.is_floating_point() else x for x in _case(6, dead=False))
+    torch.testing.assert_close(fused.tempered_kl_sparse(ids, t_top, logits, 2.0),
+                               fused.kl_sparse_logits(ids, t_top, logits, 2.0))
+    torch.testing.assert_close(fused.tempered_kl_full(t_full, logits, 2.0), fused.kl_full_logits(t_full, logits, 2.0))
+    assert fused._FAILED == {"sparse", "full"} and not fused.enabled()
+    (warning,) = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert "'/home/ann/My Projects/fairseq-kd/.venv/torch/lib' holds a blank" in warning and "without spaces" in warning
 
 
 def test_student_divergence_takes_the_fused_route_only_when_compilation_is_on(monkeypatch):

@@ -73,14 +73,17 @@ def roots(tmp_path):
 
 def make_stubs(folder: Path, *tools):
     """Executables that append their name and argv (one line of shell words) to $STUB_LOG, and print a line
-    main.sh's teacher log filter keeps ("| train_inner |")."""
+    main.sh's teacher log filter keeps ("| train_inner |"). A shell script that runs this Python, not a
+    "#!python" line: the kernel splits a shebang at its first blank, so a venv under a path with a space
+    ("/home/ann/My Projects/fairseq-kd/.venv") cannot be one."""
     folder.mkdir(parents=True, exist_ok=True)
+    code = ("import os, shlex, sys\n"
+            "with open(os.environ['STUB_LOG'], 'a') as f:\n"
+            "    f.write(shlex.join([os.path.basename(sys.argv[1])] + sys.argv[2:]) + '\\n')\n"
+            "print('stub | train_inner | done')\n")
     for tool in tools:
         path = folder / tool
-        path.write_text(f"#!{sys.executable}\nimport os, shlex, sys\n"
-                        "with open(os.environ['STUB_LOG'], 'a') as f:\n"
-                        "    f.write(shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]) + '\\n')\n"
-                        "print('stub | train_inner | done')\n")
+        path.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(code)} "$0" "$@"\n')
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return folder
 

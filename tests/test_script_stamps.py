@@ -6,6 +6,7 @@ tools are fakes on PATH (fairseq-train, fairseq-generate, fairseq-kd-score; scri
 train_student.sh and the recipes score through, in a copy of the scripts), so each run takes seconds."""
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -390,11 +391,12 @@ def test_recipe_teacher_is_refused_with_other_settings_and_its_test_log_follows_
 def test_stamp_changes_names_what_changed(tmp_path):
     stamp = tmp_path / "stamp"
     stamp.write_text("--lr=5e-4\n--cpu=\ndata_files=1 2 a;3 4 b\n--long=" + "x" * 50 + "\n")
-    script = (f'. {REPO}/data_prep/common.sh; stamp_changes {stamp} "$(printf "%s\\n" --lr=1e-3 '
+    common = shlex.quote(str(REPO / "data_prep/common.sh"))  # a checkout under "My Projects" too
+    script = (f'. {common}; stamp_changes {shlex.quote(str(stamp))} "$(printf "%s\\n" --lr=1e-3 '
               f'"data_files=1 9 a" --fp16= "--long={"y" * 50}")"')
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "--lr 5e-4 -> 1e-3, --cpu dropped, data_files changed, --long changed, --fp16 added"
     many = "\n".join(f"--f{i}={i}" for i in range(9))
-    out = subprocess.run(["bash", "-c", f'. {REPO}/data_prep/common.sh; stamp_changes {stamp} "{many}"'],
+    out = subprocess.run(["bash", "-c", f'. {common}; stamp_changes {shlex.quote(str(stamp))} "{many}"'],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out.endswith("--f1 added and 7 more"), out

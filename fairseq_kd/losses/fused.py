@@ -23,10 +23,15 @@ backward of the loss on a 2048 x 3,996 batch drop from 46 / 72 ms (cache / onlin
 23 / 36 ms on two CPU threads (``bench/bench_tempered_kl.py``, docs/benchmarks.md). Run eagerly the same formulas are slower than the log-softmax
 route (more separate passes; ``bench/bench_tempered_kl.py``), so the criteria use them only while
 compilation works (``enabled``): with ``FAIRSEQ_KD_COMPILE=0``, without ``torch.compile`` or after a
-failed compilation they keep the log-softmax route (same values).
+failed compilation they keep the log-softmax route (same values). On a CPU, Inductor cannot link while
+torch or Python lives under a path with a blank (a checkout in "~/My Projects"): its C++ command line
+leaves the -L directories unquoted and is then split on blanks (torch 2.13), so every compilation would
+fail after seconds of tracing; the route is skipped there, with one warning that names the path.
 """
+import functools
 import logging
 import os
+import sysconfig
 from typing import Optional, Tuple
 
 import torch
@@ -159,8 +164,35 @@ def _fn(name: str):
     return _COMPILED[name]
 
 
+@functools.lru_cache(maxsize=None)
+def blank_link_dir() -> Optional[str]:
+    """The first directory Inductor's CPU build links from (torch's lib, Python's LIBDIR) whose path holds a
+    blank, or None: there no CPU compilation can succeed (``_call``)."""
+    for d in (os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "lib"),
+              sysconfig.get_config_var("LIBDIR") or ""):
+        if any(c.isspace() for c in d):
+            return d
+    return None
+
+
+def _unlinkable(name: str, args) -> bool:
+    """True (the kernel marked failed, one warning) for a CPU call while ``blank_link_dir`` names a path."""
+    where = blank_link_dir()
+    if where is None or not any(isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in args):
+        return False
+    if not _FAILED:
+        logger.warning("torch.compile cannot build CPU kernels here: %r holds a blank, which Inductor's C++ "
+                       "command line splits; the KD losses use the eager route (same values, slower). For the "
+                       "compiled route, move the checkout and its .venv (or FAIRSEQ_KD_VENV) to a path without "
+                       "spaces.", where)
+    _FAILED.add(name)
+    return True
+
+
 def _call(name: str, *args):
     fn = _fn(name)
+    if fn is not _EAGER[name] and _unlinkable(name, args):
+        fn = _EAGER[name]
     try:
         return fn(*args)
     except Exception as e:  # no C++ compiler, an unsupported build: the eager formula is the same maths
