@@ -6,7 +6,7 @@ A reference must have as many lines as its binarized split has sentences; a teac
 names (teacher, ``--student-init``) are compared by content, not by path (``same_checkpoints``).
 """
 import os
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 from fairseq_kd.errors import KDInputError
 
@@ -94,16 +94,21 @@ def refused_gen_flag_message(option: str, flag: str) -> str:
     return f"{option} has {flag}, which is refused: {why}; {instead}"
 
 
-def check_refused_gen_flags(option: str, flags: str) -> None:
-    """Refuse a flag of ``REFUSED_GEN_FLAGS`` in the free-form fairseq-generate ``flags`` of ``option``."""
+def flag_names(option: str, flags: str) -> List[str]:
+    """The words of the free-form ``flags`` of ``option`` split as a shell would, each without its ``=value``;
+    an unbalanced quote is refused, naming the option."""
     import shlex
 
     try:
         words = shlex.split(flags or "")
     except ValueError as e:
         raise KDInputError(f"{option} {flags!r}: {e}") from None
-    for word in words:
-        flag = word.split("=", 1)[0]
+    return [word.split("=", 1)[0] for word in words]
+
+
+def check_refused_gen_flags(option: str, flags: str) -> None:
+    """Refuse a flag of ``REFUSED_GEN_FLAGS`` in the free-form fairseq-generate ``flags`` of ``option``."""
+    for flag in flag_names(option, flags):
         if flag in REFUSED_GEN_FLAGS:
             raise KDInputError(refused_gen_flag_message(option, flag))
 
@@ -111,14 +116,7 @@ def check_refused_gen_flags(option: str, flags: str) -> None:
 def check_owned_flags(option: str, flags: str, owned: Dict) -> None:
     """Refuse a flag of ``owned`` in the free-form ``flags`` of ``option`` (``--train-args`` ...), naming the
     study's own option for it (or saying the study sets it)."""
-    import shlex
-
-    try:
-        words = shlex.split(flags or "")
-    except ValueError as e:
-        raise KDInputError(f"{option} {flags!r}: {e}") from None
-    for word in words:
-        flag = word.split("=", 1)[0]
+    for flag in flag_names(option, flags):
         if flag in owned:
             own = owned[flag]
             raise KDInputError(f"{option} sets {flag}, which the study sets itself and records in its rows: "
