@@ -22,7 +22,6 @@ Usage: python docs/results/tools/import_noise0.py --from exp/main/study exp/stud
        [--methods none word seq] [--seeds 1 2]
 """
 import argparse
-import glob
 import os
 import sys
 
@@ -34,7 +33,7 @@ from fairseq_kd.errors import KDInputError  # noqa: E402
 from fairseq_kd.integrity import merge_rows  # noqa: E402
 from fairseq_kd.study.config import CURVE_FIELDS, RESULT_FIELDS  # noqa: E402
 from fairseq_kd.study.records import read_csv, write_csv_atomic  # noqa: E402
-from merge_studies import one_study  # noqa: E402
+from merge_studies import one_study, split_files  # noqa: E402
 
 NOISE_ONLY = ("noise_ops", "noise_side", "noise_swap_window", "noise_copies")  # settings noise 0 does not read
 
@@ -63,26 +62,20 @@ def check_settings(src, dst, imported):
               hint="import noise-0 cells only from a study run with the noise study's settings")
 
 
-def extra_splits(d):
-    """{split: its results file} of the extra test splits out-dir ``d`` has rows for."""
-    found = sorted(glob.glob(os.path.join(glob.escape(d), "results.*.csv")))
-    return {os.path.basename(p)[len("results."):-len(".csv")]: p for p in found}
-
-
 def decoded_splits(d):
     """The extra test splits study ``d`` decodes: those with a results file, and those its study.json
     records a reference digest for (a split is recorded when the study starts, before any row)."""
     settings = integrity.load_json(os.path.join(d, "study.json"), "restore it from the study's out-dir")
     recorded = settings.get("reference_sha256") or {}
     main = settings.get("gen_subset") or "test"
-    return sorted(set(extra_splits(d)) | {s for s in (recorded if isinstance(recorded, dict) else {}) if s != main})
+    return sorted(set(split_files(d)) | {s for s in (recorded if isinstance(recorded, dict) else {}) if s != main})
 
 
 def split_rows(src, dst, res, keep):
     """{split: (dst's results file, --from's noise-0 rows of the imported cells)} for every extra split
     ``dst`` decodes, and the splits only ``src`` decoded; a split whose rows ``src`` lacks for an imported
     cell (or search) is refused."""
-    theirs = extra_splits(src)
+    theirs = split_files(src)
     wanted = {(r["cell"], r.get("search") or "") for r in res}
     out = {}
     for split in decoded_splits(dst):

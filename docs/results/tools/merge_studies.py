@@ -108,13 +108,19 @@ def one_study(studies, hint="merge only lanes of one study (the same settings, o
     return merged
 
 
+def split_files(d):
+    """{split: its results file} of the extra test splits out-dir ``d`` has rows for (results.SPLIT.csv)."""
+    found = sorted(glob.glob(os.path.join(glob.escape(d), "results.*.csv")))
+    return {os.path.basename(p)[len("results."):-len(".csv")]: p for p in found}
+
+
 def extra_splits(srcs):
     """The extra test splits every source decoded ({split: [its results file per source]}); a split
     found in some sources and not in others is refused: its merged table would lack their cells."""
     found = {}
     for src in srcs:
-        for path in sorted(glob.glob(os.path.join(glob.escape(src), "results.*.csv"))):
-            found.setdefault(os.path.basename(path)[len("results."):-len(".csv")], {})[src] = path
+        for split, path in split_files(src).items():
+            found.setdefault(split, {})[src] = path
     for split, paths in found.items():
         for src in srcs:
             if src not in paths:
